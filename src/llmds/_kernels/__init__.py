@@ -1,0 +1,1 @@
+"""Private numba kernels: module-level functions over NumPy arrays (see STYLE.md)."""

@@ -1,0 +1,388 @@
+"""Measurement helpers: timers, peak-RSS profiling, percentiles and summary statistics.
+
+Everything here is what the seed API reference names (``Timer``, ``MemoryProfiler``,
+``memory_profiler``, ``compute_percentiles``, ``calculate_statistics``,
+``MetricsCollector``). The benchmark suite (``llmds.bench``) is built on them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import psutil
+
+__all__ = [
+    "MemoryProfiler",
+    "Metrics",
+    "MetricsCollector",
+    "Timer",
+    "calculate_statistics",
+    "compute_percentiles",
+    "memory_profiler",
+    "student_t_ppf",
+]
+
+_MB = 1024.0 * 1024.0
+
+
+class Timer:
+    """Context manager measuring wall-clock time with ``time.perf_counter``.
+
+    ``elapsed`` is in seconds; while the block runs it reads the time so far.
+    O(1).
+
+    >>> with Timer() as t:
+    ...     _ = sum(range(1000))
+    >>> t.elapsed >= 0.0
+    True
+    """
+
+    __slots__ = ("_end", "_start")
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._end: float | None = None
+
+    def __enter__(self) -> Timer:
+        self._end = None
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._end = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds between enter and exit (or until now, inside the block)."""
+        if self._start is None:
+            return 0.0
+        end = self._end if self._end is not None else time.perf_counter()
+        return end - self._start
+
+
+class MemoryProfiler:
+    """Peak resident-set-size (RSS) tracker for one process.
+
+    ``start()`` records the baseline RSS and starts a daemon thread that samples
+    RSS every ``interval_s`` seconds, so a peak that rises and falls between two
+    explicit ``sample()`` calls is still seen (to the sampling resolution; the
+    default 2 ms catches any allocation that is held for longer than that).
+    ``stop()`` ends the sampler and takes a final sample. The peak is the maximum
+    of every sample and of the baseline.
+
+    Each sample is one ``psutil`` RSS read, O(1). Memory: a few objects.
+    """
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+        self._interval_s = interval_s
+        self._process = psutil.Process(os.getpid())
+        self._initial = 0
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def start(self) -> None:
+        """Record the baseline RSS and start background sampling. O(1)."""
+        self.stop()
+        rss = self._rss()
+        with self._lock:
+            self._initial = rss
+            self._peak = rss
+        self._stop_event.clear()
+        self._thread = threading.Thread(target=self._run, name="llmds-rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop_event.wait(self._interval_s):
+            self.sample()
+
+    def stop(self) -> None:
+        """Stop background sampling (idempotent) after one last sample. O(1)."""
+        thread = self._thread
+        if thread is not None:
+            self._stop_event.set()
+            thread.join()
+            self._thread = None
+            self.sample()
+
+    def sample(self) -> int:
+        """Read the current RSS in bytes, update the peak and return the reading. O(1)."""
+        rss = self._rss()
+        with self._lock:
+            if rss > self._peak:
+                self._peak = rss
+        return rss
+
+    def get_peak_rss_bytes(self) -> int:
+        """Peak RSS seen since ``start()``, in bytes. O(1)."""
+        with self._lock:
+            return self._peak
+
+    def get_peak_rss_mb(self) -> float:
+        """Peak RSS seen since ``start()``, in MiB. O(1)."""
+        return self.get_peak_rss_bytes() / _MB
+
+    def get_current_rss_mb(self) -> float:
+        """Current RSS in MiB (also counts as a sample). O(1)."""
+        return self.sample() / _MB
+
+    def get_memory_delta_mb(self) -> float:
+        """Peak RSS minus the baseline at ``start()``, in MiB. O(1)."""
+        with self._lock:
+            return (self._peak - self._initial) / _MB
+
+
+@contextmanager
+def memory_profiler(interval_s: float = 0.002) -> Iterator[MemoryProfiler]:
+    """Profile peak RSS over a ``with`` block; the profiler stays readable after it.
+
+    >>> with memory_profiler() as profiler:
+    ...     data = bytearray(8 * 1024 * 1024)
+    ...     _ = profiler.sample()
+    >>> profiler.get_peak_rss_mb() >= profiler.get_current_rss_mb() - 64
+    True
+    """
+    profiler = MemoryProfiler(interval_s)
+    profiler.start()
+    try:
+        yield profiler
+    finally:
+        profiler.stop()
+
+
+def _as_array(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return arr
+
+
+def compute_percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """P50, P95 and P99 of ``values`` (linear interpolation, as NumPy's default).
+
+    O(n log n). An empty sequence raises ``ValueError``.
+
+    >>> compute_percentiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    {'p50': 3.0, 'p95': 4.8, 'p99': 4.96}
+    """
+    arr = _as_array(values)
+    p50, p95, p99 = np.percentile(arr, [50.0, 95.0, 99.0])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(ln_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _student_t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_ppf(q: float, df: float) -> float:
+    """Quantile of Student's t distribution with ``df`` degrees of freedom.
+
+    Bisection on the CDF (regularised incomplete beta), accurate to ~1e-12; no SciPy.
+
+    >>> round(student_t_ppf(0.975, 4), 4)
+    2.7764
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q!r}")
+    if not df > 0:
+        raise ValueError(f"df must be > 0, got {df!r}")
+    if q == 0.5:
+        return 0.0
+    if q < 0.5:
+        return -student_t_ppf(1.0 - q, df)
+    lo, hi = 0.0, 1.0
+    while _student_t_cdf(hi, df) < q:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _student_t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def calculate_statistics(
+    values: Sequence[float] | np.ndarray, confidence_level: float = 0.95
+) -> dict[str, Any]:
+    """Summary statistics of repeated measurements.
+
+    Returns ``mean``, ``std`` (sample standard deviation, ddof=1), ``min``, ``max``,
+    ``p50``/``p95``/``p99``, ``ci_lower``/``ci_upper`` (Student-t confidence
+    interval of the mean at ``confidence_level``), ``cv`` (coefficient of
+    variation, ``100 * std / |mean|``; 0 when the mean is 0) and ``count``.
+
+    A single value is allowed: its ``std`` is 0.0 and its confidence interval
+    collapses to ``[value, value]`` (one sample carries no spread information).
+    O(n log n). An empty sequence raises ``ValueError``.
+
+    >>> s = calculate_statistics([10.0, 12.0, 11.0, 13.0])
+    >>> round(s["mean"], 2), round(s["std"], 3), s["count"]
+    (11.5, 1.291, 4)
+    >>> round(s["ci_lower"], 3), round(s["ci_upper"], 3)
+    (9.446, 13.554)
+    """
+    arr = _as_array(values)
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level!r}")
+    n = int(arr.size)
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
+    if n > 1:
+        half = student_t_ppf(0.5 + confidence_level / 2.0, n - 1) * std / math.sqrt(n)
+    else:
+        half = 0.0
+    stats: dict[str, Any] = {
+        "mean": mean,
+        "std": std,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+    }
+    stats.update(compute_percentiles(arr))
+    stats["ci_lower"] = mean - half
+    stats["ci_upper"] = mean + half
+    stats["cv"] = 100.0 * std / abs(mean) if mean != 0.0 else 0.0
+    stats["count"] = n
+    return stats
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """Latency summary returned by ``MetricsCollector.get_metrics()`` (milliseconds)."""
+
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    latency_mean: float
+    count: int
+    throughput: float
+    """Recorded operations per second of wall time since the collector started."""
+    elapsed_s: float
+
+
+class MetricsCollector:
+    """Collects per-operation latencies (ms) and summarises them.
+
+    Throughput is ``count / seconds since construction (or reset())``. Latencies
+    are stored in a list: ``record_latency`` is O(1) amortised, ``get_metrics``
+    O(n log n). Thread-safe.
+
+    >>> c = MetricsCollector()
+    >>> for ms in (1.0, 2.0, 3.0):
+    ...     c.record_latency(ms)
+    >>> m = c.get_metrics()
+    >>> (m.count, m.latency_p50, m.latency_mean)
+    (3, 2.0, 2.0)
+    """
+
+    def __init__(self, clock: Any = time.perf_counter) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._latencies: list[float] = []
+        self._start = float(clock())
+
+    def reset(self) -> None:
+        """Forget every recorded latency and restart the throughput clock. O(1)."""
+        with self._lock:
+            self._latencies = []
+            self._start = float(self._clock())
+
+    def record_latency(self, latency_ms: float) -> None:
+        """Record one operation's latency in milliseconds. O(1) amortised."""
+        value = float(latency_ms)
+        if not math.isfinite(value) or value < 0.0:
+            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
+        with self._lock:
+            self._latencies.append(value)
+
+    def __len__(self) -> int:
+        return len(self._latencies)
+
+    def get_metrics(self) -> Metrics:
+        """Percentiles, mean, count and throughput of what was recorded. O(n log n).
+
+        With nothing recorded every latency field is 0.0 and the count is 0.
+        """
+        with self._lock:
+            values = list(self._latencies)
+            elapsed = float(self._clock()) - self._start
+        if not values:
+            return Metrics(0.0, 0.0, 0.0, 0.0, 0, 0.0, elapsed)
+        p = compute_percentiles(values)
+        throughput = len(values) / elapsed if elapsed > 0 else 0.0
+        return Metrics(
+            latency_p50=p["p50"],
+            latency_p95=p["p95"],
+            latency_p99=p["p99"],
+            latency_mean=float(np.mean(values)),
+            count=len(values),
+            throughput=throughput,
+            elapsed_s=elapsed,
+        )

@@ -1,0 +1,9 @@
+import os
+
+from hypothesis import settings
+
+# deadline=None: the first call of a numba kernel compiles it (seconds with a cold
+# cache), which Hypothesis would otherwise report as DeadlineExceeded.
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=150, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -1,6 +1,6 @@
 """The ``llmds`` command: run the benchmark suite and write the report.
 
-    llmds bench [NAMES...] [--quick] [--out DIR] [--data DIR] [--repeat N] [--seed S]
+    llmds bench [NAMES...] [--quick | --full] [--out DIR] [--data DIR] [--repeat N] [--seed S]
     llmds report [--results DIR] [--out DIR]
 """
 
@@ -101,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     data_dir = find_data_dir(args.data)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"llmds bench: {len(names)} benchmark(s), {'quick' if args.quick else 'default'} size, "
+    print(f"llmds bench: {len(names)} benchmark(s), {'quick' if args.quick else 'full' if args.full else 'default'} size, "
           f"data: {data_dir or 'none (seeded synthetic workloads)'}, results -> {out_dir}",
           file=sys.stderr)
     bar = ProgressBar(len(names))
@@ -109,7 +109,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     failed = 0
     for i, name in enumerate(names):
         bar.begin(i, name)
-        ctx = BenchContext(quick=args.quick, repeat=args.repeat, seed=args.seed,
+        ctx = BenchContext(quick=args.quick, full=args.full, repeat=args.repeat, seed=args.seed,
                            data_dir=data_dir, out_dir=out_dir, progress=bar.update)
         t0 = time.perf_counter()
         try:
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run benchmarks against the peer libraries")
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     bench.add_argument("--quick", action="store_true", help="small sizes (seconds, for smoke tests)")
+    bench.add_argument("--full", action="store_true",
+                       help="complete datasets (slow; default sizes finish in minutes)")
     bench.add_argument("--out", default="results", help="folder for JSON results (default: results)")
     bench.add_argument("--data", default=None,
                        help="datasets folder (default: $LLMDS_DATA, then ../shared/datasets)")

@@ -55,13 +55,16 @@ SCHEMA_VERSION = 1
 class BenchContext:
     """What a benchmark run gets from the CLI.
 
-    ``quick`` selects the small size used by tests and ``--quick``; ``data_dir``
+    ``quick`` selects the small size used by tests and ``--quick``; ``full`` the
+    complete datasets (``--full``; minutes to tens of minutes), the default being a
+    size at which the whole suite finishes in a few minutes; ``data_dir``
     is the datasets folder or ``None`` (the benchmark then runs its seeded
     synthetic workload and says so); ``progress(done, total, label)`` drives the
     CLI's progress bar.
     """
 
     quick: bool = False
+    full: bool = False
     repeat: int = 5
     seed: int = 0
     data_dir: Path | None = None
@@ -315,6 +318,7 @@ def result_record(
         "benchmark": name,
         "title": title,
         "quick": ctx.quick,
+        "size": "quick" if ctx.quick else ("full" if ctx.full else "default"),
         "repeat": ctx.repeat,
         "seed": ctx.seed,
         "params": params,

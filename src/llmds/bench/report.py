@@ -191,7 +191,7 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             md += [f"**This benchmark failed:** `{last}`", ""]
             hp.append(f"<p><b>This benchmark failed:</b> <code>{html.escape(last)}</code></p>")
             continue
-        meta = (f"Data: {rec.get('data')}. Size: {'quick' if rec.get('quick') else 'default'}; "
+        meta = (f"Data: {rec.get('data')}. Size: {rec.get('size', 'quick' if rec.get('quick') else 'default')}; "
                 f"{rec.get('repeat')} timed repeats after warm-up; seed {rec.get('seed')}.")
         md += [meta, ""]
         hp.append(f"<p>{html.escape(meta)}</p>")

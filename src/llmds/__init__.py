@@ -25,7 +25,18 @@ _EXPORTS: dict[str, str] = {
     "calculate_statistics": "llmds.utils",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CapacityError",
+    "CorruptFileError",
+    "LLMDSError",
+    "MemoryProfiler",
+    "MetricsCollector",
+    "Timer",
+    "UnknownSequenceError",
+    "calculate_statistics",
+    "compute_percentiles",
+    "memory_profiler",
+]
 
 if TYPE_CHECKING:
     from llmds.errors import CapacityError, CorruptFileError, LLMDSError, UnknownSequenceError

@@ -37,7 +37,7 @@ class ProgressBar:
     def update(self, done: int, total: int, label: str) -> None:
         frac = (self.index + (done / total if total > 0 else 0.0)) / self.total
         width = 28
-        filled = int(round(frac * width))
+        filled = round(frac * width)
         bar = "#" * filled + "-" * (width - filled)
         elapsed = time.perf_counter() - self.start
         text = f"[{bar}] {100 * frac:5.1f}% {elapsed:6.1f}s {self.name}: {label}"
@@ -101,9 +101,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     data_dir = find_data_dir(args.data)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"llmds bench: {len(names)} benchmark(s), {'quick' if args.quick else 'full' if args.full else 'default'} size, "
-          f"data: {data_dir or 'none (seeded synthetic workloads)'}, results -> {out_dir}",
-          file=sys.stderr)
+    size = "quick" if args.quick else "full" if args.full else "default"
+    data = data_dir or "none (seeded synthetic workloads)"
+    print(f"llmds bench: {len(names)} benchmark(s), {size} size, data: {data}, "
+          f"results -> {out_dir}", file=sys.stderr)
     bar = ProgressBar(len(names))
     records: list[dict[str, Any]] = []
     failed = 0
@@ -149,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="run benchmarks against the peer libraries")
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    bench.add_argument("--quick", action="store_true", help="small sizes (seconds, for smoke tests)")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes (seconds, for smoke tests)")
     bench.add_argument("--full", action="store_true",
                        help="complete datasets (slow; default sizes finish in minutes)")
-    bench.add_argument("--out", default="results", help="folder for JSON results (default: results)")
+    bench.add_argument("--out", default="results",
+                       help="folder for JSON results (default: results)")
     bench.add_argument("--data", default=None,
                        help="datasets folder (default: $LLMDS_DATA, then ../shared/datasets)")
     bench.add_argument("--repeat", type=int, default=5, help="timed repeats per measurement (>= 5)")

@@ -295,10 +295,8 @@ def calculate_statistics(
     n = int(arr.size)
     mean = float(arr.mean())
     std = float(arr.std(ddof=1)) if n > 1 else 0.0
-    if n > 1:
-        half = student_t_ppf(0.5 + confidence_level / 2.0, n - 1) * std / math.sqrt(n)
-    else:
-        half = 0.0
+    # Half-width of the interval; a single value carries no spread information.
+    half = student_t_ppf(0.5 + confidence_level / 2.0, n - 1) * std / math.sqrt(n) if n > 1 else 0.0
     stats: dict[str, Any] = {
         "mean": mean,
         "std": std,

@@ -7,6 +7,7 @@ defines ``NAME``, ``TITLE`` and ``run(ctx) -> dict`` (see :mod:`llmds.bench.harn
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from llmds.bench.harness import BenchContext

@@ -214,7 +214,8 @@ def peer(module: str, extra: str = "bench") -> ModuleType | None:
     try:
         return importlib.import_module(module)
     except Exception as exc:  # ImportError, or a broken binary wheel
-        _PEER_SKIPS[module] = f"not importable ({type(exc).__name__}: {exc}); pip install llmds[{extra}]"
+        why = f"{type(exc).__name__}: {exc}"
+        _PEER_SKIPS[module] = f"not importable ({why}); pip install llmds[{extra}]"
         return None
 
 
@@ -252,10 +253,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-_PEER_DISTS = (
-    "pqdict heapdict cachetools datasketches limits pyrate-limiter hnswlib faiss-cpu usearch "
-    "bm25s tantivy rank-bm25 PyStemmer sglang vllm torch matplotlib"
-).split()
+_PEER_DISTS = [
+    "pqdict", "heapdict", "cachetools", "datasketches", "limits", "pyrate-limiter", "hnswlib",
+    "faiss-cpu", "usearch", "bm25s", "tantivy", "rank-bm25", "PyStemmer", "sglang", "vllm",
+    "torch", "matplotlib",
+]
 
 
 def environment() -> dict[str, Any]:

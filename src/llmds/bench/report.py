@@ -191,7 +191,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             md += [f"**This benchmark failed:** `{last}`", ""]
             hp.append(f"<p><b>This benchmark failed:</b> <code>{html.escape(last)}</code></p>")
             continue
-        meta = (f"Data: {rec.get('data')}. Size: {rec.get('size', 'quick' if rec.get('quick') else 'default')}; "
+        size = rec.get("size", "quick" if rec.get("quick") else "default")
+        meta = (f"Data: {rec.get('data')}. Size: {size}; "
                 f"{rec.get('repeat')} timed repeats after warm-up; seed {rec.get('seed')}.")
         md += [meta, ""]
         hp.append(f"<p>{html.escape(meta)}</p>")
@@ -221,8 +222,9 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             name = f"{rec['benchmark']}-{j}-{_slug(spec.get('title', ''))}.png"
             if _render_plot(spec, plots_dir / name):
                 md += [f"![{spec.get('title', '')}](plots/{name})", ""]
-                hp.append(f'<figure><img src="plots/{name}" alt="{html.escape(spec.get("title", ""))}">'
-                          f"<figcaption>{html.escape(spec.get('title', ''))}</figcaption></figure>")
+                cap = html.escape(spec.get("title", ""))
+                hp.append(f'<figure><img src="plots/{name}" alt="{cap}">'
+                          f"<figcaption>{cap}</figcaption></figure>")
             else:
                 matplotlib_missing = True
     if matplotlib_missing:

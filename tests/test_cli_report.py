@@ -1,0 +1,105 @@
+import html.parser
+import json
+
+import pytest
+
+from llmds.bench.harness import BenchContext, result_record, write_record
+from llmds.bench.report import build_report, fmt, load_results
+from llmds.cli import main, summary_table
+
+
+def _record(name="indexed_heap"):
+    return result_record(
+        name, "IndexedHeap vs pqdict", ctx=BenchContext(quick=True),
+        params={"ops": 1000}, data="synthetic, seed 0",
+        rows=[{"impl": "llmds", "ops_per_cpu_s": 123456.0, "latency_ms": {"p50": 0.001}},
+              {"impl": "pqdict", "ops_per_cpu_s": 41152.0},
+              {"impl": "heapdict", "skipped": "not importable"}],
+        ratios=[{"name": "ops/CPU-s llmds / pqdict", "value": 3.0, "goal": 3.0}],
+        notes=["a measured note"],
+        plots=[{"title": "ops/s", "kind": "bar", "x_label": "", "y_label": "ops/s",
+                "series": [{"label": "llmds", "x": [0], "y": [123456.0]},
+                           {"label": "pqdict", "x": [0], "y": [41152.0]}]}],
+    )
+
+
+class _Checker(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.imgs, self.cells = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        elif tag not in ("meta", "br"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "td":
+            self.cells.append(data)
+
+
+def test_report_from_results_folder(tmp_path):
+    results = tmp_path / "results"
+    write_record(_record(), results)
+    (results / "junk.txt").write_text("ignored")
+    paths = build_report(results, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert [p.name for p in paths] == ["report.md", "report.html"]
+    # every number comes from the result file
+    for number in ("123,456", "41,152", "3", "0.001"):
+        assert number in md
+    assert "Skipped peer heapdict" in md and "a measured note" in md
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.stack == ["html"] or checker.stack == []
+    assert "123,456" in checker.cells
+    for src in checker.imgs:
+        assert (tmp_path / "report" / src).stat().st_size > 1000
+
+
+def test_report_shows_failed_benchmark(tmp_path):
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "hnsw.error.json").write_text(json.dumps(
+        {"benchmark": "hnsw", "error": "Traceback...\nValueError: boom"}))
+    build_report(results, tmp_path / "out")
+    assert "This benchmark failed" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="llmds bench"):
+        load_results(tmp_path / "none")
+
+
+def test_fmt():
+    assert fmt(None) == "–" and fmt(True) == "yes" and fmt(1234567) == "1,234,567"
+    assert fmt(0.000123456) == "0.000123" and fmt(12345.6) == "12,346"
+    assert fmt(float("nan")) == "nan"
+
+
+def test_summary_table_lists_ratios_skips_and_failures():
+    text = summary_table([_record(), {"benchmark": "hnsw", "error": "x\nValueError: boom"}])
+    assert "ops/CPU-s llmds / pqdict" in text and "yes" in text
+    assert "skipped peer heapdict" in text and "FAILED: ValueError: boom" in text
+
+
+def test_cli_rejects_unknown_benchmark(capsys):
+    assert main(["bench", "no-such-bench", "--out", "/tmp/llmds-none"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_repeat(capsys):
+    assert main(["bench", "--repeat", "0"]) == 2
+
+
+def test_cli_report_command(tmp_path, capsys):
+    write_record(_record(), tmp_path / "res")
+    assert main(["report", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "o")]) == 0
+    assert "report.html" in capsys.readouterr().out

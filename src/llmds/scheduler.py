@@ -1,0 +1,608 @@
+"""Dynamic micro-batching scheduler over an :class:`~llmds.indexed_heap.IndexedHeap`.
+
+Requests wait in a priority queue; the consumer asks for a batch and gets one only
+when a release rule fires, so small requests are grouped into batches without any
+of them waiting longer than ``max_wait_ms`` or past its SLO deadline.
+
+Release rules (checked in this order by ``get_batch``; the first that holds names
+the release in ``stats()["releases"]``):
+
+1. ``force`` -- ``get_batch(force=True)`` releases whatever is queued;
+2. ``full`` -- at least ``max_batch_size`` requests are queued, or (with a token
+   budget) the queued requests hold at least ``max_batch_tokens`` tokens;
+3. ``max_wait`` -- the oldest queued request has waited ``max_wait_ms``:
+   ``now - arrival >= max_wait_ms / 1000``;
+4. ``slo`` -- a queued request's deadline is about to be missed:
+   ``now >= arrival + (slo_ms - slo_margin_ms) / 1000`` (``slo_margin_ms`` is the
+   time the caller needs to run a batch).
+
+``next_release_time()`` says when rule 3 or 4 will fire, so an event-driven
+simulator can jump the clock there and a blocking consumer knows how long to sleep.
+
+Batch order: with the default policy, earliest deadline first (requests without an
+SLO have an infinite deadline, or ``arrival + default_slo_ms`` if that is set),
+then fewest tokens, then FIFO (request id). With ``priority_fn(req)``, higher
+values run first and FIFO breaks ties. A batch takes requests in that order until
+it holds ``max_batch_size`` requests or the next request would exceed
+``max_batch_tokens`` (no skipping ahead: the order is strict).
+
+Time comes from the injectable ``clock`` (seconds, non-decreasing; default
+``time.monotonic``), so with a fake clock the scheduler is fully deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from llmds.indexed_heap import IndexedHeap
+
+__all__ = ["Request", "Scheduler"]
+
+# Default-order tie-break packs (tokens, submission number) into one int64:
+# tokens in the high 31 bits, the submission number modulo 2**32 in the low bits.
+_TOKEN_LIMIT = 2**31 - 1
+_SEQ_BITS = 32
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+QUEUED, IN_FLIGHT, COMPLETED, CANCELLED = "queued", "in_flight", "completed", "cancelled"
+
+
+class Request:
+    """One request and its queue-wait accounting (times in clock seconds).
+
+    ``priority_fn`` receives this object. Treat it as read-only: the scheduler
+    owns it. ``wait_ms`` is the queue wait (what time-to-first-token adds on top
+    of prefill); ``service_ms`` dispatch to completion; ``latency_ms`` arrival to
+    completion.
+    """
+
+    __slots__ = (
+        "_key",
+        "arrival",
+        "completion_time",
+        "deadline",
+        "dispatch_time",
+        "request_id",
+        "slo_ms",
+        "state",
+        "tokens",
+    )
+
+    def __init__(
+        self, request_id: int, tokens: int, slo_ms: float | None, arrival: float, deadline: float
+    ) -> None:
+        self.request_id = request_id
+        self.tokens = tokens
+        self.slo_ms = slo_ms
+        self.arrival = arrival
+        self.deadline = deadline  # release-rule deadline, inf without an SLO
+        self.dispatch_time: float | None = None
+        self.completion_time: float | None = None
+        self.state = QUEUED
+        self._key: tuple[float, int] = (0.0, 0)  # heap (score, tie) while queued
+
+    @property
+    def wait_ms(self) -> float | None:
+        """Queue wait, arrival to dispatch, in ms (None while queued)."""
+        if self.dispatch_time is None:
+            return None
+        return (self.dispatch_time - self.arrival) * 1000.0
+
+    @property
+    def service_ms(self) -> float | None:
+        """Dispatch to completion in ms (None until completed)."""
+        if self.completion_time is None or self.dispatch_time is None:
+            return None
+        return (self.completion_time - self.dispatch_time) * 1000.0
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Arrival to completion in ms (None until completed)."""
+        if self.completion_time is None:
+            return None
+        return (self.completion_time - self.arrival) * 1000.0
+
+    @property
+    def slo_met(self) -> bool | None:
+        """True if dispatched by its SLO deadline; None without an SLO or before dispatch."""
+        if self.slo_ms is None or self.dispatch_time is None:
+            return None
+        return self.dispatch_time <= self.arrival + self.slo_ms / 1000.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(request_id={self.request_id}, tokens={self.tokens}, slo_ms={self.slo_ms}, "
+            f"arrival={self.arrival}, state={self.state!r})"
+        )
+
+
+def _real(value: Any, name: str, *, allow_inf: bool = True, minimum: float = 0.0) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if math.isnan(out):
+        raise ValueError(f"{name} must not be NaN")
+    if out < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
+    if not allow_inf and math.isinf(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    out = int(value)
+    if out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    if maximum is not None and out > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {out}")
+    return out
+
+
+class Scheduler:
+    """Dynamic micro-batching with SLO-aware release rules (see the module docstring).
+
+    Parameters: ``max_batch_size`` (>= 1) requests per batch; ``max_wait_ms``
+    (>= 0, ``inf`` disables the rule) the longest a request waits for a fuller
+    batch; ``priority_fn(req) -> number``, higher runs first (default: earliest
+    deadline, fewest tokens, FIFO). Keyword-only: ``max_batch_tokens`` per-batch
+    token budget (a single request larger than it is refused at submit);
+    ``slo_margin_ms`` time reserved before a deadline; ``default_slo_ms`` deadline
+    for requests submitted without one (ordering and release); ``clock`` returning
+    seconds; ``history`` how many completed requests ``drain_completed`` and the
+    wait-time statistics keep.
+
+    Invariants (asserted by ``_check``): every queued request is in the priority
+    heap and the arrival-ordered index, and nowhere else; in-flight requests are in
+    neither; ``queued_tokens`` is the sum of queued tokens; with ``priority_fn`` the
+    deadline heap holds exactly the queued requests that have a finite deadline.
+
+    Complexity (n queued, k per batch): ``submit``, ``cancel``,
+    ``update_priority`` O(log n); ``get_batch`` O(1) when nothing is released,
+    O(k log n) otherwise; ``complete_batch`` O(k); ``next_release_time``,
+    ``request`` O(1); ``stats`` O(history). Memory: one ``Request`` plus O(1)
+    index entries per queued or in-flight request, and up to ``history`` completed
+    requests.
+
+    Thread safety: every public method takes one internal lock, so any number of
+    producer threads may ``submit`` while a consumer calls ``get_batch`` (use
+    ``block=True`` to sleep until a batch is due). ``priority_fn`` runs under that
+    lock and must not call back into the scheduler.
+
+    >>> t = [0.0]
+    >>> s = Scheduler(max_batch_size=2, max_wait_ms=50.0, clock=lambda: t[0])
+    >>> a = s.submit(tokens=100); b = s.submit(tokens=10, slo_ms=30.0)
+    >>> s.get_batch()  # full: two requests queued
+    [1, 0]
+    >>> s.complete_batch([1, 0])
+    >>> c = s.submit(tokens=5)
+    >>> s.get_batch() is None  # one request, nothing due yet
+    True
+    >>> t[0] = 0.05; s.get_batch()  # waited max_wait_ms
+    [2]
+    """
+
+    def __init__(
+        self,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 50.0,
+        priority_fn: Callable[[Request], float] | None = None,
+        *,
+        max_batch_tokens: int | None = None,
+        slo_margin_ms: float = 0.0,
+        default_slo_ms: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 100_000,
+    ) -> None:
+        self.max_batch_size = _int(max_batch_size, "max_batch_size", 1)
+        self.max_wait_ms = _real(max_wait_ms, "max_wait_ms")
+        if priority_fn is not None and not callable(priority_fn):
+            raise TypeError(f"priority_fn must be callable or None, got {priority_fn!r}")
+        self.priority_fn = priority_fn
+        self.max_batch_tokens = (
+            None if max_batch_tokens is None else _int(max_batch_tokens, "max_batch_tokens", 1)
+        )
+        self.slo_margin_ms = _real(slo_margin_ms, "slo_margin_ms", allow_inf=False)
+        self.default_slo_ms = (
+            None if default_slo_ms is None else _real(default_slo_ms, "default_slo_ms")
+        )
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        self._clock = clock
+        self._history = _int(history, "history", 0)
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._heap = IndexedHeap()  # request id -> priority (min first)
+        # Only with priority_fn: the heap no longer orders by deadline, so the SLO
+        # rule needs its own index of queued deadlines.
+        self._deadlines: IndexedHeap | None = IndexedHeap() if priority_fn is not None else None
+        self._queued: OrderedDict[int, Request] = OrderedDict()  # arrival (submission) order
+        self._in_flight: dict[int, Request] = {}
+        self._completed: deque[Request] = deque(maxlen=self._history)
+        self._waits_ms: deque[float] = deque(maxlen=self._history or None)
+        self._queued_tokens = 0
+        self._next_id = 0
+        self._closed = False
+        self._counts = {
+            "submitted": 0,
+            "dispatched": 0,
+            "completed": 0,
+            "cancelled": 0,
+            "batches": 0,
+            "slo_missed": 0,
+        }
+        self._releases = {"force": 0, "full": 0, "max_wait": 0, "slo": 0}
+
+    # -- producers ------------------------------------------------------------------
+
+    def submit(self, tokens: int, slo_ms: float | None = None) -> int:
+        """Queue a request of ``tokens`` tokens; return its request id. O(log n).
+
+        ``slo_ms``: the request must be dispatched within this many ms of
+        arrival (``None``: no deadline). Raises TypeError/ValueError for a
+        non-int or negative ``tokens``, a NaN or negative ``slo_ms``, or tokens
+        above ``max_batch_tokens``; RuntimeError after ``close()``.
+        """
+        tokens = _int(tokens, "tokens", 0, _TOKEN_LIMIT)
+        budget = self.max_batch_tokens
+        if budget is not None and tokens > budget:
+            raise ValueError(
+                f"tokens ({tokens}) exceeds max_batch_tokens ({budget}); it could never be batched"
+            )
+        if slo_ms is not None:
+            slo_ms = _real(slo_ms, "slo_ms")
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("submit on a closed Scheduler")
+            now = self._clock()
+            request_id = self._next_id
+            budget_ms = slo_ms if slo_ms is not None else self.default_slo_ms
+            deadline = math.inf if budget_ms is None else now + budget_ms / 1000.0
+            req = Request(request_id, tokens, slo_ms, now, deadline)
+            score, tie = self._priority(req)  # may raise: nothing changed yet
+            self._next_id = request_id + 1
+            self._enqueue(req, score, tie)
+            self._counts["submitted"] += 1
+            self._cond.notify()
+        return request_id
+
+    def _priority(self, req: Request) -> tuple[float, int]:
+        """Heap key of ``req``: (score, tie), smaller first."""
+        fn = self.priority_fn
+        if fn is None:
+            return req.deadline, (req.tokens << _SEQ_BITS) | (req.request_id & _SEQ_MASK)
+        value = fn(req)
+        try:
+            p = _real(value, "priority_fn(req)", minimum=-math.inf)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{exc} (request tokens={req.tokens})") from None
+        return -p, req.request_id
+
+    def _enqueue(self, req: Request, score: float, tie: int) -> None:
+        rid = req.request_id
+        self._heap._push_tie(rid, score, tie)
+        if self._deadlines is not None and req.deadline != math.inf:
+            self._deadlines._push_tie(rid, req.deadline, rid)
+        req._key = (score, tie)
+        self._queued[rid] = req
+        self._queued_tokens += req.tokens
+
+    def _dequeue(self, rid: int) -> Request:
+        """Drop a queued request from every index (heap entry already popped or not)."""
+        req = self._queued.pop(rid)
+        if rid in self._heap:
+            self._heap.delete(rid)
+        if self._deadlines is not None and rid in self._deadlines:
+            self._deadlines.delete(rid)
+        self._queued_tokens -= req.tokens
+        return req
+
+    def update_priority(self, request_id: int, new_tokens: int) -> None:
+        """Set a queued request's token count and re-rank it. O(log n).
+
+        Raises KeyError if ``request_id`` is not queued (unknown, in flight or
+        done) and TypeError/ValueError for bad ``new_tokens``; nothing changes then.
+        """
+        new_tokens = _int(new_tokens, "new_tokens", 0, _TOKEN_LIMIT)
+        budget = self.max_batch_tokens
+        if budget is not None and new_tokens > budget:
+            raise ValueError(f"new_tokens ({new_tokens}) exceeds max_batch_tokens ({budget})")
+        with self._cond:
+            req = self._queued_request(request_id)
+            old = req.tokens
+            req.tokens = new_tokens
+            try:
+                score, tie = self._priority(req)
+            except BaseException:
+                req.tokens = old
+                raise
+            self._heap.delete(request_id)
+            self._heap._push_tie(request_id, score, tie)
+            req._key = (score, tie)
+            self._queued_tokens += new_tokens - old
+            self._cond.notify()  # a token budget may now be reached
+
+    def cancel(self, request_id: int) -> Request:
+        """Remove a queued request and return its record. O(log n).
+
+        Raises KeyError if ``request_id`` is not queued.
+        """
+        with self._cond:
+            self._queued_request(request_id)
+            req = self._dequeue(request_id)
+            req.state = CANCELLED
+            self._counts["cancelled"] += 1
+            return req
+
+    def _queued_request(self, request_id: Any) -> Request:
+        try:
+            return self._queued[request_id]
+        except (KeyError, TypeError):
+            pass
+        try:
+            in_flight = request_id in self._in_flight
+        except TypeError:
+            in_flight = False
+        where = "in flight" if in_flight else "unknown or already done"
+        raise KeyError(f"request_id {request_id!r} is not queued ({where})") from None
+
+    # -- consumer -------------------------------------------------------------------
+
+    def _release_reason(self, now: float, force: bool) -> str | None:
+        """Which rule releases a batch at ``now`` (None: keep waiting). O(1)."""
+        queued = self._queued
+        if not queued:
+            return None
+        if force:
+            return "force"
+        if len(queued) >= self.max_batch_size:
+            return "full"
+        budget = self.max_batch_tokens
+        if budget is not None and self._queued_tokens >= budget:
+            return "full"
+        oldest = next(iter(queued.values()))
+        if (now - oldest.arrival) * 1000.0 >= self.max_wait_ms:
+            return "max_wait"
+        deadline = self._earliest_deadline()
+        if now >= deadline - self.slo_margin_ms / 1000.0:
+            return "slo"
+        return None
+
+    def _earliest_deadline(self) -> float:
+        if self._deadlines is None:
+            top = self._heap.peek()  # default order: the heap's score is the deadline
+            return math.inf if top is None else top[0]
+        top = self._deadlines.peek()
+        return math.inf if top is None else top[0]
+
+    def _next_due(self) -> float | None:
+        """Clock time at which rule 3 or 4 fires for the current queue (None if empty)."""
+        if not self._queued:
+            return None
+        oldest = next(iter(self._queued.values()))
+        due = oldest.arrival + self.max_wait_ms / 1000.0
+        deadline = self._earliest_deadline()
+        if deadline != math.inf:
+            due = min(due, deadline - self.slo_margin_ms / 1000.0)
+        return due
+
+    def next_release_time(self) -> float | None:
+        """Clock time at which ``get_batch()`` will release a batch. O(1).
+
+        The current time if a batch is due now, None if the queue is empty, and
+        ``inf`` if only ``force`` (or more requests) can release one.
+        """
+        with self._cond:
+            now = self._clock()
+            if self._release_reason(now, False) is not None:
+                return now
+            return self._next_due()
+
+    def get_batch(
+        self, force: bool = False, block: bool = False, timeout: float | None = None
+    ) -> list[int] | None:
+        """Release a batch of request ids if a release rule holds, else None. O(k log n).
+
+        With ``block=True`` wait (on a condition variable, woken by ``submit``,
+        ``wakeup`` and ``close``) until a batch is released, the scheduler is
+        closed and empty, or ``timeout`` seconds of real time pass; a closed
+        scheduler releases its remaining requests without waiting for the rules.
+        The rules are evaluated with the scheduler's clock every time the thread
+        wakes.
+        """
+        if timeout is not None:
+            timeout = _real(timeout, "timeout")
+        with self._cond:
+            if not block:
+                return self._take(self._clock(), force)
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                now = self._clock()
+                batch = self._take(now, force or self._closed)
+                if batch is not None or (self._closed and not self._queued):
+                    return batch
+                wait = None
+                due = self._next_due()
+                if due is not None and due != math.inf:
+                    wait = max(due - now, 0.0)
+                if end is not None:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cond.wait(wait)
+
+    def _take(self, now: float, force: bool) -> list[int] | None:
+        reason = self._release_reason(now, force)
+        if reason is None:
+            return None
+        heap, queued, in_flight = self._heap, self._queued, self._in_flight
+        budget = self.max_batch_tokens
+        limit = self.max_batch_size
+        batch: list[int] = []
+        total = 0
+        while len(batch) < limit and heap:
+            rid = heap.peek()[1]  # type: ignore[index]
+            req = queued[rid]
+            if budget is not None and total + req.tokens > budget:
+                break
+            heap.pop()
+            total += req.tokens
+            self._dequeue(rid)
+            req.state = IN_FLIGHT
+            req.dispatch_time = now
+            in_flight[rid] = req
+            batch.append(rid)
+            wait = (now - req.arrival) * 1000.0
+            self._waits_ms.append(wait)
+            if req.slo_ms is not None and now > req.arrival + req.slo_ms / 1000.0:
+                self._counts["slo_missed"] += 1
+        self._counts["dispatched"] += len(batch)
+        self._counts["batches"] += 1
+        self._releases[reason] += 1
+        return batch
+
+    def complete_batch(self, request_ids: Iterable[int]) -> None:
+        """Mark in-flight requests done and record their completion time. O(k).
+
+        All-or-nothing: raises KeyError if any id is not in flight (unknown,
+        still queued, already completed) and ValueError for a repeated id.
+        """
+        ids = list(request_ids)
+        with self._cond:
+            in_flight = self._in_flight
+            seen: set[int] = set()
+            for rid in ids:
+                try:
+                    ok = rid in in_flight
+                except TypeError:
+                    ok = False
+                if not ok:
+                    where = "queued" if ok is False and self._is_queued(rid) else "unknown or done"
+                    raise KeyError(f"request_id {rid!r} is not in flight ({where})")
+                if rid in seen:
+                    raise ValueError(f"request_id {rid!r} appears twice in request_ids")
+                seen.add(rid)
+            now = self._clock()
+            for rid in ids:
+                req = in_flight.pop(rid)
+                req.state = COMPLETED
+                req.completion_time = now
+                if self._history:
+                    self._completed.append(req)
+            self._counts["completed"] += len(ids)
+
+    def _is_queued(self, rid: Any) -> bool:
+        try:
+            return rid in self._queued
+        except TypeError:
+            return False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def wakeup(self) -> None:
+        """Wake blocked ``get_batch`` calls to re-check the rules (after moving a fake clock)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Refuse further submits; blocked consumers drain the queue, then get None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- inspection -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of queued requests (not counting in-flight ones)."""
+        return len(self._queued)
+
+    @property
+    def queued_tokens(self) -> int:
+        """Tokens held by queued requests."""
+        return self._queued_tokens
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def request(self, request_id: int) -> Request | None:
+        """The record of a queued or in-flight request, else None. O(1)."""
+        with self._cond:
+            req = self._queued.get(request_id)
+            return req if req is not None else self._in_flight.get(request_id)
+
+    def queued_ids(self) -> list[int]:
+        """Queued request ids in the order batches would take them. O(n log n)."""
+        with self._cond:
+            return [r.request_id for r in sorted(self._queued.values(), key=lambda r: r._key)]
+
+    def drain_completed(self) -> list[Request]:
+        """Completed requests since the last drain (at most ``history``), oldest first."""
+        with self._cond:
+            out = list(self._completed)
+            self._completed.clear()
+            return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, release reasons and queue-wait percentiles (ms) of recent dispatches."""
+        with self._cond:
+            waits = np.asarray(self._waits_ms, dtype=np.float64)
+            out: dict[str, Any] = dict(self._counts)
+            out.update(
+                queued=len(self._queued),
+                in_flight=len(self._in_flight),
+                queued_tokens=self._queued_tokens,
+                releases=dict(self._releases),
+                mean_batch_size=(
+                    self._counts["dispatched"] / self._counts["batches"]
+                    if self._counts["batches"]
+                    else 0.0
+                ),
+            )
+            if waits.size:
+                p50, p95, p99 = np.percentile(waits, [50, 95, 99])
+                out["wait_ms"] = {
+                    "p50": float(p50),
+                    "p95": float(p95),
+                    "p99": float(p99),
+                    "mean": float(waits.mean()),
+                    "max": float(waits.max()),
+                    "count": int(waits.size),
+                }
+            else:
+                out["wait_ms"] = {"count": 0}
+            return out
+
+    def _check(self) -> None:
+        """Assert the invariants. O(n log n); tests call it after each step."""
+        with self._cond:
+            heap, queued = self._heap, self._queued
+            heap._check()
+            assert set(heap) == set(queued), "heap and queue index disagree"
+            assert not set(queued) & set(self._in_flight), "a request is queued and in flight"
+            assert self._queued_tokens == sum(r.tokens for r in queued.values()), "token sum"
+            arrivals = [r.request_id for r in queued.values()]
+            assert arrivals == sorted(arrivals), "arrival index out of order"
+            for rid, req in queued.items():
+                assert req.state == QUEUED and req.request_id == rid
+                assert heap.get_score(rid) == req._key[0], f"stale heap score of {rid}"
+            for rid, req in self._in_flight.items():
+                assert req.state == IN_FLIGHT and req.dispatch_time is not None, rid
+            if self._deadlines is not None:
+                self._deadlines._check()
+                want = {rid for rid, r in queued.items() if r.deadline != math.inf}
+                assert set(self._deadlines) == want, "deadline index disagrees"

@@ -11,7 +11,7 @@ the release in ``stats()["releases"]``):
 2. ``full`` -- at least ``max_batch_size`` requests are queued, or (with a token
    budget) the queued requests hold at least ``max_batch_tokens`` tokens;
 3. ``max_wait`` -- the oldest queued request has waited ``max_wait_ms``:
-   ``now - arrival >= max_wait_ms / 1000``;
+   ``now >= arrival + max_wait_ms / 1000``;
 4. ``slo`` -- a queued request's deadline is about to be missed:
    ``now >= arrival + (slo_ms - slo_margin_ms) / 1000`` (``slo_margin_ms`` is the
    time the caller needs to run a batch).
@@ -370,7 +370,8 @@ class Scheduler:
         if budget is not None and self._queued_tokens >= budget:
             return "full"
         oldest = next(iter(queued.values()))
-        if (now - oldest.arrival) * 1000.0 >= self.max_wait_ms:
+        # Same expression as _next_due, so next_release_time() is exact in floats.
+        if now >= oldest.arrival + self.max_wait_ms / 1000.0:
             return "max_wait"
         deadline = self._earliest_deadline()
         if now >= deadline - self.slo_margin_ms / 1000.0:

@@ -55,7 +55,7 @@ class NaiveScheduler:
         ):
             return "full"
         oldest = min(self.queue, key=lambda r: r.request_id)
-        if (now - oldest.arrival) * 1000.0 >= self.max_wait_ms:
+        if now >= oldest.arrival + self.max_wait_ms / 1000.0:
             return "max_wait"
         earliest = min(r.deadline for r in self.queue)
         if now >= earliest - self.slo_margin_ms / 1000.0:

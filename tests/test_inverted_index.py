@@ -1,0 +1,410 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from llmds.analysis import Analyzer
+from llmds.errors import CorruptFileError
+from llmds.inverted_index import InvertedIndex
+from tests.reference.bm25 import NaiveBM25, assert_same_top_k
+
+WORDS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
+PLAIN = Analyzer(stopwords=None, stemmer=None)
+
+
+def plain_index(**kwargs):
+    return InvertedIndex(analyzer=PLAIN, **kwargs)
+
+
+# ------------------------------------------------------------------ examples
+def test_seed_api_example():
+    index = InvertedIndex()
+    index.add_document(1, "Python programming language")
+    index.add_document(2, "Java programming language")
+    index.add_document(3, "Machine learning with Python")
+    results = index.search("python programming", top_k=2)
+    assert [d for d, _ in results] == [1, 3] or [d for d, _ in results] == [1, 2]
+    assert results[0][0] == 1
+    assert index.get_term_frequency("python", 1) == 1
+    assert index.get_term_frequency("Programming", 3) == 0
+    assert index.get_document_frequency("programming") == 2
+    assert index.get_document_frequency("the") == 0  # stopword
+    assert index.get_document_frequency("zebra") == 0
+    index._check()
+
+
+def test_only_matching_docs_and_ties_by_doc_id():
+    index = plain_index()
+    for doc_id in (30, 10, 20):
+        index.add_document(doc_id, "same words here")
+    index.add_document(5, "other stuff")
+    assert [d for d, _ in index.search("words", 10)] == [10, 20, 30]
+    assert index.search("nothing", 10) == []
+    assert index.search("", 10) == []
+    scores = {s for _, s in index.search("words", 10)}
+    assert len(scores) == 1
+
+
+def test_scores_match_bm25s_lucene():
+    bm25s = pytest.importorskip("bm25s")
+    corpus = ["a cat sat on the mat", "dogs chase cats all day", "the mat is red and red",
+              "cats and dogs and birds", "nothing in common"]
+    index = InvertedIndex()
+    index.add_documents(enumerate(corpus))
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer,
+                                   show_progress=False), show_progress=False)
+    q = "red cats on mats"
+    ref = retriever.get_scores(bm25s.tokenize([q], stopwords="en", stemmer=stemmer,
+                                              return_ids=False, show_progress=False)[0])
+    for doc_id, score in index.search(q, 10):
+        assert score == pytest.approx(float(ref[doc_id]), rel=1e-5)
+
+
+def test_incremental_search_is_exact_at_every_step():
+    rng = np.random.default_rng(0)
+    index = plain_index(seal_postings=7)
+    model = NaiveBM25()
+    for doc_id in range(60):
+        words = list(rng.choice(WORDS, size=int(rng.integers(1, 8))))
+        index.add_document(doc_id, " ".join(words))
+        model.add(doc_id, words)
+        for q in (["cat"], ["dog", "dog", "eel"]):
+            assert_same_top_k(index.search(" ".join(q), 5), model.scores(q), 5)
+    assert index.num_segments >= 1
+    index._check()
+
+
+def test_allowed_ids_filter_and_batch():
+    index = plain_index(seal_postings=4)
+    index.add_documents((i, " ".join(WORDS[: 1 + i % 8])) for i in range(40))
+    hits = index.search("ant hen", 10, allowed_ids=[3, 7, 15, 999])
+    assert {d for d, _ in hits} <= {3, 7, 15}
+    assert next(d for d, _ in hits) in (7, 15)
+    assert index.search("ant", 5, allowed_ids=[]) == []
+    qs = ["ant", "hen cat", "zzz", ""]
+    assert index.search_batch(qs, 7) == [index.search(q, 7) for q in qs]
+    assert index.search_batch(qs, 3, allowed_ids=range(10)) == [
+        index.search(q, 3, allowed_ids=range(10)) for q in qs]
+    assert index.search_batch([], 3) == []
+
+
+def test_delete_update_and_statistics():
+    index = plain_index()
+    index.add_document(1, "cat dog")
+    index.add_document(2, "cat")
+    index.seal()
+    index.add_document(3, "cat eel")
+    assert index.get_document_frequency("cat") == 3
+    index.delete_document(1)
+    index.delete_document(3)
+    assert index.get_document_frequency("cat") == 1
+    assert index.get_document_frequency("dog") == 0
+    assert len(index) == 1 and 1 not in index
+    index.update_document(2, "dog dog")
+    assert index.get_term_frequency("dog", 2) == 2
+    assert index.search("cat") == []
+    index.add_document(2, "eel", update=True)
+    assert [d for d, _ in index.search("eel dog")] == [2]
+    index.seal()
+    index.merge()
+    assert index.num_segments == 1
+    st_ = index.stats()
+    assert st_["num_docs"] == 1 and st_["num_postings"] == 1 and st_["segment_postings"] == 1
+    index._check()
+
+
+def test_stats_compression():
+    rng = np.random.default_rng(1)
+    index = plain_index()
+    index.add_documents((i, " ".join(rng.choice(WORDS, 20))) for i in range(500))
+    index.seal()
+    s = index.stats()
+    assert s["num_docs"] == 500 and s["num_terms"] == len(WORDS)
+    assert s["segment_postings"] == s["num_postings"]
+    assert 1.0 <= s["bytes_per_posting"] < 2.5
+
+
+# ------------------------------------------------------------------ bad input
+def bad_input_cases():
+    return [
+        (lambda ix: ix.add_document(1, "dup"), ValueError, "already indexed"),
+        (lambda ix: ix.add_document("7", "x yy"), TypeError, "doc_id must be an int"),
+        (lambda ix: ix.add_document(True, "x yy"), TypeError, "doc_id must be an int"),
+        (lambda ix: ix.add_document(2**63, "x yy"), ValueError, "int64"),
+        (lambda ix: ix.add_document(7, ""), ValueError, "text must not be empty"),
+        (lambda ix: ix.add_document(7, "   "), ValueError, "text must not be empty"),
+        (lambda ix: ix.add_document(7, b"bytes"), TypeError, "text must be a str"),
+        (lambda ix: ix.add_documents([(7, "ok ok"), (8, None)]), TypeError, "must be a str"),
+        (lambda ix: ix.add_documents([(7, "ok ok"), (7, "again")]), ValueError, "twice"),
+        (lambda ix: ix.add_documents([(7, "ok ok"), (1, "again")]), ValueError, "already"),
+        (lambda ix: ix.add_documents([(7, "ok ok"), 5]), TypeError, "pair"),
+        (lambda ix: ix.delete_document(99), KeyError, "99"),
+        (lambda ix: ix.update_document(99, "x yy"), KeyError, "99"),
+        (lambda ix: ix.update_document(1, ""), ValueError, "empty"),
+        (lambda ix: ix.get_term_frequency("cat", 99), KeyError, "99"),
+        (lambda ix: ix.get_term_frequency("cat dog", 1), ValueError, "one word"),
+        (lambda ix: ix.get_term_frequency(3, 1), TypeError, "term must be a str"),
+        (lambda ix: ix.search("cat", 0), ValueError, "top_k must be >= 1"),
+        (lambda ix: ix.search("cat", -3), ValueError, "top_k must be >= 1"),
+        (lambda ix: ix.search("cat", 2.0), TypeError, "top_k must be an int"),
+        (lambda ix: ix.search(None), TypeError, "query must be a str"),
+        (lambda ix: ix.search_batch("cat"), TypeError, "sequence of str"),
+        (lambda ix: ix.search_batch(["cat", 3]), TypeError, r"queries\[1\]"),
+        (lambda ix: ix.search_batch(["cat"], 0), ValueError, "top_k"),
+    ]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), bad_input_cases())
+def test_bad_input_raises_and_changes_nothing(call, exc, match):
+    index = plain_index()
+    index.add_document(1, "cat dog")
+    index.add_document(2, "dog eel")
+    before = (index.stats(), index.search("cat dog eel", 10))
+    with pytest.raises(exc, match=match):
+        call(index)
+    assert (index.stats(), index.search("cat dog eel", 10)) == before
+    index._check()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [({"k1": -1}, ValueError), ({"k1": float("nan")}, ValueError), ({"b": 1.5}, ValueError),
+     ({"seal_postings": 0}, ValueError), ({"merge_factor": 0.5}, ValueError),
+     ({"analyzer": 5}, TypeError)],
+)
+def test_bad_constructor_arguments(kwargs, exc):
+    with pytest.raises(exc):
+        InvertedIndex(**kwargs)
+
+
+def test_analyzer_returning_non_strings_is_rejected_before_any_change():
+    index = InvertedIndex(analyzer=lambda text: [1, 2])
+    with pytest.raises(TypeError, match="sequence of str"):
+        index.add_document(1, "x")
+    assert len(index) == 0
+
+
+# ------------------------------------------------------------------ persistence
+def build_small(seal_postings=5):
+    index = plain_index(seal_postings=seal_postings)
+    rng = np.random.default_rng(3)
+    for i in range(50):
+        index.add_document(i * 7 - 100, " ".join(rng.choice(WORDS, int(rng.integers(1, 6)))))
+    for i in range(0, 50, 4):
+        index.delete_document(i * 7 - 100)
+    return index
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_save_load_round_trip(tmp_path, mmap):
+    index = build_small()
+    queries = ["cat", "dog eel hen", "ant ant bee"]
+    expected = [index.search(q, 8) for q in queries]
+    path = tmp_path / "idx.llmds"
+    size = index.save(path)
+    assert size == path.stat().st_size
+    loaded = InvertedIndex.load(path, mmap=mmap)
+    loaded._check()
+    assert [loaded.search(q, 8) for q in queries] == expected
+    assert loaded.stats() == index.stats()
+    # a loaded index stays fully mutable (copy-on-write when mapped)
+    loaded.add_document(10_000, "cat cat cat")
+    loaded.delete_document(-100 + 7)
+    loaded.seal()
+    loaded.merge()
+    loaded._check()
+    assert loaded.search("cat", 1)[0][0] == 10_000
+    assert [InvertedIndex.load(path).search(q, 8) for q in queries] == expected
+
+
+def test_default_analyzer_is_restored_and_custom_needs_passing(tmp_path):
+    index = InvertedIndex(k1=1.2, b=0.5)
+    index.add_document(1, "Running dogs")
+    index.save(tmp_path / "a")
+    loaded = InvertedIndex.load(tmp_path / "a")
+    assert (loaded.k1, loaded.b) == (1.2, 0.5)
+    assert loaded.search("runs") == index.search("runs") != []
+    custom = InvertedIndex(analyzer=str.split)
+    custom.add_document(1, "x y")
+    custom.save(tmp_path / "b")
+    with pytest.raises(CorruptFileError, match="custom analyzer"):
+        InvertedIndex.load(tmp_path / "b")
+    assert InvertedIndex.load(tmp_path / "b", analyzer=str.split).search("x") == custom.search("x")
+
+
+def test_empty_index_round_trip(tmp_path):
+    InvertedIndex().save(tmp_path / "e")
+    loaded = InvertedIndex.load(tmp_path / "e")
+    assert len(loaded) == 0 and loaded.search("anything") == []
+    loaded.add_document(1, "anything")
+    assert loaded.search("anything")[0][0] == 1
+
+
+def test_truncated_and_corrupted_files_raise(tmp_path):
+    path = tmp_path / "idx"
+    build_small().save(path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad"
+    for cut in (0, 5, 16, 40, len(data) // 2, len(data) - 1):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CorruptFileError):
+            InvertedIndex.load(bad)
+    rng = np.random.default_rng(0)
+    for pos in [*rng.choice(len(data), 25, replace=False).tolist(), 0, 9, 17, len(data) - 1]:
+        corrupted = bytearray(data)
+        corrupted[pos] ^= 0x5A
+        bad.write_bytes(bytes(corrupted))
+        try:
+            InvertedIndex.load(bad)
+        except CorruptFileError:
+            continue
+        # a flip in alignment padding is harmless: the loaded index must still be intact
+        assert InvertedIndex.load(bad).stats() == InvertedIndex.load(path).stats()
+    bad.write_bytes(b"not an index at all")
+    with pytest.raises(CorruptFileError, match="bad magic"):
+        InvertedIndex.load(bad)
+    assert issubclass(CorruptFileError, ValueError)
+
+
+def test_wrong_version_raises(tmp_path):
+    path = tmp_path / "idx"
+    InvertedIndex().save(path)
+    data = bytearray(path.read_bytes())
+    data[8] = 99
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="version 99"):
+        InvertedIndex.load(path)
+
+
+# ------------------------------------------------------------------ stateful model test
+class IndexAgainstModel(RuleBasedStateMachine):
+    """Random adds, deletes, updates, seals, merges; search must equal brute force."""
+
+    def __init__(self):
+        super().__init__()
+        self.index = plain_index(seal_postings=6, merge_factor=2.0)
+        self.model = NaiveBM25()
+
+    texts = st.lists(st.sampled_from(WORDS), min_size=0, max_size=7)
+
+    @rule(doc_id=st.integers(0, 25), words=texts)
+    def add(self, doc_id, words):
+        text = " ".join(words) or "x"  # "x" is dropped by \w\w+: a zero-length doc
+        if doc_id in self.model.docs:
+            with pytest.raises(ValueError):
+                self.index.add_document(doc_id, text)
+            return
+        self.index.add_document(doc_id, text)
+        self.model.add(doc_id, words)
+
+    @rule(docs=st.lists(st.tuples(st.integers(26, 60), texts), max_size=5,
+                        unique_by=lambda d: d[0]))
+    def add_many(self, docs):
+        fresh = [(d, w) for d, w in docs if d not in self.model.docs]
+        self.index.add_documents([(d, " ".join(w) or "x") for d, w in fresh])
+        for d, w in fresh:
+            self.model.add(d, w)
+
+    @precondition(lambda self: self.model.docs)
+    @rule(data=st.data())
+    def delete(self, data):
+        doc_id = data.draw(st.sampled_from(sorted(self.model.docs)))
+        self.index.delete_document(doc_id)
+        self.model.delete(doc_id)
+
+    @precondition(lambda self: self.model.docs)
+    @rule(data=st.data(), words=texts)
+    def update(self, data, words):
+        doc_id = data.draw(st.sampled_from(sorted(self.model.docs)))
+        self.index.update_document(doc_id, " ".join(words) or "x")
+        self.model.add(doc_id, words)
+
+    @rule()
+    def seal(self):
+        self.index.seal()
+
+    @rule()
+    def merge(self):
+        self.index.merge()
+
+    @rule(q=st.lists(st.sampled_from([*WORDS, "zzz"]), min_size=1, max_size=4),
+          k=st.integers(1, 8))
+    def search(self, q, k):
+        assert_same_top_k(self.index.search(" ".join(q), k), self.model.scores(q), k)
+
+    @rule(q=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3), k=st.integers(1, 5),
+          allowed=st.sets(st.integers(0, 60), max_size=10))
+    def search_filtered(self, q, k, allowed):
+        ref = {d: s for d, s in self.model.scores(q).items() if d in allowed}
+        assert_same_top_k(self.index.search(" ".join(q), k, allowed_ids=allowed), ref, k)
+
+    @precondition(lambda self: self.model.docs)
+    @rule(data=st.data(), term=st.sampled_from(WORDS))
+    def frequencies(self, data, term):
+        doc_id = data.draw(st.sampled_from(sorted(self.model.docs)))
+        assert self.index.get_term_frequency(term, doc_id) == self.model.tf(term, doc_id)
+        assert self.index.get_document_frequency(term) == self.model.df(term)
+
+    @invariant()
+    def consistent(self):
+        self.index._check()
+        assert len(self.index) == len(self.model.docs)
+
+
+IndexAgainstModel.TestCase.settings = settings(max_examples=40, stateful_step_count=30)
+TestIndexAgainstModel = pytest.mark.slow(IndexAgainstModel.TestCase)
+
+
+# ------------------------------------------------------------------ kernels without the JIT
+def test_kernels_run_without_jit():
+    code = (
+        "from llmds.inverted_index import InvertedIndex\n"
+        "from llmds.analysis import Analyzer\n"
+        "from llmds.postings import encode_varints, decode_varints, zigzag_encode\n"
+        "assert decode_varints(encode_varints(zigzag_encode([0, -1, 2**62]))).tolist()"
+        " == [0, 1, 2**63]\n"
+        "ix = InvertedIndex(analyzer=Analyzer(stopwords=None, stemmer=None), seal_postings=3)\n"
+        "for i, t in enumerate(['aa bb', 'bb cc cc', 'aa aa', 'dd', 'cc aa']):\n"
+        "    ix.add_document(i, t)\n"
+        "ix.delete_document(3); ix.seal(); ix.merge(); ix._check()\n"
+        "assert [d for d, _ in ix.search('aa cc', 3)] == [4, 1, 2], ix.search('aa cc', 3)\n"
+        "assert ix.search_batch(['aa', 'cc'], 2)[1] == ix.search('cc', 2)\n"
+        "assert ix.get_term_frequency('cc', 1) == 2\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------ real data
+@pytest.mark.data
+@pytest.mark.slow
+def test_scifact_ndcg_matches_bm25s_reference():
+    from llmds.bench.datasets import find_data_dir
+    from llmds.bench.ir_data import load_beir
+    from llmds.bench.ir_eval import mean_ndcg
+
+    data = find_data_dir()
+    folder = data / "ir" / "scifact" if data else None
+    if folder is None or not folder.is_dir():
+        pytest.skip("SciFact not found: no datasets folder with ir/scifact "
+                    "(set LLMDS_DATA or place ../shared/datasets)")
+    c = load_beir(folder)
+    index = InvertedIndex()
+    index.add_documents(enumerate(c.docs))
+    results = index.search_batch(c.queries, 10)
+    ranked = {q: [c.doc_ids[d] for d, _ in r] for q, r in zip(c.query_ids, results, strict=True)}
+    assert mean_ndcg(ranked, c.qrels, 10) >= 0.68

@@ -200,19 +200,39 @@ class CountMinSketch:
     # ------------------------------------------------------------------- hashing
     def _key(self, item: object) -> int:
         """The uint64 key of one item (an int in [0, 2**64)). O(len(item))."""
-        if isinstance(item, str):
-            data = item.encode("utf-8")
+        buf = self._bytes_of(item)
+        if buf is None:
+            return self._one_key
+        return int(_k.fnv1a64(buf, 0, buf.shape[0]))
+
+    def _bytes_of(self, item: object) -> npt.NDArray[np.uint8] | None:
+        """The item's bytes as a uint8 array, or None after storing an int key in ``_one``.
+
+        Exact-type checks first: they cost ~30 ns, the ``isinstance`` chain ~0.5 us.
+        """
+        t = type(item)
+        if t is str:
+            return np.frombuffer(item.encode("utf-8"), dtype=np.uint8)  # type: ignore[attr-defined]
+        if t is int:
+            value = item
+        elif t is bytes:
+            return np.frombuffer(item, dtype=np.uint8)  # type: ignore[call-overload]
+        elif isinstance(item, str):
+            return np.frombuffer(item.encode("utf-8"), dtype=np.uint8)
         elif isinstance(item, (bytes, bytearray, memoryview)):
-            data = bytes(item)
+            return np.frombuffer(bytes(item), dtype=np.uint8)
         elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
             value = int(item)
-            if not -(1 << 63) <= value < _UINT64_MOD:
-                raise ValueError(f"int item must be in [-2**63, 2**64), got {value}")
-            return value % _UINT64_MOD
         else:
             raise TypeError(f"item must be str, bytes or int, got {type(item).__name__}")
-        buf = np.frombuffer(data, dtype=np.uint8)
-        return int(_k.fnv1a64(buf, 0, buf.shape[0]))
+        if not -(1 << 63) <= value < _UINT64_MOD:  # type: ignore[operator]
+            raise ValueError(f"int item must be in [-2**63, 2**64), got {value}")
+        self._one[0] = value % _UINT64_MOD  # type: ignore[operator]
+        return None
+
+    @property
+    def _one_key(self) -> int:
+        return int(self._one[0])
 
     def _batch(self, items: Any) -> tuple[str, Any, Any]:
         """Coerce a batch to ``("keys", uint64 keys, None)`` or ``("bytes", buf, offsets)``."""
@@ -293,10 +313,18 @@ class CountMinSketch:
 
     # ----------------------------------------------------------------- updates
     def add(self, item: Item, count: int = 1) -> None:
-        """Add ``count`` (>= 0) occurrences of ``item``. O(depth)."""
-        count = _count_arg(count)
-        self._one[0] = self._key(item)
-        _k.add_keys(self._table, self._seeds, self._one, _EMPTY_COUNTS, count, self._conservative)
+        """Add ``count`` (>= 0) occurrences of ``item``. O(depth) (+ O(len) for str/bytes).
+
+        Each call crosses into compiled code once (~1 us); for many items,
+        ``add_many`` is one to two orders of magnitude faster per item.
+        """
+        if type(count) is not int or count < 0 or count >= 1 << 62:
+            count = _count_arg(count)
+        buf = self._bytes_of(item)
+        if buf is None:
+            _k.add_one(self._table, self._seeds, self._one, count, self._conservative)
+        else:
+            _k.add_one_bytes(self._table, self._seeds, buf, count, self._conservative)
         self._total += count
 
     def add_many(
@@ -322,8 +350,10 @@ class CountMinSketch:
 
     def estimate(self, item: Item) -> int:
         """Estimated count of ``item``: never below its true count. O(depth)."""
-        self._one[0] = self._key(item)
-        return int(_k.estimate_keys(self._table, self._seeds, self._one)[0])
+        buf = self._bytes_of(item)
+        if buf is None:
+            return int(_k.estimate_one(self._table, self._seeds, self._one))
+        return int(_k.estimate_one_bytes(self._table, self._seeds, buf))
 
     def estimate_many(self, items: Sequence[Item] | npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Estimates of every item as an int64 array. O(n * depth), compiled."""

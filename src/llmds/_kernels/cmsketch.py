@@ -154,3 +154,34 @@ def estimate_bytes(table, seeds, buf, offsets):
     for j in range(n):
         out[j] = _estimate_one(table, seeds, fnv1a64(buf, offsets[j], offsets[j + 1]))
     return out
+
+
+# Single-item entry points: one dispatch per call, no output allocation. The
+# key arrives in a 1-element uint64 array (``one``) so numba sees one type for
+# every key (a Python int above 2**63 would otherwise type as uint64 and below
+# it as int64).
+@numba.njit(cache=True, nogil=True)
+def add_one(table, seeds, one, count, conservative):
+    """Add ``count`` for the key ``one[0]``. O(depth)."""
+    cols = np.empty(table.shape[0], dtype=np.int64)
+    _add_one(table, seeds, cols, one[0], count, conservative)
+
+
+@numba.njit(cache=True, nogil=True)
+def estimate_one(table, seeds, one):
+    """Estimate of the key ``one[0]``. O(depth)."""
+    return _estimate_one(table, seeds, one[0])
+
+
+@numba.njit(cache=True, nogil=True)
+def add_one_bytes(table, seeds, buf, count, conservative):
+    """Add ``count`` for the item whose bytes are ``buf``. O(len(buf) + depth)."""
+    cols = np.empty(table.shape[0], dtype=np.int64)
+    key = fnv1a64(buf, 0, buf.shape[0])
+    _add_one(table, seeds, cols, key, count, conservative)
+
+
+@numba.njit(cache=True, nogil=True)
+def estimate_one_bytes(table, seeds, buf):
+    """Estimate of the item whose bytes are ``buf``. O(len(buf) + depth)."""
+    return _estimate_one(table, seeds, fnv1a64(buf, 0, buf.shape[0]))

@@ -1,0 +1,38 @@
+"""Prefix caches for KV-cache reuse (the SGLang/pymllm ``mem_cache`` API).
+
+- :mod:`~llmds.mem_cache.base_prefix_cache`: hash helpers, :class:`RadixKey`, the
+  result records and the abstract :class:`BasePrefixCache`;
+- :mod:`~llmds.mem_cache.radix_cache`: :class:`RadixCache`, the radix tree;
+- :mod:`~llmds.mem_cache.chunk_cache`: :class:`ChunkCache`, the no-op cache;
+- :mod:`~llmds.mem_cache.allocator`: :class:`TokenToKVPoolAllocator`, a minimal
+  token-granular KV slot pool with the ``free(indices)`` hook the caches call.
+"""
+
+from llmds.mem_cache.allocator import TokenToKVPoolAllocator
+from llmds.mem_cache.base_prefix_cache import (
+    BasePrefixCache,
+    EvictResult,
+    InsertResult,
+    MatchResult,
+    RadixKey,
+    hash_bytes,
+    hash_to_int64,
+    hash_token_ids,
+)
+from llmds.mem_cache.chunk_cache import ChunkCache
+from llmds.mem_cache.radix_cache import RadixCache, TreeNode
+
+__all__ = [
+    "BasePrefixCache",
+    "ChunkCache",
+    "EvictResult",
+    "InsertResult",
+    "MatchResult",
+    "RadixCache",
+    "RadixKey",
+    "TokenToKVPoolAllocator",
+    "TreeNode",
+    "hash_bytes",
+    "hash_to_int64",
+    "hash_token_ids",
+]

@@ -1,0 +1,75 @@
+"""The no-op prefix cache: every request is computed from scratch.
+
+Used when prefix caching is disabled, so the scheduler calls one interface either
+way. Nothing is stored, so nothing ever matches, locks or is evicted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds.mem_cache.base_prefix_cache import (
+    BasePrefixCache,
+    EvictResult,
+    InsertResult,
+    MatchResult,
+    RadixKey,
+)
+
+__all__ = ["ChunkCache"]
+
+
+class ChunkCache(BasePrefixCache):
+    """No-op prefix cache: no sharing, no tree, no eviction.
+
+    Invariant: all sizes are 0. Every operation is O(1) (``insert`` validates
+    its arguments in O(1)). Memory: O(1).
+
+    >>> cache = ChunkCache()
+    >>> cache.match_prefix(RadixKey([1, 2, 3])).prefix_len
+    0
+    >>> cache.insert(RadixKey([1, 2, 3])).prefix_len
+    0
+    """
+
+    def __init__(self, token_to_kv_pool_allocator: Any = None, device: Any = "cpu") -> None:
+        self.token_to_kv_pool_allocator = token_to_kv_pool_allocator
+        self.device = device
+
+    def reset(self) -> None:
+        """Nothing to clear. O(1)."""
+
+    def match_prefix(self, key: RadixKey | Any) -> MatchResult:
+        """Always the empty match. O(1)."""
+        return MatchResult(indices=np.empty(0, dtype=np.int64), last_node=None)
+
+    def insert(
+        self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
+    ) -> InsertResult:
+        """Store nothing; ``prefix_len`` is 0 so the caller keeps its indices. O(1)."""
+        if value is not None:
+            n_key, n_value = len(key), len(value)  # type: ignore[arg-type]
+            if n_key != n_value:
+                raise ValueError(
+                    f"value must have one index per token: len(key)={n_key}, len(value)={n_value}"
+                )
+        return InsertResult()
+
+    def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
+        """Nothing to evict. O(1)."""
+        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        return EvictResult()
+
+    def inc_lock_ref(self, node: Any) -> None:
+        """Nothing to lock. O(1)."""
+        return None
+
+    def dec_lock_ref(self, node: Any, token: Any = None, **kwargs: Any) -> None:
+        """Nothing to unlock. O(1)."""

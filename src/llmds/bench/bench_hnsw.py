@@ -1,0 +1,289 @@
+"""HNSW vs hnswlib, faiss (IndexHNSWFlat), usearch on Fashion-MNIST: recall@10, QPS, build, memory.
+
+All libraries get the same base vectors, queries and parameters (M=16,
+ef_construction=200, squared L2, one thread) in the same process. For each ef in
+``EFS``: recall@10 against exact ground truth (NumPy, cached outside the repo), queries
+per CPU-second with one query per call and with all queries in one batch call.
+Sizes: ``--quick`` 10k base / 1k queries (ef 10, 20, 50), default 20k / 2k, ``--full``
+the whole 60k / 10k. Without the dataset a seeded clustered-Gaussian set of the same
+shape is used and the record says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from llmds.bench import harness
+from llmds.bench.ann_data import load_ann
+from llmds.hnsw import HNSW
+
+NAME = "hnsw"
+TITLE = "HNSW approximate nearest neighbours (Fashion-MNIST, recall@10 vs QPS)"
+
+M = 16
+EF_CONSTRUCTION = 200
+K = 10
+EFS = (10, 20, 50, 100, 200)
+RECALL_TARGET = 0.95
+
+
+def _recall(ids: np.ndarray, gt: np.ndarray) -> float:
+    pairs = zip(ids[:, :K].tolist(), gt[:, :K].tolist(), strict=True)
+    hits = sum(len(set(a) & set(b)) for a, b in pairs)
+    return hits / (gt.shape[0] * K)
+
+
+class _Lib:
+    """One library behind a common interface: build, set_ef, one(q), batch(Q) -> ids."""
+
+    name = ""
+    one: Callable[[np.ndarray], object]
+
+    def build(self, base: np.ndarray, seed: int) -> None:
+        raise NotImplementedError
+
+    def set_ef(self, ef: int) -> None:
+        raise NotImplementedError
+
+    def batch(self, queries: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int | None:
+        return None
+
+    def release(self) -> None:
+        """Drop the index so the next library builds in free memory."""
+        self.__dict__.pop("index", None)
+
+
+class _Ours(_Lib):
+    name = "llmds"
+
+    def build(self, base: np.ndarray, seed: int) -> None:
+        self.index = HNSW(base.shape[1], M=M, ef_construction=EF_CONSTRUCTION, seed=seed)
+        self.index.add_items(base, np.arange(base.shape[0]))
+
+    def set_ef(self, ef: int) -> None:
+        search = self.index.search
+        self.ef = ef
+        self.one = lambda q: search(q, K, ef)
+
+    def batch(self, queries: np.ndarray) -> np.ndarray:
+        return self.index.search_batch(queries, K, ef=self.ef)[0]
+
+    def memory_bytes(self) -> int | None:
+        return int(self.index.stats()["memory_bytes"])
+
+
+class _Hnswlib(_Lib):
+    name = "hnswlib"
+
+    def __init__(self, mod: Any) -> None:
+        self.mod = mod
+
+    def build(self, base: np.ndarray, seed: int) -> None:
+        self.index = self.mod.Index(space="l2", dim=base.shape[1])
+        self.index.init_index(max_elements=base.shape[0], ef_construction=EF_CONSTRUCTION, M=M,
+                              random_seed=seed)
+        self.index.set_num_threads(1)
+        self.index.add_items(base, np.arange(base.shape[0]), num_threads=1)
+        self.n = base.shape[0]
+
+    def set_ef(self, ef: int) -> None:
+        self.index.set_ef(ef)
+        knn = self.index.knn_query
+        self.one = lambda q: knn(q, k=K, num_threads=1)
+
+    def batch(self, queries: np.ndarray) -> np.ndarray:
+        return self.index.knn_query(queries, k=K, num_threads=1)[0]
+
+    def memory_bytes(self) -> int | None:
+        try:
+            return int(self.index.index_file_size())
+        except AttributeError:
+            return None
+
+
+class _Faiss(_Lib):
+    name = "faiss"
+
+    def __init__(self, mod: Any) -> None:
+        self.mod = mod
+        mod.omp_set_num_threads(1)
+
+    def build(self, base: np.ndarray, seed: int) -> None:
+        self.index = self.mod.IndexHNSWFlat(base.shape[1], M)
+        self.index.hnsw.efConstruction = EF_CONSTRUCTION
+        self.index.add(base)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.hnsw.efSearch = ef
+        search = self.index.search
+        self.one = lambda q: search(q[None, :], K)
+
+    def batch(self, queries: np.ndarray) -> np.ndarray:
+        return self.index.search(queries, K)[1]
+
+    def memory_bytes(self) -> int | None:
+        return int(self.mod.serialize_index(self.index).nbytes)
+
+
+class _Usearch(_Lib):
+    name = "usearch"
+
+    def __init__(self, mod: Any) -> None:
+        self.mod = mod
+
+    def build(self, base: np.ndarray, seed: int) -> None:
+        self.index = self.mod.Index(ndim=base.shape[1], metric="l2sq", dtype="f32",
+                                    connectivity=M, expansion_add=EF_CONSTRUCTION)
+        self.index.add(np.arange(base.shape[0]), base, threads=1)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.expansion_search = ef
+        search = self.index.search
+        self.one = lambda q: search(q, K, threads=1)
+
+    def batch(self, queries: np.ndarray) -> np.ndarray:
+        return np.asarray(self.index.search(queries, K, threads=1).keys).astype(np.int64)
+
+    def memory_bytes(self) -> int | None:
+        return int(self.index.memory_usage)
+
+
+def _libraries() -> tuple[list[_Lib], list[dict[str, Any]]]:
+    libs: list[_Lib] = [_Ours()]
+    skipped_rows = []
+    for module, cls in (("hnswlib", _Hnswlib), ("faiss", _Faiss), ("usearch.index", _Usearch)):
+        mod = harness.peer(module)
+        if mod is None:
+            skipped_rows.append({"impl": module.split(".")[0],
+                                 "skipped": harness.skipped(module)})
+        else:
+            libs.append(cls(mod))
+    return libs, skipped_rows
+
+
+def run(ctx: harness.BenchContext) -> dict[str, Any]:
+    efs: tuple[int, ...]
+    if ctx.quick:
+        n_base, n_query, efs = 10_000, 1_000, (10, 20, 50)
+    elif ctx.full:
+        n_base, n_query, efs = 60_000, 10_000, EFS
+    else:
+        n_base, n_query, efs = 20_000, 2_000, EFS
+    ctx.progress(0, 1, "hnsw: loading data and exact ground truth")
+    data = load_ann(ctx.dataset("ann", "fashion-mnist"), n_base, n_query, K,
+                    cache_dir=ctx.cache_dir, seed=ctx.seed)
+    base, queries, gt = data.base, data.queries, data.gt
+    libs, rows = _libraries()
+    total = len(libs) * (1 + len(efs))
+    done = 0
+    results: dict[str, dict[str, Any]] = {}
+    for lib in libs:
+        ctx.progress(done, total, f"hnsw: building {lib.name}")
+        if lib.name == "llmds":  # compile the kernels outside the timed build
+            warm = HNSW(base.shape[1], M=M, ef_construction=EF_CONSTRUCTION, seed=0)
+            warm.add_items(base[:200], np.arange(200))
+            warm.search(queries[0], K)
+            warm.search_batch(queries[:2], K)
+        c0, w0 = time.process_time(), time.perf_counter()
+        lib.build(base, ctx.seed)
+        build_cpu, build_wall = time.process_time() - c0, time.perf_counter() - w0
+        done += 1
+        per_ef = []
+        for ef in efs:
+            ctx.progress(done, total, f"hnsw: {lib.name} ef={ef}")
+            lib.set_ef(ef)
+            one = lib.one
+            ids = np.asarray(lib.batch(queries), dtype=np.int64)
+            recall = _recall(ids, gt)
+
+            def single(_: object, one: Callable[[np.ndarray], object] = one) -> None:
+                for q in queries:
+                    one(q)
+
+            m_one = harness.measure(single, ops=n_query, repeat=ctx.repeat, warmup=0)
+            def batch(_: object, lib: _Lib = lib) -> None:
+                lib.batch(queries)
+
+            m_batch = harness.measure(batch, ops=n_query, repeat=ctx.repeat, warmup=0)
+            per_ef.append({"ef": ef, "recall": recall,
+                           "qps_one": m_one.ops_per_cpu_s, "qps_batch": m_batch.ops_per_cpu_s,
+                           "one": m_one.to_dict(), "batch": m_batch.to_dict()})
+            done += 1
+        results[lib.name] = {"build_cpu_s": build_cpu, "build_wall_s": build_wall,
+                             "memory_bytes": lib.memory_bytes(), "per_ef": per_ef}
+        lib.release()
+    for name, r in results.items():
+        for e in r["per_ef"]:
+            rows.append({"impl": name, "ef": e["ef"], "recall@10": round(e["recall"], 4),
+                         "qps_one_per_cpu_s": round(e["qps_one"], 1),
+                         "qps_batch_per_cpu_s": round(e["qps_batch"], 1),
+                         "build_cpu_s": round(r["build_cpu_s"], 3),
+                         "memory_mb": (round(r["memory_bytes"] / 2**20, 2)
+                                       if r["memory_bytes"] else None),
+                         "one_query": e["one"], "batch": e["batch"]})
+    ratios = _ratios(results)
+    plots = [{
+        "title": f"recall@10 vs queries per CPU-second, one query per call ({n_base} base)",
+        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
+        "log_y": True,
+        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
+                    "y": [e["qps_one"] for e in r["per_ef"]]} for name, r in results.items()],
+    }, {
+        "title": f"recall@10 vs queries per CPU-second, batch call ({n_base} base)",
+        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
+        "log_y": True,
+        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
+                    "y": [e["qps_batch"] for e in r["per_ef"]]} for name, r in results.items()],
+    }]
+    notes = [
+        f"M={M}, ef_construction={EF_CONSTRUCTION}, k={K}, squared L2, one thread for every "
+        "library; rates are queries per CPU-second (median of the timed runs).",
+        "QPS at recall >= 0.95: each library's best rate over the ef values whose recall@10 "
+        "is at least 0.95.",
+        "Build time is one CPU-timed build per library (llmds' kernels compiled beforehand).",
+    ]
+    return harness.result_record(
+        NAME, TITLE, ctx=ctx,
+        params={"n_base": n_base, "n_query": n_query, "dim": int(base.shape[1]), "M": M,
+                "ef_construction": EF_CONSTRUCTION, "k": K, "efs": list(efs)},
+        data=data.source, rows=rows, ratios=ratios, notes=notes, plots=plots,
+        extra={"results": results},
+    )
+
+
+def _best_qps(per_ef: list[dict[str, Any]], key: str) -> float | None:
+    ok = [e[key] for e in per_ef if e["recall"] >= RECALL_TARGET]
+    return max(ok) if ok else None
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    ours = results["llmds"]
+    out: list[dict[str, Any]] = []
+    for peer_name, r in results.items():
+        if peer_name == "llmds":
+            continue
+        main = peer_name == "hnswlib"
+        for key, label in (("qps_one", "one query per call"), ("qps_batch", "batch")):
+            ob, pb = _best_qps(ours["per_ef"], key), _best_qps(r["per_ef"], key)
+            out.append({"name": f"QPS at recall >= {RECALL_TARGET} vs {peer_name} ({label})",
+                        "value": harness.ratio(ob, pb) if ob else None,
+                        "goal": 1.1 if main else None})
+        out.append({"name": f"build time vs {peer_name}",
+                    "value": harness.ratio(ours["build_cpu_s"], r["build_cpu_s"]),
+                    "goal": 1.0 if main else None, "higher_is_better": False})
+        for eo, ep in zip(ours["per_ef"], r["per_ef"], strict=True):
+            out.append({"name": f"QPS vs {peer_name} at ef={eo['ef']} (one query per call)",
+                        "value": harness.ratio(eo["qps_one"], ep["qps_one"]), "goal": None})
+            out.append({"name": f"QPS vs {peer_name} at ef={eo['ef']} (batch)",
+                        "value": harness.ratio(eo["qps_batch"], ep["qps_batch"]), "goal": None})
+            out.append({"name": f"recall@10 minus {peer_name}'s at ef={eo['ef']}",
+                        "value": eo["recall"] - ep["recall"],
+                        "goal": -0.005 if main else None})
+    return out

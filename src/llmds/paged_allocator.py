@@ -1,0 +1,279 @@
+"""Paged memory allocator: a fixed pool of page ids with reference counts."""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from llmds.errors import CapacityError
+
+__all__ = ["PageStats", "PagedAllocator"]
+
+
+@dataclass(frozen=True, slots=True)
+class PageStats:
+    """A snapshot of a :class:`PagedAllocator`.
+
+    total: pages in the pool; used: pages with refcount >= 1; free: pages with
+    refcount 0 (``used + free == total``); shared: pages with refcount >= 2;
+    utilisation: ``used / total``; fragmentation: ``1 - largest_free_run / free``,
+    where ``largest_free_run`` is the length of the longest run of consecutive
+    free page ids. It is 0.0 when the free pages form one contiguous run (or
+    there are none) and approaches 1.0 when free pages are scattered one by one
+    between used pages.
+    """
+
+    total: int
+    used: int
+    free: int
+    shared: int
+    utilisation: float
+    fragmentation: float
+
+    def __post_init__(self) -> None:
+        if self.total < 0 or self.used < 0 or self.free < 0 or self.shared < 0:
+            raise ValueError(f"page counts must be >= 0, got {self}")
+        if self.used + self.free != self.total:
+            raise ValueError(f"used + free must equal total, got {self}")
+        if self.shared > self.used:
+            raise ValueError(f"shared must be <= used, got {self}")
+
+
+class PagedAllocator:
+    """Fixed pool of ``num_pages`` page ids ``0..num_pages-1`` with refcounts.
+
+    A page is *free* when its refcount is 0 and *used* otherwise. ``alloc``
+    hands out free pages with refcount 1; ``incref`` adds a holder (prefix
+    sharing); ``free``/``decref`` drop one holder each and return a page to the
+    free list when its last holder lets go.
+
+    The free list is a LIFO stack (a Python list): ``alloc`` pops from its end
+    and ``free`` pushes onto it, so both are O(1) per page with no scans and no
+    ``list.remove``. Initially, and after :meth:`defragment`, the stack is
+    ordered so the lowest free id is handed out first.
+
+    Invariants (asserted by :meth:`_check`):
+      * a page is on the free list exactly once iff its refcount is 0;
+      * ``num_free + num_used == num_pages``;
+      * ``num_shared`` equals the number of pages with refcount >= 2.
+
+    Complexity: ``alloc(n)``, ``free(ids)``, ``incref(ids)``, ``decref(ids)``
+    O(n) for n pages (O(1) per page); ``can_allocate``, ``num_free``,
+    ``num_used``, ``refcount`` O(1); ``stats`` and ``defragment``
+    O(num_pages). Memory: one int refcount per page plus the free list.
+
+    Every call validates its whole argument before changing anything, so a
+    call that raises leaves the allocator unchanged.
+
+    >>> a = PagedAllocator(4)
+    >>> a.alloc(3)
+    [0, 1, 2]
+    >>> a.free([1])
+    >>> a.stats().free, a.defragment()
+    (2, {2: 1})
+    """
+
+    __slots__ = ("_free", "_num_shared", "_refcount")
+
+    def __init__(self, num_pages: int) -> None:
+        if isinstance(num_pages, bool) or not isinstance(num_pages, int) or num_pages <= 0:
+            raise ValueError(f"num_pages must be a positive int, got {num_pages!r}")
+        self._refcount: list[int] = [0] * num_pages
+        # LIFO stack: the end is handed out first, so the lowest id goes first.
+        self._free: list[int] = list(range(num_pages - 1, -1, -1))
+        self._num_shared = 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_pages(self) -> int:
+        """Pages in the pool. O(1)."""
+        return len(self._refcount)
+
+    @property
+    def num_free(self) -> int:
+        """Pages with refcount 0. O(1)."""
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        """Pages with refcount >= 1. O(1)."""
+        return len(self._refcount) - len(self._free)
+
+    @property
+    def num_shared(self) -> int:
+        """Pages with refcount >= 2. O(1)."""
+        return self._num_shared
+
+    def __len__(self) -> int:
+        """Number of used pages. O(1)."""
+        return self.num_used
+
+    def refcount(self, page_id: int) -> int:
+        """Current refcount of ``page_id`` (0 when free). O(1)."""
+        self._index(page_id)
+        return self._refcount[page_id]
+
+    def is_shared(self, page_id: int) -> bool:
+        """True if more than one holder: writing requires copy-on-write. O(1)."""
+        return self.refcount(page_id) > 1
+
+    def can_allocate(self, n: int) -> bool:
+        """True if ``alloc(n)`` would succeed. O(1)."""
+        return 0 < n <= len(self._free)
+
+    # ------------------------------------------------------------- mutation
+    def alloc(self, num_pages: int) -> list[int]:
+        """Take ``num_pages`` free pages, each with refcount 1. O(num_pages).
+
+        All or nothing: raises :class:`~llmds.errors.CapacityError` when fewer
+        pages are free (nothing is allocated); ``ValueError`` when
+        ``num_pages <= 0`` or larger than the whole pool.
+        """
+        n = num_pages
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"num_pages must be an int, got {n!r}")
+        if n <= 0:
+            raise ValueError(f"num_pages must be >= 1, got {n}")
+        if n > len(self._refcount):
+            raise ValueError(f"num_pages={n} exceeds the pool size {len(self._refcount)}")
+        free = self._free
+        if n > len(free):
+            raise CapacityError(f"requested {n} pages, {len(free)} free")
+        pages = free[len(free) - n :]
+        del free[len(free) - n :]
+        pages.reverse()  # lowest id first when the stack is in its initial order
+        refcount = self._refcount
+        for page in pages:
+            refcount[page] = 1
+        return pages
+
+    def free(self, page_ids: Iterable[int]) -> None:
+        """Drop one holder of each page in ``page_ids``. O(len(page_ids)).
+
+        A page whose refcount reaches 0 goes back to the free list. A page may
+        appear several times (once per holder released). Raises ``ValueError``
+        for an unknown id or a double free (more releases than holders); the
+        whole list is validated first, so nothing changes on error.
+        """
+        self._release(page_ids, "free")
+
+    def decref(self, page_ids: Iterable[int]) -> list[int]:
+        """Like :meth:`free`, returning the pages that became free. O(len(page_ids))."""
+        return self._release(page_ids, "decref")
+
+    def incref(self, page_ids: Iterable[int]) -> None:
+        """Add one holder to each (used) page in ``page_ids``. O(len(page_ids)).
+
+        Raises ``ValueError`` for an unknown or free page; nothing changes then.
+        """
+        ids = list(page_ids)
+        refcount = self._refcount
+        for page in ids:
+            self._index(page)
+            if refcount[page] == 0:
+                raise ValueError(f"page {page} is free; only used pages can be shared")
+        for page in ids:
+            count = refcount[page]
+            if count == 1:
+                self._num_shared += 1
+            refcount[page] = count + 1
+
+    def defragment(self) -> dict[int, int]:
+        """Move used pages to the lowest ids, keeping their order. O(num_pages).
+
+        Returns the ``{old_id: new_id}`` mapping of the pages that moved (pages
+        already in place are left out) so owners can move their data and fix
+        their block tables. Refcounts move with their pages. After the call
+        the free pages are ``num_used..num_pages-1`` and fragmentation is 0.
+        """
+        refcount = self._refcount
+        mapping: dict[int, int] = {}
+        new_counts = [0] * len(refcount)
+        dest = 0
+        for page, count in enumerate(refcount):
+            if count:
+                if page != dest:
+                    mapping[page] = dest
+                new_counts[dest] = count
+                dest += 1
+        self._refcount = new_counts
+        self._free = list(range(len(refcount) - 1, dest - 1, -1))
+        return mapping
+
+    def stats(self) -> PageStats:
+        """Snapshot of the pool (see :class:`PageStats`). O(num_pages)."""
+        total = len(self._refcount)
+        free = len(self._free)
+        longest = run = 0
+        for count in self._refcount:
+            if count == 0:
+                run += 1
+                if run > longest:
+                    longest = run
+            else:
+                run = 0
+        return PageStats(
+            total=total,
+            used=total - free,
+            free=free,
+            shared=self._num_shared,
+            utilisation=(total - free) / total,
+            fragmentation=(1.0 - longest / free) if free else 0.0,
+        )
+
+    # -------------------------------------------------------------- helpers
+    def _release(self, page_ids: Iterable[int], what: str) -> list[int]:
+        ids = list(page_ids)
+        refcount = self._refcount
+        for page in ids:
+            self._index(page)
+        wanted = Counter(ids) if len(ids) > 1 else None
+        if wanted is None:
+            for page in ids:
+                if refcount[page] == 0:
+                    raise ValueError(f"double {what}: page {page} is already free")
+        else:
+            for page, times in wanted.items():
+                if times > refcount[page]:
+                    raise ValueError(
+                        f"double {what}: page {page} released {times} times "
+                        f"but has {refcount[page]} holder(s)"
+                    )
+        freed: list[int] = []
+        for page in ids:
+            count = refcount[page] - 1
+            refcount[page] = count
+            if count == 1:
+                self._num_shared -= 1
+            elif count == 0:
+                freed.append(page)
+        self._free.extend(freed)
+        return freed
+
+    def _index(self, page_id: int) -> None:
+        if isinstance(page_id, bool) or not isinstance(page_id, int):
+            try:
+                page_id = operator.index(page_id)
+            except TypeError:
+                raise TypeError(f"page id must be an int, got {page_id!r}") from None
+        if not 0 <= page_id < len(self._refcount):
+            raise ValueError(
+                f"unknown page id {page_id}: valid ids are 0..{len(self._refcount) - 1}"
+            )
+
+    def _check(self) -> None:
+        """Assert the class invariants. O(num_pages); tests call it after each step."""
+        free, refcount = self._free, self._refcount
+        assert len(set(free)) == len(free), "a page is on the free list twice"
+        assert all(refcount[p] == 0 for p in free), "a free page has holders"
+        assert refcount.count(0) == len(free), "a page with refcount 0 is lost"
+        assert all(c >= 0 for c in refcount), "negative refcount"
+        assert self._num_shared == sum(1 for c in refcount if c >= 2), "shared count drifted"
+
+    def __repr__(self) -> str:
+        return (
+            f"PagedAllocator(num_pages={len(self._refcount)}, used={self.num_used}, "
+            f"shared={self._num_shared})"
+        )

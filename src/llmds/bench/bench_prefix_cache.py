@@ -1,0 +1,522 @@
+"""Prefix caches replaying the multi-turn chat trace: hit rate and throughput.
+
+Workload: :func:`llmds.bench.workloads.multi_turn_chat_trace` (seeded; vocabulary
+32k, 8 system prompts of 500 tokens, 40% follow-ups of the last 64 conversations).
+Each request is replayed the way a serving engine uses its prefix cache: match the
+prompt, lock the match, allocate KV slots for the rest from a token pool (evicting
+least-recently-used cache entries when the pool is short), insert prompt + output,
+free the duplicate slots the insert reports, unlock.
+
+Implementations, each timed on the same trace in the same process:
+  * ``llmds.RadixCache``;
+  * SGLang's ``RadixCache`` (the pure-Python tree; ``sglang.srt.mem_cache``), with
+    the same token pool behind a thin adapter, when importable;
+  * a naive dict of page-prefix hashes (no eviction: unbounded capacity only). It
+    also gives the *ideal* hit rate: every prefix ever inserted, page-truncated.
+
+Reported: hit rate (matched prompt tokens / prompt tokens) at page sizes 1 and 16
+and capacities unbounded / 200k / 50k tokens, requests/s of the full replay, and
+match+insert pairs/s (match the prompt, insert prompt + output, nothing else).
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds.bench import harness
+from llmds.bench.harness import BenchContext
+from llmds.bench.workloads import multi_turn_chat_trace
+from llmds.mem_cache import RadixCache, RadixKey, TokenToKVPoolAllocator
+
+NAME = "prefix_cache"
+TITLE = "Prefix cache: multi-turn chat trace replay (RadixCache vs SGLang)"
+
+PAGE_SIZES = (1, 16)
+CAPACITIES: tuple[int | None, ...] = (None, 200_000, 50_000)
+SGLANG_PAIRS_PER_S = {"python": 18_700.0, "rust": 41_000.0}  # SGLang's own numbers
+SGLANG_HIT_RATE = {1: 0.7708, 16: 0.7650}
+
+Request = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]  # (prompt, prompt+output)
+
+
+def _requests(n: int, seed: int) -> list[Request]:
+    trace = multi_turn_chat_trace(n, seed=seed)
+    return [(r.prompt, np.concatenate([r.prompt, r.output])) for r in trace]
+
+
+# --------------------------------------------------------------------------- llmds
+
+
+def replay_llmds(reqs: list[Request], page_size: int, capacity: int) -> dict[str, int]:
+    """Full replay through ``llmds.RadixCache`` and a token pool of ``capacity``."""
+    pool = TokenToKVPoolAllocator(capacity)
+    cache = RadixCache(page_size=page_size, token_to_kv_pool_allocator=pool)
+    match, insert, evict = cache.match_prefix, cache.insert, cache.evict
+    lock, unlock = cache.inc_lock_ref, cache.dec_lock_ref
+    alloc, free = pool.alloc, pool.free
+    hit = total = rejected = 0
+    for prompt, full in reqs:
+        r = match(RadixKey(prompt))
+        m = r.prefix_len
+        hit += m
+        total += len(prompt)
+        node = r.last_node
+        lock(node)
+        need = len(full) - m
+        if need > pool.num_free:
+            evict(need - pool.num_free)
+            if need > pool.num_free:
+                rejected += 1
+                unlock(node)
+                continue
+        value = np.concatenate((r.indices, alloc(need)))
+        done = insert(RadixKey(full), value).prefix_len
+        if done > m:
+            free(value[m:done])
+        aligned = len(full) - len(full) % page_size
+        if aligned < len(full):
+            free(value[aligned:])
+        unlock(node)
+    return {"hit": hit, "prompt": total, "rejected": rejected, "cached": cache.total_size()}
+
+
+def pairs_llmds(work: list[tuple[Request, npt.NDArray[np.int64]]], page_size: int) -> int:
+    """Match + insert only (no pool, unbounded). Returns matched prompt tokens."""
+    cache = RadixCache(page_size=page_size)
+    match, insert = cache.match_prefix, cache.insert
+    hit = 0
+    for (prompt, full), vals in work:
+        hit += match(RadixKey(prompt)).prefix_len
+        insert(RadixKey(full), vals)
+    return hit
+
+
+# ------------------------------------------------------------------------- naive
+
+_B = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible modulo 2**64
+_BINV = np.uint64(pow(int(_B), -1, 1 << 64))
+
+
+def _powers(base: np.uint64, n: int) -> npt.NDArray[np.uint64]:
+    out = np.empty(n, dtype=np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        if n > 1:
+            out[1:] = base
+            out = np.cumprod(out, dtype=np.uint64)  # wraps modulo 2**64
+    return out
+
+
+class NaivePrefixDict:
+    """Dict from the hash of every cached page-prefix to that page's KV indices.
+
+    Prefix hashes are polynomial rolling hashes modulo 2**64, all prefixes of a key
+    at once with NumPy (``h_i = B**i * sum_j (t_j + 1) * B**-j``). Prefix-closed, so
+    the longest cached prefix is found by binary search over page ends.
+    """
+
+    def __init__(self, page_size: int, max_len: int) -> None:
+        self.page_size = page_size
+        self.pow = _powers(_B, max_len)
+        self.ipow = _powers(_BINV, max_len)
+        self.pages: dict[int, npt.NDArray[np.int64]] = {}
+
+    def _page_hashes(self, tokens: npt.NDArray[np.int32]) -> list[int]:
+        n = len(tokens) - len(tokens) % self.page_size
+        with np.errstate(over="ignore"):
+            t = tokens[:n].astype(np.uint64) + np.uint64(1)
+            h = self.pow[:n] * np.cumsum(t * self.ipow[:n], dtype=np.uint64)
+        return h[self.page_size - 1 :: self.page_size].tolist()
+
+    def match(self, tokens: npt.NDArray[np.int32]) -> tuple[int, npt.NDArray[np.int64]]:
+        hashes = self._page_hashes(tokens)
+        pages = self.pages
+        lo, hi = 0, len(hashes)  # pages [0, lo) are cached; find the first missing one
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if hashes[mid] in pages:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return 0, np.empty(0, dtype=np.int64)
+        return lo * self.page_size, np.concatenate([pages[h] for h in hashes[:lo]])
+
+    def insert(self, tokens: npt.NDArray[np.int32], value: npt.NDArray[np.int64]) -> int:
+        hashes = self._page_hashes(tokens)
+        pages = self.pages
+        ps = self.page_size
+        present = 0
+        for i, h in enumerate(hashes):
+            if h in pages:
+                present += ps
+            else:
+                pages[h] = value[i * ps : (i + 1) * ps]
+        return present
+
+
+def pairs_naive(
+    work: list[tuple[Request, npt.NDArray[np.int64]]], page_size: int, max_len: int
+) -> int:
+    cache = NaivePrefixDict(page_size, max_len)
+    hit = 0
+    for (prompt, full), vals in work:
+        hit += cache.match(prompt)[0]
+        cache.insert(full, vals)
+    return hit
+
+
+# ------------------------------------------------------------------------ sglang
+
+
+class _SGLangPool:
+    """SGLang's allocator interface over the same llmds token pool."""
+
+    device = "cpu"
+
+    def __init__(self, pool: TokenToKVPoolAllocator) -> None:
+        self.pool = pool
+
+    def free(self, indices: Any) -> None:
+        self.pool.free(indices.numpy())
+
+    def free_segment(self, indices: Any, *, start_pos: int = 0) -> None:
+        self.pool.free(indices.numpy())
+
+
+def _sglang_api() -> dict[str, Any] | None:
+    rc = harness.peer("sglang.srt.mem_cache.radix_cache")
+    if rc is None:
+        return None
+    base = harness.peer("sglang.srt.mem_cache.base_prefix_cache")
+    torch = harness.peer("torch")
+    if base is None or torch is None:
+        return None
+    torch.set_num_threads(1)
+    return {
+        "RadixCache": rc.RadixCache,
+        "RadixKey": rc.RadixKey,
+        "Match": base.MatchPrefixParams,
+        "Insert": base.InsertParams,
+        "Evict": base.EvictParams,
+        "torch": torch,
+    }
+
+
+def _sglang_requests(reqs: list[Request]) -> list[tuple[array, array, int]]:
+    out = []
+    for prompt, full in reqs:
+        p, f = array("q"), array("q")
+        p.frombytes(prompt.astype(np.int64).tobytes())
+        f.frombytes(full.astype(np.int64).tobytes())
+        out.append((p, f, len(prompt)))
+    return out
+
+
+def replay_sglang(
+    api: dict[str, Any], reqs: list[tuple[array, array, int]], page_size: int, capacity: int
+) -> dict[str, int]:
+    torch = api["torch"]
+    key_cls, match_p, insert_p, evict_p = api["RadixKey"], api["Match"], api["Insert"], api["Evict"]
+    pool = TokenToKVPoolAllocator(capacity)
+    cache = api["RadixCache"].create_simulated(
+        mock_allocator=_SGLangPool(pool), page_size=page_size
+    )
+    hit = total = rejected = 0
+    for prompt, full, plen in reqs:
+        r = cache.match_prefix(match_p(key=key_cls(prompt)))
+        m = r.device_prefix_len
+        node = r.last_device_node
+        hit += m
+        total += plen
+        cache.inc_lock_ref(node)
+        need = len(full) - m
+        if need > pool.num_free:
+            cache.evict(evict_p(num_tokens=need - pool.num_free))
+            if need > pool.num_free:
+                rejected += 1
+                cache.dec_lock_ref(node)
+                continue
+        prefix = cache.path_device_indices(node)
+        value = torch.cat((prefix, torch.from_numpy(pool.alloc(need))))
+        done = cache.insert(insert_p(key=key_cls(full), value=value)).prefix_len
+        if done > m:
+            pool.free(value[m:done].numpy())
+        aligned = len(full) - len(full) % page_size
+        if aligned < len(full):
+            pool.free(value[aligned:].numpy())
+        cache.dec_lock_ref(node)
+    return {"hit": hit, "prompt": total, "rejected": rejected, "cached": cache.total_size()}
+
+
+def pairs_sglang(api: dict[str, Any], work: list[tuple[Any, Any, Any]], page_size: int) -> int:
+    key_cls, match_p, insert_p = api["RadixKey"], api["Match"], api["Insert"]
+    cache = api["RadixCache"].create_simulated(page_size=page_size)
+    hit = 0
+    for prompt, full, vals in work:
+        hit += cache.match_prefix(match_p(key=key_cls(prompt))).device_prefix_len
+        cache.insert(insert_p(key=key_cls(full), value=vals))
+    return hit
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _timed(fn: Any, args: tuple[Any, ...], n: int, repeat: int) -> tuple[Any, Any]:
+    """``harness.measure`` of ``fn(*args)``; returns (last result, Measurement)."""
+    box: dict[str, Any] = {}
+
+    def call(_: Any) -> None:
+        box["r"] = fn(*args)
+
+    meas = harness.measure(call, ops=n, repeat=repeat)
+    return box["r"], meas
+
+
+def _cap_label(cap: int | None) -> str:
+    return "unbounded" if cap is None else f"{cap // 1000}k"
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    n = 200 if ctx.quick else 2000
+    reqs = _requests(n, ctx.seed)
+    total_tokens = sum(len(f) for _, f in reqs)
+    max_len = max(len(f) for _, f in reqs)
+    prompt_tokens = sum(len(p) for p, _ in reqs)
+    offsets = np.cumsum([0] + [len(f) for _, f in reqs])
+    work = [
+        (req, np.arange(offsets[i], offsets[i + 1], dtype=np.int64)) for i, req in enumerate(reqs)
+    ]
+    api = None if ctx.quick else _sglang_api()
+    if ctx.quick:
+        sglang_skip = "skipped in --quick (importing sglang + torch takes seconds)"
+    else:
+        sglang_skip = harness.skipped("sglang.srt.mem_cache.radix_cache")
+    sg_reqs = _sglang_requests(reqs) if api else []
+    if api:
+        torch = api["torch"]
+        sg_work = [
+            (p, f, torch.from_numpy(v)) for (p, f, _), (_, v) in zip(sg_reqs, work, strict=True)
+        ]
+    repeat = max(ctx.repeat, 5)
+    rows: list[dict[str, Any]] = []
+    ideal: dict[int, float] = {}
+    pairs: dict[tuple[str, int], float] = {}
+    hit_by: dict[tuple[str, int, int | None], float] = {}
+    rps: dict[tuple[str, int, int | None], float] = {}
+    stages = len(PAGE_SIZES) * (len(CAPACITIES) * 2 + 3)
+    done = 0
+
+    def stage(label: str) -> None:
+        nonlocal done
+        done += 1
+        ctx.progress(done, stages, label)
+
+    for ps in PAGE_SIZES:
+        # match + insert pairs (no pool, unbounded)
+        hit, meas = _timed(pairs_llmds, (work, ps), n, repeat)
+        pairs[("llmds", ps)] = meas.ops_per_cpu_s
+        rows.append(
+            {
+                "impl": "llmds.RadixCache",
+                "mode": "match+insert",
+                "page_size": ps,
+                "capacity": "unbounded",
+                "hit_rate": hit / prompt_tokens,
+                "pairs_per_s": meas.ops_per_cpu_s,
+                **meas.to_dict(),
+            }
+        )
+        stage(f"llmds pairs page {ps}")
+        hit, meas = _timed(pairs_naive, (work, ps, max_len), n, repeat)
+        ideal[ps] = hit / prompt_tokens
+        pairs[("naive", ps)] = meas.ops_per_cpu_s
+        rows.append(
+            {
+                "impl": "naive dict of prefix hashes",
+                "mode": "match+insert",
+                "page_size": ps,
+                "capacity": "unbounded",
+                "hit_rate": ideal[ps],
+                "pairs_per_s": meas.ops_per_cpu_s,
+                **meas.to_dict(),
+            }
+        )
+        stage(f"naive pairs page {ps}")
+        if api:
+            hit, meas = _timed(pairs_sglang, (api, sg_work, ps), n, repeat)
+            pairs[("sglang", ps)] = meas.ops_per_cpu_s
+            rows.append(
+                {
+                    "impl": "sglang RadixCache",
+                    "mode": "match+insert",
+                    "page_size": ps,
+                    "capacity": "unbounded",
+                    "hit_rate": hit / prompt_tokens,
+                    "pairs_per_s": meas.ops_per_cpu_s,
+                    **meas.to_dict(),
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "impl": "sglang RadixCache",
+                    "mode": "match+insert",
+                    "page_size": ps,
+                    "skipped": sglang_skip,
+                }
+            )
+        stage(f"sglang pairs page {ps}")
+        for cap in CAPACITIES:
+            capacity = total_tokens + 1 if cap is None else cap
+            r, meas = _timed(replay_llmds, (reqs, ps, capacity), n, repeat)
+            hit_by[("llmds", ps, cap)] = r["hit"] / r["prompt"]
+            rps[("llmds", ps, cap)] = meas.ops_per_cpu_s
+            rows.append(
+                {
+                    "impl": "llmds.RadixCache",
+                    "mode": "replay",
+                    "page_size": ps,
+                    "capacity": _cap_label(cap),
+                    "hit_rate": r["hit"] / r["prompt"],
+                    "requests_per_s": meas.ops_per_cpu_s,
+                    "rejected": r["rejected"],
+                    "cached_tokens": r["cached"],
+                    **meas.to_dict(),
+                }
+            )
+            stage(f"llmds replay page {ps} {_cap_label(cap)}")
+            if api:
+                s, meas = _timed(replay_sglang, (api, sg_reqs, ps, capacity), n, repeat)
+                hit_by[("sglang", ps, cap)] = s["hit"] / s["prompt"]
+                rps[("sglang", ps, cap)] = meas.ops_per_cpu_s
+                rows.append(
+                    {
+                        "impl": "sglang RadixCache",
+                        "mode": "replay",
+                        "page_size": ps,
+                        "capacity": _cap_label(cap),
+                        "hit_rate": s["hit"] / s["prompt"],
+                        "requests_per_s": meas.ops_per_cpu_s,
+                        "rejected": s["rejected"],
+                        "cached_tokens": s["cached"],
+                        **meas.to_dict(),
+                    }
+                )
+            else:
+                rows.append(
+                    {
+                        "impl": "sglang RadixCache",
+                        "mode": "replay",
+                        "page_size": ps,
+                        "capacity": _cap_label(cap),
+                        "skipped": sglang_skip,
+                    }
+                )
+            stage(f"sglang replay page {ps} {_cap_label(cap)}")
+
+    ratios: list[dict[str, Any]] = []
+    for ps in PAGE_SIZES:
+        ratios.append(
+            {
+                "name": f"hit rate / ideal hit rate (page {ps}, unbounded)",
+                "value": harness.ratio(hit_by[("llmds", ps, None)], ideal[ps]),
+                "goal": 1.0,
+            }
+        )
+    for ps in PAGE_SIZES:
+        ratios.append(
+            {
+                "name": f"match+insert pairs/s vs SGLang Python tree (page {ps})",
+                "value": harness.ratio(pairs[("llmds", ps)], pairs.get(("sglang", ps))),
+                "goal": SGLANG_PAIRS_PER_S["rust"] / SGLANG_PAIRS_PER_S["python"],
+            }
+        )
+    ratios.append(
+        {
+            "name": "match+insert pairs/s / 41k (SGLang's Rust-tree figure, page 1)",
+            "value": harness.ratio(pairs[("llmds", 1)], SGLANG_PAIRS_PER_S["rust"]),
+            "goal": 1.0,
+        }
+    )
+    for ps in PAGE_SIZES:
+        for cap in CAPACITIES:
+            ratios.append(
+                {
+                    "name": f"replay requests/s vs SGLang (page {ps}, {_cap_label(cap)})",
+                    "value": harness.ratio(rps[("llmds", ps, cap)], rps.get(("sglang", ps, cap))),
+                    "goal": 1.0,
+                }
+            )
+
+    plots = [
+        {
+            "title": "Hit rate vs KV capacity (multi-turn chat trace)",
+            "x_label": "capacity",
+            "y_label": "hit rate",
+            "kind": "bar",
+            "series": [
+                {
+                    "label": f"{impl} page {ps}",
+                    "x": [_cap_label(c) for c in CAPACITIES],
+                    "y": [hit_by.get((impl, ps, c)) for c in CAPACITIES],
+                }
+                for impl in ("llmds", "sglang")
+                for ps in PAGE_SIZES
+                if (impl, ps, None) in hit_by
+            ],
+        },
+        {
+            "title": "Match+insert pairs per CPU-second",
+            "x_label": "page size",
+            "y_label": "pairs/s",
+            "kind": "bar",
+            "series": [
+                {
+                    "label": impl,
+                    "x": [str(ps) for ps in PAGE_SIZES],
+                    "y": [pairs.get((impl, ps)) for ps in PAGE_SIZES],
+                }
+                for impl in ("llmds", "sglang", "naive")
+                if (impl, 1) in pairs
+            ],
+        },
+    ]
+    notes = [
+        "Rates are per CPU-second of the median of the timed runs; pairs/s times only "
+        "match_prefix(prompt) + insert(prompt + output) on an unbounded cache; requests/s "
+        "times the full replay (match, lock, allocate/evict, insert, free duplicates, unlock).",
+        "Ideal hit rate: the naive dict of every inserted page-prefix (no eviction); at "
+        "unbounded capacity a correct radix cache must reach exactly this value.",
+        f"SGLang's published hit rates on this trace: {SGLANG_HIT_RATE[1]} (page 1), "
+        f"{SGLANG_HIT_RATE[16]} (page 16); its pairs/s: {SGLANG_PAIRS_PER_S['python']:.0f} "
+        f"(Python tree), {SGLANG_PAIRS_PER_S['rust']:.0f} (Rust tree).",
+        "SGLang's tree is driven through its public API (MatchPrefixParams/InsertParams, "
+        "path_device_indices for the matched indices) with the same llmds token pool.",
+    ]
+    return harness.result_record(
+        NAME,
+        TITLE,
+        ctx=ctx,
+        params={
+            "num_requests": n,
+            "page_sizes": list(PAGE_SIZES),
+            "capacities": [_cap_label(c) for c in CAPACITIES],
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": total_tokens,
+            "repeat": repeat,
+        },
+        data=f"synthetic multi_turn_chat_trace({n}, seed={ctx.seed})",
+        rows=rows,
+        ratios=ratios,
+        notes=notes,
+        plots=plots,
+        extra={
+            "ideal_hit_rate": {str(k): v for k, v in ideal.items()},
+            "hit_rate": {f"{i}/page{p}/{_cap_label(c)}": v for (i, p, c), v in hit_by.items()},
+        },
+    )

@@ -517,3 +517,34 @@ KVCacheAgainstModel.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None
 )
 TestKVCacheAgainstModel = KVCacheAgainstModel.TestCase
+
+
+# ------------------------------------------------------- benchmark helpers
+def test_seed_benchmark_function_returns_seed_keys():
+    from benchmarks.bench_kv_cache import benchmark_kv_cache
+
+    res = benchmark_kv_cache(num_sequences=10, tokens_per_seq=40, page_size=8)
+    for op in ("attach", "get", "detach"):
+        for p in ("p50", "p95", "p99"):
+            assert res[f"{op}_{p}_ms"] >= 0.0
+    assert res["peak_rss_mb"] > 0 and "memory_delta_mb" in res
+    # 20 shared tokens = 2 full pages of 8 shared by sequences with the same prompt
+    assert res["pages_with_sharing"] < res["pages_without_sharing"] == 50
+    assert 0.0 < res["memory_saved_fraction"] < 1.0
+
+
+def test_vllm_style_baseline_matches_kvcache_hit_rate():
+    from llmds.bench.bench_kv_cache import (
+        VLLMStyleBaseline,
+        ideal_hit_rate,
+        replay_llmds,
+    )
+    from llmds.bench.workloads import multi_turn_chat_trace
+
+    trace = multi_turn_chat_trace(40, seed=5)
+    ours = replay_llmds(trace, 100_000, "chain64").stats()["prefix_hit_rate"]
+    base = VLLMStyleBaseline(100_000 // 16).run(
+        [(r.prompt.tolist(), r.output.tolist()) for r in trace]
+    )
+    assert ours == pytest.approx(ideal_hit_rate(trace, 16))
+    assert base == pytest.approx(ours, abs=0.01)  # vLLM caps a hit at len(prompt) - 1

@@ -51,9 +51,10 @@ def _requests(n: int, seed: int) -> list[Request]:
 # --------------------------------------------------------------------------- llmds
 
 
-def replay_llmds(reqs: list[Request], page_size: int, capacity: int) -> dict[str, int]:
-    """Full replay through ``llmds.RadixCache`` and a token pool of ``capacity``."""
-    pool = TokenToKVPoolAllocator(capacity)
+def replay_llmds(
+    pool: TokenToKVPoolAllocator, reqs: list[Request], page_size: int
+) -> dict[str, int]:
+    """Full replay through ``llmds.RadixCache`` over a fresh token ``pool``."""
     cache = RadixCache(page_size=page_size, token_to_kv_pool_allocator=pool)
     match, insert, evict = cache.match_prefix, cache.insert, cache.evict
     lock, unlock = cache.inc_lock_ref, cache.dec_lock_ref
@@ -218,11 +219,13 @@ def _sglang_requests(reqs: list[Request]) -> list[tuple[array, array, int]]:
 
 
 def replay_sglang(
-    api: dict[str, Any], reqs: list[tuple[array, array, int]], page_size: int, capacity: int
+    pool: TokenToKVPoolAllocator,
+    api: dict[str, Any],
+    reqs: list[tuple[array, array, int]],
+    page_size: int,
 ) -> dict[str, int]:
     torch = api["torch"]
     key_cls, match_p, insert_p, evict_p = api["RadixKey"], api["Match"], api["Insert"], api["Evict"]
-    pool = TokenToKVPoolAllocator(capacity)
     cache = api["RadixCache"].create_simulated(
         mock_allocator=_SGLangPool(pool), page_size=page_size
     )
@@ -266,14 +269,18 @@ def pairs_sglang(api: dict[str, Any], work: list[tuple[Any, Any, Any]], page_siz
 # ---------------------------------------------------------------------------- run
 
 
-def _timed(fn: Any, args: tuple[Any, ...], n: int, repeat: int) -> tuple[Any, Any]:
-    """``harness.measure`` of ``fn(*args)``; returns (last result, Measurement)."""
+def _timed(
+    fn: Any, args: tuple[Any, ...], n: int, repeat: int, pool_size: int | None = None
+) -> tuple[Any, Any]:
+    """``harness.measure`` of ``fn(*args)``, or of ``fn(pool, *args)`` with a fresh
+    (untimed) token pool of ``pool_size`` slots; returns (last result, Measurement)."""
     box: dict[str, Any] = {}
 
-    def call(_: Any) -> None:
-        box["r"] = fn(*args)
+    def call(pool: Any) -> None:
+        box["r"] = fn(*args) if pool is None else fn(pool, *args)
 
-    meas = harness.measure(call, ops=n, repeat=repeat)
+    setup = None if pool_size is None else (lambda: TokenToKVPoolAllocator(pool_size))
+    meas = harness.measure(call, ops=n, repeat=repeat, setup=setup)
     return box["r"], meas
 
 
@@ -373,7 +380,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         stage(f"sglang pairs page {ps}")
         for cap in CAPACITIES:
             capacity = total_tokens + 1 if cap is None else cap
-            r, meas = _timed(replay_llmds, (reqs, ps, capacity), n, repeat)
+            r, meas = _timed(replay_llmds, (reqs, ps), n, repeat, capacity)
             hit_by[("llmds", ps, cap)] = r["hit"] / r["prompt"]
             rps[("llmds", ps, cap)] = meas.ops_per_cpu_s
             rows.append(
@@ -391,7 +398,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             )
             stage(f"llmds replay page {ps} {_cap_label(cap)}")
             if api:
-                s, meas = _timed(replay_sglang, (api, sg_reqs, ps, capacity), n, repeat)
+                s, meas = _timed(replay_sglang, (api, sg_reqs, ps), n, repeat, capacity)
                 hit_by[("sglang", ps, cap)] = s["hit"] / s["prompt"]
                 rps[("sglang", ps, cap)] = meas.ops_per_cpu_s
                 rows.append(

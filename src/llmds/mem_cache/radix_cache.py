@@ -377,6 +377,7 @@ class RadixCache(BasePrefixCache):
                 raise ValueError(f"{name} must be >= 0, got {v}")
         heap = self._heap
         heappop, heappush = heapq.heappop, heapq.heappush
+        freed: list[npt.NDArray[np.int64]] = []
         evicted = 0
         while evicted < num_tokens and heap:
             stamp, nid, node = heappop(heap)
@@ -386,7 +387,10 @@ class RadixCache(BasePrefixCache):
                 heappush(heap, (node.last_access, nid, node))
                 continue
             evicted += len(node.value)
+            freed.append(node.value)
             self._delete_leaf(node)
+        if freed:  # one call to the pool per evict, not one per node
+            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
         return EvictResult(full_evicted=evicted)
 
     def inc_lock_ref(self, node: TreeNode | None) -> None:
@@ -488,14 +492,13 @@ class RadixCache(BasePrefixCache):
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
-        """Remove an unlocked leaf, free its indices, notify. O(log h)."""
+        """Remove an unlocked leaf and notify; the caller frees its indices. O(log h)."""
         parent = node.parent
         assert parent is not None and not node.children and node.lock_ref == 0
         del parent.children[node.kb[: self._pb]]
         self._evictable -= len(node.value)
         self._num_nodes -= 1
         node.evicted = True
-        self._free_indices(node.value)
         if self.on_node_evict is not None:
             self.on_node_evict(node.id)
         if parent.parent is not None and not parent.children and parent.lock_ref == 0:

@@ -519,6 +519,31 @@ KVCacheAgainstModel.TestCase.settings = settings(
 TestKVCacheAgainstModel = KVCacheAgainstModel.TestCase
 
 
+class SHA256KVCacheAgainstModel(KVCacheAgainstModel):
+    """The same model test with SHA-256 page hashes."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache = KVCache(page_size=PS, max_pages=MAXP, hash_algorithm="sha256")
+
+
+SHA256KVCacheAgainstModel.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=30, deadline=None
+)
+TestSHA256KVCacheAgainstModel = SHA256KVCacheAgainstModel.TestCase
+
+
+def test_can_allocate():
+    cache = KVCache(page_size=4, max_pages=2)
+    assert cache.can_allocate(8) and not cache.can_allocate(9) and cache.can_allocate(0)
+    cache.allocate(1, [1, 2, 3, 4])
+    assert not cache.can_allocate(5)
+    cache.free(1)  # the page stays cached but can be evicted
+    assert cache.can_allocate(8)
+    with pytest.raises(ValueError, match="num_tokens"):
+        cache.can_allocate(-1)
+
+
 # ------------------------------------------------------- benchmark helpers
 def test_seed_benchmark_function_returns_seed_keys():
     from benchmarks.bench_kv_cache import benchmark_kv_cache

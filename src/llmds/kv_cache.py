@@ -184,6 +184,12 @@ class KVCache:
         """Pages available to new sequences: free plus cached-unreferenced. O(1)."""
         return self._alloc.num_free + len(self._evictable)
 
+    def can_allocate(self, num_tokens: int) -> bool:
+        """True if a new sequence of ``num_tokens`` tokens fits, even with no cache hit. O(1)."""
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
+            raise ValueError(f"num_tokens must be an int >= 0, got {num_tokens!r}")
+        return -(-num_tokens // self._page_size) <= self.num_free_pages
+
     def __len__(self) -> int:
         """Number of live sequences. O(1)."""
         return len(self._seqs)

@@ -438,3 +438,21 @@ TestRadixPage1 = pytest.mark.slow(RadixMachine.TestCase)
 TestRadixPage1.settings = settings(stateful_step_count=40, deadline=None)
 TestRadixPage4 = pytest.mark.slow(RadixMachinePage4.TestCase)
 TestRadixPage4.settings = settings(stateful_step_count=40, deadline=None)
+
+
+def test_heap_compaction_during_evict() -> None:
+    # A chain of one-token nodes made by splits (so only the deepest was ever filed):
+    # each eviction files the parent, and a zero limit compacts the heap in the middle
+    # of the evict call, which must keep going on the compacted heap.
+    c = RadixCache()
+    ins(c, list(range(300)), 0)
+    for k in range(299, 0, -1):
+        assert c.match_prefix(list(range(k))).prefix_len == k
+    assert c.num_nodes == 300
+    c._heap_limit = 0
+    assert c.evict(150).full_evicted == 150
+    c._check()
+    assert c.match_prefix(list(range(300))).prefix_len == 150
+    assert c.evict(1000).full_evicted == 150
+    assert c.total_size() == 0 and c.num_nodes == 0
+    c._check()

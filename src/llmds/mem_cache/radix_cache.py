@@ -566,9 +566,10 @@ class RadixCache(BasePrefixCache):
         for _, nid, node in self._heap:
             if not node.evicted and not node.lock_ref and not node.children:
                 live[nid] = node
-        heap = [(n.last_access, nid, n) for nid, n in live.items()]
+        heap = self._heap
+        # In place: ``evict`` may be iterating over this very list.
+        heap[:] = [(n.last_access, nid, n) for nid, n in live.items()]
         heapq.heapify(heap)
-        self._heap = heap
         self._heap_limit = max(1024, 2 * len(heap))
 
     def _iter_nodes(self) -> Iterator[TreeNode]:

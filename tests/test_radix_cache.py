@@ -435,9 +435,9 @@ class RadixMachinePage4(RadixMachine):
 
 
 TestRadixPage1 = pytest.mark.slow(RadixMachine.TestCase)
-TestRadixPage1.settings = settings(stateful_step_count=40, deadline=None)
+TestRadixPage1.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 TestRadixPage4 = pytest.mark.slow(RadixMachinePage4.TestCase)
-TestRadixPage4.settings = settings(stateful_step_count=40, deadline=None)
+TestRadixPage4.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 
 
 def test_heap_compaction_during_evict() -> None:

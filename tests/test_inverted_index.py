@@ -408,3 +408,17 @@ def test_scifact_ndcg_matches_bm25s_reference():
     results = index.search_batch(c.queries, 10)
     ranked = {q: [c.doc_ids[d] for d, _ in r] for q, r in zip(c.query_ids, results, strict=True)}
     assert mean_ndcg(ranked, c.qrels, 10) >= 0.68
+
+
+def test_search_batch_as_arrays():
+    index = plain_index()
+    index.add_documents([(5, "cat dog"), (9, "cat"), (2, "eel")])
+    ids, scores, counts = index.search_batch(["cat", "zzz", "eel cat"], 4, as_arrays=True)
+    assert ids.shape == scores.shape == (3, 4) and counts.tolist() == [2, 0, 3]
+    for row, q in enumerate(["cat", "zzz", "eel cat"]):
+        expected = index.search(q, 4)
+        assert list(zip(ids[row, : counts[row]].tolist(), scores[row, : counts[row]].tolist(),
+                        strict=True)) == expected
+        assert (ids[row, counts[row]:] == -1).all() and (scores[row, counts[row]:] == 0).all()
+    ids, scores, counts = InvertedIndex().search_batch(["x"], 3, as_arrays=True)
+    assert ids.tolist() == [[-1, -1, -1]] and counts.tolist() == [0]

@@ -136,7 +136,7 @@ class InvertedIndex:
         self._doc_len = np.zeros(1024, dtype=np.int32)
         self._ext_ids = np.zeros(1024, dtype=np.int64)
         self._scores = np.zeros(1024, dtype=np.float64)
-        self._touched = np.zeros(1024, dtype=np.int32)
+        self._touched = np.zeros(1025, dtype=np.int32)
         self._segments: list[_Segment] = []
         self._segs_arr = np.zeros((0, 4), dtype=np.int64)
         self._arena = np.zeros(0, dtype=np.uint8)
@@ -229,7 +229,8 @@ class InvertedIndex:
         self._doc_len = self._grown(self._doc_len, need)
         self._ext_ids = self._grown(self._ext_ids, need)
         self._scores = np.zeros(self._live.shape[0], dtype=np.float64)
-        self._touched = np.zeros(self._live.shape[0], dtype=np.int32)
+        # one spare slot: the kernel's branch-free bookkeeping may write touched[num_ids]
+        self._touched = np.zeros(self._live.shape[0] + 1, dtype=np.int32)
 
     def _ensure_terms(self, need: int) -> None:
         if need > self._df.shape[0]:
@@ -492,14 +493,17 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ searching
     def _query_arrays(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """Unique known term ids of ``query`` (first-appearance order) and their counts."""
         get = self._vocab.get
         counts: dict[int, int] = {}
         for t in self._analyzer(query):
-            tid = get(t)
-            if tid is not None:
+            tid = get(t, -1)
+            if tid >= 0:
                 counts[tid] = counts.get(tid, 0) + 1
-        return (np.fromiter(counts, dtype=np.int64, count=len(counts)),
-                np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
+        m = len(counts)
+        # one allocation for both halves (views): ~1 us less per query than two fromiter
+        both = np.array([*counts, *counts.values()], dtype=np.int64)
+        return both[:m], both[m:]
 
     def _mask(self, allowed_ids: Iterable[int] | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed_ids is None:
@@ -542,9 +546,17 @@ class InvertedIndex:
 
     def search_batch(
         self, queries: Sequence[str], top_k: int = 10, *,
-        allowed_ids: Iterable[int] | None = None,
-    ) -> list[list[tuple[int, float]]]:
-        """:meth:`search` for many queries in one kernel call (analysis stays per query)."""
+        allowed_ids: Iterable[int] | None = None, as_arrays: bool = False,
+    ) -> Any:
+        """:meth:`search` for many queries in one kernel call (analysis stays per query).
+
+        Returns one ``[(doc_id, score), ...]`` list per query, or with
+        ``as_arrays=True`` the arrays ``(doc_ids, scores, counts)``: row ``i`` of the
+        ``(len(queries), top_k)`` int64/float64 arrays holds query ``i``'s results in
+        its first ``counts[i]`` entries (the rest is padding: id -1, score 0.0).
+        Building Python tuples costs about as much as scoring on SciFact, so bulk
+        callers should prefer arrays. O(sum of the per-query costs).
+        """
         if isinstance(queries, str):
             raise TypeError("queries must be a sequence of str, not a str")
         k = self._check_top_k(top_k)
@@ -554,24 +566,28 @@ class InvertedIndex:
                 raise TypeError(f"queries[{i}] must be a str, got {type(q).__name__}")
         mask, ints = self._mask(allowed_ids)
         nq = len(queries)
-        if nq == 0:
-            return []
-        if self._num_live == 0:
+        if nq == 0 or self._num_live == 0:
+            if as_arrays:
+                return (np.full((nq, k), -1, dtype=np.int64), np.zeros((nq, k)),
+                        np.zeros(nq, dtype=np.int64))
             return [[] for _ in queries]
         parts = [self._query_arrays(q) for q in queries]
         q_ptr = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum([p[0].shape[0] for p in parts], out=q_ptr[1:])
         q_terms = np.concatenate([p[0] for p in parts])
         q_counts = np.concatenate([p[1] for p in parts])
+        k_out = k
         k = min(k, self._num_ids)
-        out_ids = np.empty((nq, k), dtype=np.int64)
-        out_scores = np.empty((nq, k), dtype=np.float64)
+        out_ids = np.full((nq, k_out), -1, dtype=np.int64)
+        out_scores = np.zeros((nq, k_out), dtype=np.float64)
         out_n = np.zeros(nq, dtype=np.int64)
         _k.search_batch(
             q_ptr, q_terms, q_counts, self._arena, self._dir, self._segs_arr, self._buf_ptr,
             self._buf_terms, self._buf_tfs, ints, self._live, mask, self._doc_len,
             self._ext_ids, self._df, self._params, self._scores, self._touched, self._qmark,
             k, out_ids, out_scores, out_n)
+        if as_arrays:  # the kernel writes only the first out_n[i] entries of row i
+            return out_ids, out_scores, out_n
         ids, scores, counts = out_ids.tolist(), out_scores.tolist(), out_n.tolist()
         return [list(zip(ids[i][: counts[i]], scores[i][: counts[i]], strict=True))
                 for i in range(nq)]
@@ -736,7 +752,7 @@ class InvertedIndex:
         self._num_ids, self._num_live = n, int(meta["num_live"])
         self._total_len = int(meta["total_len"])
         self._scores = np.zeros(max(n, 1), dtype=np.float64)
-        self._touched = np.zeros(max(n, 1), dtype=np.int32)
+        self._touched = np.zeros(max(n, 1) + 1, dtype=np.int32)
         self._ext2int = {e: i for i, e in enumerate(self._ext_ids.tolist()) if self._live[i]}
         self._arena, self._arena_used = arena, int(arena.shape[0])
         self._dir, self._dir_used = dirs, int(dirs.shape[0])

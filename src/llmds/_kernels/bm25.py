@@ -317,9 +317,11 @@ def _score_and_select(
                 if live[doc] == 0 or (use_allowed and allowed[doc] == 0):
                     continue
                 contrib = w * tf / (tf + (norm_a + norm_c * doc_len[doc]))
-                if scores[doc] == 0.0:
-                    touched[nt] = doc
-                    nt += 1
+                # Branch-free "first touch" bookkeeping: the write is harmless when
+                # the doc was already touched (nt does not move). Measured on SciFact:
+                # 36 -> 22 us per query for the accumulate loop (the branch mispredicts).
+                touched[nt] = doc
+                nt += np.int64(scores[doc] == 0.0)
                 scores[doc] += contrib
     buf_ndocs = ints[1]
     if buf_ndocs > 0:
@@ -358,10 +360,33 @@ def _score_and_select(
     hs = out_scores
     he = out_ids
     n = 0
+    # Many hits: a 1024-bin histogram of the scores finds a bin edge below which no
+    # top-k result can lie, so only about k candidates reach the heap. SciFact, k=100:
+    # heap-only 20 us, np.partition threshold 19 us, histogram ~5 us per query.
+    scale = 0.0
+    min_bin = 0
+    if nt > 4 * kk:
+        top = 0.0
+        for i in range(nt):
+            top = max(top, scores[touched[i]])
+        nbins = 1024
+        scale = (nbins - 1) / top
+        hist = np.zeros(nbins, dtype=np.int64)
+        for i in range(nt):
+            hist[np.int64(scores[touched[i]] * scale)] += 1
+        cum = 0
+        min_bin = nbins - 1
+        while min_bin > 0:
+            cum += hist[min_bin]
+            if cum >= kk:
+                break
+            min_bin -= 1
     for i in range(nt):
         doc = touched[i]
         sc = scores[doc]
         scores[doc] = 0.0
+        if np.int64(sc * scale) < min_bin:
+            continue
         e = ext_ids[doc]
         if n < kk:
             # sift up

@@ -328,6 +328,15 @@ class SketchMachine(RuleBasedStateMachine):
         assert self.narrow.estimate(item) >= true  # type: ignore[arg-type]
         assert self.narrow_std.estimate(item) >= self.narrow.estimate(item)  # type: ignore[arg-type]
 
+    @rule(items=st.lists(ITEMS, max_size=6), count=st.integers(0, 3))
+    def merge(self, items: list, count: int) -> None:
+        for s in self._all():
+            other = CountMinSketch(s.width, s.depth, conservative=s.conservative, seed=s.seed)
+            other.add_many(list(items), count)
+            s.merge(other)
+        for item in items:
+            self.model.add(item, count)
+
     @rule()
     def decay(self) -> None:
         for s in self._all():

@@ -339,6 +339,7 @@ def test_constructor_rejects_bad_arguments(kwargs, msg):
         KVCache(**kwargs)
 
 
+@pytest.mark.slow
 def test_kernel_runs_without_jit():
     code = (
         "import numpy as np\n"
@@ -516,7 +517,7 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
 KVCacheAgainstModel.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None
 )
-TestKVCacheAgainstModel = KVCacheAgainstModel.TestCase
+TestKVCacheAgainstModel = pytest.mark.slow(KVCacheAgainstModel.TestCase)
 
 
 class SHA256KVCacheAgainstModel(KVCacheAgainstModel):
@@ -530,7 +531,7 @@ class SHA256KVCacheAgainstModel(KVCacheAgainstModel):
 SHA256KVCacheAgainstModel.TestCase.settings = settings(
     max_examples=25, stateful_step_count=30, deadline=None
 )
-TestSHA256KVCacheAgainstModel = SHA256KVCacheAgainstModel.TestCase
+TestSHA256KVCacheAgainstModel = pytest.mark.slow(SHA256KVCacheAgainstModel.TestCase)
 
 
 def test_can_allocate():

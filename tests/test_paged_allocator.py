@@ -201,4 +201,4 @@ class AllocatorAgainstModel(RuleBasedStateMachine):
         assert s.fragmentation == pytest.approx(expected)
 
 
-TestAllocatorAgainstModel = AllocatorAgainstModel.TestCase
+TestAllocatorAgainstModel = pytest.mark.slow(AllocatorAgainstModel.TestCase)

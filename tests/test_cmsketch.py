@@ -131,6 +131,7 @@ def test_bad_batches_leave_sketch_unchanged() -> None:
     assert np.array_equal(cms._table, before) and cms.total == 3
 
 
+@pytest.mark.slow
 def test_add_many_matches_sequential_add_for_every_input_form() -> None:
     rng = np.random.default_rng(0)
     ints = rng.integers(-50, 50, 300)

@@ -126,7 +126,8 @@ def _run_variant(
     for i, (name, factory, module) in enumerate(_impls(budget, token_of)):
         ctx.progress(step + i, total, f"{label}: {name}")
         if factory is None:
-            rows.append({"impl": name, "variant": label, "skipped": harness.skipped(module or name)})
+            why = harness.skipped(module or name)
+            rows.append({"impl": name, "variant": label, "skipped": why})
             continue
         hits_box: list[int] = []
 

@@ -422,3 +422,27 @@ def test_search_batch_as_arrays():
         assert (ids[row, counts[row]:] == -1).all() and (scores[row, counts[row]:] == 0).all()
     ids, scores, counts = InvertedIndex().search_batch(["x"], 3, as_arrays=True)
     assert ids.tolist() == [[-1, -1, -1]] and counts.tolist() == [0]
+
+
+def test_query_token_cache_sees_terms_added_later():
+    index = InvertedIndex()
+    index.add_document(1, "dogs bark")
+    assert index.search("The cats") == []  # "the" cached as a stopword, "cats" unknown
+    index.add_document(2, "a cat sleeps")
+    assert [d for d, _ in index.search("The cats")] == [2]
+    assert [d for d, _ in index.search("CATS cat")] == [2]
+    index._check()
+
+
+class _Shouting(Analyzer):
+    """A subclass overriding __call__ must be used as is (no per-token cache)."""
+
+    def __call__(self, text):
+        return [t.upper() for t in super().__call__(text)]
+
+
+def test_analyzer_subclass_is_respected():
+    index = InvertedIndex(analyzer=_Shouting())
+    index.add_document(1, "cats")
+    assert index.get_document_frequency("cat") == 1
+    assert [d for d, _ in index.search("cat")] == [1]

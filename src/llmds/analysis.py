@@ -109,10 +109,22 @@ class Analyzer:
         self._stem_words = stem_words
 
     def __call__(self, text: str) -> list[str]:
-        """Analyse ``text`` into terms. O(len(text))."""
+        """Analyse ``text`` into terms: ``normalize(split(text))``. O(len(text))."""
+        return self.normalize(self.split(text))
+
+    def split(self, text: str) -> list[str]:
+        """Lowercase (if configured) and split into raw tokens. O(len(text))."""
         if self._lowercase:
             text = text.lower()
-        tokens = self._findall(text) if self._tokenizer is None else list(self._tokenizer(text))
+        if self._tokenizer is None:
+            return self._findall(text)
+        return list(self._tokenizer(text))
+
+    def normalize(self, tokens: list[str]) -> list[str]:
+        """Drop stopwords and stem: each output term depends on one raw token only.
+
+        That is what lets ``InvertedIndex`` cache raw token -> term id for queries.
+        """
         stop = self._stop
         if stop:
             tokens = [t for t in tokens if t not in stop]

@@ -27,6 +27,7 @@ REQUEST_TOO_LARGE = "request_too_large"
 REASONS = (ADMITTED, RATE_LIMITED_REQUESTS, RATE_LIMITED_TOKENS, REQUEST_TOO_LARGE)
 
 _INF = math.inf
+_REJECTED_REQUESTS = (False, RATE_LIMITED_REQUESTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,10 @@ class AdmissionController:
                 self._admitted += 1
                 self.last_retry_after = 0.0
                 return True, ADMITTED
+            if self._req_level < 1.0 and self._tok_level >= estimated_tokens:
+                self._rejected[RATE_LIMITED_REQUESTS] += 1
+                self.last_retry_after = (1.0 - self._req_level) / self._req_rate
+                return _REJECTED_REQUESTS
             return self._reject(estimated_tokens)[:2]
         finally:
             self._release()
@@ -300,6 +305,11 @@ class AdmissionController:
                 return True, ADMITTED
             self._req_level = req_level
             self._tok_level = tok_level
+            if req_level < 1.0 and tok_level >= tokens:
+                # The overload hot path, inlined: out of requests, tokens fine.
+                self._rejected[RATE_LIMITED_REQUESTS] += 1
+                self.last_retry_after = (1.0 - req_level) / self._req_rate
+                return _REJECTED_REQUESTS
             return self._reject(tokens)[:2]
         finally:
             self._release()

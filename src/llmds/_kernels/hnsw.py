@@ -40,17 +40,38 @@ __all__ = ["insert_batch", "search_batch", "search_one"]
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _dist(vectors, node, q, metric):
-    """Distance from slot ``node`` to query ``q``: squared L2 (0) or ``1 - dot`` (1). O(dim)."""
-    row = vectors[np.uint64(node)]
+    """Distance from slot ``node`` to query ``q``: squared L2 (0) or ``1 - dot`` (1). O(dim).
+
+    Indexes ``vectors`` directly with unsigned indices: a row view would cost two atomic
+    reference-count updates per call, and a possibly-negative index blocks vectorisation.
+    """
+    nu = np.uint64(node)
     n = np.uint64(q.shape[0])
     s = np.float32(0.0)
     if metric == 0:
         for j in range(n):
-            t = row[j] - q[j]
+            t = vectors[nu, j] - q[j]
             s += t * t
         return s
     for j in range(n):
-        s += row[j] * q[j]
+        s += vectors[nu, j] * q[j]
+    return np.float32(1.0) - s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _dist2(vectors, a, b, metric):
+    """Distance between stored slots ``a`` and ``b`` (see ``_dist``). O(dim)."""
+    au = np.uint64(a)
+    bu = np.uint64(b)
+    n = np.uint64(vectors.shape[1])
+    s = np.float32(0.0)
+    if metric == 0:
+        for j in range(n):
+            t = vectors[au, j] - vectors[bu, j]
+            s += t * t
+        return s
+    for j in range(n):
+        s += vectors[au, j] * vectors[bu, j]
     return np.float32(1.0) - s
 
 
@@ -158,10 +179,10 @@ def _greedy(vectors, upper_links, upper_start, q, ep, ep_d, top, stop, metric):
         changed = True
         while changed:
             changed = False
-            row = upper_links[upper_start[ep] + lev - 1]
-            cnt = row[0]
+            r = np.uint64(upper_start[ep] + lev - 1)
+            cnt = upper_links[r, 0]
             for j in range(1, cnt + 1):
-                nb = row[j]
+                nb = upper_links[r, j]
                 d = _dist(vectors, nb, q, metric)
                 if d < ep_d:
                     ep_d = d
@@ -187,14 +208,14 @@ def _search_l0_fast(vectors, links0, q, ep, ep_d, ef, visited, tag, cd, ci, td, 
         if c_d > lower:
             break
         nc = _minpop(cd, ci, nc)
-        row = links0[np.uint64(c)]
-        cnt = row[0]
+        cu = np.uint64(c)
+        cnt = links0[cu, 0]
         if cnt > 0:
-            prefetch_row(vectors, row[1])
+            prefetch_row(vectors, links0[cu, 1])
         for j in range(1, cnt + 1):
-            nb = row[j]
+            nb = links0[cu, j]
             if j < cnt:
-                prefetch_row(vectors, row[j + 1])
+                prefetch_row(vectors, links0[cu, j + 1])
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
@@ -230,14 +251,14 @@ def _search_l0_blocked(vectors, links0, q, ep, ep_d, ef, visited, tag, cd, ci, t
         if c_d > lower and nt == ef:
             break
         nc = _minpop(cd, ci, nc)
-        row = links0[np.uint64(c)]
-        cnt = row[0]
+        cu = np.uint64(c)
+        cnt = links0[cu, 0]
         if cnt > 0:
-            prefetch_row(vectors, row[1])
+            prefetch_row(vectors, links0[cu, 1])
         for j in range(1, cnt + 1):
-            nb = row[j]
+            nb = links0[cu, j]
             if j < cnt:
-                prefetch_row(vectors, row[j + 1])
+                prefetch_row(vectors, links0[cu, j + 1])
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
@@ -337,14 +358,19 @@ def _search_layer_build(vectors, links0, upper_links, upper_start, q, ep, ep_d, 
         if c_d > lower and nt == ef:
             break
         nc = _minpop(cd, ci, nc)
-        row = _row(links0, upper_links, upper_start, c, lev)
-        cnt = row[0]
+        if lev == 0:
+            links = links0
+            r = np.uint64(c)
+        else:
+            links = upper_links
+            r = np.uint64(upper_start[c] + lev - 1)
+        cnt = links[r, 0]
         if cnt > 0:
-            prefetch_row(vectors, row[1])
+            prefetch_row(vectors, links[r, 1])
         for j in range(1, cnt + 1):
-            nb = row[j]
+            nb = links[r, j]
             if j < cnt:
-                prefetch_row(vectors, row[j + 1])
+                prefetch_row(vectors, links[r, j + 1])
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
@@ -377,10 +403,9 @@ def _heuristic(vectors, sd, si, n, m, metric):
             break
         cand = si[a]
         cand_d = sd[a]
-        qv = vectors[cand]
         good = True
         for b in range(kept):
-            if _dist(vectors, si[b], qv, metric) < cand_d:
+            if _dist2(vectors, si[b], cand, metric) < cand_d:
                 good = False
                 break
         if good:
@@ -406,12 +431,11 @@ def _connect(vectors, links0, upper_links, upper_start, nb, cur, lev, maxm, metr
         row[cnt + 1] = cur
         row[0] = cnt + 1
         return
-    base = vectors[nb]
     # candidates: the existing neighbours plus cur, sorted by distance to nb (insertion sort)
     n = 0
     for j in range(cnt + 1):
         node = cur if j == cnt else row[j + 1]
-        d = _dist(vectors, node, base, metric)
+        d = _dist2(vectors, node, nb, metric)
         pos = n
         while pos > 0 and wd[pos - 1] > d:
             wd[pos] = wd[pos - 1]

@@ -214,6 +214,7 @@ def test_cosine_normalises_and_ip(rng):
     ip.add(np.array([1.0, 0]), 1)
     ip.add(np.array([3.0, 0]), 2)
     assert [i for i, _ in ip.search(np.array([1.0, 0]), 2)] == [2, 1]
+    assert ip.search(np.array([1.0, 0], np.float32), 2) == [(2, -2.0), (1, 0.0)]
 
 
 # -------------------------------------------------------------------- filter / deletion

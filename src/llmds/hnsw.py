@@ -22,6 +22,7 @@ from llmds.errors import CorruptFileError
 __all__ = ["HNSW"]
 
 _METRICS = {"l2": 0, "ip": 1, "cosine": 1}
+_F32 = np.dtype(np.float32)
 _FORMAT = "llmds.hnsw"
 _VERSION = 1
 _ARRAYS = ("vectors", "links0", "levels", "upper_start", "upper_links", "deleted", "labels",
@@ -74,10 +75,36 @@ class HNSW:
     """
 
     __slots__ = (
-        "_M", "_cd", "_ci", "_deleted", "_dim", "_ef_construction", "_ef_search", "_free",
-        "_id_to_slot", "_labels", "_levels", "_links0", "_meta", "_metric", "_metric_code",
-        "_ml", "_num_slots", "_rng", "_seed", "_tag", "_td", "_ti", "_upper_links",
-        "_upper_rows", "_upper_start", "_vectors", "_visited",
+        "_M",
+        "_cd",
+        "_ci",
+        "_deleted",
+        "_dim",
+        "_ef_construction",
+        "_ef_search",
+        "_free",
+        "_id_to_slot",
+        "_labels",
+        "_levels",
+        "_links0",
+        "_meta",
+        "_metric",
+        "_metric_code",
+        "_ml",
+        "_num_slots",
+        "_out_d",
+        "_out_ids",
+        "_qshape",
+        "_rng",
+        "_seed",
+        "_tag",
+        "_td",
+        "_ti",
+        "_upper_links",
+        "_upper_rows",
+        "_upper_start",
+        "_vectors",
+        "_visited",
     )
 
     def __init__(
@@ -125,6 +152,9 @@ class HNSW:
         self._allocate(0)
         self._td = np.empty(0, dtype=np.float32)
         self._ti = np.empty(0, dtype=np.int32)
+        self._out_ids = np.empty(0, dtype=np.int64)
+        self._out_d = np.empty(0, dtype=np.float32)
+        self._qshape = (self._dim,)
 
     # ------------------------------------------------------------------ storage
     def _allocate(self, capacity: int) -> None:
@@ -286,24 +316,36 @@ class HNSW:
         fewer than ``k`` pairs come back when fewer items qualify.
         O(ef * M * dim * log n) expected.
         """
+        # The per-call path is kept lean (measured: ~2.5 us of Python around a ~2 us kernel
+        # dispatch); anything unusual takes the general, fully validated route.
         q = query
-        if (type(q) is not np.ndarray or q.dtype != np.float32 or q.ndim != 1
-                or not q.flags.c_contiguous or self._metric_code != 0 or q.shape[0] != self._dim):
+        if (type(q) is not np.ndarray or q.dtype != _F32 or q.shape != self._qshape
+                or self._metric == "cosine" or not q.flags.c_contiguous):
             q = self._coerce(query, "query", 1)
         if type(k) is not int or k < 1:
             k = self._check_k(k)
-        ef = self._check_ef(ef, k)
+        if ef is None:
+            ef = self._ef_search
+        elif type(ef) is not int or ef < 1:
+            ef = self._check_ef(ef, k)
+        if ef < k:
+            ef = k
         if filter is not None or not self._id_to_slot:
             ids, dists = self._search(q[None, :], k, ef, filter)
             n = int((ids[0] != -1).sum())
             return list(zip(ids[0, :n].tolist(), dists[0, :n].tolist(), strict=True))
-        self._scratch_top(ef)
-        out_ids = np.empty(k, dtype=np.int64)
-        out_d = np.empty(k, dtype=np.float32)
+        if self._td.shape[0] <= ef:
+            self._scratch_top(ef)
+        out_ids, out_d = self._out_ids, self._out_d
+        if out_ids.shape[0] != k:
+            out_ids = self._out_ids = np.empty(k, dtype=np.int64)
+            out_d = self._out_d = np.empty(k, dtype=np.float32)
         n = _k.search_one(self._vectors, self._links0, self._upper_links, self._upper_start,
                           self._meta, q, k, ef, self._deleted, len(self._free) > 0,
                           self._visited, self._tag, self._cd, self._ci, self._td, self._ti,
                           self._metric_code, self._labels, out_ids, out_d)
+        if n == k:
+            return list(zip(out_ids.tolist(), out_d.tolist(), strict=True))
         if n < 0:
             raise ValueError("query contains NaN or inf")
         return list(zip(out_ids[:n].tolist(), out_d[:n].tolist(), strict=True))

@@ -360,20 +360,27 @@ def _score_and_select(
     hs = out_scores
     he = out_ids
     n = 0
+    # One random-access pass gathers the touched scores into a contiguous buffer and
+    # resets the accumulator; the passes below are sequential.
+    buf = np.empty(nt, dtype=np.float64)
+    top = 0.0
+    for i in range(nt):
+        doc = touched[i]
+        sc = scores[doc]
+        scores[doc] = 0.0
+        buf[i] = sc
+        top = max(top, sc)
     # Many hits: a 1024-bin histogram of the scores finds a bin edge below which no
     # top-k result can lie, so only about k candidates reach the heap. SciFact, k=100:
     # heap-only 20 us, np.partition threshold 19 us, histogram ~5 us per query.
     scale = 0.0
     min_bin = 0
     if nt > 4 * kk:
-        top = 0.0
-        for i in range(nt):
-            top = max(top, scores[touched[i]])
         nbins = 1024
         scale = (nbins - 1) / top
         hist = np.zeros(nbins, dtype=np.int64)
         for i in range(nt):
-            hist[np.int64(scores[touched[i]] * scale)] += 1
+            hist[np.int64(buf[i] * scale)] += 1
         cum = 0
         min_bin = nbins - 1
         while min_bin > 0:
@@ -382,11 +389,10 @@ def _score_and_select(
                 break
             min_bin -= 1
     for i in range(nt):
-        doc = touched[i]
-        sc = scores[doc]
-        scores[doc] = 0.0
+        sc = buf[i]
         if np.int64(sc * scale) < min_bin:
             continue
+        doc = touched[i]
         e = ext_ids[doc]
         if n < kk:
             # sift up

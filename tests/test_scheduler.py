@@ -272,7 +272,9 @@ def test_close_drains_queue_for_blocked_consumer():
     s, _ = make(max_batch_size=2, max_wait_ms=math.inf)
     for _ in range(3):
         s.submit(1)
-    assert s.get_batch(block=True) == [0, 1]  # full
+    assert s.next_release_time() == 0.0  # full now
+    assert s.get_batch(block=True) == [0, 1]
+    assert s.next_release_time() == math.inf  # only force, more requests or close()
     s.close()
     assert s.closed
     assert s.get_batch(block=True) == [2]

@@ -9,9 +9,10 @@ Codecs (array in, array out; the loops are numba kernels in ``_kernels/varint.py
   negative (differences of non-monotone sequences).
 
 Segment posting format (see ``_kernels/bm25.py``): per term, a doc-ordered list of
-postings, each ``varint((gap << 1) | (tf == 1))`` followed by ``varint(tf - 2)``
-when ``tf != 1``; gaps are differences of internal doc ids (never negative, so no
-zigzag is needed there). On SciFact this is about 1.4 bytes per posting.
+postings, each ``varint((gap << 2) | (tf if tf <= 3 else 0))`` followed by
+``varint(tf - 4)`` when ``tf >= 4``; gaps are differences of internal doc ids (never
+negative, so no zigzag is needed there). On SciFact this is about 1.4 bytes per
+posting (1.64 with the per-segment term directory).
 
 Container format (:func:`write_container` / :func:`read_container`), little endian::
 

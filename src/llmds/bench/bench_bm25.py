@@ -20,6 +20,8 @@ top-100, queries per CPU-second. "per query": one call per query including
 tokenisation; "batch": all queries in one call (tokenisation included). rank_bm25
 scores every document per query, so it is timed on a subset of the queries. tantivy
 is timed on ``searcher.search`` (returning doc addresses, no stored-field fetch).
+Speed is timed in three alternating rounds (llmds, bm25s, tantivy, llmds, ...) and
+each implementation keeps its best round, because the machines are shared.
 
 Size: llmds postings + directory bytes per posting (``stats()``), and the saved
 file (vocabulary, doc arrays included) per posting; bm25s' in-memory score matrix
@@ -227,7 +229,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     tantivy = harness.peer("tantivy")
     stemmer = stemmer_mod.Stemmer("english") if stemmer_mod is not None else None
     backend = "numba" if numba is not None else "numpy"
-    repeat = max(ctx.repeat, 5)
+    repeat = ctx.repeat if ctx.quick else max(ctx.repeat, 5)
 
     ir_root = ctx.dataset("ir")
     collections: list[IRCollection] = []
@@ -325,36 +327,42 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         def per_query(fn: Any) -> Any:
             return lambda _: [fn(q) for q in qs]
 
-        m = harness.measure(lambda _: [ours.index.search(q, TOP_K) for q in qs], ops=len(qs),
-                            repeat=repeat)
-        rates["llmds per query"] = m.ops_per_cpu_s
-        rows.append(_rate_row("llmds", "per query", m, collection=c.name,
-                              latency_ms=harness.latency_percentiles_ms(
-                                  lambda q: ours.index.search(q, TOP_K), qs)))
-        m = harness.measure(lambda _: ours.batch_arrays(qs), ops=len(qs), repeat=repeat)
-        rates["llmds batch"] = m.ops_per_cpu_s
-        rows.append(_rate_row("llmds", "batch", m, collection=c.name, output="arrays"))
-        m = harness.measure(lambda _: ours.index.search_batch(qs, TOP_K), ops=len(qs),
-                            repeat=repeat)
-        rates["llmds batch (lists)"] = m.ops_per_cpu_s
-        rows.append(_rate_row("llmds", "batch (lists of tuples)", m, collection=c.name))
+        # (impl, mode, timed fn, number of queries, row extras)
+        timers: list[tuple[str, str, Any, int, dict[str, Any]]] = [
+            ("llmds", "per query", per_query(lambda q: ours.index.search(q, TOP_K)), len(qs),
+             {}),
+            ("llmds", "batch", lambda _: ours.batch_arrays(qs), len(qs), {"output": "arrays"}),
+            ("llmds", "batch (lists)", lambda _: ours.index.search_batch(qs, TOP_K), len(qs),
+             {"output": "lists of (doc_id, score)"}),
+        ]
         if "bm25s" in peers:
-            p = peers["bm25s"]
-            m = harness.measure(per_query(p.one), ops=len(qs), repeat=repeat)
-            rates["bm25s per query"] = m.ops_per_cpu_s
-            rows.append(_rate_row("bm25s", "per query", m, collection=c.name, backend=backend))
-            m = harness.measure(lambda _: p.batch(qs), ops=len(qs), repeat=repeat)
-            rates["bm25s batch"] = m.ops_per_cpu_s
-            rows.append(_rate_row("bm25s", "batch", m, collection=c.name, backend=backend))
+            pb = peers["bm25s"]
+            timers.append(("bm25s", "per query", per_query(pb.one), len(qs),
+                           {"backend": backend}))
+            timers.append(("bm25s", "batch", lambda _: pb.batch(qs), len(qs),
+                           {"backend": backend}))
         if "tantivy" in peers:
-            p = peers["tantivy"]
-            m = harness.measure(per_query(p.hits), ops=len(qs), repeat=repeat)
-            rates["tantivy per query"] = m.ops_per_cpu_s
-            rows.append(_rate_row("tantivy", "per query", m, collection=c.name))
+            timers.append(("tantivy", "per query", per_query(peers["tantivy"].hits), len(qs),
+                           {}))
+        # The machines are shared and noisy: time everything in alternating rounds and
+        # keep each implementation's best round (its median over `repeat` runs).
+        best: dict[str, harness.Measurement] = {}
+        for _round in range(1 if ctx.quick else 3):
+            for impl, mode, fn, ops, _extra in timers:
+                m = harness.measure(fn, ops=ops, repeat=repeat)
+                key = f"{impl} {mode}"
+                if key not in best or m.ops_per_cpu_s > best[key].ops_per_cpu_s:
+                    best[key] = m
+        for impl, mode, _fn, _ops, extra in timers:
+            key = f"{impl} {mode}"
+            rates[key] = best[key].ops_per_cpu_s
+            rows.append(_rate_row(impl, mode, best[key], collection=c.name, **extra))
+        rows[-len(timers)]["latency_ms"] = harness.latency_percentiles_ms(
+            lambda q: ours.index.search(q, TOP_K), qs)
         if "rank_bm25" in peers:
-            p = peers["rank_bm25"]
+            pr = peers["rank_bm25"]
             sub = qs[: 10 if ctx.quick else 30]
-            m = harness.measure(lambda _: [p.one(q) for q in sub], ops=len(sub),
+            m = harness.measure(lambda _: [pr.one(q) for q in sub], ops=len(sub),
                                 repeat=repeat if ctx.quick else 2)
             rates["rank_bm25 per query"] = m.ops_per_cpu_s
             rows.append(_rate_row("rank_bm25", "per query", m, collection=c.name,

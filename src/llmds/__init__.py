@@ -13,33 +13,99 @@ __version__ = "0.2.0"
 
 # public name -> defining module
 _EXPORTS: dict[str, str] = {
-    "LLMDSError": "llmds.errors",
     "CapacityError": "llmds.errors",
     "CorruptFileError": "llmds.errors",
+    "LLMDSError": "llmds.errors",
     "UnknownSequenceError": "llmds.errors",
-    "Timer": "llmds.utils",
     "MemoryProfiler": "llmds.utils",
     "MetricsCollector": "llmds.utils",
-    "memory_profiler": "llmds.utils",
-    "compute_percentiles": "llmds.utils",
+    "Timer": "llmds.utils",
     "calculate_statistics": "llmds.utils",
+    "compute_percentiles": "llmds.utils",
+    "memory_profiler": "llmds.utils",
+    "IndexedHeap": "llmds.indexed_heap",
+    "Scheduler": "llmds.scheduler",
+    "TokenLRU": "llmds.token_lru",
+    "CountMinSketch": "llmds.cmsketch",
+    "AdmissionController": "llmds.admissions",
+    "AdmissionDecision": "llmds.admissions",
+    "PagedAllocator": "llmds.paged_allocator",
+    "PageStats": "llmds.paged_allocator",
+    "KVCache": "llmds.kv_cache",
+    "BasePrefixCache": "llmds.mem_cache",
+    "ChunkCache": "llmds.mem_cache",
+    "EvictResult": "llmds.mem_cache",
+    "InsertResult": "llmds.mem_cache",
+    "MatchResult": "llmds.mem_cache",
+    "RadixCache": "llmds.mem_cache",
+    "RadixKey": "llmds.mem_cache",
+    "hash_bytes": "llmds.mem_cache",
+    "hash_to_int64": "llmds.mem_cache",
+    "hash_token_ids": "llmds.mem_cache",
+    "Analyzer": "llmds.analysis",
+    "InvertedIndex": "llmds.inverted_index",
+    "HNSW": "llmds.hnsw",
 }
 
 __all__ = [
+    "HNSW",
+    "AdmissionController",
+    "AdmissionDecision",
+    "Analyzer",
+    "BasePrefixCache",
     "CapacityError",
+    "ChunkCache",
     "CorruptFileError",
+    "CountMinSketch",
+    "EvictResult",
+    "IndexedHeap",
+    "InsertResult",
+    "InvertedIndex",
+    "KVCache",
     "LLMDSError",
+    "MatchResult",
     "MemoryProfiler",
     "MetricsCollector",
+    "PageStats",
+    "PagedAllocator",
+    "RadixCache",
+    "RadixKey",
+    "Scheduler",
     "Timer",
+    "TokenLRU",
     "UnknownSequenceError",
     "calculate_statistics",
     "compute_percentiles",
+    "hash_bytes",
+    "hash_to_int64",
+    "hash_token_ids",
     "memory_profiler",
 ]
 
 if TYPE_CHECKING:
+    from llmds.admissions import AdmissionController, AdmissionDecision
+    from llmds.analysis import Analyzer
+    from llmds.cmsketch import CountMinSketch
     from llmds.errors import CapacityError, CorruptFileError, LLMDSError, UnknownSequenceError
+    from llmds.hnsw import HNSW
+    from llmds.indexed_heap import IndexedHeap
+    from llmds.inverted_index import InvertedIndex
+    from llmds.kv_cache import KVCache
+    from llmds.mem_cache import (
+        BasePrefixCache,
+        ChunkCache,
+        EvictResult,
+        InsertResult,
+        MatchResult,
+        RadixCache,
+        RadixKey,
+        hash_bytes,
+        hash_to_int64,
+        hash_token_ids,
+    )
+    from llmds.paged_allocator import PagedAllocator, PageStats
+    from llmds.scheduler import Scheduler
+    from llmds.token_lru import TokenLRU
     from llmds.utils import (
         MemoryProfiler,
         MetricsCollector,

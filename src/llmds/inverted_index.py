@@ -668,14 +668,21 @@ class InvertedIndex:
         return 0 if tid is None else int(self._df[tid])
 
     def stats(self) -> dict[str, Any]:
-        """Sizes and compression. O(number of segments + vocabulary)."""
+        """Sizes and compression. O(number of segments + vocabulary).
+
+        ``num_docs`` live documents, ``num_terms`` terms in at least one of them,
+        ``num_postings`` live postings; ``bytes_per_posting`` is (segment bytes +
+        segment directories) / postings stored in segments (tombstoned ones included
+        until a merge purges them).
+        """
         seg_postings = sum(s.num_postings for s in self._segments)
         seg_bytes = sum(s.nbytes for s in self._segments)
         dir_bytes = 4 * sum(s.nterms + 1 for s in self._segments)
         v = len(self._terms)
         return {
             "num_docs": self._num_live,
-            "num_deleted": self._num_ids - self._num_live - 0,
+            # internal ids of deleted or replaced versions (merges purge their postings)
+            "num_dead_ids": self._num_ids - self._num_live,
             "num_terms": int(np.count_nonzero(self._df[:v])),
             "vocabulary_size": v,
             "num_postings": int(self._df[:v].sum()),

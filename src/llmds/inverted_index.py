@@ -157,7 +157,7 @@ class InvertedIndex:
         self._buf_tfs = np.zeros(4096, dtype=np.int32)
         self._dummy_mask = np.zeros(1, dtype=np.uint8)
         self._params = np.zeros(4, dtype=np.float64)
-        self._ints = np.zeros(3, dtype=np.int64)
+        self._ints = np.zeros(4, dtype=np.int64)
         self._refresh_scalars()
 
     # ------------------------------------------------------------------ properties
@@ -250,6 +250,8 @@ class InvertedIndex:
         self._ints[0] = self._buf_base
         self._ints[1] = self._buf_ndocs
         self._ints[2] = 0
+        # no deleted ids: the kernel may skip the per-posting tombstone check
+        self._ints[3] = int(self._num_ids != self._num_live)
 
     # ------------------------------------------------------------------ adding
     def _term_counts(self, terms: list[str]) -> tuple[list[str], list[int]]:

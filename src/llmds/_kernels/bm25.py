@@ -262,7 +262,7 @@ def _score_and_select(
 ):
     """Accumulate one query into ``scores``, select the top ``k``, reset; return count.
 
-    ``ints = [buf_base, buf_ndocs, use_allowed]``; ``params = [k1, b, avgdl, N]``.
+    ``ints = [buf_base, buf_ndocs, use_allowed, any_dead]``; ``params = [k1, b, avgdl, N]``.
     Results go to ``out_ids`` (external ids) / ``out_scores``, best first, ties by id.
     O(postings of the query terms + buffer postings + touched * log k).
     """
@@ -273,6 +273,8 @@ def _score_and_select(
     norm_a = k1 * (1.0 - b)
     norm_c = k1 * b / avgdl
     use_allowed = ints[2] != 0
+    # Only check tombstones/filters per posting when there are any.
+    filtered = use_allowed or ints[3] != 0
     nq = q_terms.shape[0]
     weights = np.empty(nq, dtype=np.float64)
     for j in range(nq):
@@ -314,7 +316,7 @@ def _score_and_select(
                     tfi, p = read_uvarint(arena, p)
                     tfi += 4
                 tf = np.float64(tfi)
-                if live[doc] == 0 or (use_allowed and allowed[doc] == 0):
+                if filtered and (live[doc] == 0 or (use_allowed and allowed[doc] == 0)):
                     continue
                 contrib = w * tf / (tf + (norm_a + norm_c * doc_len[doc]))
                 # Branch-free "first touch" bookkeeping: the write is harmless when

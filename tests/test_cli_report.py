@@ -19,7 +19,13 @@ def _record(name="indexed_heap"):
         notes=["a measured note"],
         plots=[{"title": "ops/s", "kind": "bar", "x_label": "", "y_label": "ops/s",
                 "series": [{"label": "llmds", "x": [0], "y": [123456.0]},
-                           {"label": "pqdict", "x": [0], "y": [41152.0]}]}],
+                           {"label": "pqdict", "x": [0], "y": [41152.0]}]},
+               {"title": "grouped", "kind": "bar", "x_label": "set", "y_label": "nDCG@10",
+                "series": [{"label": "llmds", "x": ["a", "b"], "y": [0.5, 0.6]},
+                           {"label": "peer", "x": ["a", "b"], "y": [0.4, 0.7]}]},
+               {"title": "recall vs qps", "kind": "line", "log_y": True, "x_label": "recall",
+                "y_label": "QPS", "series": [{"label": "llmds", "x": [0.9, 0.99],
+                                              "y": [1000.0, 500.0]}]}],
     )
 
 
@@ -60,6 +66,7 @@ def test_report_from_results_folder(tmp_path):
     checker.close()
     assert checker.stack == ["html"] or checker.stack == []
     assert "123,456" in checker.cells
+    assert len(checker.imgs) == 3
     for src in checker.imgs:
         assert (tmp_path / "report" / src).stat().st_size > 1000
 

@@ -125,6 +125,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "plot"
 
 
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _render_plot(spec: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -136,9 +142,22 @@ def _render_plot(spec: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     kind = spec.get("kind", "line")
     series = spec.get("series", [])
-    if kind == "bar":
+    if kind == "bar" and any(len(_as_list(s.get("x"))) > 1 for s in series):
+        # Grouped bars: one group per x category, one bar per series within it.
+        cats: list[str] = []
+        for s in series:
+            cats += [str(c) for c in _as_list(s.get("x")) if str(c) not in cats]
+        width = 0.8 / max(len(series), 1)
+        for i, s in enumerate(series):
+            ys = dict(zip([str(c) for c in _as_list(s.get("x"))], _as_list(s["y"]), strict=False))
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(cats))]
+            ax.bar(xs, [ys.get(c, 0.0) for c in cats], width=width, label=str(s["label"]))
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels(cats, rotation=20)
+        ax.legend(fontsize=8)
+    elif kind == "bar":
         labels = [str(s["label"]) for s in series]
-        values = [s["y"][0] if isinstance(s["y"], list) else s["y"] for s in series]
+        values = [_as_list(s["y"])[0] for s in series]
         ax.bar(labels, values, color="#4477aa")
         ax.tick_params(axis="x", rotation=20)
     else:

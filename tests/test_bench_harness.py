@@ -9,6 +9,7 @@ from llmds.bench.datasets import find_data_dir
 from llmds.bench.harness import (
     BenchContext,
     measure,
+    measure_interleaved,
     peer,
     ratio,
     result_record,
@@ -153,3 +154,20 @@ def test_data_dir_default_is_shared_when_present(monkeypatch, tmp_path):
     shared = Path(__file__).resolve().parents[2] / "shared" / "datasets"
     expected = shared.resolve() if shared.is_dir() else None
     assert find_data_dir() == expected
+
+
+def test_measure_interleaved_alternates_cases():
+    order = []
+
+    def make(name):
+        def fn(state):
+            assert state == name
+            order.append(name)
+        return fn, (lambda: name)
+
+    out = measure_interleaved({"a": make("a"), "b": make("b")}, ops=10, repeat=3, warmup=1)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then rounds in turn
+    assert set(out) == {"a", "b"}
+    assert all(len(m.cpu_s) == 3 and m.ops == 10 for m in out.values())
+    with pytest.raises(ValueError, match="repeat"):
+        measure_interleaved({"a": make("a")}, ops=1, repeat=0)

@@ -134,17 +134,24 @@ def _run_variant(
     rows: list[dict[str, Any]] = []
     rates: dict[str, float] = {}
     measurements: dict[str, Any] = {}
-    for i, (name, factory, module) in enumerate(_impls(budget, token_of)):
+    impls = _impls(budget, token_of)
+    ctx.progress(step, total, f"{label}: timing in alternating rounds")
+
+    def fn(state: tuple[Any, Any]) -> None:
+        _replay(state[0], state[1], ops)
+
+    # All implementations in turns, so machine noise falls on each alike.
+    timed = harness.measure_interleaved(
+        {name: (fn, factory) for name, factory, _ in impls if factory is not None},
+        ops=len(ops), repeat=ctx.repeat, warmup=1,
+    )
+    for i, (name, factory, module) in enumerate(impls):
         ctx.progress(step + i, total, f"{label}: {name}")
         if factory is None:
             why = harness.skipped(module or name)
             rows.append({"impl": name, "variant": label, "skipped": why})
             continue
-
-        def fn(state: tuple[Any, Any]) -> None:
-            _replay(state[0], state[1], ops)
-
-        m = harness.measure(fn, ops=len(ops), setup=factory, repeat=ctx.repeat, warmup=1)
+        m = timed[name]
         hit_get, hit_put = factory()
         hits = _count_hits(hit_get, hit_put, ops)
         get, put = factory()

@@ -41,6 +41,7 @@ __all__ = [
     "environment",
     "latency_percentiles_ms",
     "measure",
+    "measure_interleaved",
     "peer",
     "peer_version",
     "ratio",
@@ -190,6 +191,58 @@ def measure(
         peak_rss_mb=profiler.get_peak_rss_mb(),
         memory_delta_mb=profiler.get_memory_delta_mb(),
     )
+
+
+def measure_interleaved(
+    cases: dict[str, tuple[Callable[[Any], object], Callable[[], Any] | None]],
+    *,
+    ops: int,
+    repeat: int = 5,
+    warmup: int = 1,
+) -> dict[str, Measurement]:
+    """Time several implementations of one workload in alternating turns.
+
+    ``cases`` maps a name to ``(fn, setup)`` as in :func:`measure`. After every
+    case's warm-up, each of the ``repeat`` rounds times every case once, in turn,
+    so a noisy stretch of the machine (another process, frequency scaling) falls on
+    all of them alike instead of on whichever ran at that moment. Peak RSS per case
+    is sampled over that case's own runs.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    for fn, setup in cases.values():
+        for _ in range(warmup):
+            fn(setup() if setup else None)
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    peak: dict[str, float] = dict.fromkeys(cases, 0.0)
+    delta: dict[str, float] = dict.fromkeys(cases, 0.0)
+    for _ in range(repeat):
+        for name, (fn, setup) in cases.items():
+            state = setup() if setup else None
+            profiler = MemoryProfiler()
+            gc.collect()
+            profiler.start()
+            gc.disable()
+            try:
+                c0 = time.process_time()
+                w0 = time.perf_counter()
+                fn(state)
+                w1 = time.perf_counter()
+                c1 = time.process_time()
+            finally:
+                gc.enable()
+                profiler.stop()
+            del state
+            wall[name].append(w1 - w0)
+            cpu[name].append(c1 - c0)
+            peak[name] = max(peak[name], profiler.get_peak_rss_mb())
+            delta[name] = max(delta[name], profiler.get_memory_delta_mb())
+    return {
+        name: Measurement(ops=ops, wall_s=wall[name], cpu_s=cpu[name], peak_rss_mb=peak[name],
+                          memory_delta_mb=delta[name])
+        for name in cases
+    }
 
 
 def latency_percentiles_ms(fn: Callable[[Any], object], args: Iterable[Any]) -> dict[str, float]:

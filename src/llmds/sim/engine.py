@@ -1,0 +1,505 @@
+"""Deterministic discrete-event LLM server built from the real llmds structures.
+
+The server gates arrivals with :class:`~llmds.admissions.AdmissionController`, queues
+them in :class:`~llmds.scheduler.Scheduler` and keeps KV memory in
+:class:`~llmds.kv_cache.KVCache` (token-level ``allocate``/``append_tokens``/``free``
+with hash-chain prefix sharing). All three read the simulated clock, which jumps from
+event to event (no sleeping). Time per iteration comes from a
+:class:`~llmds.sim.cost_model.CostModel`.
+
+Two batching modes:
+
+* ``"continuous"`` (iteration-level, vLLM/Orca style): every iteration runs one
+  decode token for each running request that finished prefill, continues
+  partially prefilled requests, and admits queued requests (in scheduler order)
+  while the per-iteration token budget ``max_num_batched_tokens``, the
+  ``max_num_seqs`` limit and KV memory allow. With ``chunked_prefill`` a prompt is
+  split over iterations to fit the budget. Prefix-cache hits are skipped (only the
+  uncached tail is prefilled). When a decode step needs a page and none is free,
+  the lowest-priority running request (latest deadline, then latest arrival) is
+  preempted: its KV is freed and it goes back to the head of the waiting line to
+  be recomputed (prompt + tokens generated so far).
+* ``"micro_batch"`` (request-level, the seed's scheduler): the Scheduler's release
+  rules (full batch, ``max_wait_ms``, SLO) release a batch; the batch reserves KV
+  for its requests' whole prompt + output, runs one prefill iteration and then
+  decode iterations until its longest request ends, and only then is the server
+  free for the next batch. Requests whose KV does not fit wait for the next batch.
+
+Everything is deterministic for a given workload and configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmds.admissions import AdmissionController
+from llmds.errors import CapacityError
+from llmds.kv_cache import KVCache
+from llmds.scheduler import Request, Scheduler
+from llmds.sim.arrivals import SimRequest
+from llmds.sim.cost_model import CostModel
+from llmds.sim.metrics import FINISHED, REJECTED, RequestRecord, summarize
+
+__all__ = ["MODES", "POLICIES", "SimConfig", "SimResult", "Simulator", "simulate"]
+
+MODES = ("continuous", "micro_batch")
+POLICIES = ("default", "fcfs", "edf", "sjf")
+_UNIQUE_BASE = 1 << 32  # synthetic token ids: (request_id + 1) * 2**32 + position
+
+
+def _policy_fn(policy: str) -> Callable[[Request], float] | None:
+    """Scheduler ``priority_fn`` for a policy name (higher runs first)."""
+    if policy == "default":
+        return None  # Scheduler's own order: earliest deadline, fewest tokens, FIFO
+    if policy == "fcfs":
+        return lambda r: -r.arrival
+    if policy == "edf":
+        return lambda r: -r.deadline
+    if policy == "sjf":
+        return lambda r: -float(r.tokens)
+    raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+
+
+def _pos_int(v: Any, name: str, minimum: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Server configuration. Validated on construction (ValueError names the field).
+
+    ``mode``: one of :data:`MODES`; ``policy``: one of :data:`POLICIES` (queue
+    order); ``max_num_seqs``: running requests (continuous) or batch size
+    (micro_batch); ``max_wait_ms``: the Scheduler's wait rule (micro_batch);
+    ``max_num_batched_tokens``: per-iteration token budget (continuous);
+    ``chunked_prefill``; ``kv_page_size``/``kv_pages``: the KV pool;
+    ``prefix_caching``; ``qps_limit``/``token_rate_limit`` (None: no admission
+    control; set either to enable it, the other then defaults to unlimited-ish
+    1e12); ``cost``: the iteration cost model.
+    """
+
+    mode: str = "continuous"
+    policy: str = "default"
+    max_num_seqs: int = 64
+    max_wait_ms: float = 50.0
+    max_num_batched_tokens: int = 2048
+    chunked_prefill: bool = True
+    kv_page_size: int = 16
+    kv_pages: int = 8192
+    prefix_caching: bool = True
+    qps_limit: float | None = None
+    token_rate_limit: float | None = None
+    cost: CostModel = field(default_factory=CostModel)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        _policy_fn(self.policy)
+        _pos_int(self.max_num_seqs, "max_num_seqs")
+        _pos_int(self.max_num_batched_tokens, "max_num_batched_tokens")
+        _pos_int(self.kv_page_size, "kv_page_size")
+        _pos_int(self.kv_pages, "kv_pages")
+        if not (isinstance(self.max_wait_ms, (int, float)) and self.max_wait_ms >= 0):
+            raise ValueError(f"max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
+        for name in ("qps_limit", "token_rate_limit"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < math.inf):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
+        if not isinstance(self.cost, CostModel):
+            raise TypeError(f"cost must be a CostModel, got {type(self.cost).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """A finished run: the metrics table, per-request records and server counters."""
+
+    metrics: dict[str, Any]
+    records: list[RequestRecord]
+    kv_utilisation: list[tuple[float, float]]  # (time s, used pages / kv_pages), per iteration
+    scheduler_stats: dict[str, Any]
+    admission_stats: dict[str, Any] | None
+    kv_stats: dict[str, Any]
+
+
+class _Run:
+    """Live state of one request inside the server."""
+
+    __slots__ = ("computed", "deadline", "ids", "rec", "req", "sid", "target")
+
+    def __init__(self, req: SimRequest, rec: RequestRecord, sid: int, deadline: float) -> None:
+        self.req = req
+        self.rec = rec
+        self.sid = sid  # scheduler request id
+        self.deadline = deadline
+        self.computed = 0  # tokens whose KV is computed
+        self.target = 0  # tokens to prefill in the current attempt (prompt + generated)
+        if req.token_ids is not None:
+            self.ids = np.asarray(req.token_ids, dtype=np.uint64)
+        else:
+            n = req.prompt_tokens + req.output_tokens
+            self.ids = np.arange(n, dtype=np.uint64) + np.uint64(
+                (req.request_id + 1) * _UNIQUE_BASE
+            )
+
+
+class Simulator:
+    """A discrete-event server (see the module docstring).
+
+    Complexity per iteration: O(running requests + tokens hashed by the KV
+    cache); per request O(log queued) in the scheduler and admission O(1).
+    Memory: O(requests) records plus the KV cache's page bookkeeping (the pool
+    is one float32 per token slot, mapped lazily by the OS).
+
+    >>> from llmds.sim.arrivals import synthetic_workload, LengthDist
+    >>> reqs = synthetic_workload(20, 5.0, prompt=LengthDist("constant", mean=32),
+    ...                           output=LengthDist("constant", mean=4), seed=0)
+    >>> res = Simulator(SimConfig(kv_pages=64)).run(reqs)
+    >>> res.metrics["completed"], res.kv_stats["used_pages"]
+    (20, 0)
+    """
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+
+    # ------------------------------------------------------------------ setup
+    def _validate(self, requests: Sequence[SimRequest]) -> None:
+        cfg = self.config
+        ps = cfg.kv_page_size
+        for r in requests:
+            if not isinstance(r, SimRequest):
+                raise TypeError(f"requests must be SimRequest objects, got {type(r).__name__}")
+            need = -(-(r.prompt_tokens + r.output_tokens) // ps)
+            if need > cfg.kv_pages:
+                raise ValueError(
+                    f"kv_pages={cfg.kv_pages} (x {ps} tokens) is smaller than request "
+                    f"{r.request_id}, which needs {need} pages for {r.prompt_tokens} prompt + "
+                    f"{r.output_tokens} output tokens"
+                )
+            if (
+                cfg.mode == "continuous"
+                and not cfg.chunked_prefill
+                and r.prompt_tokens + r.output_tokens > cfg.max_num_batched_tokens
+            ):
+                raise ValueError(
+                    f"request {r.request_id} needs up to {r.prompt_tokens + r.output_tokens} "
+                    f"tokens in one prefill > max_num_batched_tokens="
+                    f"{cfg.max_num_batched_tokens}; enable chunked_prefill or raise the budget"
+                )
+
+    def run(self, requests: Sequence[SimRequest]) -> SimResult:
+        """Simulate ``requests`` (any order; sorted by arrival) to completion. O(events)."""
+        self._validate(requests)
+        cfg = self.config
+        reqs = sorted(requests, key=lambda r: (r.arrival, r.request_id))
+        self.now = 0.0
+        clock = self._clock
+        self.sched = Scheduler(
+            max_batch_size=cfg.max_num_seqs if cfg.mode == "micro_batch" else 1,
+            max_wait_ms=cfg.max_wait_ms if cfg.mode == "micro_batch" else 0.0,
+            priority_fn=_policy_fn(cfg.policy),
+            clock=clock,
+            history=0,
+        )
+        self.admission: AdmissionController | None = None
+        if cfg.qps_limit is not None or cfg.token_rate_limit is not None:
+            self.admission = AdmissionController(
+                qps_target=cfg.qps_limit if cfg.qps_limit is not None else 1e12,
+                token_rate_limit=(
+                    cfg.token_rate_limit if cfg.token_rate_limit is not None else 1e12
+                ),
+                clock=clock,
+            )
+        self.kv = KVCache(
+            page_size=cfg.kv_page_size,
+            max_pages=cfg.kv_pages,
+            enable_prefix_sharing=cfg.prefix_caching,
+            dtype=np.float32,
+        )
+        self.records = [RequestRecord(r) for r in reqs]
+        self.runs: dict[int, _Run] = {}  # scheduler id -> run
+        self.kv_util: list[tuple[float, float]] = []
+        self._reqs = reqs
+        self._next = 0
+        if cfg.mode == "continuous":
+            self._run_continuous()
+        else:
+            self._run_micro_batch()
+        kv_stats = self.kv.stats()
+        extra = {
+            "kv_utilisation_mean": (
+                float(np.mean([u for _, u in self.kv_util])) if self.kv_util else 0.0
+            ),
+            "kv_utilisation_max": max((u for _, u in self.kv_util), default=0.0),
+            "num_iterations": len(self.kv_util),
+        }
+        return SimResult(
+            metrics=summarize(self.records, extra),
+            records=self.records,
+            kv_utilisation=self.kv_util,
+            scheduler_stats=self.sched.stats(),
+            admission_stats=None if self.admission is None else self.admission.stats(),
+            kv_stats=kv_stats,
+        )
+
+    def _clock(self) -> float:
+        return self.now
+
+    # --------------------------------------------------------------- arrivals
+    def _arrive_until(self, t: float) -> None:
+        """Admit/queue every arrival at or before ``t``, each at its own time. O(k log n)."""
+        reqs, recs = self._reqs, self.records
+        i = self._next
+        n = len(reqs)
+        adm = self.admission
+        sched = self.sched
+        while i < n and reqs[i].arrival <= t:
+            r, rec = reqs[i], recs[i]
+            self.now = r.arrival
+            if adm is not None:
+                ok, reason = adm.try_admit(r.prompt_tokens + r.output_tokens)
+                if not ok:
+                    rec.status, rec.reason = REJECTED, reason
+                    i += 1
+                    continue
+            sid = sched.submit(r.prompt_tokens, r.ttft_slo_ms)
+            deadline = sched.request(sid).deadline  # type: ignore[union-attr]
+            self.runs[sid] = _Run(r, rec, sid, deadline)
+            i += 1
+        self._next = i
+        self.now = max(self.now, t)
+
+    def _next_arrival(self) -> float:
+        return self._reqs[self._next].arrival if self._next < len(self._reqs) else math.inf
+
+    def _record_util(self) -> None:
+        self.kv_util.append((self.now, 1.0 - self.kv.num_free_pages / self.config.kv_pages))
+
+    # ------------------------------------------------------------- continuous
+    def _start(self, run: _Run) -> bool:
+        """Allocate KV for a (re)started request; False if it does not fit. O(T)."""
+        gen = run.rec.generated
+        target = run.req.prompt_tokens + gen
+        try:
+            cached = self.kv.allocate(run.sid, run.ids[:target])
+        except CapacityError:
+            return False
+        run.target = target
+        run.computed = min(cached, target - 1)  # the last token is always recomputed
+        if run.rec.first_scheduled is None:
+            run.rec.first_scheduled = self.now
+            run.rec.cached_tokens = run.computed
+        return True
+
+    def _preempt(self, run: _Run) -> None:
+        self.kv.free(run.sid)
+        run.computed = 0
+        run.rec.preemptions += 1
+
+    def _run_continuous(self) -> None:
+        cfg = self.config
+        cost = cfg.cost
+        kv, sched = self.kv, self.sched
+        running: list[_Run] = []  # admission order
+        waiting: deque[_Run] = deque()  # taken from the scheduler (or preempted), not running
+        budget_max = cfg.max_num_batched_tokens
+        chunked = cfg.chunked_prefill
+        while True:
+            self._arrive_until(self.now)
+            if not running and not waiting and len(sched) == 0:
+                t = self._next_arrival()
+                if t == math.inf:
+                    return
+                self._arrive_until(t)
+                continue
+            # 1. Decode slots: each running request past prefill needs one more KV slot.
+            victims: set[int] = set()
+            for run in sorted(running, key=lambda r: (r.deadline, r.rec.arrival, r.sid)):
+                if run.sid in victims or run.computed < run.target:
+                    continue
+                pos = run.req.prompt_tokens + run.rec.generated - 1
+                while True:
+                    try:
+                        kv.append_tokens(run.sid, run.ids[pos : pos + 1])
+                        run.computed = pos  # the new token's KV is computed this step
+                        run.target = pos + 1
+                        break
+                    except CapacityError:
+                        cands = [r for r in running if r.sid not in victims]
+                        victim = max(cands, key=lambda r: (r.deadline, r.rec.arrival, r.sid))
+                        victims.add(victim.sid)
+                        self._preempt(victim)
+                        if victim is run:
+                            break
+            if victims:
+                pre = [r for r in running if r.sid in victims]
+                running = [r for r in running if r.sid not in victims]
+                pre.sort(key=lambda r: (r.deadline, r.rec.arrival, r.sid), reverse=True)
+                for r in pre:  # highest priority ends at the head
+                    waiting.appendleft(r)
+            # 2. Build the batch: running requests first, then new ones.
+            budget = budget_max
+            batched = 0
+            sq = 0
+            kv_read = 0
+            work: list[tuple[_Run, int]] = []
+            for run in running:
+                left = run.target - run.computed
+                if left <= 0:
+                    continue
+                if left == 1 and run.rec.generated > 0 and run.computed == run.target - 1:
+                    take = 1
+                else:
+                    take = min(left, budget) if chunked else (left if left <= budget else 0)
+                if take <= 0 or take > budget:
+                    continue
+                work.append((run, take))
+                budget -= take
+                if take == 1 and run.rec.generated > 0:
+                    kv_read += run.computed
+                else:
+                    sq += take * take
+                batched += take
+            while budget > 0 and len(running) < cfg.max_num_seqs:
+                if not waiting:
+                    batch = sched.get_batch()
+                    if not batch:
+                        break
+                    waiting.append(self.runs[batch[0]])
+                run = waiting[0]
+                if not self._start(run):
+                    break
+                left = run.target - run.computed
+                take = min(left, budget) if chunked else (left if left <= budget else 0)
+                if take <= 0:
+                    kv.free(run.sid)  # does not fit this iteration: retry next one
+                    break
+                waiting.popleft()
+                running.append(run)
+                work.append((run, take))
+                budget -= take
+                sq += take * take
+                batched += take
+            if not work:
+                if not running and waiting:
+                    # Nothing fits while idle: impossible after _validate unless a
+                    # budget issue; move time forward to the next arrival to avoid a spin.
+                    raise RuntimeError("simulator stalled: a waiting request can never start")
+                t = self._next_arrival()
+                if t == math.inf and not running:
+                    return
+                self._arrive_until(t)
+                continue
+            dt = cost.iteration_ms(batched, sq, kv_read) / 1000.0
+            self.now += dt
+            t = self.now
+            self._record_util()
+            finished: list[_Run] = []
+            for run, take in work:
+                run.computed += take
+                if run.computed >= run.target:  # prefill done or decode step: one token out
+                    run.rec.emit(t)
+                    if run.rec.generated >= run.req.output_tokens:
+                        finished.append(run)
+            if finished:
+                done = {r.sid for r in finished}
+                running = [r for r in running if r.sid not in done]
+                for run in finished:
+                    kv.free(run.sid)
+                    run.rec.finish = t
+                    run.rec.status = FINISHED
+                    del self.runs[run.sid]
+                sched.complete_batch([r.sid for r in finished])
+
+    # ------------------------------------------------------------ micro-batch
+    def _run_micro_batch(self) -> None:
+        cfg = self.config
+        cost = cfg.cost
+        kv, sched = self.kv, self.sched
+        deferred: list[_Run] = []
+        while True:
+            self._arrive_until(self.now)
+            if deferred:
+                batch_runs, deferred = deferred, []
+            else:
+                ids = sched.get_batch()
+                if ids is None:
+                    t_arr = self._next_arrival()
+                    due = sched.next_release_time()
+                    if due is None and t_arr == math.inf:
+                        return
+                    if t_arr == math.inf and (due is None or due == math.inf):
+                        ids = sched.get_batch(force=True)  # drain: nothing else will come
+                    else:
+                        t = min(t_arr, math.inf if due is None else due)
+                        if t <= self.now:  # float edge: the rule fires now
+                            ids = sched.get_batch(force=True)
+                        else:
+                            self._arrive_until(t)
+                            self.now = t
+                            continue
+                batch_runs = [self.runs[i] for i in ids or []]
+            # Reserve KV for prompt + output of each request that fits.
+            placed: list[_Run] = []
+            for run in batch_runs:
+                n = run.req.prompt_tokens + run.req.output_tokens
+                try:
+                    cached = kv.allocate(run.sid, run.ids[:n])
+                except CapacityError:
+                    deferred.append(run)
+                    continue
+                run.computed = min(cached, run.req.prompt_tokens - 1)
+                if run.rec.first_scheduled is None:
+                    run.rec.first_scheduled = self.now
+                    run.rec.cached_tokens = run.computed
+                placed.append(run)
+            if not placed:
+                raise RuntimeError("simulator stalled: a batch's KV does not fit an empty pool")
+            t0 = self.now
+            self._record_util()
+            chunks = np.array([r.req.prompt_tokens - r.computed for r in placed], dtype=np.float64)
+            t = t0 + cost.iteration_ms(chunks.sum(), (chunks * chunks).sum(), 0) / 1000.0
+            outs = np.array([r.req.output_tokens for r in placed], dtype=np.int64)
+            prompts = np.array([r.req.prompt_tokens for r in placed], dtype=np.float64)
+            max_out = int(outs.max())
+            # decode step j (1..max_out-1) runs the requests with output_tokens > j
+            steps = np.arange(1, max_out, dtype=np.int64)
+            order = np.argsort(outs, kind="stable")
+            sorted_out = outs[order]
+            sorted_prompt_suffix = np.concatenate(
+                (np.cumsum(prompts[order][::-1])[::-1], [0.0])
+            )
+            first_active = np.searchsorted(sorted_out, steps, side="right")
+            count = len(placed) - first_active
+            kv_read = sorted_prompt_suffix[first_active] + steps * count
+            step_ms = (
+                cost.overhead_ms + cost.per_token_ms * count + cost.per_kv_token_ms * kv_read
+            )
+            times = t + np.concatenate(([0.0], np.cumsum(step_ms) / 1000.0))  # token j at times[j]
+            for run, o in zip(placed, outs.tolist(), strict=True):
+                rec = run.rec
+                rec.first_token = float(times[0])
+                rec.last_token = float(times[o - 1])
+                if o > 1:
+                    rec.itls.extend(np.diff(times[:o]).tolist())
+                rec.generated = o
+                rec.finish = rec.last_token
+            self.now = float(times[-1])
+            # Arrivals during the batch are queued at their own times.
+            self._arrive_until(self.now)
+            for run in placed:
+                kv.free(run.sid)
+                run.rec.status = FINISHED
+                del self.runs[run.sid]
+            sched.complete_batch([r.sid for r in placed])
+
+
+def simulate(requests: Sequence[SimRequest], config: SimConfig | None = None) -> SimResult:
+    """Run one simulation (what ``llmds simulate`` should call). O(events)."""
+    return Simulator(config).run(requests)

@@ -245,3 +245,14 @@ def test_bad_configurations_raise_clear_errors():
         simulate(reqs, SimConfig(chunked_prefill=False, max_num_batched_tokens=512))
     with pytest.raises(ValueError, match="output_tokens"):
         SimRequest(0, 0.0, 10, 0)
+
+
+@pytest.mark.slow
+def test_bench_sim_quick_smoke():
+    from llmds.bench import bench_sim
+    from llmds.bench.harness import BenchContext
+
+    rec = bench_sim.run(BenchContext(quick=True))
+    assert rec["benchmark"] == "sim"
+    caps = [r["capacity_vs_full"] for r in rec["rows"] if "capacity_vs_full" in r]
+    assert caps and all(0.0 < c <= 1.0 + 1e-9 for c in caps)

@@ -21,10 +21,73 @@ from typing import Any
 
 from llmds.bench import harness
 from llmds.bench.harness import BenchContext
-from llmds.sim import CostModel, LengthDist, SimConfig, simulate, synthetic_workload
+from llmds.bench.workloads import multi_turn_chat_trace
+from llmds.sim import (
+    CostModel,
+    LengthDist,
+    SimConfig,
+    SLOClass,
+    simulate,
+    synthetic_workload,
+    trace_workload,
+)
 
 NAME = "sim"
-TITLE = "Serving simulator: micro-batching max_wait_ms sweep"
+TITLE = "Serving simulator: max_wait_ms sweep, policies, prefix caching, admission"
+_CLASSES = (SLOClass("interactive", 1.0, ttft_ms=200.0), SLOClass("batch", 1.0, e2e_ms=30_000.0))
+
+
+def _continuous_experiments(ctx: BenchContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                       list[dict[str, Any]]]:
+    """Experiments 2-4 in continuous-batching mode: rows, ratios, plots."""
+    n = 150 if ctx.quick else 1000
+    rows: list[dict[str, Any]] = []
+    sat = simulate(synthetic_workload(n, 1e5, seed=ctx.seed), SimConfig())
+    cap = sat.metrics["request_throughput"]
+    loads = [1.0, 1.2] if ctx.quick else [0.8, 1.0, 1.2, 1.5]
+    good: dict[str, list[float]] = {}
+    for load in loads:
+        reqs = synthetic_workload(n, load * cap, slo_classes=_CLASSES, seed=ctx.seed)
+        for policy in ("fcfs", "edf", "default"):
+            m = simulate(reqs, SimConfig(policy=policy)).metrics
+            good.setdefault(policy, []).append(m["goodput"])
+            rows.append({"impl": "llmds.sim", "experiment": "policy", "policy": policy,
+                         "load": load, "goodput": m["goodput"],
+                         "slo_attainment": m["slo_attainment"],
+                         "interactive_attainment": m["slo_attainment_by_class"].get("interactive"),
+                         "p95_ttft_ms": m["ttft_ms"]["p95"]})
+    ratios = [{"name": f"goodput EDF / FCFS at load {load}", "value": e / f if f else None,
+               "goal": 1.3} for load, e, f in zip(loads, good["edf"], good["fcfs"], strict=True)
+              if load >= 1.0]
+    plots = [{"title": "Goodput vs load (mixed SLO classes, continuous batching)",
+              "x_label": "load / capacity", "y_label": "requests meeting SLOs per s",
+              "kind": "line",
+              "series": [{"label": k, "x": loads, "y": v} for k, v in good.items()]}]
+    # 3. prefix caching on the multi-turn trace
+    trace = multi_turn_chat_trace(n, seed=ctx.seed)
+    for on in (False, True):
+        res = simulate(trace_workload(trace, 0.5 * cap, seed=ctx.seed),
+                       SimConfig(prefix_caching=on))
+        m = res.metrics
+        rows.append({"impl": "llmds.sim", "experiment": "prefix_cache",
+                     "prefix_caching": on, "prefix_hit_rate": m["prefix_hit_rate"],
+                     "mean_ttft_ms": m["ttft_ms"]["mean"], "p95_ttft_ms": m["ttft_ms"]["p95"],
+                     "kv_utilisation_mean": m["kv_utilisation_mean"]})
+    off_row, on_row = rows[-2], rows[-1]
+    ratios.append({"name": "mean TTFT prefix cache on / off (multi-turn trace)",
+                   "value": on_row["mean_ttft_ms"] / off_row["mean_ttft_ms"], "goal": 1.0,
+                   "higher_is_better": False})
+    # 4. overload (2x capacity) with and without admission control
+    reqs = synthetic_workload(n, 2.0 * cap, slo_classes=_CLASSES, seed=ctx.seed)
+    for qps in (None, 0.9 * cap):
+        m = simulate(reqs, SimConfig(qps_limit=qps)).metrics
+        rows.append({"impl": "llmds.sim", "experiment": "admission", "qps_limit": qps,
+                     "goodput": m["goodput"], "rejected": m["num_rejected"],
+                     "slo_attainment": m["slo_attainment"], "p95_e2e_ms": m["e2e_ms"]["p95"]})
+    no_ac, ac = rows[-2]["goodput"], rows[-1]["goodput"]
+    ratios.append({"name": "goodput with / without admission control at 2x load",
+                   "value": ac / no_ac if no_ac else None, "goal": 1.0})
+    return rows, ratios, plots
 
 _PROMPT = LengthDist("uniform", low=32, high=512)
 _OUTPUT = LengthDist("uniform", low=1, high=16)
@@ -94,6 +157,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             s["p95"].append(m["e2e_ms"]["p95"])
             done += 1
             ctx.progress(done, total, f"load {load} max_wait {w} ms")
+    ctx.progress(done, total + 1, "policies, prefix caching, admission")
+    more_rows, more_ratios, more_plots = _continuous_experiments(ctx)
+    rows.extend(more_rows)
     rows.append({"impl": "vidur", "skipped": harness.skipped("vidur")})
     at50 = [r for r in rows if r.get("max_wait_ms") == 50.0]
     top = max(at50, key=lambda r: r["load"])
@@ -114,6 +180,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
          "series": [{"label": f"load {k}", "x": v["x"], "y": v["p95"]}
                     for k, v in series.items()]},
     ]
+    ratios.extend(more_ratios)
+    plots.extend(more_plots)
     return harness.result_record(
         NAME, TITLE, ctx=ctx,
         params={"num_requests": n, "max_num_seqs": batch, "loads": loads, "max_wait_ms": waits,

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.sim.arrivals import (
@@ -256,3 +258,34 @@ def test_bench_sim_quick_smoke():
     assert rec["benchmark"] == "sim"
     caps = [r["capacity_vs_full"] for r in rec["rows"] if "capacity_vs_full" in r]
     assert caps and all(0.0 < c <= 1.0 + 1e-9 for c in caps)
+
+
+@pytest.mark.slow
+@settings(max_examples=40)
+@given(
+    mode=st.sampled_from(MODES),
+    policy=st.sampled_from(POLICIES),
+    chunked=st.booleans(),
+    prefix=st.booleans(),
+    page=st.sampled_from([1, 4, 16]),
+    extra_pages=st.integers(0, 60),
+    seqs=st.integers(1, 8),
+    budget=st.integers(64, 600),
+    rate=st.floats(0.5, 200.0),
+    seed=st.integers(0, 10_000),
+)
+def test_conservation_random_configs(
+    mode, policy, chunked, prefix, page, extra_pages, seqs, budget, rate, seed
+):
+    reqs = synthetic_workload(
+        25, rate, prompt=LengthDist("uniform", low=1, high=40),
+        output=LengthDist("uniform", low=1, high=24),
+        slo_classes=[SLOClass("i", ttft_ms=50.0), SLOClass("b")], seed=seed,
+    )
+    need = max(-(-(r.prompt_tokens + r.output_tokens) // page) for r in reqs)
+    cfg = SimConfig(mode=mode, policy=policy, chunked_prefill=chunked, prefix_caching=prefix,
+                    kv_page_size=page, kv_pages=need + extra_pages, max_num_seqs=seqs,
+                    max_num_batched_tokens=budget, max_wait_ms=20.0)
+    res = simulate(reqs, cfg)
+    _conserved(reqs, res, cfg)
+    assert res.metrics["completed"] == len(reqs)

@@ -289,3 +289,22 @@ def test_conservation_random_configs(
     res = simulate(reqs, cfg)
     _conserved(reqs, res, cfg)
     assert res.metrics["completed"] == len(reqs)
+
+
+@pytest.mark.parametrize("name", ["chat", "chat-bursty", "mixed-slo", "micro-batch",
+                                  "overload-admission"])
+def test_scenarios_run_and_print(name):
+    from llmds.sim import format_table, scenario
+
+    reqs, cfg = scenario(name, 60, seed=1)
+    res = simulate(reqs, cfg)
+    assert res.metrics["completed"] + res.metrics["num_rejected"] == 60
+    table = format_table(res.metrics)
+    assert "ttft" in table and "goodput" in table
+
+
+def test_unknown_scenario():
+    from llmds.sim import scenario
+
+    with pytest.raises(ValueError, match="scenario"):
+        scenario("nope")

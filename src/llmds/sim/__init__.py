@@ -20,12 +20,22 @@ from llmds.sim.arrivals import (
     trace_workload,
 )
 from llmds.sim.cost_model import CostModel
-from llmds.sim.engine import MODES, POLICIES, SimConfig, SimResult, Simulator, simulate
-from llmds.sim.metrics import RequestRecord, summarize
+from llmds.sim.engine import (
+    MODES,
+    POLICIES,
+    SCENARIOS,
+    SimConfig,
+    SimResult,
+    Simulator,
+    scenario,
+    simulate,
+)
+from llmds.sim.metrics import RequestRecord, format_table, summarize
 
 __all__ = [
     "MODES",
     "POLICIES",
+    "SCENARIOS",
     "CostModel",
     "LengthDist",
     "RequestRecord",
@@ -35,6 +45,8 @@ __all__ = [
     "SimResult",
     "Simulator",
     "arrival_times",
+    "format_table",
+    "scenario",
     "simulate",
     "summarize",
     "synthetic_workload",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RequestRecord", "summarize"]
+__all__ = ["RequestRecord", "format_table", "summarize"]
 
 FINISHED, REJECTED = "finished", "rejected"
 _PCTS = (50, 95, 99)
@@ -172,3 +172,26 @@ def summarize(
     if extra:
         out.update(extra)
     return out
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A plain-text table of the headline metrics (what ``llmds simulate`` prints). O(1)."""
+    lines = [
+        f"{'requests':<28}{metrics['num_requests']:>12}",
+        f"{'completed':<28}{metrics['completed']:>12}",
+        f"{'rejected':<28}{metrics['num_rejected']:>12}  {metrics['rejected'] or ''}",
+        f"{'duration (s)':<28}{metrics['duration_s']:>12.2f}",
+        f"{'request throughput (/s)':<28}{metrics['request_throughput']:>12.2f}",
+        f"{'output tokens (/s)':<28}{metrics['output_token_throughput']:>12.1f}",
+        f"{'goodput (/s)':<28}{metrics['goodput']:>12.2f}",
+        f"{'SLO attainment':<28}{metrics['slo_attainment']:>12.3f}",
+        f"{'preemptions':<28}{metrics['preemptions']:>12}",
+        f"{'prefix hit rate':<28}{metrics['prefix_hit_rate']:>12.3f}",
+        f"{'metric (ms)':<16}{'mean':>10}{'p50':>10}{'p95':>10}{'p99':>10}",
+    ]
+    for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "queue_wait_ms"):
+        d = metrics[key]
+        cells = "".join(f"{'-' if d[k] is None else f'{d[k]:.1f}':>10}"
+                        for k in ("mean", "p50", "p95", "p99"))
+        lines.append(f"{key[:-3]:<16}{cells}")
+    return "\n".join(lines)

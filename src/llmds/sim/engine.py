@@ -516,7 +516,7 @@ class Simulator:
                 rec.first_token = float(times[0])
                 rec.last_token = float(times[o - 1])
                 if o > 1:
-                    rec.itls.extend(np.diff(times[:o]).tolist())
+                    rec.itls.frombytes(np.diff(times[:o]).tobytes())
                 rec.generated = o
                 rec.finish = rec.last_token
             self.now = float(times[-1])

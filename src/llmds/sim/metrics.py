@@ -10,6 +10,7 @@ finished requests that met every SLO they carry, per second.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,7 +64,8 @@ class RequestRecord:
         self.generated = 0
         self.cached_tokens = 0
         self.preemptions = 0
-        self.itls: list[float] = []
+        # array('d'): 8 bytes per gap instead of ~32 for a list of floats
+        self.itls: array[float] = array("d")
 
     def emit(self, t: float) -> None:
         """Record one output token at time ``t``. O(1)."""
@@ -134,7 +136,11 @@ def summarize(
     else:
         duration = 0.0
     good = [r for r in done if r.met_slos()]
-    itls = [x for r in done for x in r.itls]
+    itls = (
+        np.concatenate([np.frombuffer(r.itls, dtype=np.float64) for r in done if r.itls])
+        if any(r.itls for r in done)
+        else np.empty(0)
+    )
     out_tokens = sum(r.generated for r in done)
     in_tokens = sum(r.prompt_tokens for r in done)
     per_class: dict[str, list[int]] = {}

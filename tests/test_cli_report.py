@@ -110,3 +110,18 @@ def test_cli_report_command(tmp_path, capsys):
     write_record(_record(), tmp_path / "res")
     assert main(["report", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "o")]) == 0
     assert "report.html" in capsys.readouterr().out
+
+
+def test_cli_simulate_list_and_errors(capsys):
+    assert main(["simulate", "--list"]) == 0
+    assert "micro-batch" in capsys.readouterr().out
+    assert main(["simulate", "no-such-scenario"]) == 2
+    assert "unknown scenario" in capsys.readouterr().err
+    assert main(["simulate", "chat", "--requests", "0"]) == 2
+
+
+def test_cli_simulate_prints_metrics_and_reports_progress(capsys):
+    assert main(["simulate", "chat", "--requests", "300", "--seed", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "completed                            300" in captured.out
+    assert "ttft" in captured.out and "simulating" in captured.err

@@ -2,6 +2,7 @@
 
     llmds bench [NAMES...] [--quick | --full] [--out DIR] [--data DIR] [--repeat N] [--seed S]
     llmds report [--results DIR] [--out DIR]
+    llmds simulate [SCENARIO] [--requests N] [--seed S] [--list]
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ __all__ = ["main"]
 class ProgressBar:
     """One-line text progress bar on a stream (no dependency; redraws with ``\\r``)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = max(total, 1)
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.index = 0
         self.name = ""
         self.start = time.perf_counter()
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._last_label = ""
 
     def begin(self, index: int, name: str) -> None:
@@ -145,6 +146,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from llmds.sim.engine import SCENARIOS, scenario, simulate
+    from llmds.sim.metrics import format_table
+
+    if args.list or args.scenario is None:
+        for name, text in SCENARIOS.items():
+            print(f"{name:<20} {text}")
+        return 0 if args.list else 2
+    if args.scenario not in SCENARIOS:
+        print(f"llmds simulate: unknown scenario {args.scenario!r}; known: "
+              f"{', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    if args.requests < 1:
+        print("llmds simulate: --requests must be >= 1", file=sys.stderr)
+        return 2
+    requests, config = scenario(args.scenario, args.requests, args.seed)
+    bar = ProgressBar(1)
+    bar.begin(0, args.scenario)
+    result = simulate(requests, config, progress=bar.update)
+    bar.update(1, 1, "done")
+    bar.finish()
+    print(format_table(result.metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmds", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", default="results", help="folder of JSON results")
     report.add_argument("--out", default="report", help="output folder")
     report.set_defaults(func=cmd_report)
+    sim = sub.add_parser("simulate", help="run a named serving-simulator scenario")
+    sim.add_argument("scenario", nargs="?", help="scenario name (see --list)")
+    sim.add_argument("--requests", type=int, default=2000, help="number of requests")
+    sim.add_argument("--seed", type=int, default=0, help="workload seed")
+    sim.add_argument("--list", action="store_true", help="list the scenarios")
+    sim.set_defaults(func=cmd_simulate)
     return parser
 
 

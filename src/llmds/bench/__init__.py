@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "prefix_cache": "bench_prefix_cache",
     "bm25": "bench_bm25",
     "hnsw": "bench_hnsw",
+    "sim": "bench_sim",
 }
 
 

@@ -177,6 +177,7 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
+        self._progress: Callable[[int, int, str], None] | None = None
 
     # ------------------------------------------------------------------ setup
     def _validate(self, requests: Sequence[SimRequest]) -> None:
@@ -203,9 +204,18 @@ class Simulator:
                     f"{cfg.max_num_batched_tokens}; enable chunked_prefill or raise the budget"
                 )
 
-    def run(self, requests: Sequence[SimRequest]) -> SimResult:
-        """Simulate ``requests`` (any order; sorted by arrival) to completion. O(events)."""
+    def run(
+        self,
+        requests: Sequence[SimRequest],
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> SimResult:
+        """Simulate ``requests`` (any order; sorted by arrival) to completion. O(events).
+
+        ``progress(arrived, total, label)``, if given, is called every 256 iterations
+        (the CLI's progress bar); it does not affect the simulation.
+        """
         self._validate(requests)
+        self._progress = progress
         cfg = self.config
         reqs = sorted(requests, key=lambda r: (r.arrival, r.request_id))
         self.now = 0.0
@@ -292,6 +302,8 @@ class Simulator:
 
     def _record_util(self) -> None:
         self.kv_util.append((self.now, 1.0 - self.kv.num_free_pages / self.config.kv_pages))
+        if self._progress is not None and len(self.kv_util) % 256 == 0:
+            self._progress(self._next, len(self._reqs), "simulating")
 
     # ------------------------------------------------------------- continuous
     def _start(self, run: _Run) -> bool:
@@ -530,9 +542,13 @@ class Simulator:
             sched.complete_batch([r.sid for r in placed])
 
 
-def simulate(requests: Sequence[SimRequest], config: SimConfig | None = None) -> SimResult:
-    """Run one simulation (what ``llmds simulate`` should call). O(events)."""
-    return Simulator(config).run(requests)
+def simulate(
+    requests: Sequence[SimRequest],
+    config: SimConfig | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> SimResult:
+    """Run one simulation (what ``llmds simulate`` calls). O(events)."""
+    return Simulator(config).run(requests, progress)
 
 
 # Named scenarios for ``llmds simulate <name>``: name -> (description, builder).

@@ -36,3 +36,7 @@ __all__ = [
     "hash_to_int64",
     "hash_token_ids",
 ]
+
+from llmds.mem_cache.swa_radix_cache import SWARadixCache, SWATreeNode
+
+__all__ += ["SWARadixCache", "SWATreeNode"]

@@ -185,6 +185,8 @@ class RadixCache(BasePrefixCache):
     (5, 5)
     """
 
+    _node_cls: type[TreeNode] = TreeNode  # subclasses with extra per-node fields override
+
     def __init__(
         self,
         page_size: int = 1,
@@ -198,7 +200,8 @@ class RadixCache(BasePrefixCache):
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         if sliding_window_size is not None:
             raise NotImplementedError(
-                "sliding_window_size: the SWA-tombstone variant is not implemented yet"
+                "sliding_window_size: use llmds.mem_cache.SWARadixCache(page_size, "
+                "sliding_window_size=W) for the sliding-window (tombstone) variant"
             )
         if token_to_kv_pool_allocator is not None and not callable(
             getattr(token_to_kv_pool_allocator, "free", None)
@@ -472,7 +475,7 @@ class RadixCache(BasePrefixCache):
         parent = child.parent
         assert parent is not None and 0 < m < len(ckb)
         t = m >> 2
-        new = TreeNode(self._next_id, parent, ckb[:m], child.value[:t], child.last_access)
+        new = self._node_cls(self._next_id, parent, ckb[:m], child.value[:t], child.last_access)
         self._next_id += 1
         new.lock_ref = child.lock_ref
         child.kb = ckb[m:]
@@ -487,7 +490,7 @@ class RadixCache(BasePrefixCache):
         self, parent: TreeNode, kb: bytes, value: npt.NDArray[np.int64], tick: int
     ) -> TreeNode:
         """Attach a new unlocked leaf under ``parent``. O(log h)."""
-        node = TreeNode(self._next_id, parent, kb, value, tick)
+        node = self._node_cls(self._next_id, parent, kb, value, tick)
         self._next_id += 1
         parent.children[kb[: self._pb]] = node
         self._evictable += len(value)
@@ -517,7 +520,7 @@ class RadixCache(BasePrefixCache):
     # -------------------------------------------------------------- internals
 
     def _root(self, extra: Hashable) -> TreeNode:
-        root = TreeNode(self._next_id, None, b"", _EMPTY_I64, self._tick)
+        root = self._node_cls(self._next_id, None, b"", _EMPTY_I64, self._tick)
         self._next_id += 1
         root._owner = self
         self._roots[extra] = root

@@ -1,0 +1,470 @@
+"""Sliding-window (SWA) radix prefix cache with tombstones, for hybrid attention models.
+
+Models that mix full-attention layers with sliding-window-attention layers keep two
+kinds of KV per token: full KV (needed for every earlier token) and SWA KV (needed
+only for the last ``W`` tokens). :class:`SWARadixCache` extends
+:class:`~llmds.mem_cache.radix_cache.RadixCache` so a node can lose its SWA KV alone
+and stay in the tree as a *tombstone*: its full KV is still there, so a later request
+whose window does not reach back into it can still reuse the prefix.
+
+Eviction has two phases (``evict(num_tokens, swa_num_tokens)``):
+  1. full: least-recently-used unlocked leaves leave the tree (full and SWA KV freed);
+  2. SWA: least-recently-used nodes whose SWA KV is unlocked lose it -- a leaf that is
+     also fully unlocked leaves the tree, any other node becomes a tombstone.
+A match is cut back to the last position with at least ``W`` non-tombstoned tokens
+behind it (or no tombstone at all on the way from the root).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
+from llmds.mem_cache.radix_cache import _EMPTY_I64, _U32, RadixCache, TreeNode, _token_bytes
+
+__all__ = ["SWARadixCache", "SWATreeNode"]
+
+
+class SWATreeNode(TreeNode):
+    """A :class:`TreeNode` with sliding-window state.
+
+    ``swa_tombstone``: the node's SWA KV was freed (full KV kept);
+    ``swa_lock_ref``: SWA locks held through this node;
+    ``swa_boundary``: a lock boundary id, set on the topmost node of a SWA lock.
+    """
+
+    __slots__ = ("swa_boundary", "swa_lock_ref", "swa_tombstone")
+
+    def __init__(
+        self,
+        node_id: int,
+        parent: TreeNode | None,
+        kb: bytes,
+        value: npt.NDArray[np.int64],
+        last_access: int,
+    ) -> None:
+        super().__init__(node_id, parent, kb, value, last_access)
+        self.swa_tombstone = False
+        self.swa_lock_ref = 0
+        self.swa_boundary: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SWATreeNode(id={self.id}, tokens={len(self.kb) >> 2}, lock_ref={self.lock_ref}, "
+            f"swa_lock_ref={self.swa_lock_ref}, tombstone={self.swa_tombstone}, "
+            f"children={len(self.children)}, evicted={self.evicted})"
+        )
+
+
+class SWARadixCache(RadixCache):
+    """Radix prefix cache for full + sliding-window attention KV, with tombstones.
+
+    ``sliding_window_size`` (``W`` >= 1) is the attention window in tokens. The
+    ``token_to_kv_pool_allocator`` receives ``free(indices)`` when a node leaves the
+    tree (its full KV, and its SWA KV unless already freed) and, if it has one,
+    ``free_swa(indices)`` when a node becomes a tombstone.
+
+    Match: the longest cached whole-page prefix, cut back to the largest length
+    ``L`` such that the ``W`` tokens before ``L`` are all non-tombstoned, or no
+    tombstone lies before ``L``. ``last_node`` ends exactly at ``L``.
+
+    Insert: ``prefix_len`` is the number of leading tokens already cached *before the
+    first tombstone on the key's path*; the caller frees ``value[:prefix_len]`` as
+    usual. Every tombstone the key passes is restored: it adopts the caller's
+    indices for its tokens and the cache frees its old indices; the caller's
+    duplicates of live nodes after the first tombstone are freed by the cache.
+
+    Locks: ``inc_lock_ref(node)`` locks the full KV of the whole path and the SWA KV
+    of the nearest nodes covering ``W`` tokens (stopping early at a tombstone); the
+    topmost of them carries a boundary marker (moved to the upper half on a split).
+    It returns a boundary id, unique per lock, that ``dec_lock_ref(node,
+    swa_boundary_id)`` needs: an id from another node, an unknown or released id
+    raises ``ValueError`` and changes nothing.
+
+    Invariants (``_check``, on top of RadixCache's):
+      * ``swa_evictable_size()`` = tokens of non-tombstone nodes with
+        ``swa_lock_ref == 0``; ``swa_protected_size()`` = those with
+        ``swa_lock_ref > 0``; their sum is ``swa_total_size()`` at all times;
+      * ``lock_ref >= swa_lock_ref`` per node; a tombstone has ``swa_lock_ref == 0``;
+      * every SWA-unlocked live node has an entry in the SWA heap.
+
+    Complexity: match/insert O(d + n) as in RadixCache plus O(d) for the window cut;
+    locks O(d); ``evict`` O((k + s) log h) over two lazily refreshed heaps (one per
+    phase; separate LRU orders), never a tree scan; sizes O(1).
+    """
+
+    _node_cls = SWATreeNode
+
+    def __init__(
+        self,
+        page_size: int = 1,
+        sliding_window_size: int = 4096,
+        token_to_kv_pool_allocator: Any = None,
+        on_node_evict: Any = None,
+    ) -> None:
+        w = sliding_window_size
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
+            raise TypeError(f"sliding_window_size must be an int, got {w!r}")
+        if w < 1:
+            raise ValueError(f"sliding_window_size must be >= 1, got {w}")
+        self._window = int(w)
+        super().__init__(
+            page_size=page_size,
+            token_to_kv_pool_allocator=token_to_kv_pool_allocator,
+            on_node_evict=on_node_evict,
+        )
+        self.sliding_window_size = self._window  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ sizes
+
+    def swa_evictable_size(self) -> int:
+        """SWA tokens eviction may free (live, SWA-unlocked). O(1)."""
+        return self._swa_evictable
+
+    def swa_protected_size(self) -> int:
+        """SWA tokens under a SWA lock. O(1)."""
+        return self._swa_protected
+
+    def swa_total_size(self) -> int:
+        """Tokens whose SWA KV is cached (non-tombstone). O(1)."""
+        return self._swa_evictable + self._swa_protected
+
+    def reset(self) -> None:
+        """Drop every node (indices are not freed). O(1)."""
+        self._swa_evictable = 0
+        self._swa_protected = 0
+        self._swa_heap: list[tuple[int, int, SWATreeNode]] = []
+        self._swa_heap_limit = 1024
+        self._next_boundary = 1
+        self._swa_locks: dict[int, tuple[Any, int | None]] = {}
+        super().reset()
+
+    # ---------------------------------------------------------------- public
+
+    def _walk(self, key: Any, *, insert: bool) -> tuple[bytes, Any, list[Any], int]:
+        """Shared match/insert walk: (key bytes, extra, path nodes, matched bytes)."""
+        if isinstance(key, RadixKey):
+            kb = _token_bytes(key.token_ids)
+            extra = key.extra_key
+        else:
+            kb = _token_bytes(key)
+            extra = None
+        pb = self._pb
+        nb = len(kb) - len(kb) % pb
+        try:
+            node = self._roots.get(extra)
+        except TypeError:
+            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        return kb[:nb], extra, [node] if node is not None else [], nb
+
+    def _descend(self, root: SWATreeNode, kb: bytes) -> tuple[list[SWATreeNode], int]:
+        """Follow ``kb`` from ``root``, splitting where it ends inside a node."""
+        pb = self._pb
+        nb = len(kb)
+        self._tick = tick = self._tick + 1
+        root.last_access = tick
+        path = [root]
+        node = root
+        pos = 0
+        while pos < nb:
+            child = node.children.get(kb[pos : pos + pb])
+            if child is None:
+                break
+            end = pos + len(child.kb)
+            if end <= nb and kb[pos:end] == child.kb:
+                node = child  # type: ignore[assignment]
+                pos = end
+            else:
+                node = self._split_node(child, self._first_diff(child.kb, kb, pos, nb))  # type: ignore[assignment]
+                pos += len(node.kb)
+            node.last_access = tick
+            path.append(node)
+            if pos < end:
+                break
+        return path, pos  # SWA heap entries are refreshed lazily (stamp check)
+
+    def match_prefix(self, key: RadixKey | Any) -> MatchResult:
+        """Longest usable cached prefix (whole pages, window rule). O(d + n)."""
+        kb, _extra, start, nb = self._walk(key, insert=False)
+        if not start or nb == 0:
+            return MatchResult(
+                indices=_EMPTY_I64.copy(), last_node=start[0] if start else self.root_node
+            )
+        path, _pos = self._descend(start[0], kb)
+        # cut back: largest node end with >= W live tokens since the last tombstone
+        w = self._window
+        best = 0
+        since: int | None = None  # live tokens since the last tombstone (None: none seen)
+        for i in range(1, len(path)):
+            n = path[i]
+            if n.swa_tombstone:
+                since = 0
+                continue
+            if since is not None:
+                since += n.num_tokens
+                if since < w:
+                    continue
+            best = i
+        keep = path[1 : best + 1]
+        if not keep:
+            return MatchResult(indices=_EMPTY_I64.copy(), last_node=path[0])
+        vals = [n.value for n in keep]
+        indices = np.concatenate(vals) if len(vals) > 1 else vals[0].copy()
+        return MatchResult(indices=indices, last_node=keep[-1], prefix_len=len(indices))
+
+    def insert(
+        self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
+    ) -> InsertResult:
+        """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
+        kb_full = _token_bytes(key.token_ids if isinstance(key, RadixKey) else key)
+        ntok = len(kb_full) >> 2
+        if value is None:
+            vals = np.frombuffer(kb_full, dtype=_U32).astype(np.int64)
+        else:
+            vals = np.asarray(value)
+            if vals.ndim != 1 or vals.shape[0] != ntok:
+                raise ValueError(
+                    f"value must be 1-D with one index per token: len(key)={ntok}, "
+                    f"value shape {vals.shape}"
+                )
+            if ntok and vals.dtype.kind not in "iu":
+                raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
+            vals = vals.astype(np.int64, copy=False)
+        kb, extra, start, nb = self._walk(key, insert=True)
+        if not start:
+            if nb == 0:
+                return InsertResult(prefix_len=0, last_node=self.root_node)
+            start = [self._root(extra)]
+        path, pos = self._descend(start[0], kb)
+        node: Any = path[-1]
+        first_tomb: int | None = None
+        off = 0
+        to_free: list[npt.NDArray[np.int64]] = []
+        for n in path[1:]:
+            t = n.num_tokens
+            if n.swa_tombstone:
+                if first_tomb is None:
+                    first_tomb = off
+                to_free.append(n.value)
+                n.value = np.array(vals[off : off + t], dtype=np.int64)
+                n.swa_tombstone = False
+                self._swa_evictable += t
+                self._swa_push(n)
+            elif first_tomb is not None:
+                to_free.append(vals[off : off + t])
+            off += t
+        if to_free:
+            self._free_indices(np.concatenate(to_free))
+        prefix_len = (pos >> 2) if first_tomb is None else first_tomb
+        if pos < nb:
+            node = self._add_leaf(
+                node, kb[pos:nb], np.array(vals[pos >> 2 : nb >> 2], dtype=np.int64), self._tick
+            )
+        return InsertResult(prefix_len=prefix_len, last_node=node)
+
+    def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
+        """Two-phase eviction: full leaves for ``num_tokens``, then SWA KV for
+        ``swa_num_tokens`` (tombstoning internal nodes). O((k + s) log h)."""
+        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        heap = self._heap
+        full_freed: list[npt.NDArray[np.int64]] = []
+        full = swa = 0
+        while full < num_tokens and heap:
+            stamp, nid, node = heapq.heappop(heap)
+            if node.evicted or node.lock_ref or node.children:
+                continue
+            if stamp != node.last_access:
+                heapq.heappush(heap, (node.last_access, nid, node))
+                continue
+            full += len(node.value)
+            if not node.swa_tombstone:  # type: ignore[attr-defined]
+                swa += len(node.value)
+            full_freed.append(node.value)
+            self._delete_leaf(node)
+        sheap = self._swa_heap
+        swa_freed: list[npt.NDArray[np.int64]] = []
+        while swa < swa_num_tokens and sheap:
+            stamp, nid, snode = heapq.heappop(sheap)
+            if snode.evicted or snode.swa_tombstone or snode.swa_lock_ref:
+                continue
+            if stamp != snode.last_access:
+                heapq.heappush(sheap, (snode.last_access, nid, snode))
+                continue
+            t = len(snode.value)
+            swa += t
+            if not snode.children and snode.lock_ref == 0:
+                full += t
+                full_freed.append(snode.value)
+                self._delete_leaf(snode)
+            else:
+                snode.swa_tombstone = True
+                self._swa_evictable -= t
+                swa_freed.append(snode.value)
+        if full_freed:
+            self._free_indices(np.concatenate(full_freed))
+        pool = self.token_to_kv_pool_allocator
+        if swa_freed and pool is not None and callable(getattr(pool, "free_swa", None)):
+            pool.free_swa(np.concatenate(swa_freed))
+        return EvictResult(full_evicted=full, swa_evicted=swa)
+
+    def inc_lock_ref(self, node: TreeNode | None) -> int | None:  # type: ignore[override]
+        """Lock the full KV of ``node``'s path and the SWA KV of its last ``W`` tokens.
+
+        Returns the SWA boundary id of this lock for :meth:`dec_lock_ref` (``None``
+        for the root or ``None``). Raises ``ValueError`` for a tombstone. O(depth).
+        """
+        if node is None:
+            return None
+        self._own(node)
+        if node.parent is None:
+            return None
+        if node.swa_tombstone:  # type: ignore[attr-defined]
+            raise ValueError(f"inc_lock_ref: {node!r} is a tombstone; lock a matched node")
+        super().inc_lock_ref(node)
+        w = self._window
+        covered = 0
+        n: Any = node
+        top: Any = None
+        moved = 0
+        while n.parent is not None and covered < w and not n.swa_tombstone:
+            if n.swa_lock_ref == 0:
+                moved += len(n.value)
+            n.swa_lock_ref += 1
+            covered += len(n.value)
+            top = n
+            n = n.parent
+        self._swa_evictable -= moved
+        self._swa_protected += moved
+        marker: int | None = None
+        if n.parent is not None:  # stopped below the root: mark the topmost locked node
+            if top.swa_boundary is None:
+                top.swa_boundary = self._next_boundary
+                self._next_boundary += 1
+            marker = top.swa_boundary
+        lock_id = self._next_boundary
+        self._next_boundary += 1
+        self._swa_locks[lock_id] = (node, marker)
+        return lock_id
+
+    def dec_lock_ref(  # type: ignore[override]
+        self, node: TreeNode | None, swa_boundary_id: int | None = None, **kwargs: Any
+    ) -> None:
+        """Undo one ``inc_lock_ref(node)`` that returned ``swa_boundary_id``. O(depth).
+
+        Raises ``ValueError`` if ``node`` is not locked or the boundary id is not on
+        its SWA-locked path; nothing changes then.
+        """
+        if node is None:
+            return
+        self._own(node)
+        if node.parent is None:
+            return
+        if node.lock_ref <= 0:
+            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
+        entry = self._swa_locks.get(swa_boundary_id)  # type: ignore[arg-type]
+        if entry is None or entry[0] is not node:
+            raise ValueError(
+                f"dec_lock_ref: swa_boundary_id {swa_boundary_id!r} was not returned by "
+                f"inc_lock_ref for {node!r} (or was already released)"
+            )
+        marker = entry[1]
+        seg: list[Any] = []
+        n: Any = node
+        while True:
+            if n.parent is None:
+                if marker is not None:
+                    raise ValueError(
+                        f"dec_lock_ref: swa_boundary_id {swa_boundary_id!r} is not on the "
+                        f"locked path of {node!r}"
+                    )
+                break
+            if n.swa_tombstone or n.swa_lock_ref <= 0:
+                raise ValueError(
+                    f"dec_lock_ref: swa_boundary_id {swa_boundary_id!r} does not match the "
+                    f"SWA lock of {node!r}"
+                )
+            seg.append(n)
+            if marker is not None and n.swa_boundary == marker:
+                break
+            n = n.parent
+        moved = 0
+        for n in seg:
+            n.swa_lock_ref -= 1
+            if n.swa_lock_ref == 0:
+                moved += len(n.value)
+                self._swa_push(n)
+        del self._swa_locks[swa_boundary_id]  # type: ignore[arg-type]
+        self._swa_evictable += moved
+        self._swa_protected -= moved
+        super().dec_lock_ref(node)
+
+    # ------------------------------------------------------ extension points
+
+    def _split_node(self, child: TreeNode, m: int) -> TreeNode:
+        new: Any = super()._split_node(child, m)
+        c: Any = child
+        new.swa_tombstone = c.swa_tombstone
+        new.swa_lock_ref = c.swa_lock_ref
+        new.swa_boundary, c.swa_boundary = c.swa_boundary, None  # boundary = top half
+        if not new.swa_tombstone and new.swa_lock_ref == 0:
+            self._swa_push(new)
+        return new
+
+    def _add_leaf(
+        self, parent: TreeNode, kb: bytes, value: npt.NDArray[np.int64], tick: int
+    ) -> TreeNode:
+        node = super()._add_leaf(parent, kb, value, tick)
+        self._swa_evictable += len(value)
+        self._swa_push(node)  # type: ignore[arg-type]
+        return node
+
+    def _delete_leaf(self, node: TreeNode) -> None:
+        n: Any = node
+        if not n.swa_tombstone:
+            assert n.swa_lock_ref == 0
+            self._swa_evictable -= len(node.value)
+        super()._delete_leaf(node)
+
+    # -------------------------------------------------------------- internals
+
+    def _swa_push(self, node: SWATreeNode) -> None:
+        heap = self._swa_heap
+        heapq.heappush(heap, (node.last_access, node.id, node))
+        if len(heap) > self._swa_heap_limit:
+            live = {
+                nid: n
+                for _, nid, n in heap
+                if not n.evicted and not n.swa_tombstone and not n.swa_lock_ref
+            }
+            heap[:] = [(n.last_access, nid, n) for nid, n in live.items()]
+            heapq.heapify(heap)
+            self._swa_heap_limit = max(1024, 2 * len(heap))
+
+    def _check(self) -> None:
+        """Assert RadixCache's invariants and the SWA ones. O(tree); tests only."""
+        super()._check()
+        ev = prot = 0
+        heap_time: dict[int, int] = {}
+        for stamp, nid, _n in self._swa_heap:
+            heap_time[nid] = min(stamp, heap_time.get(nid, stamp))
+        for n in self._iter_nodes():
+            s: Any = n
+            assert s.lock_ref >= s.swa_lock_ref >= 0
+            if s.swa_tombstone:
+                assert s.swa_lock_ref == 0, "a tombstone holds a SWA lock"
+                continue
+            if s.swa_lock_ref:
+                prot += len(s.value)
+            else:
+                ev += len(s.value)
+                assert s.id in heap_time and heap_time[s.id] <= s.last_access
+        assert ev == self._swa_evictable, (ev, self._swa_evictable)
+        assert prot == self._swa_protected, (prot, self._swa_protected)

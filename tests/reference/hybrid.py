@@ -1,0 +1,123 @@
+"""Naive models for the hybrid prefix caches (SWA tombstones, Mamba states).
+
+Both model the cache one page at a time as a dict keyed by ``(extra_key, prefix)``
+for every cached page-prefix, and recompute from scratch which prefixes are usable.
+O(n**2) per operation: obviously correct, not fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+Prefix = tuple[Hashable, tuple[int, ...]]
+
+
+class NaiveSWACache:
+    """Pages with a value and a tombstone flag; the window rule recomputed per match."""
+
+    def __init__(self, page_size: int, window: int) -> None:
+        self.page_size = page_size
+        self.window = window
+        self.value: dict[Prefix, tuple[int, ...]] = {}
+        self.tomb: dict[Prefix, bool] = {}
+
+    def _aligned(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        n = len(tokens) - len(tokens) % self.page_size
+        return tuple(int(t) for t in tokens[:n])
+
+    def cached_len(self, toks: tuple[int, ...], extra: Hashable) -> int:
+        ps = self.page_size
+        n = 0
+        while n + ps <= len(toks) and (extra, toks[: n + ps]) in self.value:
+            n += ps
+        return n
+
+    def usable(self, toks: tuple[int, ...], length: int, extra: Hashable) -> bool:
+        """True if a match may end at ``length``: window of W live tokens, or no tombstone."""
+        ps = self.page_size
+        flags = [self.tomb[(extra, toks[:e])] for e in range(ps, length + 1, ps)]
+        if not any(flags):
+            return True
+        live = 0
+        for f in reversed(flags):
+            if f:
+                break
+            live += ps
+        return live >= self.window
+
+    def match(self, tokens: Sequence[int], extra: Hashable = None) -> tuple[int, list[int]]:
+        toks = self._aligned(tokens)
+        ps = self.page_size
+        n = self.cached_len(toks, extra)
+        while n > 0 and not self.usable(toks, n, extra):
+            n -= ps
+        out: list[int] = []
+        for e in range(ps, n + 1, ps):
+            out.extend(self.value[(extra, toks[:e])])
+        return n, out
+
+    def insert(self, tokens: Sequence[int], values: Sequence[int], extra: Hashable = None) -> int:
+        """Add/restore every page; return the expected ``prefix_len``."""
+        toks = self._aligned(tokens)
+        ps = self.page_size
+        present = self.cached_len(toks, extra)
+        first_tomb = None
+        for e in range(ps, len(toks) + 1, ps):
+            p = (extra, toks[:e])
+            if p in self.value and not self.tomb[p]:
+                continue
+            if p in self.value and first_tomb is None:
+                first_tomb = e - ps
+            self.value[p] = tuple(int(v) for v in values[e - ps : e])
+            self.tomb[p] = False
+        return present if first_tomb is None else first_tomb
+
+    def pages(self) -> dict[Prefix, tuple[tuple[int, ...], bool]]:
+        return {p: (v, self.tomb[p]) for p, v in self.value.items()}
+
+
+class NaiveMambaCache:
+    """Pages with values; a state flag at some page ends; usable prefix recomputed."""
+
+    def __init__(self) -> None:
+        self.value: dict[Prefix, int] = {}
+        self.state: dict[Prefix, bool] = {}
+
+    def cached_len(self, toks: tuple[int, ...], extra: Hashable) -> int:
+        n = 0
+        while n < len(toks) and (extra, toks[: n + 1]) in self.value:
+            n += 1
+        return n
+
+    def match(self, tokens: Sequence[int], extra: Hashable = None) -> tuple[int, list[int]]:
+        """Longest cached prefix ending at a state."""
+        toks = tuple(int(t) for t in tokens)
+        n = self.cached_len(toks, extra)
+        while n > 0 and not self.state[(extra, toks[:n])]:
+            n -= 1
+        return n, [self.value[(extra, toks[:e])] for e in range(1, n + 1)]
+
+    def insert(
+        self,
+        tokens: Sequence[int],
+        values: Sequence[int],
+        extra: Hashable = None,
+        with_state: bool = False,
+    ) -> tuple[int, bool]:
+        toks = tuple(int(t) for t in tokens)
+        present = self.cached_len(toks, extra)
+        for e in range(1, len(toks) + 1):
+            p = (extra, toks[:e])
+            if p not in self.value:
+                self.value[p] = int(values[e - 1])
+                self.state[p] = False
+        exist = False
+        if toks and with_state:
+            p = (extra, toks)
+            exist = self.state[p]
+            self.state[p] = True
+        return present, exist
+
+    def snapshot(self) -> dict[Prefix, Any]:
+        return {p: (v, self.state[p]) for p, v in self.value.items()}

@@ -1,0 +1,295 @@
+"""SWARadixCache: tombstones, window-cut matches, SWA locks, two-phase eviction, model test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from llmds.mem_cache import (
+    EvictResult,
+    RadixCache,
+    RadixKey,
+    SWARadixCache,
+    TokenToKVPoolAllocator,
+)
+from tests.reference.hybrid import NaiveSWACache
+
+
+class RecPool:
+    """Records full and SWA frees."""
+
+    def __init__(self) -> None:
+        self.freed: list[int] = []
+        self.swa_freed: list[int] = []
+
+    def free(self, idx: Any) -> None:
+        self.freed.extend(np.asarray(idx).tolist())
+
+    def free_swa(self, idx: Any) -> None:
+        self.swa_freed.extend(np.asarray(idx).tolist())
+
+
+def ins(c: SWARadixCache, toks: list[int], start: int) -> Any:
+    return c.insert(RadixKey(toks), np.arange(start, start + len(toks)))
+
+
+def test_constructor_and_dispatch() -> None:
+    with pytest.raises(NotImplementedError, match="SWARadixCache"):
+        RadixCache(sliding_window_size=4)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="sliding_window_size"):
+            SWARadixCache(sliding_window_size=bad)
+    for badt in (1.5, True, "4"):
+        with pytest.raises(TypeError, match="sliding_window_size"):
+            SWARadixCache(sliding_window_size=badt)  # type: ignore[arg-type]
+    c = SWARadixCache(page_size=2, sliding_window_size=4)
+    assert c.sliding_window_size == 4 and c.swa_total_size() == 0
+    assert c.evict(5, 5) == EvictResult(0, 0, 0)
+    with pytest.raises(ValueError, match="swa_num_tokens"):
+        c.evict(0, -1)
+    c._check()
+
+
+def _tombstone_setup() -> tuple[SWARadixCache, RecPool]:
+    pool = RecPool()
+    c = SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
+    ins(c, [1, 2, 3, 4], 10)  # node A = [1,2,3,4]
+    ins(c, [1, 2, 3, 4, 5, 6, 7], 20)  # child B = [5,6,7]
+    ins(c, [1, 2, 3, 4, 8, 9], 30)  # child C = [8,9]
+    c.match_prefix([1, 2, 3, 4, 5, 6, 7])  # B is newer than C
+    c._check()
+    return c, pool
+
+
+def test_two_phase_evict_tombstones_internal_nodes() -> None:
+    c, pool = _tombstone_setup()
+    assert c.swa_total_size() == c.total_size() == 9
+    # SWA phase only: LRU among SWA-unlocked: A (internal, touched with B) is older? A was
+    # touched with B last, C is oldest -> C leaves the tree (a fully unlocked leaf).
+    r = c.evict(0, 1)
+    assert r == EvictResult(full_evicted=2, swa_evicted=2, mamba_evicted=0)
+    assert sorted(pool.freed) == [34, 35]
+    # next: A and B have the same time; A has the smaller id -> A becomes a tombstone
+    r = c.evict(0, 1)
+    assert r.swa_evicted == 4 and r.full_evicted == 0
+    assert sorted(pool.swa_freed) == [10, 11, 12, 13]
+    assert c.total_size() == 7 and c.swa_total_size() == 3
+    c._check()
+    # a match through the tombstone needs W=2 live tokens behind its end
+    m = c.match_prefix([1, 2, 3, 4, 5, 6, 7])
+    assert m.prefix_len == 7 and m.indices.tolist() == [10, 11, 12, 13, 24, 25, 26]
+    m = c.match_prefix([1, 2, 3, 4, 5, 9])  # ends 1 token after the tombstone
+    assert m.prefix_len == 0 and m.last_node is c.root_node
+    m = c.match_prefix([1, 2, 3])  # inside the tombstone -> nothing usable
+    assert m.prefix_len == 0
+    c._check()
+
+
+def test_insert_restores_tombstone() -> None:
+    c, pool = _tombstone_setup()
+    c.evict(0, 3)  # C leaves, A becomes a tombstone
+    pool.freed.clear()
+    res = ins(c, [1, 2, 3, 4, 5, 6, 7, 9], 50)
+    # prefix_len stops at the first tombstone; the cache adopts 50..53 for A, frees
+    # A's old 10..13 and the caller's duplicates 54..56 of B
+    assert res.prefix_len == 0
+    assert sorted(pool.freed) == [10, 11, 12, 13, 54, 55, 56]
+    assert c.match_prefix([1, 2, 3]).indices.tolist() == [50, 51, 52]
+    assert c.swa_total_size() == c.total_size() == 8
+    c._check()
+
+
+def test_swa_lock_boundary_and_bad_unlocks() -> None:
+    c = SWARadixCache(sliding_window_size=3)
+    ins(c, [1, 2], 10)
+    ins(c, [1, 2, 3, 4], 20)
+    ins(c, [1, 2, 3, 4, 5, 6], 30)  # chain [1,2] -> [3,4] -> [5,6]
+    m = c.match_prefix([1, 2, 3, 4, 5, 6])
+    node = m.last_node
+    b = c.inc_lock_ref(node)
+    assert b is not None  # window 3 covered by [5,6]+[3,4]; [1,2] not SWA-locked
+    assert c.protected_size() == 6 and c.swa_protected_size() == 4
+    assert c.evictable_size() + c.protected_size() == c.total_size()
+    assert c.swa_evictable_size() + c.swa_protected_size() == c.swa_total_size()
+    c._check()
+    # [1,2] is outside the window: it can lose its SWA KV while locked
+    assert c.evict(100, 100) == EvictResult(0, 2, 0)
+    c._check()
+    assert c.match_prefix([1, 2, 3, 4, 5, 6]).prefix_len == 6
+    # bad unlocks change nothing
+    other = node.parent  # locked through the path, but not the node b was issued for
+    with pytest.raises(ValueError, match="boundary"):
+        c.dec_lock_ref(node, 987654)
+    with pytest.raises(ValueError, match=r"boundary|SWA"):
+        c.dec_lock_ref(node, None)
+    with pytest.raises(ValueError):
+        c.dec_lock_ref(other, b)  # a boundary id from another node
+    c._check()
+    c.dec_lock_ref(node, b)
+    assert c.protected_size() == 0 and c.swa_protected_size() == 0
+    with pytest.raises(ValueError, match="not locked"):
+        c.dec_lock_ref(node, b)
+    c._check()
+    with pytest.raises(ValueError, match="tombstone"):
+        c.inc_lock_ref(c.root_node.children[np.array([1], "<u4").tobytes()])
+    with pytest.raises(TypeError):
+        c.inc_lock_ref("node")  # type: ignore[arg-type]
+    c._check()
+
+
+def test_lock_survives_split_of_boundary_node() -> None:
+    c = SWARadixCache(sliding_window_size=2)
+    ins(c, [1, 2, 3, 4], 10)
+    ins(c, [1, 2, 3, 4, 5, 6, 7, 8], 20)
+    node = c.match_prefix([1, 2, 3, 4, 5, 6, 7, 8]).last_node
+    b = c.inc_lock_ref(node)  # [5..8] covers W=2 alone: boundary on it
+    c.match_prefix([1, 2, 3, 4, 5, 6, 9])  # splits the boundary node [5,6 | 7,8]
+    c._check()
+    c.dec_lock_ref(node, b)
+    assert c.swa_protected_size() == 0 and c.protected_size() == 0
+    c._check()
+
+
+def test_with_token_pool_sizes_match() -> None:
+    pool = TokenToKVPoolAllocator(64)
+    c = SWARadixCache(page_size=2, sliding_window_size=4, token_to_kv_pool_allocator=pool)
+    idx = pool.alloc(10)
+    r = c.insert(RadixKey(list(range(10))), idx)
+    assert r.prefix_len == 0
+    c.evict(0, 4)
+    assert pool.num_free + c.total_size() == 64
+    c.evict(100)
+    assert c.total_size() == 0 and pool.num_free == 64
+    c._check()
+
+
+# ------------------------------------------------------------ stateful model test
+
+TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=9)
+
+
+class SWAMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ps = 1
+        self.w = 3
+        self.pool = TokenToKVPoolAllocator(4096)
+        self.c = SWARadixCache(
+            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
+        )
+        self.model = NaiveSWACache(self.ps, self.w)
+        self.locks: list[tuple[Any, Any, tuple[int, ...]]] = []
+
+    def _cache_pages(self) -> dict[Any, tuple[tuple[int, ...], bool]]:
+        out: dict[Any, tuple[tuple[int, ...], bool]] = {}
+        root = self.c.root_node
+        stack: list[tuple[Any, tuple[int, ...]]] = [(root, ())]
+        while stack:
+            node, pre = stack.pop()
+            for ch in node.children.values():
+                toks = ch.key.tolist()
+                vals = ch.value.tolist()
+                for i in range(len(toks)):
+                    if (i + 1) % self.ps == 0:
+                        p = (None, pre + tuple(toks[: i + 1]))
+                        out[p] = (tuple(vals[i + 1 - self.ps : i + 1]), ch.swa_tombstone)
+                stack.append((ch, pre + tuple(toks)))
+        return out
+
+    @rule(toks=TOKENS)
+    def match(self, toks: list[int]) -> None:
+        exp_len, exp_idx = self.model.match(toks)
+        r = self.c.match_prefix(RadixKey(toks))
+        assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
+
+    @rule(toks=TOKENS)
+    def insert(self, toks: list[int]) -> None:
+        n = len(toks)
+        idx = self.pool.alloc(n)
+        r = self.c.insert(RadixKey(toks), idx)
+        exp = self.model.insert(toks, idx.tolist())
+        assert r.prefix_len == exp
+        self.pool.free(idx[: r.prefix_len])
+
+    @rule(toks=TOKENS)
+    def lock(self, toks: list[int]) -> None:
+        r = self.c.match_prefix(RadixKey(toks))
+        b = self.c.inc_lock_ref(r.last_node)
+        self.locks.append((r.last_node, b, tuple(toks[: r.prefix_len])))
+
+    @precondition(lambda self: self.locks)
+    @rule(i=st.integers(0, 100))
+    def unlock(self, i: int) -> None:
+        node, b, _ = self.locks.pop(i % len(self.locks))
+        self.c.dec_lock_ref(node, b)
+
+    @rule(n=st.integers(0, 8), s=st.integers(0, 8))
+    def evict(self, n: int, s: int) -> None:
+        before = self.model.pages()
+        r = self.c.evict(n, s)
+        after = self._cache_pages()
+        assert set(after) <= set(before)
+        removed = set(before) - set(after)
+        assert r.full_evicted == len(removed) * self.ps
+        newly_tomb = {p for p, (_v, t) in after.items() if t and not before[p][1]}
+        swa_gone = {p for p in removed if not before[p][1]} | newly_tomb
+        assert r.swa_evicted == len(swa_gone) * self.ps
+        for p, (v, t) in after.items():
+            assert v == before[p][0] and (t or not before[p][1])
+        # nothing locked was removed; nothing in a lock's window was tombstoned
+        for _node, _b, toks in self.locks:
+            for e in range(self.ps, len(toks) + 1, self.ps):
+                p = (None, toks[:e])
+                assert p in after
+                if e > len(toks) - self.w:
+                    assert not after[p][1] or before[p][1]
+        self.model.value = {p: v for p, (v, _t) in after.items()}
+        self.model.tomb = {p: t for p, (_v, t) in after.items()}
+
+    @invariant()
+    def sizes(self) -> None:
+        c = self.c
+        c._check()
+        assert c.evictable_size() + c.protected_size() == c.total_size()
+        assert c.swa_evictable_size() + c.swa_protected_size() == c.swa_total_size()
+        assert c.total_size() == len(self.model.value) * self.ps
+        assert self.pool.num_free + c.total_size() == self.pool.size
+
+    def teardown(self) -> None:
+        while self.locks:
+            node, b, _ = self.locks.pop()
+            self.c.dec_lock_ref(node, b)
+        self.c.evict(10**6)
+        assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
+
+
+TestSWAModel = SWAMachine.TestCase
+TestSWAModel.settings = settings(max_examples=60, stateful_step_count=40)
+
+
+class SWAMachinePaged(SWAMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ps, self.w = 2, 4
+        self.c = SWARadixCache(
+            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
+        )
+        self.model = NaiveSWACache(self.ps, self.w)
+
+    @rule(toks=TOKENS)
+    def insert(self, toks: list[int]) -> None:
+        n = len(toks)
+        idx = self.pool.alloc(n)
+        r = self.c.insert(RadixKey(toks), idx)
+        assert r.prefix_len == self.model.insert(toks, idx.tolist())
+        self.pool.free(idx[: r.prefix_len])
+        self.pool.free(idx[n - n % self.ps :])  # the unaligned tail is not cached
+
+
+TestSWAModelPaged = SWAMachinePaged.TestCase
+TestSWAModelPaged.settings = settings(max_examples=40, stateful_step_count=40)

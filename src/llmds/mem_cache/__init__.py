@@ -37,6 +37,11 @@ __all__ = [
     "hash_token_ids",
 ]
 
+from llmds.mem_cache.mamba_radix_cache import (
+    MambaPool,
+    MambaRadixCache,
+    MambaTreeNode,
+)
 from llmds.mem_cache.swa_radix_cache import SWARadixCache, SWATreeNode
 
-__all__ += ["SWARadixCache", "SWATreeNode"]
+__all__ += ["MambaPool", "MambaRadixCache", "MambaTreeNode", "SWARadixCache", "SWATreeNode"]

@@ -1,0 +1,247 @@
+"""MambaRadixCache and MambaPool: state-cut matches, two-phase eviction, locks, model test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from llmds.errors import CapacityError
+from llmds.mem_cache import (
+    EvictResult,
+    MambaPool,
+    MambaRadixCache,
+    RadixKey,
+    TokenToKVPoolAllocator,
+)
+from tests.reference.hybrid import NaiveMambaCache
+
+
+def test_pool_basics_and_bad_input() -> None:
+    p = MambaPool(2, state_shape=(2, 3))
+    a, b = p.alloc_track_slot(), p.alloc_track_slot()
+    assert {a, b} == {0, 1} and p.num_free == 0
+    with pytest.raises(CapacityError):
+        p.alloc_track_slot()
+    p.states[a] = 7.0
+    p.copy_states(a, b)
+    assert (p.states[b] == 7.0).all()
+    p.free_track_slot(a)
+    with pytest.raises(ValueError, match="not allocated"):
+        p.free_track_slot(a)
+    with pytest.raises(ValueError, match="not allocated"):
+        p.copy_states(a, b)
+    with pytest.raises(ValueError, match="slot"):
+        p.free_track_slot(5)
+    with pytest.raises(TypeError):
+        p.free_track_slot(1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        MambaPool(-1)
+    assert p.num_free == 1
+
+
+def test_match_cuts_at_last_state_and_branching() -> None:
+    pool = MambaPool(8)
+    c = MambaRadixCache(mamba_pool=pool)
+    s1 = pool.alloc_track_slot()
+    r = c.insert(RadixKey([1, 2, 3]), np.array([10, 11, 12]), mamba_value=s1)
+    assert r.prefix_len == 0 and not r.mamba_exist
+    c.insert(RadixKey([1, 2, 3, 4, 5]), np.array([10, 11, 12, 13, 14]))  # no state
+    m = c.match_prefix(RadixKey([1, 2, 3, 4, 5, 6]))
+    assert m.prefix_len == 3 and m.indices.tolist() == [10, 11, 12]
+    assert m.mamba_branching_seqlen == 3 and m.last_node.mamba_value == s1
+    # a match ending inside the state node splits it: the upper half has no state
+    m = c.match_prefix(RadixKey([1, 2, 9]))
+    assert m.prefix_len == 0 and m.mamba_branching_seqlen == 0
+    m = c.match_prefix(RadixKey([1, 2, 3]))
+    assert m.prefix_len == 3 and m.mamba_branching_seqlen == 0
+    s2 = pool.alloc_track_slot()
+    r = c.insert(RadixKey([1, 2, 3]), np.array([20, 21, 22]), mamba_value=s2)
+    assert r.prefix_len == 3 and r.mamba_exist  # the caller frees s2
+    pool.free_track_slot(s2)
+    assert c.mamba_total_size() == 1
+    c._check()
+
+
+def test_insert_bad_input_changes_nothing() -> None:
+    c = MambaRadixCache(page_size=2, mamba_pool=MambaPool(2))
+    with pytest.raises(ValueError, match="whole pages"):
+        c.insert(RadixKey([1, 2, 3]), np.array([1, 2, 3]), mamba_value=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        c.insert(RadixKey([]), np.array([], dtype=np.int64), mamba_value=0)
+    with pytest.raises(TypeError, match="mamba_value"):
+        c.insert(RadixKey([1, 2]), np.array([1, 2]), mamba_value="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mamba_pool"):
+        MambaRadixCache(mamba_pool=object())
+    assert c.total_size() == 0
+    with pytest.raises(ValueError, match="swa_num_tokens"):
+        c.evict(0, -1)
+    c._check()
+
+
+def test_two_phase_eviction_order() -> None:
+    pool = MambaPool(8)
+    kv = TokenToKVPoolAllocator(64)
+    c = MambaRadixCache(token_to_kv_pool_allocator=kv, mamba_pool=pool)
+
+    def put(toks: list[int]) -> None:
+        idx = kv.alloc(len(toks))
+        r = c.insert(RadixKey(toks), idx, mamba_value=pool.alloc_track_slot())
+        kv.free(idx[: r.prefix_len])
+
+    put([1, 2])
+    put([1, 2, 3, 4])
+    put([1, 2, 5, 6])
+    c.match_prefix(RadixKey([1, 2, 5, 6]))  # [3,4] is the LRU state
+    assert c.mamba_total_size() == 3 and pool.num_free == 5
+    # one state: the LRU state is [3,4]'s, an unlocked leaf: it leaves the tree
+    r = c.evict(0, 1)
+    assert r == EvictResult(full_evicted=2, swa_evicted=0, mamba_evicted=1)
+    assert c.total_size() == 4 and pool.num_free == 6 and kv.num_free == 60
+    c._check()
+    # next LRU state is [1,2]'s (internal): only the state goes
+    r = c.evict(0, 1)
+    assert r == EvictResult(full_evicted=0, swa_evicted=0, mamba_evicted=1)
+    assert c.total_size() == 4 and pool.num_free == 7
+    assert c.match_prefix(RadixKey([1, 2, 7])).prefix_len == 0
+    # phase 1: full eviction frees leaves and their states
+    node = c.match_prefix(RadixKey([1, 2, 5, 6])).last_node
+    tok = c.inc_lock_ref(node)
+    assert tok is True and c.mamba_protected_size() == 1
+    assert c.evict(100, 100) == EvictResult(0, 0, 0)  # everything locked
+    c._check()
+    c.dec_lock_ref(node, tok)
+    r = c.evict(100)
+    assert r.full_evicted == 4 and r.mamba_evicted == 1
+    assert c.total_size() == 0 and pool.num_free == 8 and kv.num_free == 64
+    c._check()
+
+
+def test_lock_bad_inputs() -> None:
+    pool = MambaPool(4)
+    c = MambaRadixCache(mamba_pool=pool)
+    c.insert(RadixKey([1, 2, 3]), mamba_value=pool.alloc_track_slot())
+    node = c.match_prefix(RadixKey([1, 2, 3])).last_node
+    with pytest.raises(ValueError, match="not locked"):
+        c.dec_lock_ref(node, True)
+    tok = c.inc_lock_ref(node)
+    # a state lock only on the locked node, full lock over the path
+    assert c.match_prefix(RadixKey([1, 2])).last_node is c.root_node  # splits [1,2 | 3]
+    upper = node.parent
+    assert upper.mamba_value is None and upper.lock_ref == 1 and node.mamba_lock_ref == 1
+    with pytest.raises(ValueError, match="state"):
+        c.dec_lock_ref(upper, True)
+    c._check()
+    c.dec_lock_ref(node, tok)
+    assert c.protected_size() == 0 and c.mamba_protected_size() == 0
+    c._check()
+
+
+# ------------------------------------------------------------ stateful model test
+
+TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=8)
+
+
+class MambaMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kv = TokenToKVPoolAllocator(4096)
+        self.pool = MambaPool(1024)
+        self.c = MambaRadixCache(token_to_kv_pool_allocator=self.kv, mamba_pool=self.pool)
+        self.model = NaiveMambaCache()
+        self.locks: list[tuple[Any, Any, tuple[int, ...]]] = []
+
+    def _cache_pages(self) -> dict[Any, tuple[int, bool]]:
+        out: dict[Any, tuple[int, bool]] = {}
+        stack: list[tuple[Any, tuple[int, ...]]] = [(self.c.root_node, ())]
+        while stack:
+            node, pre = stack.pop()
+            for ch in node.children.values():
+                toks = ch.key.tolist()
+                vals = ch.value.tolist()
+                for i in range(len(toks)):
+                    last = i == len(toks) - 1
+                    out[(None, pre + tuple(toks[: i + 1]))] = (
+                        vals[i],
+                        last and ch.mamba_value is not None,
+                    )
+                stack.append((ch, pre + tuple(toks)))
+        return out
+
+    @rule(toks=TOKENS)
+    def match(self, toks: list[int]) -> None:
+        exp_len, exp_idx = self.model.match(toks)
+        r = self.c.match_prefix(RadixKey(toks))
+        assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
+        b = r.mamba_branching_seqlen
+        assert b is None or 0 <= b <= self.model.cached_len(tuple(toks), None)
+
+    @rule(toks=TOKENS, state=st.booleans())
+    def insert(self, toks: list[int], state: bool) -> None:
+        idx = self.kv.alloc(len(toks))
+        slot = self.pool.alloc_track_slot() if state and toks else None
+        r = self.c.insert(RadixKey(toks), idx, mamba_value=slot)
+        exp_len, exp_exist = self.model.insert(toks, idx.tolist(), with_state=slot is not None)
+        assert r.prefix_len == exp_len and r.mamba_exist == exp_exist
+        self.kv.free(idx[: r.prefix_len])
+        if r.mamba_exist:
+            assert slot is not None
+            self.pool.free_track_slot(slot)
+
+    @rule(toks=TOKENS)
+    def lock(self, toks: list[int]) -> None:
+        r = self.c.match_prefix(RadixKey(toks))
+        tok = self.c.inc_lock_ref(r.last_node)
+        self.locks.append((r.last_node, tok, tuple(toks[: r.prefix_len])))
+
+    @precondition(lambda self: self.locks)
+    @rule(i=st.integers(0, 100))
+    def unlock(self, i: int) -> None:
+        node, tok, _ = self.locks.pop(i % len(self.locks))
+        self.c.dec_lock_ref(node, tok)
+
+    @rule(n=st.integers(0, 6), s=st.integers(0, 3))
+    def evict(self, n: int, s: int) -> None:
+        before = self.model.snapshot()
+        r = self.c.evict(n, s)
+        after = self._cache_pages()
+        assert set(after) <= set(before)
+        removed = set(before) - set(after)
+        assert r.full_evicted == len(removed)
+        lost = {p for p, (_v, st_) in before.items() if st_ and (p not in after or not after[p][1])}
+        assert r.mamba_evicted == len(lost)
+        for p, (v, st_) in after.items():
+            assert v == before[p][0] and (not st_ or before[p][1])
+        for _node, _tok, toks in self.locks:
+            for e in range(1, len(toks) + 1):
+                assert (None, toks[:e]) in after
+            if toks:
+                assert after[(None, toks)][1], "a locked state was evicted"
+        self.model.value = {p: v for p, (v, _s) in after.items()}
+        self.model.state = {p: s_ for p, (_v, s_) in after.items()}
+
+    @invariant()
+    def sizes(self) -> None:
+        c = self.c
+        c._check()
+        assert c.evictable_size() + c.protected_size() == c.total_size()
+        assert c.mamba_evictable_size() + c.mamba_protected_size() == c.mamba_total_size()
+        assert c.total_size() == len(self.model.value)
+        assert c.mamba_total_size() == sum(self.model.state.values())
+        assert self.kv.num_free + c.total_size() == self.kv.size
+        assert self.pool.num_free + c.mamba_total_size() == self.pool.size
+
+    def teardown(self) -> None:
+        while self.locks:
+            node, tok, _ = self.locks.pop()
+            self.c.dec_lock_ref(node, tok)
+        self.c.evict(10**6)
+        assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
+
+
+TestMambaModel = MambaMachine.TestCase
+TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40)

@@ -217,6 +217,20 @@ class SWAMachine(RuleBasedStateMachine):
         self.pool.free(idx[: r.prefix_len])
 
     @rule(toks=TOKENS)
+    def insert_after_match(self, toks: list[int]) -> None:
+        """The serving loop: reuse the matched indices, fresh ones for the rest."""
+        r = self.c.match_prefix(RadixKey(toks))
+        m = r.prefix_len
+        self.model.match(toks)
+        idx = np.concatenate((r.indices, self.pool.alloc(len(toks) - m)))
+        res = self.c.insert(RadixKey(toks), idx)
+        assert res.prefix_len == self.model.insert(toks, idx.tolist())
+        if res.prefix_len > m:
+            self.pool.free(idx[m : res.prefix_len])
+        n = len(toks)
+        self.pool.free(idx[max(m, n - n % self.ps) :])
+
+    @rule(toks=TOKENS)
     def lock(self, toks: list[int]) -> None:
         r = self.c.match_prefix(RadixKey(toks))
         b = self.c.inc_lock_ref(r.last_node)

@@ -77,6 +77,9 @@ class SWARadixCache(RadixCache):
     usual. Every tombstone the key passes is restored: it adopts the caller's
     indices for its tokens and the cache frees its old indices; the caller's
     duplicates of live nodes after the first tombstone are freed by the cache.
+    Indices equal to the node's own (a caller re-passing ``match_prefix``'s
+    indices) are never freed, so the usual replay -- free ``value[m:prefix_len]``
+    where ``m`` is the matched length -- is safe.
 
     Locks: ``inc_lock_ref(node)`` locks the full KV of the whole path and the SWA KV
     of the nearest nodes covering ``W`` tokens (stopping early at a tombstone); the
@@ -246,16 +249,17 @@ class SWARadixCache(RadixCache):
         to_free: list[npt.NDArray[np.int64]] = []
         for n in path[1:]:
             t = n.num_tokens
+            seg = vals[off : off + t]
             if n.swa_tombstone:
                 if first_tomb is None:
                     first_tomb = off
-                to_free.append(n.value)
-                n.value = np.array(vals[off : off + t], dtype=np.int64)
+                to_free.append(n.value[n.value != seg])  # a caller passing the node's
+                n.value = np.array(seg, dtype=np.int64)  # own indices frees nothing
                 n.swa_tombstone = False
                 self._swa_evictable += t
                 self._swa_push(n)
             elif first_tomb is not None:
-                to_free.append(vals[off : off + t])
+                to_free.append(seg[seg != n.value])
             off += t
         if to_free:
             self._free_indices(np.concatenate(to_free))

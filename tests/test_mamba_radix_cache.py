@@ -135,6 +135,8 @@ def test_lock_bad_inputs() -> None:
     assert upper.mamba_value is None and upper.lock_ref == 1 and node.mamba_lock_ref == 1
     with pytest.raises(ValueError, match="state"):
         c.dec_lock_ref(upper, True)
+    with pytest.raises(ValueError, match="token"):
+        c.dec_lock_ref(node)  # would leave the state locked under a free path
     c._check()
     c.dec_lock_ref(node, tok)
     assert c.protected_size() == 0 and c.mamba_protected_size() == 0

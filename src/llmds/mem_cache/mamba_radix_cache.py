@@ -341,6 +341,11 @@ class MambaRadixCache(RadixCache):
             raise ValueError(f"dec_lock_ref: {node!r} is not locked")
         if token and n.mamba_lock_ref <= 0:
             raise ValueError(f"dec_lock_ref: the state of {node!r} is not locked")
+        if not token and n.lock_ref <= n.mamba_lock_ref:
+            raise ValueError(
+                f"dec_lock_ref: {node!r} holds a state lock; pass the token inc_lock_ref "
+                f"returned (its full lock count may not drop below its state lock count)"
+            )
         super().dec_lock_ref(node)
         if token:
             n.mamba_lock_ref -= 1

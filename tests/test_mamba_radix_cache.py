@@ -247,3 +247,15 @@ class MambaMachine(RuleBasedStateMachine):
 
 TestMambaModel = MambaMachine.TestCase
 TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40)
+
+
+@pytest.mark.slow
+def test_hybrid_bench_quick_runs() -> None:
+    from llmds.bench import bench_hybrid_cache
+    from llmds.bench.harness import BenchContext
+
+    rec = bench_hybrid_cache.run(BenchContext(quick=True, repeat=1))
+    impls = {r["impl"] for r in rec["rows"]}
+    assert len(impls) == 3 and all(0 <= r["hit_rate"] <= 1 for r in rec["rows"])
+    plain = [r["hit_rate"] for r in rec["rows"] if r["impl"] == "RadixCache"]
+    assert all(r["hit_rate"] <= plain[0] + 1e-12 for r in rec["rows"])

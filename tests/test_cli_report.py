@@ -23,6 +23,11 @@ def _record(name="indexed_heap"):
                {"title": "grouped", "kind": "bar", "x_label": "set", "y_label": "nDCG@10",
                 "series": [{"label": "llmds", "x": ["a", "b"], "y": [0.5, 0.6]},
                            {"label": "peer", "x": ["a", "b"], "y": [0.4, 0.7]}]},
+               {"title": "only skipped peers", "kind": "bar",
+                "series": [{"label": "sglang", "x": [], "y": []}]},
+               {"title": "one skipped peer", "kind": "bar",
+                "series": [{"label": "llmds", "x": [0], "y": [2.0]},
+                           {"label": "sglang", "x": [], "y": []}]},
                {"title": "recall vs qps", "kind": "line", "log_y": True, "x_label": "recall",
                 "y_label": "QPS", "series": [{"label": "llmds", "x": [0.9, 0.99],
                                               "y": [1000.0, 500.0]}]}],
@@ -66,7 +71,7 @@ def test_report_from_results_folder(tmp_path):
     checker.close()
     assert checker.stack == ["html"] or checker.stack == []
     assert "123,456" in checker.cells
-    assert len(checker.imgs) == 3
+    assert len(checker.imgs) == 4  # the plot with nothing measured is left out
     for src in checker.imgs:
         assert (tmp_path / "report" / src).stat().st_size > 1000
 

@@ -238,6 +238,11 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             md += [f"> {note}", ""]
             hp.append(f"<blockquote>{html.escape(note)}</blockquote>")
         for j, spec in enumerate(rec.get("plots", [])):
+            # A peer that was skipped leaves an empty series: plot what was measured.
+            series = [x for x in spec.get("series", []) if _as_list(x.get("y"))]
+            if not series:
+                continue
+            spec = {**spec, "series": series}
             name = f"{rec['benchmark']}-{j}-{_slug(spec.get('title', ''))}.png"
             if _render_plot(spec, plots_dir / name):
                 md += [f"![{spec.get('title', '')}](plots/{name})", ""]

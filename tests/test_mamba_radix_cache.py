@@ -232,6 +232,8 @@ class MambaMachine(RuleBasedStateMachine):
         c._check()
         assert c.evictable_size() + c.protected_size() == c.total_size()
         assert c.mamba_evictable_size() + c.mamba_protected_size() == c.mamba_total_size()
+        assert c.swa_evictable_size() == c.mamba_evictable_size()
+        assert c.swa_protected_size() == c.mamba_protected_size()
         assert c.total_size() == len(self.model.value)
         assert c.mamba_total_size() == sum(self.model.state.values())
         assert self.kv.num_free + c.total_size() == self.kv.size

@@ -185,6 +185,15 @@ class MambaRadixCache(RadixCache):
         """Cached states. O(1)."""
         return self._m_evictable + self._m_protected
 
+    def swa_evictable_size(self) -> int:
+        """Unlocked states: the second eviction phase counts states, as in the reference
+        (``evict(num_tokens, swa_num_tokens)`` takes states there). O(1)."""
+        return self._m_evictable
+
+    def swa_protected_size(self) -> int:
+        """Locked states (see :meth:`swa_evictable_size`). O(1)."""
+        return self._m_protected
+
     def reset(self) -> None:
         """Drop every node (slots are not freed). O(1)."""
         self._m_evictable = 0

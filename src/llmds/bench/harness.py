@@ -142,6 +142,25 @@ class Measurement:
         }
 
 
+def _timed_run(fn: Callable[[Any], object], setup: Callable[[], Any] | None) -> tuple[float, float]:
+    """One timed run of ``fn`` on a fresh ``setup()`` state: ``(wall_s, cpu_s)``.
+
+    The state is built untimed; GC is collected before and disabled during the run.
+    """
+    state = setup() if setup else None
+    gc.collect()
+    gc.disable()
+    try:
+        c0 = time.process_time()
+        w0 = time.perf_counter()
+        fn(state)
+        w1 = time.perf_counter()
+        c1 = time.process_time()
+    finally:
+        gc.enable()
+    return w1 - w0, c1 - c0
+
+
 def measure(
     fn: Callable[[Any], object],
     *,
@@ -168,20 +187,9 @@ def measure(
     profiler.start()
     try:
         for _ in range(repeat):
-            state = setup() if setup else None
-            gc.collect()
-            gc.disable()
-            try:
-                c0 = time.process_time()
-                w0 = time.perf_counter()
-                fn(state)
-                w1 = time.perf_counter()
-                c1 = time.process_time()
-            finally:
-                gc.enable()
-            wall.append(w1 - w0)
-            cpu.append(c1 - c0)
-            del state
+            w, c = _timed_run(fn, setup)
+            wall.append(w)
+            cpu.append(c)
     finally:
         profiler.stop()
     return Measurement(
@@ -219,23 +227,14 @@ def measure_interleaved(
     delta: dict[str, float] = dict.fromkeys(cases, 0.0)
     for _ in range(repeat):
         for name, (fn, setup) in cases.items():
-            state = setup() if setup else None
             profiler = MemoryProfiler()
-            gc.collect()
             profiler.start()
-            gc.disable()
             try:
-                c0 = time.process_time()
-                w0 = time.perf_counter()
-                fn(state)
-                w1 = time.perf_counter()
-                c1 = time.process_time()
+                w, c = _timed_run(fn, setup)
             finally:
-                gc.enable()
                 profiler.stop()
-            del state
-            wall[name].append(w1 - w0)
-            cpu[name].append(c1 - c0)
+            wall[name].append(w)
+            cpu[name].append(c)
             peak[name] = max(peak[name], profiler.get_peak_rss_mb())
             delta[name] = max(delta[name], profiler.get_memory_delta_mb())
     return {

@@ -220,12 +220,19 @@ def run(ctx: harness.BenchContext) -> dict[str, Any]:
                     harness.measure(single, ops=n_query, repeat=1, warmup=0))
                 runs[lib.name]["batch"].append(
                     harness.measure(batch, ops=n_query, repeat=1, warmup=0))
+        # Per-query latency, one query per call (what the original report's
+        # "p95 < 5 ms at ef=50" claim is about), after the timed rounds.
+        latency = {}
+        for lib in libs:
+            lib.set_ef(ef)
+            latency[lib.name] = harness.latency_percentiles_ms(lib.one, queries)
         for lib in libs:
             m_one = _merge(runs[lib.name]["one"])
             m_batch = _merge(runs[lib.name]["batch"])
             results[lib.name]["per_ef"].append({
                 "ef": ef, "recall": recalls[lib.name], "qps_one": m_one.ops_per_cpu_s,
-                "qps_batch": m_batch.ops_per_cpu_s, "one": m_one.to_dict(),
+                "qps_batch": m_batch.ops_per_cpu_s, "latency_ms": latency[lib.name],
+                "one": m_one.to_dict(),
                 "batch": m_batch.to_dict()})
     for lib in libs:
         lib.release()
@@ -234,6 +241,9 @@ def run(ctx: harness.BenchContext) -> dict[str, Any]:
             rows.append({"impl": name, "ef": e["ef"], "recall@10": round(e["recall"], 4),
                          "qps_one_per_cpu_s": round(e["qps_one"], 1),
                          "qps_batch_per_cpu_s": round(e["qps_batch"], 1),
+                         "p50_ms": round(e["latency_ms"]["p50"], 4),
+                         "p95_ms": round(e["latency_ms"]["p95"], 4),
+                         "p99_ms": round(e["latency_ms"]["p99"], 4),
                          "build_cpu_s": round(r["build_cpu_s"], 3),
                          "memory_mb": (round(r["memory_bytes"] / 2**20, 2)
                                        if r["memory_bytes"] else None),
@@ -251,12 +261,20 @@ def run(ctx: harness.BenchContext) -> dict[str, Any]:
         "log_y": True,
         "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
                     "y": [e["qps_batch"] for e in r["per_ef"]]} for name, r in results.items()],
+    }, {
+        "title": f"p95 latency of one query vs recall@10 ({n_base} base)",
+        "x_label": "recall@10", "y_label": "p95 latency per query (ms)", "kind": "line",
+        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
+                    "y": [e["latency_ms"]["p95"] for e in r["per_ef"]]}
+                   for name, r in results.items()],
     }]
     notes = [
         f"M={M}, ef_construction={EF_CONSTRUCTION}, k={K}, squared L2, one thread for every "
         "library; rates are queries per CPU-second (median of the timed runs).",
         "QPS at recall >= 0.95: each library's best rate over the ef values whose recall@10 "
         "is at least 0.95.",
+        "p50/p95/p99_ms: wall-clock latency of each query, one query per call, timed "
+        "once per query after the throughput rounds.",
         "Build time is one CPU-timed build per library (llmds' kernels compiled beforehand).",
         "Search timings are interleaved: each round runs every library once (one query per "
         "call, then batch), so load bursts on the shared machine hit all libraries alike.",

@@ -10,6 +10,7 @@ import pytest
 
 from llmds.bench import available
 from llmds.cli import main
+from tests.report_trace import untraced_numbers
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,6 @@ def test_report_from_quick_results(results_dir, tmp_path):
     md = (tmp_path / "report.md").read_text()
     for path in results_dir.glob("*.json"):
         assert json.loads(path.read_text())["title"] in md
+    # every number in the report built from the real (quick) results traces to them
+    assert untraced_numbers(md, results_dir) == []
+    assert "## The original report's claims, checked" in md

@@ -58,7 +58,7 @@ def test_report_from_results_folder(tmp_path):
     results = tmp_path / "results"
     write_record(_record(), results)
     (results / "junk.txt").write_text("ignored")
-    paths = build_report(results, tmp_path / "report")
+    paths = build_report(results, tmp_path / "report", docx=False)
     md = (tmp_path / "report" / "report.md").read_text()
     page = (tmp_path / "report" / "report.html").read_text()
     assert [p.name for p in paths] == ["report.md", "report.html"]

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_report", "load_results"]
+__all__ = ["build_report", "load_results", "report_blocks"]
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
@@ -100,13 +100,18 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+_NUMERIC_CELL = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
+
+
 def _html_table(header: list[str], body: list[list[str]]) -> str:
     if not header:
         return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
-    )
+    def cell(c: str) -> str:
+        css = ' class="num"' if _NUMERIC_CELL.match(c) else ""
+        return f"<td{css}>{html.escape(c)}</td>"
+
+    rows = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -179,87 +184,216 @@ def _render_plot(spec: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write ``report.md`` and ``report.html`` (plus ``plots/*.png``) into ``out_dir``."""
+Block = tuple[Any, ...]
+"""One piece of the report: ``("h1"|"h2"|"h3"|"p"|"quote"|"bullet", text)``,
+``("table", header, body)`` or ``("img", relative_path, caption)``."""
+
+
+def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], bool]:
+    """Blocks for one benchmark's section; the flag says matplotlib was missing."""
+    title = rec.get("title", rec["benchmark"])
+    out: list[Block] = [("h3", title)]
+    if "error" in rec:
+        last = rec["error"].strip().splitlines()[-1]
+        return [*out, ("p", f"This benchmark failed: {last}")], False
+    size = rec.get("size", "quick" if rec.get("quick") else "default")
+    out.append(("p", f"Data: {rec.get('data')}. Size: {size}; {rec.get('repeat')} timed "
+                     f"repeats after warm-up; seed {rec.get('seed')}. File: {rec['_file']}."))
+    params = rec.get("params") or {}
+    if params:
+        out.append(("p", "Parameters: " + ", ".join(f"{k}={fmt(v)}" for k, v in params.items())))
+    ratio_rows = _ratio_rows(rec)
+    if ratio_rows:
+        out.append(("table", ["measure", "value", "goal", "status"], ratio_rows))
+    cols, body, skipped = _tables(rec)
+    if cols:
+        out.append(("table", cols, body))
+    out += [("bullet", f"Skipped peer {s}") for s in skipped]
+    out += [("quote", note) for note in rec.get("notes", [])]
+    missing = False
+    for j, spec in enumerate(rec.get("plots", [])):
+        # A peer that was skipped leaves an empty series: plot what was measured.
+        series = [x for x in spec.get("series", []) if _as_list(x.get("y"))]
+        if not series:
+            continue
+        spec = {**spec, "series": series}
+        name = f"{rec['benchmark']}-{j}-{_slug(spec.get('title', ''))}.png"
+        if _render_plot(spec, plots_dir / name):
+            out.append(("img", f"plots/{name}", spec.get("title", "")))
+        else:
+            missing = True
+    return out, missing
+
+
+def _summary_blocks(records: list[dict[str, Any]]) -> list[Block]:
+    """Every measure that has a goal, across the suite, with its status."""
+    body = []
+    for rec in records:
+        for row in _ratio_rows(rec):
+            if row[2] != "–":
+                body.append([rec["benchmark"], *row])
+    failed = [rec["benchmark"] for rec in records if "error" in rec]
+    out: list[Block] = [("h2", "Summary: every measure with a goal")]
+    if body:
+        out.append(("table", ["benchmark", "measure", "value", "goal", "status"], body))
+        out.append(("p", "Status compares the value with the goal the project set; the "
+                         "benchmark sections below say what limits each miss."))
+    if failed:
+        out.append(("p", "Failed benchmarks: " + ", ".join(failed) + "."))
+    return out
+
+
+def _claim_blocks(records: list[dict[str, Any]]) -> list[Block]:
+    from llmds.bench.report_claims import check_claims
+
+    out: list[Block] = [("h2", "The original report's claims, checked"),
+                        ("p", "The report this project started from states the figures below "
+                              "without measuring them. Each is checked against the results "
+                              "in this run; the source column names the file and field.")]
+    for claim in check_claims(records):
+        out.append(("h3", f"Claim: {claim.statement}"))
+        out.append(("p", f"Verdict: {claim.verdict.upper()}. Criterion: {claim.criterion}"))
+        if claim.evidence:
+            body = [[e.label, fmt(e.value),
+                     {True: "yes", False: "no", None: "context"}[e.ok], e.source]
+                    for e in claim.evidence]
+            out.append(("table", ["measured", "value", "meets the claim", "source"], body))
+        out += [("quote", r) for r in claim.remarks]
+    return out
+
+
+_MEMORY_KEYS = re.compile(r"^(memory_mb|index_bytes|bytes_per_posting|file_bytes_per_posting|"
+                          r"memory_saved_fraction|pages_with_sharing|pages_without_sharing|"
+                          r".*per_request.*|.*memory_saved.*)$")
+
+
+def _memory_blocks(records: list[dict[str, Any]]) -> list[Block]:
+    """Memory measures of the structures themselves (not the process RSS)."""
+    body = []
+    for rec in records:
+        for row in rec.get("rows", []):
+            flat = _flatten(row)
+            label = " ".join(fmt(flat[k]) for k in ("impl", "stage", "experiment", "config",
+                                                     "collection", "page_size", "ef")
+                             if k in flat and flat[k] is not None)
+            for key, value in flat.items():
+                if _MEMORY_KEYS.match(key) and isinstance(value, (int, float)):
+                    body.append([rec["benchmark"], label, key, fmt(value)])
+    if not body:
+        return []
+    return [("h2", "Memory"), ("table", ["benchmark", "row", "measure", "value"], body)]
+
+
+def report_blocks(records: list[dict[str, Any]], results_dir: Path,
+                  plots_dir: Path) -> list[Block]:
+    """The whole report as renderer-neutral blocks (Markdown, HTML and Word share them)."""
+    out: list[Block] = [("h1", "llmds benchmark report")]
+    out.append(("p", f"Generated from the result files in {results_dir} (listed at the end). "
+                     "Every number below is copied from those files; ratios compare llmds "
+                     "with the peer library timed on the same workload in the same run."))
+    env = next((r["env"] for r in records if "env" in r), None)
+    if env:
+        out.append(("p", f"Environment: Python {env.get('python')} on {env.get('platform')}, "
+                         f"{env.get('cpu_count')} CPUs, {env.get('memory_gb')} GiB; commit "
+                         f"{env.get('git_commit')}; {env.get('timestamp')}."))
+    out += _summary_blocks(records)
+    out += _claim_blocks(records)
+    out.append(("h2", "Results by benchmark"))
+    missing = False
+    for rec in records:
+        blocks, miss = _record_blocks(rec, plots_dir)
+        out += blocks
+        missing |= miss
+    if missing:
+        out.append(("p", "Plots were skipped: matplotlib is not installed "
+                         "(pip install llmds[bench])."))
+    out += _memory_blocks(records)
+    out.append(("h2", "Result files"))
+    out += [("bullet", rec["_file"]) for rec in records]
+    return out
+
+
+def _to_markdown(blocks: list[Block]) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + b[1], ""]
+        elif kind == "p":
+            lines += [b[1], ""]
+        elif kind == "quote":
+            lines += [f"> {b[1]}", ""]
+        elif kind == "bullet":
+            lines += [f"- {b[1]}"]
+        elif kind == "table":
+            lines += [_md_table(b[1], b[2]), ""]
+        elif kind == "img":
+            lines += [f"![{b[2]}]({b[1]})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _to_html(blocks: list[Block]) -> str:
+    parts: list[str] = []
+    in_list = False
+    for b in blocks:
+        kind = b[0]
+        if in_list and kind != "bullet":
+            parts.append("</ul>")
+            in_list = False
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
+        elif kind == "p":
+            text = html.escape(b[1])
+            for verdict, css in (("HOLDS IN PART", "partly"), ("DOES NOT HOLD", "fails"),
+                                 ("NOT MEASURED", "unmeasured"), ("HOLDS", "holds")):
+                tag = f"Verdict: {verdict}."
+                if text.startswith(tag):
+                    text = f'<span class="verdict {css}">{tag}</span>' + text[len(tag):]
+                    break
+            parts.append(f"<p>{text}</p>")
+        elif kind == "quote":
+            parts.append(f"<blockquote>{html.escape(b[1])}</blockquote>")
+        elif kind == "bullet":
+            if not in_list:
+                parts.append("<ul>")
+                in_list = True
+            parts.append(f"<li>{html.escape(b[1])}</li>")
+        elif kind == "table":
+            parts.append(_html_table(b[1], b[2]))
+        elif kind == "img":
+            cap = html.escape(b[2])
+            parts.append(f'<figure><img src="{html.escape(b[1])}" alt="{cap}">'
+                         f"<figcaption>{cap}</figcaption></figure>")
+    if in_list:
+        parts.append("</ul>")
+    return _HTML_HEAD + "\n".join(parts) + "\n</body></html>\n"
+
+
+def build_report(results_dir: Path, out_dir: Path, *, docx: bool | None = None) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir``.
+
+    Also ``report.docx`` (the seed report's outline, filled with the measurements) when
+    python-docx is installed (the ``report`` extra); ``docx=True`` requires it,
+    ``docx=False`` skips it. Returns the written report files.
+    """
     records = load_results(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
-    md: list[str] = ["# llmds benchmark report", ""]
-    hp: list[str] = ["<h1>llmds benchmark report</h1>"]
-    intro = (f"Generated from {len(records)} result file(s) in `{results_dir}`. Every number "
-             "below is copied from those files; ratios compare llmds with the peer library "
-             "timed on the same workload in the same run.")
-    md += [intro, ""]
-    hp.append(f"<p>{html.escape(intro)}</p>")
-    if records:
-        env = next((r["env"] for r in records if "env" in r), None)
-        if env:
-            desc = (f"Python {env.get('python')} on {env.get('platform')}, "
-                    f"{env.get('cpu_count')} CPUs, {env.get('memory_gb')} GiB; "
-                    f"commit {env.get('git_commit')}; {env.get('timestamp')}")
-            md += [f"Environment: {desc}", ""]
-            hp.append(f"<p>Environment: {html.escape(desc)}</p>")
-    matplotlib_missing = False
-    for rec in records:
-        title = rec.get("title", rec["benchmark"])
-        md += [f"## {title}", ""]
-        hp.append(f"<h2>{html.escape(title)}</h2>")
-        if "error" in rec:
-            last = rec["error"].strip().splitlines()[-1]
-            md += [f"**This benchmark failed:** `{last}`", ""]
-            hp.append(f"<p><b>This benchmark failed:</b> <code>{html.escape(last)}</code></p>")
-            continue
-        size = rec.get("size", "quick" if rec.get("quick") else "default")
-        meta = (f"Data: {rec.get('data')}. Size: {size}; "
-                f"{rec.get('repeat')} timed repeats after warm-up; seed {rec.get('seed')}.")
-        md += [meta, ""]
-        hp.append(f"<p>{html.escape(meta)}</p>")
-        params = rec.get("params") or {}
-        if params:
-            ptxt = ", ".join(f"{k}={fmt(v)}" for k, v in params.items())
-            md += [f"Parameters: {ptxt}", ""]
-            hp.append(f"<p>Parameters: {html.escape(ptxt)}</p>")
-        ratio_rows = _ratio_rows(rec)
-        if ratio_rows:
-            header = ["measure", "value", "goal", "status"]
-            md += [_md_table(header, ratio_rows), ""]
-            hp.append(_html_table(header, ratio_rows))
-        cols, body, skipped = _tables(rec)
-        if cols:
-            md += [_md_table(cols, body), ""]
-            hp.append(_html_table(cols, body))
-        for s in skipped:
-            md += [f"- Skipped peer {s}"]
-            hp.append(f"<p>Skipped peer {html.escape(s)}</p>")
-        if skipped:
-            md.append("")
-        for note in rec.get("notes", []):
-            md += [f"> {note}", ""]
-            hp.append(f"<blockquote>{html.escape(note)}</blockquote>")
-        for j, spec in enumerate(rec.get("plots", [])):
-            # A peer that was skipped leaves an empty series: plot what was measured.
-            series = [x for x in spec.get("series", []) if _as_list(x.get("y"))]
-            if not series:
-                continue
-            spec = {**spec, "series": series}
-            name = f"{rec['benchmark']}-{j}-{_slug(spec.get('title', ''))}.png"
-            if _render_plot(spec, plots_dir / name):
-                md += [f"![{spec.get('title', '')}](plots/{name})", ""]
-                cap = html.escape(spec.get("title", ""))
-                hp.append(f'<figure><img src="plots/{name}" alt="{cap}">'
-                          f"<figcaption>{cap}</figcaption></figure>")
-            else:
-                matplotlib_missing = True
-    if matplotlib_missing:
-        note = "Plots were skipped: matplotlib is not installed (pip install llmds[bench])."
-        md += [note, ""]
-        hp.append(f"<p>{note}</p>")
+    blocks = report_blocks(records, results_dir, plots_dir)
     md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    md_path.write_text(_to_markdown(blocks), encoding="utf-8")
     html_path = out_dir / "report.html"
-    html_path.write_text(_HTML_HEAD + "\n".join(hp) + "\n</body></html>\n", encoding="utf-8")
-    return [md_path, html_path]
+    html_path.write_text(_to_html(blocks), encoding="utf-8")
+    paths = [md_path, html_path]
+    if docx is not False:
+        from llmds.bench import report_docx
+
+        if report_docx.available():
+            paths.append(report_docx.write_docx(records, blocks, out_dir / "report.docx"))
+        elif docx:
+            raise ImportError("the Word report needs python-docx: pip install llmds[report]")
+    return paths
 
 
 _HTML_HEAD = """<!DOCTYPE html>
@@ -268,9 +402,13 @@ _HTML_HEAD = """<!DOCTYPE html>
 body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em;
        color: #222; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f3f7; }
-td:first-child, th:first-child { text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.verdict { font-weight: bold; padding: 0 0.3em; border-radius: 3px; }
+.holds { background: #d7f0d7; } .partly { background: #fbeecb; } .fails { background: #f6d3d3; }
+.unmeasured { background: #e4e4e4; }
+h3 { margin-top: 1.6em; }
 blockquote { color: #444; border-left: 3px solid #9ab; margin: 0.5em 0; padding-left: 0.8em; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 </style></head><body>

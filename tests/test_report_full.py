@@ -1,0 +1,145 @@
+"""The full report: summary, claims check, memory, Word document, number tracing."""
+
+import pytest
+
+from llmds.bench.harness import BenchContext, result_record, write_record
+from llmds.bench.report import build_report, load_results
+from llmds.bench.report_claims import FAILS, HOLDS, PARTLY, UNMEASURED, check_claims
+from tests.report_trace import traceable_numbers, untraced_numbers
+
+CTX = BenchContext(quick=True)
+
+
+def _kv(saved=(0.634, 0.283)):
+    rows = [{"impl": f"prefix sharing, page {p}", "stage": "memory", "page_size": p,
+             "pages_with_sharing": 100 + i, "pages_without_sharing": 300 + i,
+             "memory_saved_fraction": s}
+            for i, (p, s) in enumerate(zip((16, 256), saved, strict=True))]
+    return result_record("kv_cache", "KV cache", ctx=CTX, params={"page_sizes": [16, 256]},
+                         data="synthetic, seed 0", rows=rows,
+                         ratios=[{"name": "memory saved by prefix sharing, page 16",
+                                  "value": saved[0], "goal": 0.3}])
+
+
+def _sim(cap=0.877, p95=1070.89):
+    rows = [{"impl": "llmds.sim", "load": 0.9, "max_wait_ms": 50.0, "capacity_vs_full": cap,
+             "p95_e2e_ms": p95},
+            {"impl": "llmds.sim", "load": 0.9, "max_wait_ms": 5.0, "capacity_vs_full": 0.61,
+             "p95_e2e_ms": 80.5}]
+    return result_record("sim", "Serving simulator", ctx=CTX,
+                         params={"cost_model": {"overhead_ms": 8.0, "per_token_ms": 0.06}},
+                         data="synthetic, seed 0", rows=rows,
+                         ratios=[{"name": "goodput EDF / FCFS at load 1.2", "value": 1.42,
+                                  "goal": 1.3},
+                                 {"name": "memory saved by RadixCache vs off", "value": 0.41,
+                                  "goal": None}])
+
+
+def _hnsw(recall=0.9989, p95=0.1472, m=16):
+    rows = [{"impl": impl, "ef": ef, "recall@10": recall - 0.01 * (ef == 10),
+             "qps_one_per_cpu_s": 6649.8, "p95_ms": p95, "memory_mb": 62.93}
+            for impl in ("llmds", "hnswlib") for ef in (10, 50)]
+    return result_record("hnsw", "HNSW", ctx=CTX, params={"M": m, "efs": [10, 50]},
+                         data="Fashion-MNIST sample", rows=rows,
+                         ratios=[{"name": "QPS at recall >= 0.95 vs hnswlib (batch)",
+                                  "value": 1.063, "goal": 1.1},
+                                 {"name": "QPS vs faiss at ef=50", "value": 0.84,
+                                  "goal": None}],
+                         plots=[{"title": "recall vs qps", "kind": "line", "x_label": "recall",
+                                 "y_label": "QPS", "series": [{"label": "llmds",
+                                                              "x": [0.9889, 0.9989],
+                                                              "y": [9000.0, 6649.8]}]}])
+
+
+def _results(tmp_path, *records):
+    folder = tmp_path / "results"
+    for rec in records:
+        write_record(rec, folder)
+    return folder
+
+
+def _claims(folder):
+    return {c.key: c for c in check_claims(load_results(folder))}
+
+
+def test_claim_verdicts_follow_the_measurements(tmp_path):
+    c = _claims(_results(tmp_path / "a", _kv(), _sim(), _hnsw()))
+    assert c["prefix_sharing"].verdict == PARTLY  # 0.634 meets 30%, 0.283 does not
+    assert [e.ok for e in c["prefix_sharing"].evidence] == [True, False, True]
+    assert c["max_wait"].verdict == FAILS
+    assert c["hnsw"].verdict == HOLDS
+    assert {e.source.split(":")[0] for e in c["hnsw"].evidence} == {"hnsw.json"}
+
+    c = _claims(_results(tmp_path / "b", _kv((0.5, 0.31)), _sim(0.96, 95.0),
+                         _hnsw(p95=7.5)))
+    assert c["prefix_sharing"].verdict == HOLDS  # 0.5, 0.31 and the sim's 0.41: all >= 0.3
+    assert c["max_wait"].verdict == HOLDS
+    assert c["hnsw"].verdict == FAILS  # recall fine, p95 above 5 ms
+
+    c = _claims(_results(tmp_path / "c", _kv((0.1, 0.0))))
+    assert c["prefix_sharing"].verdict == FAILS
+    assert c["max_wait"].verdict == UNMEASURED and c["hnsw"].verdict == UNMEASURED
+    assert "llmds bench sim" in c["max_wait"].remarks[0]
+
+
+def test_claims_need_the_claimed_configuration(tmp_path):
+    c = _claims(_results(tmp_path, _hnsw(m=32)))
+    assert c["hnsw"].verdict == UNMEASURED and "M=32" in c["hnsw"].remarks[0]
+    folder = tmp_path / "err"
+    folder.mkdir()
+    (folder / "sim.error.json").write_text('{"benchmark": "sim", "error": "x\\nValueError: y"}')
+    assert _claims(folder)["max_wait"].verdict == UNMEASURED
+
+
+def test_every_number_in_the_report_comes_from_a_result_file(tmp_path):
+    folder = _results(tmp_path, _kv(), _sim(), _hnsw())
+    build_report(folder, tmp_path / "out", docx=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert untraced_numbers(md, folder) == []
+    for section in ("## Summary", "## The original report's claims, checked", "## Memory",
+                    "## Result files", "Verdict: HOLDS IN PART.", "Verdict: DOES NOT HOLD.",
+                    "Verdict: HOLDS."):
+        assert section in md
+    # the checker is not vacuous: a number typed into the report is caught
+    assert untraced_numbers(md + "\nthroughput rose by 17.25%\n", folder) == ["17.25"]
+    assert "1,071" in traceable_numbers(folder)
+
+
+def test_memory_section_lists_structure_memory_not_process_rss(tmp_path):
+    folder = _results(tmp_path, _kv(), _hnsw())
+    build_report(folder, tmp_path / "out", docx=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    memory = md.split("## Memory")[1].split("## Result files")[0]
+    assert "memory_saved_fraction" in memory and "memory_mb" in memory
+    assert "peak_rss" not in memory
+
+
+def test_word_report_follows_the_seed_outline(tmp_path):
+    docx = pytest.importorskip("docx")
+    folder = _results(tmp_path, _kv(), _sim(), _hnsw())
+    paths = build_report(folder, tmp_path / "out", docx=True)
+    assert [p.name for p in paths] == ["report.md", "report.html", "report.docx"]
+    doc = docx.Document(str(tmp_path / "out" / "report.docx"))
+    headings = [p.text for p in doc.paragraphs if p.style.name.startswith("Heading")]
+    for h in ("Abstract", "1. Application Context", "2. Chosen Data Structures",
+              "2.1 Paged KV Cache", "3. Design Rationale & Complexity", "3.1 Memory Efficiency",
+              "3.2 Latency vs. Throughput", "3.3 Retrieval Accuracy",
+              "4. Implementation Overview", "5. Challenges & Limitations", "References"):
+        assert h in headings
+    cells = {c.text for t in doc.tables for row in t.rows for c in row.cells}
+    assert "0.634" in cells and "1,071" in cells
+    assert len(doc.inline_shapes) == 1  # the one plot
+    text = "\n".join(p.text for p in doc.paragraphs)
+    assert "Verdict: DOES NOT HOLD." in text
+
+
+def test_docx_false_skips_and_true_requires_python_docx(tmp_path, monkeypatch):
+    from llmds.bench import report_docx
+
+    folder = _results(tmp_path, _kv())
+    assert [p.name for p in build_report(folder, tmp_path / "o", docx=False)] == [
+        "report.md", "report.html"]
+    monkeypatch.setattr(report_docx, "available", lambda: False)
+    assert len(build_report(folder, tmp_path / "o2")) == 2
+    with pytest.raises(ImportError, match="python-docx"):
+        build_report(folder, tmp_path / "o3", docx=True)

@@ -267,6 +267,7 @@ def test_bench_sim_quick_smoke():
     policy=st.sampled_from(POLICIES),
     chunked=st.booleans(),
     prefix=st.booleans(),
+    backend=st.sampled_from(["kvcache", "radix"]),
     page=st.sampled_from([1, 4, 16]),
     extra_pages=st.integers(0, 60),
     seqs=st.integers(1, 8),
@@ -275,7 +276,7 @@ def test_bench_sim_quick_smoke():
     seed=st.integers(0, 10_000),
 )
 def test_conservation_random_configs(
-    mode, policy, chunked, prefix, page, extra_pages, seqs, budget, rate, seed
+    mode, policy, chunked, prefix, backend, page, extra_pages, seqs, budget, rate, seed
 ):
     reqs = synthetic_workload(
         25, rate, prompt=LengthDist("uniform", low=1, high=40),
@@ -284,7 +285,8 @@ def test_conservation_random_configs(
     )
     need = max(-(-(r.prompt_tokens + r.output_tokens) // page) for r in reqs)
     cfg = SimConfig(mode=mode, policy=policy, chunked_prefill=chunked, prefix_caching=prefix,
-                    kv_page_size=page, kv_pages=need + extra_pages, max_num_seqs=seqs,
+                    kv_backend=backend, kv_page_size=page, kv_pages=need + extra_pages,
+                    max_num_seqs=seqs,
                     max_num_batched_tokens=budget, max_wait_ms=20.0)
     res = simulate(reqs, cfg)
     _conserved(reqs, res, cfg)

@@ -1,7 +1,8 @@
 """``llmds.sim``: a deterministic discrete-event LLM serving simulator.
 
-Built from the real llmds structures (AdmissionController, Scheduler, KVCache) on a
-simulated clock; see :mod:`llmds.sim.engine`. Quick start::
+Built from the real llmds structures (AdmissionController, Scheduler, KVCache or
+RadixCache + PagedAllocator) on a simulated clock; see :mod:`llmds.sim.engine` and
+:mod:`llmds.sim.kv_backends`. Quick start::
 
     from llmds.sim import SimConfig, simulate, synthetic_workload
     result = simulate(synthetic_workload(1000, rate=5.0, seed=0), SimConfig())
@@ -15,12 +16,14 @@ from llmds.sim.arrivals import (
     LengthDist,
     SimRequest,
     SLOClass,
+    Tenant,
     arrival_times,
     synthetic_workload,
     trace_workload,
 )
 from llmds.sim.cost_model import CostModel
 from llmds.sim.engine import (
+    KV_BACKENDS,
     MODES,
     POLICIES,
     SCENARIOS,
@@ -30,20 +33,26 @@ from llmds.sim.engine import (
     scenario,
     simulate,
 )
+from llmds.sim.kv_backends import KVCacheBackend, RadixBackend, TokenRemap
 from llmds.sim.metrics import RequestRecord, format_table, summarize
 
 __all__ = [
+    "KV_BACKENDS",
     "MODES",
     "POLICIES",
     "SCENARIOS",
     "CostModel",
+    "KVCacheBackend",
     "LengthDist",
+    "RadixBackend",
     "RequestRecord",
     "SLOClass",
     "SimConfig",
     "SimRequest",
     "SimResult",
     "Simulator",
+    "Tenant",
+    "TokenRemap",
     "arrival_times",
     "format_table",
     "scenario",

@@ -26,6 +26,7 @@ __all__ = [
     "LengthDist",
     "SLOClass",
     "SimRequest",
+    "Tenant",
     "arrival_times",
     "synthetic_workload",
     "trace_workload",
@@ -116,6 +117,37 @@ class SLOClass:
                 _positive(v, field)
 
 
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant: its share of the arriving requests and how the server treats it.
+
+    Workload side: ``share`` (relative weight when requests are assigned to
+    tenants by :func:`synthetic_workload` / :func:`trace_workload`). Server side
+    (:class:`~llmds.sim.engine.SimConfig` ``tenants``): ``weight`` is the tenant's
+    fair share under ``policy="fair"`` (start-time fair queueing: a tenant with
+    weight 2 gets twice the token service of one with weight 1 when both are
+    backlogged); ``qps_limit`` / ``token_rate_limit`` give the tenant its own
+    :class:`~llmds.admissions.AdmissionController` token bucket (``None``: no
+    per-tenant limit), checked before the global one.
+    """
+
+    name: str
+    share: float = 1.0
+    weight: float = 1.0
+    qps_limit: float | None = None
+    token_rate_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty str, got {self.name!r}")
+        _positive(self.share, "share")
+        _positive(self.weight, "weight")
+        for field in ("qps_limit", "token_rate_limit"):
+            v = getattr(self, field)
+            if v is not None:
+                _positive(v, field)
+
+
 class SimRequest:
     """One simulated request (input to :class:`~llmds.sim.engine.Simulator`).
 
@@ -149,7 +181,7 @@ class SimRequest:
         ttft_slo_ms: float | None = None,
         e2e_slo_ms: float | None = None,
         tpot_slo_ms: float | None = None,
-        tenant: int = 0,
+        tenant: str | int = 0,
     ) -> None:
         if prompt_tokens < 1 or output_tokens < 1:
             raise ValueError(
@@ -175,7 +207,7 @@ class SimRequest:
         return (
             f"SimRequest(request_id={self.request_id}, arrival={self.arrival:.6f}, "
             f"prompt_tokens={self.prompt_tokens}, output_tokens={self.output_tokens}, "
-            f"slo_class={self.slo_class!r})"
+            f"slo_class={self.slo_class!r}, tenant={self.tenant!r})"
         )
 
 
@@ -215,14 +247,27 @@ def _assign_classes(
     return [slo_classes[i] for i in idx]
 
 
+def _assign_tenants(seed: int, n: int, tenants: Sequence[Tenant] | None) -> list[str | int]:
+    """Tenant names by ``share`` from their own stream (other draws are unchanged)."""
+    if not tenants:
+        return [0] * n
+    names = [t.name for t in tenants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"tenant names must be distinct, got {names}")
+    w = np.array([t.share for t in tenants], dtype=np.float64)
+    idx = np.random.default_rng([seed, 3]).choice(len(tenants), size=n, p=w / w.sum())
+    return [names[i] for i in idx]
+
+
 def _make(
-    rid: int, t: float, p: int, o: int, cls: SLOClass | None, ids: npt.NDArray[np.int64] | None
+    rid: int, t: float, p: int, o: int, cls: SLOClass | None, ids: npt.NDArray[np.int64] | None,
+    tenant: str | int = 0,
 ) -> SimRequest:
     if cls is None:
-        return SimRequest(rid, t, p, o, token_ids=ids)
+        return SimRequest(rid, t, p, o, token_ids=ids, tenant=tenant)
     return SimRequest(
         rid, t, p, o, token_ids=ids, slo_class=cls.name, ttft_slo_ms=cls.ttft_ms,
-        e2e_slo_ms=cls.e2e_ms, tpot_slo_ms=cls.tpot_ms,
+        e2e_slo_ms=cls.e2e_ms, tpot_slo_ms=cls.tpot_ms, tenant=tenant,
     )
 
 
@@ -235,12 +280,14 @@ def synthetic_workload(
     prompt: LengthDist | None = None,
     output: LengthDist | None = None,
     slo_classes: Sequence[SLOClass] | None = None,
+    tenants: Sequence[Tenant] | None = None,
     seed: int = 0,
 ) -> list[SimRequest]:
     """Seeded requests with independent prompt/output lengths (no shared prefixes). O(n).
 
     Defaults: prompts ``LengthDist("uniform", low=64, high=1024)``, outputs
-    ``LengthDist("uniform", low=16, high=256)``.
+    ``LengthDist("uniform", low=16, high=256)``. ``tenants``: requests are assigned
+    to them by ``share`` (default: every request is tenant ``0``).
     """
     n = _count(num_requests, "num_requests")
     times = arrival_times(n, rate, process, cv=cv, seed=seed)
@@ -250,8 +297,10 @@ def synthetic_workload(
     plen = prompt.sample(rng, n)
     olen = output.sample(rng, n)
     classes = _assign_classes(rng, n, slo_classes)
+    who = _assign_tenants(seed, n, tenants)
     return [
-        _make(i, float(times[i]), int(plen[i]), int(olen[i]), classes[i], None) for i in range(n)
+        _make(i, float(times[i]), int(plen[i]), int(olen[i]), classes[i], None, who[i])
+        for i in range(n)
     ]
 
 
@@ -262,6 +311,7 @@ def trace_workload(
     process: str = "poisson",
     cv: float = 2.0,
     slo_classes: Sequence[SLOClass] | None = None,
+    tenants: Sequence[Tenant] | None = None,
     seed: int = 0,
 ) -> list[SimRequest]:
     """Replay a multi-turn chat trace (prompts, outputs, token ids) at ``rate`` req/s. O(T).
@@ -274,8 +324,11 @@ def trace_workload(
     times = arrival_times(len(trace), rate, process, cv=cv, seed=seed)
     rng = np.random.default_rng([seed, 2])
     classes = _assign_classes(rng, len(trace), slo_classes)
+    who = _assign_tenants(seed, len(trace), tenants)
     out = []
     for i, r in enumerate(trace):
         ids = np.concatenate((r.prompt, r.output)).astype(np.int64)
-        out.append(_make(i, float(times[i]), len(r.prompt), len(r.output), classes[i], ids))
+        out.append(
+            _make(i, float(times[i]), len(r.prompt), len(r.output), classes[i], ids, who[i])
+        )
     return out

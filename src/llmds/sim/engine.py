@@ -1,11 +1,30 @@
 """Deterministic discrete-event LLM server built from the real llmds structures.
 
-The server gates arrivals with :class:`~llmds.admissions.AdmissionController`, queues
-them in :class:`~llmds.scheduler.Scheduler` and keeps KV memory in
-:class:`~llmds.kv_cache.KVCache` (token-level ``allocate``/``append_tokens``/``free``
-with hash-chain prefix sharing). All three read the simulated clock, which jumps from
-event to event (no sleeping). Time per iteration comes from a
-:class:`~llmds.sim.cost_model.CostModel`.
+The server gates arrivals with :class:`~llmds.admissions.AdmissionController` (one
+global bucket and, optionally, one per tenant), queues them in
+:class:`~llmds.scheduler.Scheduler` and keeps KV memory in one of two backends
+(:mod:`llmds.sim.kv_backends`): :class:`~llmds.kv_cache.KVCache` (``kv_backend=
+"kvcache"``: token-level ``allocate``/``append_tokens``/``free`` with hash-chain prefix
+sharing) or :class:`~llmds.mem_cache.RadixCache` over a
+:class:`~llmds.paged_allocator.PagedAllocator` (``kv_backend="radix"``: match, lock,
+LRU-evict, insert). ``prefix_caching=False`` turns prefix reuse off in either. All of
+them read the simulated clock, which jumps from event to event (no sleeping). Time
+per iteration comes from a :class:`~llmds.sim.cost_model.CostModel`.
+
+Tenants (``SimConfig.tenants``, requests' ``tenant``): a tenant with ``qps_limit`` /
+``token_rate_limit`` has its own admission bucket (rejections are counted as
+``tenant_<reason>``); ``policy="fair"`` orders the queue by start-time fair queueing
+(SFQ, Goyal et al. 1996) over tenants: a request's tag is ``max(V, F[tenant])``, its
+tenant's finish tag advances by ``(prompt + output tokens) / weight``, ``V`` is the
+tag of the last request taken from the queue, and the smallest tag runs first (FIFO
+on ties). A backlogged tenant then gets service in proportion to its weight however
+much the others send. ``metrics["by_tenant"]`` has goodput and TTFT per tenant.
+
+Memory per running request: every iteration records the KV pages held by live
+requests (shared pages counted once) and the number of running requests, weighted by
+the iteration's duration; ``kv_pages_per_running_mean`` is their ratio (time-weighted
+pages over time-weighted requests), ``kv_pages_per_running_peak`` the largest
+per-iteration ratio and ``kv_active_pages_peak`` the largest page count.
 
 Two batching modes:
 
@@ -40,13 +59,14 @@ import numpy as np
 
 from llmds.admissions import AdmissionController
 from llmds.errors import CapacityError
-from llmds.kv_cache import KVCache
 from llmds.scheduler import Request, Scheduler
-from llmds.sim.arrivals import SimRequest
+from llmds.sim.arrivals import SimRequest, Tenant
 from llmds.sim.cost_model import CostModel
+from llmds.sim.kv_backends import KV_BACKENDS, make_backend
 from llmds.sim.metrics import FINISHED, REJECTED, RequestRecord, summarize
 
 __all__ = [
+    "KV_BACKENDS",
     "MODES",
     "POLICIES",
     "SCENARIOS",
@@ -58,12 +78,18 @@ __all__ = [
 ]
 
 MODES = ("continuous", "micro_batch")
-POLICIES = ("default", "fcfs", "edf", "sjf")
-_UNIQUE_BASE = 1 << 32  # synthetic token ids: (request_id + 1) * 2**32 + position
+POLICIES = ("default", "fcfs", "edf", "sjf", "fair")
 
 
-def _policy_fn(policy: str) -> Callable[[Request], float] | None:
-    """Scheduler ``priority_fn`` for a policy name (higher runs first)."""
+def _policy_fn(
+    policy: str, tag: Callable[[], float] | None = None
+) -> Callable[[Request], float] | None:
+    """Scheduler ``priority_fn`` for a policy name (higher runs first).
+
+    ``"fair"`` reads the SFQ start tag of the request being submitted from ``tag()``.
+    """
+    if policy == "fair":
+        return (lambda r: -tag()) if tag is not None else (lambda r: 0.0)
     if policy == "default":
         return None  # Scheduler's own order: earliest deadline, fewest tokens, FIFO
     if policy == "fcfs":
@@ -89,9 +115,13 @@ class SimConfig:
     (micro_batch); ``max_wait_ms``: the Scheduler's wait rule (micro_batch);
     ``max_num_batched_tokens``: per-iteration token budget (continuous);
     ``chunked_prefill``; ``kv_page_size``/``kv_pages``: the KV pool;
-    ``prefix_caching``; ``qps_limit``/``token_rate_limit`` (None: no admission
-    control; set either to enable it, the other then defaults to unlimited-ish
-    1e12); ``cost``: the iteration cost model.
+    ``kv_backend``: one of :data:`KV_BACKENDS` (``"kvcache"`` hash-chain KVCache,
+    ``"radix"`` RadixCache + PagedAllocator); ``prefix_caching``;
+    ``qps_limit``/``token_rate_limit`` (None: no admission control; set either to
+    enable it, the other then defaults to unlimited-ish 1e12); ``tenants``: a
+    tuple of :class:`~llmds.sim.arrivals.Tenant` (per-tenant buckets and
+    ``policy="fair"`` weights; tenants not listed have weight 1 and no bucket);
+    ``cost``: the iteration cost model.
     """
 
     mode: str = "continuous"
@@ -106,6 +136,8 @@ class SimConfig:
     qps_limit: float | None = None
     token_rate_limit: float | None = None
     cost: CostModel = field(default_factory=CostModel)
+    kv_backend: str = "kvcache"
+    tenants: tuple[Tenant, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -123,6 +155,18 @@ class SimConfig:
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
         if not isinstance(self.cost, CostModel):
             raise TypeError(f"cost must be a CostModel, got {type(self.cost).__name__}")
+        if self.kv_backend not in KV_BACKENDS:
+            raise ValueError(f"kv_backend must be one of {KV_BACKENDS}, got {self.kv_backend!r}")
+        if not isinstance(self.chunked_prefill, bool) or not isinstance(self.prefix_caching,
+                                                                        bool):
+            raise TypeError("chunked_prefill and prefix_caching must be bools")
+        if not isinstance(self.tenants, tuple) or not all(
+            isinstance(t, Tenant) for t in self.tenants
+        ):
+            raise TypeError(f"tenants must be a tuple of Tenant, got {self.tenants!r}")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tenants must have distinct names, got {names}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +179,7 @@ class SimResult:
     scheduler_stats: dict[str, Any]
     admission_stats: dict[str, Any] | None
     kv_stats: dict[str, Any]
+    tenant_admission_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Run:
@@ -142,21 +187,17 @@ class _Run:
 
     __slots__ = ("computed", "deadline", "ids", "kv_len", "rec", "req", "sid", "target")
 
-    def __init__(self, req: SimRequest, rec: RequestRecord, sid: int, deadline: float) -> None:
+    def __init__(
+        self, req: SimRequest, rec: RequestRecord, sid: int, deadline: float, ids: np.ndarray
+    ) -> None:
         self.req = req
         self.rec = rec
         self.sid = sid  # scheduler request id
         self.deadline = deadline
         self.computed = 0  # tokens whose KV is computed
         self.target = 0  # tokens to prefill in the current attempt (prompt + generated)
-        self.kv_len = 0  # token ids handed to the KVCache (<= slots in its pages)
-        if req.token_ids is not None:
-            self.ids = np.asarray(req.token_ids, dtype=np.uint64)
-        else:
-            n = req.prompt_tokens + req.output_tokens
-            self.ids = np.arange(n, dtype=np.uint64) + np.uint64(
-                (req.request_id + 1) * _UNIQUE_BASE
-            )
+        self.kv_len = 0  # token ids handed to the KV backend (<= slots in its pages)
+        self.ids = ids  # in the backend's id space (see kv_backends.TokenRemap)
 
 
 class Simulator:
@@ -220,10 +261,15 @@ class Simulator:
         reqs = sorted(requests, key=lambda r: (r.arrival, r.request_id))
         self.now = 0.0
         clock = self._clock
+        self._tag = 0.0  # SFQ start tag of the request being submitted (policy "fair")
+        self._vtime = 0.0  # SFQ virtual time: tag of the last request taken from the queue
+        self._finish_tag: dict[Any, float] = {}  # tenant -> finish tag of its last request
+        self._tags: dict[int, float] = {}  # scheduler id -> start tag
+        self._weights: dict[Any, float] = {t.name: float(t.weight) for t in cfg.tenants}
         self.sched = Scheduler(
             max_batch_size=cfg.max_num_seqs if cfg.mode == "micro_batch" else 1,
             max_wait_ms=cfg.max_wait_ms if cfg.mode == "micro_batch" else 0.0,
-            priority_fn=_policy_fn(cfg.policy),
+            priority_fn=_policy_fn(cfg.policy, lambda: self._tag),
             clock=clock,
             history=0,
         )
@@ -236,12 +282,21 @@ class Simulator:
                 ),
                 clock=clock,
             )
-        self.kv = KVCache(
-            page_size=cfg.kv_page_size,
-            max_pages=cfg.kv_pages,
-            enable_prefix_sharing=cfg.prefix_caching,
-            dtype=np.float32,
-        )
+        self.tenant_admission: dict[Any, AdmissionController] = {
+            t.name: AdmissionController(
+                qps_target=t.qps_limit if t.qps_limit is not None else 1e12,
+                token_rate_limit=t.token_rate_limit if t.token_rate_limit is not None else 1e12,
+                clock=clock,
+            )
+            for t in cfg.tenants
+            if t.qps_limit is not None or t.token_rate_limit is not None
+        }
+        self.kv = make_backend(cfg.kv_backend, cfg.kv_page_size, cfg.kv_pages,
+                               cfg.prefix_caching)
+        self._mem_area = 0.0  # sum of active pages * iteration duration
+        self._run_area = 0.0  # sum of running requests * iteration duration
+        self._mem_peak = 0
+        self._per_run_peak = 0.0
         self.records = [RequestRecord(r) for r in reqs]
         self.runs: dict[int, _Run] = {}  # scheduler id -> run
         self.kv_util: list[tuple[float, float]] = []
@@ -260,6 +315,13 @@ class Simulator:
             "kv_utilisation_max": max((u for _, u in self.kv_util), default=0.0),
             "num_iterations": len(self.kv_util),
             "busy_s": self.busy_s,
+            "kv_backend": self.kv.name,
+            "kv_pages_per_running_mean": (
+                self._mem_area / self._run_area if self._run_area else 0.0
+            ),
+            "kv_pages_per_running_peak": self._per_run_peak,
+            "kv_active_pages_mean": self._mem_area / self.busy_s if self.busy_s else 0.0,
+            "kv_active_pages_peak": self._mem_peak,
         }
         return SimResult(
             metrics=summarize(self.records, extra),
@@ -268,6 +330,7 @@ class Simulator:
             scheduler_stats=self.sched.stats(),
             admission_stats=None if self.admission is None else self.admission.stats(),
             kv_stats=kv_stats,
+            tenant_admission_stats={str(k): a.stats() for k, a in self.tenant_admission.items()},
         )
 
     def _clock(self) -> float:
@@ -281,24 +344,60 @@ class Simulator:
         n = len(reqs)
         adm = self.admission
         sched = self.sched
+        per_tenant = self.tenant_admission
+        fair = self.config.policy == "fair"
+        backend_ids = self.kv.token_ids
         while i < n and reqs[i].arrival <= t:
             r, rec = reqs[i], recs[i]
             self.now = r.arrival
+            work = r.prompt_tokens + r.output_tokens
+            tadm = per_tenant.get(r.tenant) if per_tenant else None
+            if tadm is not None:
+                ok, reason = tadm.should_admit(work)
+                if not ok:
+                    rec.status, rec.reason = REJECTED, f"tenant_{reason}"
+                    i += 1
+                    continue
             if adm is not None:
-                ok, reason = adm.try_admit(r.prompt_tokens + r.output_tokens)
+                ok, reason = adm.try_admit(work)
                 if not ok:
                     rec.status, rec.reason = REJECTED, reason
                     i += 1
                     continue
+            if tadm is not None:
+                tadm.try_admit(work)  # admitted by should_admit at this same instant
+            if fair:
+                start = max(self._vtime, self._finish_tag.get(r.tenant, 0.0))
+                self._finish_tag[r.tenant] = start + work / self._weights.get(r.tenant, 1.0)
+                self._tag = start
             sid = sched.submit(r.prompt_tokens, r.ttft_slo_ms)
+            if fair:
+                self._tags[sid] = self._tag
             deadline = sched.request(sid).deadline  # type: ignore[union-attr]
-            self.runs[sid] = _Run(r, rec, sid, deadline)
+            self.runs[sid] = _Run(r, rec, sid, deadline, backend_ids(r))
             i += 1
         self._next = i
         self.now = max(self.now, t)
 
     def _next_arrival(self) -> float:
         return self._reqs[self._next].arrival if self._next < len(self._reqs) else math.inf
+
+    def _dispatched(self, sids: Sequence[int]) -> None:
+        """SFQ: virtual time becomes the start tag of the last request taken. O(k)."""
+        tags = self._tags
+        if tags:
+            for sid in sids:
+                self._vtime = max(self._vtime, tags.pop(sid))
+
+    def _record_memory(self, running: int, dt: float) -> None:
+        """Pages held by live requests during an iteration of ``dt`` s. O(1)."""
+        active = self.kv.active_pages()
+        self._mem_area += active * dt
+        self._run_area += running * dt
+        if active > self._mem_peak:
+            self._mem_peak = active
+        if running and active / running > self._per_run_peak:
+            self._per_run_peak = active / running
 
     def _record_util(self) -> None:
         self.kv_util.append((self.now, 1.0 - self.kv.num_free_pages / self.config.kv_pages))
@@ -328,7 +427,8 @@ class Simulator:
                    * self.config.kv_page_size)
         if upto > run.kv_len:
             self.kv.append_tokens(run.sid, run.ids[run.kv_len : upto])
-        self.kv.free(run.sid)
+            run.kv_len = upto
+        self.kv.free(run.sid, run.computed)
 
     def _preempt(self, run: _Run) -> None:
         self._release(run)
@@ -411,6 +511,7 @@ class Simulator:
                     batch = sched.get_batch()
                     if not batch:
                         break
+                    self._dispatched(batch)
                     waiting.append(self.runs[batch[0]])
                 run = waiting[0]
                 if not self._start(run):
@@ -418,7 +519,7 @@ class Simulator:
                 left = run.target - run.computed
                 take = min(left, budget) if chunked else (left if left <= budget else 0)
                 if take <= 0:
-                    kv.free(run.sid)  # does not fit this iteration: retry next one
+                    kv.free(run.sid, 0)  # does not fit this iteration: retry next one
                     break
                 waiting.popleft()
                 running.append(run)
@@ -437,6 +538,7 @@ class Simulator:
                 self._arrive_until(t)
                 continue
             dt = cost.iteration_ms(batched, sq, kv_read) / 1000.0
+            self._record_memory(len(running), dt)
             self.now += dt
             self.busy_s += dt
             t = self.now
@@ -445,6 +547,8 @@ class Simulator:
             for run, take in work:
                 run.computed += take
                 if run.computed >= run.target:  # prefill done or decode step: one token out
+                    if take > 1 or run.rec.generated == 0:  # a prefill just completed
+                        kv.cache_prefill(run.sid, run.computed)
                     run.rec.emit(t)
                     if run.rec.generated >= run.req.output_tokens:
                         finished.append(run)
@@ -486,6 +590,7 @@ class Simulator:
                             self.now = t
                             continue
                 batch_runs = [self.runs[i] for i in ids or []]
+                self._dispatched(ids or [])
             # Reserve KV for prompt + output of each request that fits.
             placed: list[_Run] = []
             for run in batch_runs:
@@ -532,11 +637,12 @@ class Simulator:
                 rec.generated = o
                 rec.finish = rec.last_token
             self.now = float(times[-1])
+            self._record_memory(len(placed), self.now - t0)
             self.busy_s += self.now - t0
             # Arrivals during the batch are queued at their own times.
             self._arrive_until(self.now)
             for run in placed:
-                kv.free(run.sid)
+                kv.free(run.sid, run.req.prompt_tokens + run.req.output_tokens - 1)
                 run.rec.status = FINISHED
                 del self.runs[run.sid]
             sched.complete_batch([r.sid for r in placed])

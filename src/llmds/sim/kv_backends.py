@@ -1,0 +1,406 @@
+"""KV-memory backends of the serving simulator: hash-chain ``KVCache`` or ``RadixCache``.
+
+Both are the real llmds objects behind one small interface the engine calls
+(``allocate`` / ``append_tokens`` / ``free`` / ``num_free_pages`` /
+``active_pages`` / ``stats``):
+
+* :class:`KVCacheBackend` -- :class:`~llmds.kv_cache.KVCache` (vLLM-style paged
+  cache; full pages are identified by a chained hash and reused by later requests
+  with the same prefix; ``prefix_caching=False`` turns the sharing off).
+* :class:`RadixBackend` -- :class:`~llmds.mem_cache.RadixCache` (SGLang's radix
+  tree) over a :class:`~llmds.paged_allocator.PagedAllocator` page pool. A new
+  request matches its prompt against the tree (``match_prefix``), locks the
+  matched path (``inc_lock_ref``) while it runs, and allocates pages only for the
+  uncached tail. When its prefill completes, the computed whole pages are inserted
+  into the tree and the lock moves to the new node (SGLang's
+  ``cache_unfinished_req``), so requests arriving meanwhile already hit them. When
+  the pool runs out, unlocked tree leaves are evicted least
+  recently used first (``evict``); only when nothing evictable is left does the
+  call raise :class:`~llmds.errors.CapacityError`, and the engine then preempts.
+  When a request finishes (or is preempted) the whole pages whose KV it computed
+  are inserted into the tree (``insert``), its pages that duplicate what the tree
+  already holds and its partial last page go back to the pool, and the path is
+  unlocked (``dec_lock_ref``).
+
+**Token ids.** ``RadixCache`` keys are ``uint32``, but simulated token ids are not:
+synthetic requests get unique ids ``(request_id + 1) * 2**32 + position`` and a
+trace may carry any int64 ids. :class:`TokenRemap` maps them to dense ``uint32``
+codes, built per simulation: ids that can repeat (a trace's ``token_ids``) go
+through a dictionary ``id -> code`` (a request's new ids get the next codes, in
+increasing id order; equal ids always get equal codes, so prefix matching is
+exact); a synthetic request, whose ids are unique by construction, takes a fresh
+contiguous block of codes without dictionary entries. More than ``2**32`` distinct
+tokens in one simulation raise ``ValueError``.
+
+Slot indices stored in the tree are ``page * page_size + offset``; a tree node
+always covers whole pages starting at a page boundary, so the pages behind any
+node's indices are ``indices[::page_size] // page_size``. :class:`_PagePool`
+converts the indices the tree evicts back to page ids for the allocator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds.errors import CapacityError
+from llmds.kv_cache import KVCache
+from llmds.mem_cache.base_prefix_cache import RadixKey
+from llmds.mem_cache.radix_cache import RadixCache, TreeNode
+from llmds.paged_allocator import PagedAllocator
+
+__all__ = ["KV_BACKENDS", "KVCacheBackend", "RadixBackend", "TokenRemap", "make_backend"]
+
+KV_BACKENDS = ("kvcache", "radix")
+_UNIQUE_BASE = 1 << 32  # synthetic token ids: (request_id + 1) * 2**32 + position
+_CODE_LIMIT = 1 << 32
+
+
+class TokenRemap:
+    """Dense ``uint32`` codes for token ids of any integer value (one per simulation).
+
+    ``encode(ids)``: O(T log T) for a request of T ids (a ``np.unique``) plus one
+    dictionary look-up per *distinct* id; ``fresh(n)``: O(n), no dictionary entry.
+    Memory: one dictionary entry per distinct repeatable id.
+
+    >>> m = TokenRemap()
+    >>> m.encode(np.array([2**40, 7, 2**40])).tolist(), m.fresh(2).tolist()
+    ([1, 0, 1], [2, 3])
+    >>> m.encode(np.array([7, 9])).tolist()
+    [0, 4]
+    """
+
+    __slots__ = ("_codes", "_next")
+
+    def __init__(self) -> None:
+        self._codes: dict[int, int] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        """Codes handed out so far. O(1)."""
+        return self._next
+
+    def _reserve(self, n: int) -> int:
+        start = self._next
+        if start + n > _CODE_LIMIT:
+            raise ValueError(
+                f"more than 2**32 distinct token ids in one simulation ({start + n}); "
+                "RadixCache keys are uint32"
+            )
+        self._next = start + n
+        return start
+
+    def encode(self, ids: npt.ArrayLike) -> npt.NDArray[np.uint32]:
+        """Codes of ``ids`` (equal ids, equal codes; new ids get the next codes)."""
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            return np.empty(0, dtype=np.uint32)
+        uniq, inv = np.unique(arr, return_inverse=True)
+        codes = self._codes
+        vals = uniq.tolist()
+        new = [v for v in vals if v not in codes]
+        if new:
+            start = self._reserve(len(new))
+            codes.update(zip(new, range(start, start + len(new)), strict=True))
+        table = np.fromiter((codes[v] for v in vals), dtype=np.uint32, count=len(vals))
+        return table[inv.reshape(-1)]
+
+    def fresh(self, n: int) -> npt.NDArray[np.uint32]:
+        """``n`` codes never handed out before (a request whose ids are all unique)."""
+        start = self._reserve(n)
+        return np.arange(start, start + n, dtype=np.uint32)
+
+
+class KVCacheBackend:
+    """The hash-chain :class:`~llmds.kv_cache.KVCache` (see the module docstring).
+
+    Each call is the KVCache call of the same name: O(T) hashing + O(P) pages.
+    """
+
+    __slots__ = ("kv", "max_pages", "name")
+
+    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool) -> None:
+        self.name = "kvcache" if prefix_caching else "off"
+        self.max_pages = max_pages
+        self.kv = KVCache(
+            page_size=page_size, max_pages=max_pages, enable_prefix_sharing=prefix_caching,
+            dtype=np.float32,
+        )
+
+    def token_ids(self, req: Any) -> npt.NDArray[Any]:
+        """The request's token ids as uint64 (synthetic ones made unique). O(T)."""
+        if req.token_ids is not None:
+            return np.asarray(req.token_ids, dtype=np.uint64)
+        n = req.prompt_tokens + req.output_tokens
+        return np.arange(n, dtype=np.uint64) + np.uint64((req.request_id + 1) * _UNIQUE_BASE)
+
+    def allocate(self, sid: int, ids: npt.NDArray[Any]) -> int:
+        return self.kv.allocate(sid, ids)
+
+    def append_tokens(self, sid: int, ids: npt.NDArray[Any]) -> None:
+        self.kv.append_tokens(sid, ids)
+
+    def free(self, sid: int, computed: int) -> None:
+        """Free the sequence; its full hashed pages stay cached (``computed`` unused)."""
+        self.kv.free(sid)
+
+    def cache_prefill(self, sid: int, computed: int) -> None:
+        """No-op: KVCache hashes full pages as soon as their ids are known."""
+
+    @property
+    def num_free_pages(self) -> int:
+        """Pages a new request could get: free + cached-unreferenced. O(1)."""
+        return self.kv.num_free_pages
+
+    def active_pages(self) -> int:
+        """Pages referenced by live sequences (shared pages once). O(1)."""
+        return self.max_pages - self.kv.num_free_pages
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": self.name, **self.kv.stats()}
+
+
+class _PagePool:
+    """The ``token_to_kv_pool_allocator`` RadixCache frees into: slot ids -> pages.
+
+    ``free(indices)``: O(len(indices) / page_size) pages back to the allocator.
+    """
+
+    __slots__ = ("alloc", "page_size")
+
+    def __init__(self, alloc: PagedAllocator, page_size: int) -> None:
+        self.alloc = alloc
+        self.page_size = page_size
+
+    def free(self, indices: npt.NDArray[np.int64]) -> None:
+        ps = self.page_size
+        self.alloc.free((indices[::ps] // ps).tolist())
+
+
+class _RadixSeq:
+    """A live sequence of the radix backend: locked match + its own pages."""
+
+    __slots__ = ("chunks", "hit", "node", "num_tokens", "pages", "prefix")
+
+    def __init__(
+        self, ids: npt.NDArray[np.uint32], hit: int, node: TreeNode | None,
+        prefix: npt.NDArray[np.int64], pages: list[int],
+    ) -> None:
+        self.chunks = [ids]  # the token codes handed in so far
+        self.num_tokens = len(ids)
+        self.hit = hit  # tokens matched in the tree (whole pages)
+        self.node = node  # locked last node of the match (None: no lock held)
+        self.prefix = prefix  # slot indices of the matched tokens (the tree's)
+        self.pages = pages  # own pages, covering token positions hit, hit + ps, ...
+
+
+class RadixBackend:
+    """:class:`~llmds.mem_cache.RadixCache` + :class:`~llmds.paged_allocator.PagedAllocator`.
+
+    See the module docstring for the request life cycle. Complexity per call, for
+    T tokens and P pages of the request and a tree path of d nodes:
+    ``allocate`` O(d + T) (match, lock) plus the eviction's O(k log h);
+    ``append_tokens`` O(new pages) (+ eviction); ``free`` O(d + T) (insert,
+    unlock). ``num_free_pages`` and ``active_pages`` O(1).
+
+    Invariants (asserted by ``_check``): every pool page is exactly one of free,
+    owned by one live sequence, or held by one tree node; the pages held by the
+    tree are ``tree.total_size() / page_size``; each live sequence holds
+    ``ceil(num_tokens / page_size)`` pages (matched + own).
+
+    >>> b = RadixBackend(page_size=4, max_pages=8)
+    >>> ids = b.remap.encode(np.arange(10))
+    >>> b.allocate(0, ids), b.active_pages()
+    (0, 3)
+    >>> b.free(0, computed=10)          # 2 full pages go to the tree, 1 partial is freed
+    >>> b.allocate(1, ids), b.active_pages(), b.num_free_pages
+    (8, 3, 5)
+    """
+
+    __slots__ = ("_hit_tokens", "_queried_tokens", "max_pages", "name", "page_size", "pool",
+                 "remap", "seqs", "sharing", "tree")
+
+    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool = True) -> None:
+        self.name = "radix" if prefix_caching else "off"
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.sharing = bool(prefix_caching)
+        self.pool = PagedAllocator(max_pages)
+        self.tree = RadixCache(page_size=page_size,
+                               token_to_kv_pool_allocator=_PagePool(self.pool, page_size))
+        self.remap = TokenRemap()
+        self.seqs: dict[int, _RadixSeq] = {}
+        self._queried_tokens = 0
+        self._hit_tokens = 0
+
+    def token_ids(self, req: Any) -> npt.NDArray[np.uint32]:
+        """Dense uint32 codes of the request's ids (see :class:`TokenRemap`). O(T log T)."""
+        if req.token_ids is not None:
+            return self.remap.encode(req.token_ids)
+        return self.remap.fresh(req.prompt_tokens + req.output_tokens)
+
+    # ---------------------------------------------------------------- pages
+    def _evictable_pages(self) -> int:
+        return self.tree.evictable_size() // self.page_size
+
+    @property
+    def num_free_pages(self) -> int:
+        """Pages a new request could get: free + evictable tree pages. O(1)."""
+        return self.pool.num_free + self._evictable_pages()
+
+    def active_pages(self) -> int:
+        """Pages held by live sequences: own pages + locked tree pages. O(1)."""
+        return self.pool.num_used - self._evictable_pages()
+
+    def _take(self, n: int) -> list[int]:
+        """``n`` pages, evicting LRU tree leaves when short; CapacityError, no change."""
+        if n <= 0:
+            return []
+        short = n - self.pool.num_free
+        if short > 0:
+            if short > self._evictable_pages():
+                raise CapacityError(
+                    f"need {n} pages, {self.pool.num_free} free + {self._evictable_pages()} "
+                    f"evictable of max_pages={self.max_pages}"
+                )
+            self.tree.evict(short * self.page_size)
+        return self.pool.alloc(n)
+
+    # ------------------------------------------------------------ life cycle
+    def allocate(self, sid: int, ids: npt.NDArray[np.uint32]) -> int:
+        """Match, lock and allocate the uncached tail; return the matched tokens."""
+        if sid in self.seqs:
+            raise ValueError(f"sequence {sid} is already live")
+        ps = self.page_size
+        n = len(ids)
+        node: TreeNode | None = None
+        hit = 0
+        prefix = np.empty(0, dtype=np.int64)
+        if self.sharing:
+            m = self.tree.match_prefix(RadixKey(ids))
+            hit = m.prefix_len
+            if hit:
+                node, prefix = m.last_node, m.indices
+                self.tree.inc_lock_ref(node)
+        try:
+            pages = self._take(-(-n // ps) - hit // ps)
+        except CapacityError:
+            if node is not None:
+                self.tree.dec_lock_ref(node)
+            raise
+        self.seqs[sid] = _RadixSeq(ids, hit, node, prefix, pages)
+        self._queried_tokens += n
+        self._hit_tokens += hit
+        return hit
+
+    def append_tokens(self, sid: int, ids: npt.NDArray[np.uint32]) -> None:
+        """Extend a live sequence; new pages (with eviction) as it crosses pages."""
+        seq = self.seqs[sid]
+        k = len(ids)
+        if k == 0:
+            return
+        ps = self.page_size
+        total = seq.num_tokens + k
+        seq.pages.extend(self._take(-(-total // ps) - -(-seq.num_tokens // ps)))
+        seq.chunks.append(ids)
+        seq.num_tokens = total
+
+    def _insert(self, seq: _RadixSeq, computed: int) -> tuple[npt.NDArray[np.uint32], int, int]:
+        """Insert the computed whole pages; free own pages the tree already had.
+
+        Returns (ids, keep, hit): the inserted codes, their count and the old match.
+        ``seq.pages`` loses the freed duplicates and the pages now in the tree.
+        """
+        ps = self.page_size
+        keep = (min(computed, seq.num_tokens) // ps) * ps if self.sharing else 0
+        hit = seq.hit
+        if keep <= hit:
+            return np.empty(0, dtype=np.uint32), 0, hit
+        if len(seq.chunks) > 1:
+            seq.chunks = [np.concatenate(seq.chunks)]
+        ids = seq.chunks[0][:keep]
+        own = seq.pages
+        mine = np.asarray(own[: (keep - hit) // ps], dtype=np.int64)
+        slots = (mine[:, None] * ps + np.arange(ps, dtype=np.int64)).reshape(-1)
+        values = np.concatenate((seq.prefix, slots)) if hit else slots
+        dup = self.tree.insert(RadixKey(ids), values).prefix_len
+        assert hit <= dup <= keep
+        dups = own[: (dup - hit) // ps]
+        if dups:  # another request inserted these tokens first: keep the tree's copy
+            self.pool.free(dups)
+        seq.pages = own[(keep - hit) // ps :]
+        return ids, keep, hit
+
+    def cache_prefill(self, sid: int, computed: int) -> None:
+        """Prefill done: insert the computed whole pages and move the lock to them.
+
+        Later requests with the same prefix hit them while this one still runs
+        (SGLang's ``cache_unfinished_req``). O(d + T).
+        """
+        seq = self.seqs[sid]
+        ids, keep, hit = self._insert(seq, computed)
+        if keep <= hit:
+            return
+        m = self.tree.match_prefix(RadixKey(ids))
+        assert m.prefix_len == keep
+        self.tree.inc_lock_ref(m.last_node)
+        if seq.node is not None:
+            self.tree.dec_lock_ref(seq.node)
+        seq.node, seq.prefix, seq.hit = m.last_node, m.indices, keep
+
+    def free(self, sid: int, computed: int) -> None:
+        """Insert the computed whole pages into the tree, free the rest, unlock."""
+        seq = self.seqs.pop(sid)
+        self._insert(seq, computed)
+        if seq.pages:
+            self.pool.free(seq.pages)
+        if seq.node is not None:
+            self.tree.dec_lock_ref(seq.node)
+
+    def drain(self) -> int:
+        """Evict every unlocked tree node; return the free pages afterwards. O(tree)."""
+        self.tree.evict(self.tree.evictable_size())
+        return self.pool.num_free
+
+    def stats(self) -> dict[str, Any]:
+        """Page accounting in the KVCache ``stats()`` vocabulary. O(1)."""
+        q = self._queried_tokens
+        return {
+            "backend": self.name,
+            "page_size": self.page_size,
+            "max_pages": self.max_pages,
+            "num_sequences": len(self.seqs),
+            "used_pages": self.active_pages(),
+            "cached_pages": self._evictable_pages(),
+            "free_pages": self.pool.num_free,
+            "tree_tokens": self.tree.total_size(),
+            "tree_nodes": self.tree.num_nodes,
+            "distinct_token_codes": len(self.remap),
+            "prefix_queried_tokens": q,
+            "prefix_hit_tokens": self._hit_tokens,
+            "prefix_hit_rate": self._hit_tokens / q if q else 0.0,
+        }
+
+    def _check(self) -> None:
+        """Assert the class invariants. O(pool + tree); tests only."""
+        self.tree._check()
+        self.pool._check()
+        ps = self.page_size
+        owned = [p for s in self.seqs.values() for p in s.pages]
+        in_tree = (self.tree.all_values_flatten()[::ps] // ps).tolist()
+        assert len(set(owned)) == len(owned), "a page is owned twice"
+        assert not set(owned) & set(in_tree), "a page is both owned and in the tree"
+        assert len(owned) + len(in_tree) == self.pool.num_used, "a page leaked"
+        for s in self.seqs.values():
+            assert s.hit // ps + len(s.pages) == -(-s.num_tokens // ps)
+
+
+def make_backend(kind: str, page_size: int, max_pages: int, prefix_caching: bool) -> Any:
+    """The backend named ``kind`` (one of :data:`KV_BACKENDS`). O(max_pages)."""
+    if kind == "kvcache":
+        return KVCacheBackend(page_size, max_pages, prefix_caching)
+    if kind == "radix":
+        return RadixBackend(page_size, max_pages, prefix_caching)
+    raise ValueError(f"kv_backend must be one of {KV_BACKENDS}, got {kind!r}")

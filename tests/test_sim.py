@@ -294,7 +294,7 @@ def test_conservation_random_configs(
 
 
 @pytest.mark.parametrize("name", ["chat", "chat-bursty", "mixed-slo", "micro-batch",
-                                  "overload-admission"])
+                                  "overload-admission", "chat-radix", "tenants-fair"])
 def test_scenarios_run_and_print(name):
     from llmds.sim import format_table, scenario
 

@@ -664,6 +664,8 @@ SCENARIOS: dict[str, str] = {
     "mixed-slo": "synthetic interactive (TTFT 200 ms) + batch (E2E 30 s) at 10 req/s, EDF",
     "micro-batch": "synthetic short requests at 30 req/s, the seed's micro-batching (50 ms)",
     "overload-admission": "synthetic at 25 req/s (2x capacity) with admission at 10 req/s",
+    "chat-radix": "multi-turn chat trace at 4 req/s, RadixCache + PagedAllocator KV backend",
+    "tenants-fair": "two tenants (one sends 4x), 15 req/s (1.3x capacity), SFQ fair share",
 }
 
 
@@ -680,15 +682,26 @@ def scenario(
     (10, 'micro_batch')
     """
     from llmds.bench.workloads import multi_turn_chat_trace
-    from llmds.sim.arrivals import LengthDist, SLOClass, synthetic_workload, trace_workload
+    from llmds.sim.arrivals import (
+        LengthDist,
+        SLOClass,
+        Tenant,
+        synthetic_workload,
+        trace_workload,
+    )
 
     if name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {name!r}")
     classes = [SLOClass("interactive", 1.0, ttft_ms=200.0), SLOClass("batch", 1.0, e2e_ms=30e3)]
-    if name == "chat":
+    if name in ("chat", "chat-radix"):
         return trace_workload(multi_turn_chat_trace(num_requests, seed=seed), 4.0, seed=seed), (
-            SimConfig()
+            SimConfig(kv_backend="radix" if name == "chat-radix" else "kvcache")
         )
+    if name == "tenants-fair":
+        tenants = (Tenant("noisy", share=4.0), Tenant("quiet", share=1.0))
+        reqs = synthetic_workload(num_requests, 15.0, tenants=tenants,
+                                  slo_classes=[classes[0]], seed=seed)
+        return reqs, SimConfig(policy="fair", tenants=tenants)
     if name == "chat-bursty":
         reqs = trace_workload(
             multi_turn_chat_trace(num_requests, seed=seed), 4.0, process="gamma", cv=3.0,

@@ -53,17 +53,89 @@ def test_match_cuts_at_last_state_and_branching() -> None:
     c.insert(RadixKey([1, 2, 3, 4, 5]), np.array([10, 11, 12, 13, 14]))  # no state
     m = c.match_prefix(RadixKey([1, 2, 3, 4, 5, 6]))
     assert m.prefix_len == 3 and m.indices.tolist() == [10, 11, 12]
-    assert m.mamba_branching_seqlen == 3 and m.last_node.mamba_value == s1
+    # the KV matches 5 tokens, 2 past the last state: the request branches at 5
+    assert m.mamba_branching_seqlen == 5 and m.last_node.mamba_value == s1
     # a match ending inside the state node splits it: the upper half has no state
     m = c.match_prefix(RadixKey([1, 2, 9]))
-    assert m.prefix_len == 0 and m.mamba_branching_seqlen == 0
-    m = c.match_prefix(RadixKey([1, 2, 3]))
-    assert m.prefix_len == 3 and m.mamba_branching_seqlen == 0
+    assert m.prefix_len == 0 and m.mamba_branching_seqlen == 2
+    m = c.match_prefix(RadixKey([1, 2, 3]))  # the KV match ends at a state
+    assert m.prefix_len == 3 and m.mamba_branching_seqlen is None
+    assert c.match_prefix(RadixKey([7])).mamba_branching_seqlen is None  # no match
     s2 = pool.alloc_track_slot()
     r = c.insert(RadixKey([1, 2, 3]), np.array([20, 21, 22]), mamba_value=s2)
     assert r.prefix_len == 3 and r.mamba_exist  # the caller frees s2
     pool.free_track_slot(s2)
     assert c.mamba_total_size() == 1
+    c._check()
+
+
+def test_branching_seqlen_is_chunk_aligned() -> None:
+    """SGLang's definition: the KV-matched length rounded down to the state chunk
+    when the KV match goes past the last state, None when that is 0."""
+    pool = MambaPool(4)
+    c = MambaRadixCache(mamba_pool=pool, mamba_cache_chunk_size=4)
+    c.insert(RadixKey(list(range(4))), mamba_value=pool.alloc_track_slot())
+    c.insert(RadixKey(list(range(11))))  # KV only past the state at 4
+    m = c.match_prefix(RadixKey([*range(11), 99]))
+    assert m.prefix_len == 4 and m.mamba_branching_seqlen == 8
+    m = c.match_prefix(RadixKey([*range(6), 99]))
+    assert m.prefix_len == 4 and m.mamba_branching_seqlen == 4  # 6 -> chunk 4
+    m = c.match_prefix(RadixKey([0, 1, 2, 99]))  # 3 tokens: rounds to 0 -> None
+    assert m.prefix_len == 0 and m.mamba_branching_seqlen is None
+    for bad, err in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="mamba_cache_chunk_size"):
+            MambaRadixCache(mamba_cache_chunk_size=bad)  # type: ignore[arg-type]
+    c._check()
+
+
+def _full_list(c: MambaRadixCache) -> list[list[int]]:
+    out = []
+    n = c._flru.f_next
+    while n is not c._flru:
+        out.append(n.key.tolist())
+        n = n.f_next
+    return out
+
+
+def _state_list(c: MambaRadixCache) -> list[list[int]]:
+    out = []
+    n = c._mlru.m_next
+    while n is not c._mlru:
+        out.append(n.key.tolist())
+        n = n.m_next
+    return out
+
+
+def test_lru_lists_follow_uses_locks_and_evictions() -> None:
+    pool = MambaPool(8)
+    c = MambaRadixCache(mamba_pool=pool)
+    c.insert(RadixKey([1, 2]), mamba_value=pool.alloc_track_slot())
+    c.insert(RadixKey([1, 2, 3]), mamba_value=pool.alloc_track_slot())
+    c.insert(RadixKey([1, 2, 4]), mamba_value=pool.alloc_track_slot())
+    # full list: LRU end first, each node after its descendants (leaves first)
+    assert _full_list(c) == [[3], [4], [1, 2]]
+    # state list: same times, root-side first within one use
+    assert _state_list(c) == [[3], [1, 2], [4]]
+    c._check()
+    m = c.match_prefix(RadixKey([1, 2, 3]))
+    assert _full_list(c) == [[4], [3], [1, 2]] and _state_list(c) == [[4], [1, 2], [3]]
+    tok = c.inc_lock_ref(m.last_node)  # the locked path leaves both lists
+    assert _full_list(c) == [[4]] and _state_list(c) == [[4], [1, 2]]
+    c._check()
+    c.match_prefix(RadixKey([1, 2, 4]))  # locked [1,2] is touched but not listed
+    assert _state_list(c) == [[1, 2], [4]]
+    c.dec_lock_ref(m.last_node, tok)  # an unlock is a use: the path is MRU again
+    assert _full_list(c) == [[4], [3], [1, 2]] and _state_list(c) == [[4], [1, 2], [3]]
+    c._check()
+    # a split puts the new upper half right after the lower one
+    c.insert(RadixKey([5, 6, 7]))
+    c.match_prefix(RadixKey([1, 2, 3]))
+    c.match_prefix(RadixKey([5, 9]))  # splits [5 | 6,7]; touches [5]
+    assert _full_list(c)[:2] == [[4], [6, 7]] and _full_list(c)[-1] == [5]
+    c._check()
+    # phase 1 always pops the LRU leaf: [4], [6,7], then [3]; [5] (a leaf now) is newer
+    assert c.evict(4) == EvictResult(full_evicted=4, swa_evicted=0, mamba_evicted=2)
+    assert _full_list(c) == [[1, 2], [5]]
     c._check()
 
 
@@ -149,12 +221,18 @@ TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=8)
 
 
 class MambaMachine(RuleBasedStateMachine):
+    chunk = 1
+
     def __init__(self) -> None:
         super().__init__()
         self.kv = TokenToKVPoolAllocator(4096)
         self.pool = MambaPool(1024)
-        self.c = MambaRadixCache(token_to_kv_pool_allocator=self.kv, mamba_pool=self.pool)
-        self.model = NaiveMambaCache()
+        self.c = MambaRadixCache(
+            token_to_kv_pool_allocator=self.kv,
+            mamba_pool=self.pool,
+            mamba_cache_chunk_size=self.chunk,
+        )
+        self.model = NaiveMambaCache(self.chunk)
         self.locks: list[tuple[Any, Any, tuple[int, ...]]] = []
 
     def _cache_pages(self) -> dict[Any, tuple[int, bool]]:
@@ -176,11 +254,11 @@ class MambaMachine(RuleBasedStateMachine):
 
     @rule(toks=TOKENS)
     def match(self, toks: list[int]) -> None:
+        exp_b = self.model.branching(toks)
         exp_len, exp_idx = self.model.match(toks)
         r = self.c.match_prefix(RadixKey(toks))
         assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
-        b = r.mamba_branching_seqlen
-        assert b is None or 0 <= b <= self.model.cached_len(tuple(toks), None)
+        assert r.mamba_branching_seqlen == exp_b
 
     @rule(toks=TOKENS, state=st.booleans())
     def insert(self, toks: list[int], state: bool) -> None:
@@ -197,14 +275,26 @@ class MambaMachine(RuleBasedStateMachine):
     @rule(toks=TOKENS)
     def lock(self, toks: list[int]) -> None:
         r = self.c.match_prefix(RadixKey(toks))
+        self.model.match(toks)
         tok = self.c.inc_lock_ref(r.last_node)
         self.locks.append((r.last_node, tok, tuple(toks[: r.prefix_len])))
 
     @precondition(lambda self: self.locks)
     @rule(i=st.integers(0, 100))
     def unlock(self, i: int) -> None:
-        node, tok, _ = self.locks.pop(i % len(self.locks))
+        node, tok, toks = self.locks.pop(i % len(self.locks))
         self.c.dec_lock_ref(node, tok)
+        self.model.touch(toks)
+
+    def _locked(self) -> tuple[set[Any], set[Any]]:
+        """Prefixes under a full lock, and the prefixes whose state is locked."""
+        full: set[Any] = set()
+        state: set[Any] = set()
+        for _node, tok, toks in self.locks:
+            full.update((None, toks[:e]) for e in range(1, len(toks) + 1))
+            if tok:
+                state.add((None, toks))
+        return full, state
 
     @rule(n=st.integers(0, 6), s=st.integers(0, 3))
     def evict(self, n: int, s: int) -> None:
@@ -223,8 +313,21 @@ class MambaMachine(RuleBasedStateMachine):
                 assert (None, toks[:e]) in after
             if toks:
                 assert after[(None, toks)][1], "a locked state was evicted"
-        self.model.value = {p: v for p, (v, _s) in after.items()}
-        self.model.state = {p: s_ for p, (_v, s_) in after.items()}
+        # LRU order (model times): phase 1 frees the least recently used unlocked
+        # leaves, phase 2 the least recently used unlocked states
+        time = self.model.time
+        locked, state_locked = self._locked()
+        self.model.sync(after)
+        leaves = [p for p in after if p not in locked and self.model.is_leaf(p)]
+        states = [p for p, (_v, st_) in after.items() if st_ and p not in state_locked]
+        if s == 0 and removed:
+            assert max(time[p] for p in removed) <= min((time[q] for q in leaves), default=1 << 60)
+        if s == 0 and r.full_evicted < n:
+            assert not leaves, "stopped while an unlocked leaf was left"
+        if n == 0 and lost:
+            assert max(time[p] for p in lost) <= min((time[q] for q in states), default=1 << 60)
+        if r.mamba_evicted < s:
+            assert not states, "stopped while an unlocked state was left"
 
     @invariant()
     def sizes(self) -> None:
@@ -249,6 +352,14 @@ class MambaMachine(RuleBasedStateMachine):
 
 TestMambaModel = MambaMachine.TestCase
 TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40)
+
+
+class MambaMachineChunked(MambaMachine):
+    chunk = 2
+
+
+TestMambaModelChunked = MambaMachineChunked.TestCase
+TestMambaModelChunked.settings = settings(max_examples=25, stateful_step_count=30)
 
 
 @pytest.mark.slow

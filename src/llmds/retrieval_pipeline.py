@@ -1,0 +1,816 @@
+"""RetrievalPipeline: hybrid BM25 + HNSW retrieval with score fusion and a hot-query cache.
+
+Every document is indexed by text in an :class:`~llmds.inverted_index.InvertedIndex`
+(BM25) and, when it has an embedding, by vector in an :class:`~llmds.hnsw.HNSW`
+graph. A search takes the best ``lexical_depth`` BM25 candidates and the nearest
+``dense_depth`` vectors, fuses the two lists (:func:`fuse_weighted` or
+:func:`fuse_rrf`) and selects the ``top_k`` best through an
+:class:`~llmds.indexed_heap.IndexedHeap`. Hot queries (counted by a
+:class:`~llmds.cmsketch.CountMinSketch`) keep their results in a
+:class:`~llmds.token_lru.TokenLRU` until the index changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds.analysis import Analyzer
+from llmds.cmsketch import CountMinSketch
+from llmds.embed import Embedder
+from llmds.errors import CorruptFileError
+from llmds.hnsw import HNSW
+from llmds.indexed_heap import IndexedHeap
+from llmds.inverted_index import InvertedIndex
+from llmds.token_lru import TokenLRU
+
+__all__ = ["FUSIONS", "RRF_K", "RetrievalPipeline", "fuse_rrf", "fuse_weighted",
+           "minmax_normalize", "normalize_query"]
+
+FUSIONS = ("weighted", "rrf")
+RRF_K = 60  # Elasticsearch's and Vespa's rank constant (Cormack et al. 2009 used 60 too)
+METRICS = ("cosine", "ip", "l2")
+_FORMAT = "llmds.retrieval_pipeline"
+_VERSION = 1
+_INT64_MAX = 2**63 - 1
+
+IdArray = npt.NDArray[np.int64]
+ScoreArray = npt.NDArray[np.float64]
+
+
+# ---------------------------------------------------------------------------- fusion
+def minmax_normalize(scores: npt.ArrayLike) -> ScoreArray:
+    """Scale ``scores`` to [0, 1]: ``(s - min) / (max - min)``; all 1.0 if max == min. O(n).
+
+    >>> minmax_normalize([2.0, 4.0, 3.0]).tolist()
+    [0.0, 1.0, 0.5]
+    >>> minmax_normalize([7.0, 7.0]).tolist()
+    [1.0, 1.0]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s.copy()
+    lo, hi = s.min(), s.max()
+    if hi == lo:  # one candidate, or a flat list: each is a full match of its side
+        return np.ones_like(s)
+    return (s - lo) / (hi - lo)
+
+
+def _side(ids: npt.ArrayLike, name: str) -> IdArray:
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be a 1-D array of int ids, got {arr.dtype} {arr.shape}")
+    out = arr.astype(np.int64)
+    if np.unique(out).shape[0] != out.shape[0]:
+        raise ValueError(f"{name} contains a repeated id")
+    return out
+
+
+def _weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float | np.floating | np.integer):
+        raise TypeError(f"fusion_weight must be a number, got {type(weight).__name__}")
+    w = float(weight)
+    if not 0.0 <= w <= 1.0:  # also rejects NaN
+        raise ValueError(f"fusion_weight must be in [0, 1], got {weight!r}")
+    return w
+
+
+def _combine(parts: list[tuple[IdArray, ScoreArray]]) -> tuple[IdArray, ScoreArray]:
+    """Sum per-id contributions, lexical part first; ids come back sorted ascending."""
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    if len(parts) == 1:
+        ids, contrib = parts[0]
+        order = np.argsort(ids, kind="stable")
+        return ids[order], 0.0 + contrib[order]
+    ids = np.concatenate([p[0] for p in parts])
+    contrib = np.concatenate([p[1] for p in parts])
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    # bincount adds in input order: 0.0 + lexical + dense, the reference's order.
+    fused = np.bincount(inverse, weights=contrib, minlength=uniq.shape[0]).astype(np.float64)
+    return uniq, fused
+
+
+def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
+                  dense_ids: npt.ArrayLike, dense_scores: npt.ArrayLike,
+                  weight: float = 0.5) -> tuple[IdArray, ScoreArray]:
+    """Relative-score fusion (Weaviate's ``relativeScoreFusion``). O(n log n), n candidates.
+
+    Each side's scores are min-max normalised over its own candidate list
+    (:func:`minmax_normalize`; higher is better on both sides), then
+    ``score(d) = (1 - weight) * lexical(d) + weight * dense(d)``, a side contributing
+    0 for a document it did not return. ``weight`` is the dense side's share; a side
+    whose weight is 0 contributes no candidates. Returns every candidate as
+    ``(ids ascending, scores)``; pick the best with :meth:`RetrievalPipeline.search`'s
+    top-k. Ids must be unique within a side.
+
+    >>> ids, s = fuse_weighted([1, 2], [3.0, 1.0], [2, 3], [0.9, 0.5], weight=0.5)
+    >>> ids.tolist(), s.tolist()
+    ([1, 2, 3], [0.5, 0.5, 0.0])
+    """
+    w = _weight(weight)
+    lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
+    ls = np.asarray(lexical_scores, dtype=np.float64).reshape(-1)
+    ds = np.asarray(dense_scores, dtype=np.float64).reshape(-1)
+    if ls.shape[0] != lex.shape[0] or ds.shape[0] != dense.shape[0]:
+        raise ValueError("each side needs one score per id")
+    if not (np.isfinite(ls).all() and np.isfinite(ds).all()):
+        raise ValueError("scores must be finite")
+    parts = []
+    if w < 1.0 and lex.shape[0]:
+        parts.append((lex, (1.0 - w) * minmax_normalize(ls)))
+    if w > 0.0 and dense.shape[0]:
+        parts.append((dense, w * minmax_normalize(ds)))
+    return _combine(parts)
+
+
+def fuse_rrf(lexical_ids: npt.ArrayLike, dense_ids: npt.ArrayLike, weight: float = 0.5,
+             k: int = RRF_K) -> tuple[IdArray, ScoreArray]:
+    """Reciprocal rank fusion (Cormack, Clarke & Buettcher 2009). O(n log n).
+
+    Each list is in rank order (best first); a document scores
+    ``2 (1 - weight) / (k + lexical_rank) + 2 weight / (k + dense_rank)`` with ranks
+    from 1 and a missing side contributing 0. The default ``weight=0.5`` gives both
+    lists weight 1, plain RRF as in Elasticsearch and Vespa (``k=60``); a side whose
+    weight is 0 contributes no candidates. Returns ``(ids ascending, scores)``.
+
+    >>> ids, s = fuse_rrf([7, 8], [8], k=60)
+    >>> ids.tolist(), [round(x * 61 * 62, 6) for x in s.tolist()]
+    ([7, 8], [62.0, 123.0])
+    """
+    w = _weight(weight)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
+    parts = []
+    if w < 1.0 and lex.shape[0]:
+        parts.append((lex, (2.0 * (1.0 - w)) / (int(k) + np.arange(1, lex.shape[0] + 1))))
+    if w > 0.0 and dense.shape[0]:
+        parts.append((dense, (2.0 * w) / (int(k) + np.arange(1, dense.shape[0] + 1))))
+    return _combine(parts)
+
+
+def top_k_heap(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best ``(id, score)``, best first, ties to the smaller id. O(n + k log n).
+
+    Runs through :class:`IndexedHeap` (a max-heap, FIFO among equal scores): ids are
+    pushed in ascending order, so equal scores leave smaller id first.
+    """
+    if ids.shape[0] == 0:
+        return []
+    order = np.argsort(ids, kind="stable")
+    heap = IndexedHeap(max_heap=True)
+    heap.push_many(ids[order].tolist(), scores[order])
+    return [(key, score) for score, key in heap.pop_many(k)]
+
+
+def normalize_query(query: str) -> str:
+    """The hot-query key: lowercased, whitespace runs collapsed. O(len(query)).
+
+    The default analyzer lowercases and splits on word characters, and MiniLM's
+    tokenizer is uncased, so queries equal under this key get equal results.
+
+    >>> normalize_query("  What causes\\tCancer? ")
+    'what causes cancer?'
+    """
+    return " ".join(query.lower().split())
+
+
+# ------------------------------------------------------------------------ validation
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+
+
+def _doc_id(doc_id: object, name: str = "doc_id") -> int:
+    if not _is_int(doc_id):
+        raise TypeError(f"{name} must be an int, got {type(doc_id).__name__}")
+    value = int(doc_id)  # type: ignore[call-overload]
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise ValueError(f"{name} must fit in int64, got {value}")
+    return value
+
+
+def _text(text: object, name: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{name} must not be empty, got {text!r}")
+    return text
+
+
+def _positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if not _is_int(value) or int(value) < minimum:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+class RetrievalPipeline:
+    """Hybrid lexical + dense retrieval: BM25 and HNSW candidates, fused, top-k by heap.
+
+    Documents: ``add_document(doc_id, text, embedding=None)`` indexes ``text`` for
+    BM25 and, when an embedding is given (or an ``embedder`` computes one), the
+    vector for nearest-neighbour search; documents without one are lexical-only.
+    Vectors are compared by ``metric``: ``"cosine"`` (default; vectors normalised
+    to unit length, then inner product), ``"ip"`` (inner product as given: use it
+    for unit-length embedders such as MiniLM to skip the normalisation) or ``"l2"``
+    (dense score = minus the squared distance).
+
+    Search: ``search(query, query_embedding=None, top_k=10, fusion_weight=0.5)``
+    takes the ``max(lexical_depth, top_k)`` best BM25 documents and the
+    ``max(dense_depth, top_k)`` nearest vectors (exact brute force while at most
+    ``brute_force_max`` vectors are stored, the HNSW graph with
+    ``ef = max(ef_search, depth)`` above), fuses them (``fusion="weighted"``:
+    :func:`fuse_weighted`, ``fusion_weight`` being the dense share; ``"rrf"``:
+    :func:`fuse_rrf`) and returns the ``top_k`` best ``(doc_id, score)``, ties to
+    the smaller doc id. Without a query vector (none given, no embedder) the search
+    is lexical-only; ``fusion_weight`` 0 or 1 searches one side only.
+
+    Hot-query cache: every search counts ``normalize_query(query)`` in a
+    Count-Min sketch; when that count reaches ``hot_threshold`` the results are
+    kept in a :class:`TokenLRU` whose budget ``cache_budget`` counts result entries
+    (``len(results) + 1`` per query). A hit skips both searches and the query
+    embedding. Any ``add_document``/``add_documents``/``delete_document`` empties
+    the result cache; counts survive. ``cache_budget=0`` disables it.
+
+    Invariants (asserted by ``_check``): every stored vector belongs to a document
+    of the inverted index, and the vector store and the HNSW graph hold the same
+    ids; the cache holds at most ``cache_budget`` entries' worth of results, all
+    computed since the last index change.
+
+    Complexity: ``add_document`` O(|text|) + one HNSW insert
+    (O(ef_construction * M * dim * log n)) + the embedder; ``search`` O(BM25 postings
+    of the query terms) + O(ef * M * dim * log n) (or O(n * dim) brute force) +
+    O(c log c) fusion of the c <= depths candidates; a cache hit O(len(query) +
+    depth of the sketch + top_k); ``delete_document`` O(|doc|) + O(1).
+    Memory: the inverted index (~1.5 bytes per posting), the HNSW graph
+    (``4 * dim + 4 * (2M + 1)`` bytes per vector) plus a second float32 copy of the
+    vectors (``4 * dim`` bytes each; the brute-force path and ``save`` read it), the
+    sketch (``8 * width * depth`` bytes) and the cached results. Not thread-safe.
+
+    >>> import numpy as np
+    >>> p = RetrievalPipeline(embedding_dim=2, seed=0)
+    >>> p.add_document(1, "red apples", np.array([1.0, 0.0]))
+    >>> p.add_document(2, "green apples", np.array([0.0, 1.0]))
+    >>> p.add_document(3, "red cars")
+    >>> p.search("red apples", np.array([0.1, 1.0]), top_k=3)
+    [(1, 0.5), (2, 0.5), (3, 0.0)]
+    >>> p.search("red", top_k=2)  # no query vector: lexical only
+    [(1, 1.0), (3, 1.0)]
+    """
+
+    __slots__ = (
+        "_brute_force_max", "_cache", "_cache_budget", "_dense_depth", "_dim", "_embedder",
+        "_fusion", "_hits", "_hnsw", "_hot_threshold", "_index", "_invalidations",
+        "_lexical_depth", "_metric", "_misses", "_normalize", "_num_vecs", "_rrf_k",
+        "_searches", "_seed", "_sketch", "_vec_ids", "_vec_row", "_vecs",
+    )
+
+    def __init__(
+        self,
+        embedding_dim: int = 384,
+        seed: int | None = None,
+        *,
+        fusion: str = "weighted",
+        metric: str = "cosine",
+        lexical_depth: int = 100,
+        dense_depth: int = 100,
+        rrf_k: int = RRF_K,
+        embedder: Embedder | None = None,
+        k1: float = 1.5,
+        b: float = 0.75,
+        analyzer: Analyzer | Callable[[str], Sequence[str]] | None = None,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 50,
+        brute_force_max: int = 1024,
+        cache_budget: int = 100_000,
+        hot_threshold: int = 2,
+        sketch_width: int = 4096,
+        sketch_depth: int = 4,
+        query_normalizer: Callable[[str], str] = normalize_query,
+    ) -> None:
+        self._dim = _positive_int(embedding_dim, "embedding_dim")
+        if seed is not None and not _is_int(seed):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if embedder is not None and not callable(getattr(embedder, "embed", None)):
+            raise TypeError(f"embedder must have an embed(texts) method, got {embedder!r}")
+        if not callable(query_normalizer):
+            raise TypeError("query_normalizer must be callable")
+        self._lexical_depth = _positive_int(lexical_depth, "lexical_depth")
+        self._dense_depth = _positive_int(dense_depth, "dense_depth")
+        self._rrf_k = _positive_int(rrf_k, "rrf_k", 0)
+        self._brute_force_max = _positive_int(brute_force_max, "brute_force_max", 0)
+        self._cache_budget = _positive_int(cache_budget, "cache_budget", 0)
+        self._hot_threshold = _positive_int(hot_threshold, "hot_threshold")
+        self._seed = None if seed is None else int(seed)
+        self._fusion = fusion
+        self._metric = metric
+        self._embedder = embedder
+        self._normalize = query_normalizer
+        self._index = InvertedIndex(k1, b, analyzer=analyzer)
+        self._hnsw = HNSW(self._dim, M=M, ef_construction=ef_construction, ef_search=ef_search,
+                          seed=self._seed, metric="l2" if metric == "l2" else "ip")
+        self._sketch = CountMinSketch(sketch_width, sketch_depth, seed=self._seed or 0)
+        self._cache: TokenLRU[Any, tuple[tuple[int, float], ...]] | None = (
+            TokenLRU(self._cache_budget, _entry_cost) if self._cache_budget else None)
+        self._vecs = np.zeros((16, self._dim), dtype=np.float32)
+        self._vec_ids = np.zeros(16, dtype=np.int64)
+        self._vec_row: dict[int, int] = {}
+        self._num_vecs = 0
+        self._hits = self._misses = self._searches = self._invalidations = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def embedding_dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    @property
+    def fusion(self) -> str:
+        """Default fusion of ``search`` (``"weighted"`` or ``"rrf"``); settable."""
+        return self._fusion
+
+    @fusion.setter
+    def fusion(self, value: str) -> None:
+        if value not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {value!r}")
+        self._fusion = value
+        self.clear_cache()
+
+    @property
+    def lexical_depth(self) -> int:
+        """BM25 candidates fused per search (at least ``top_k``); settable."""
+        return self._lexical_depth
+
+    @lexical_depth.setter
+    def lexical_depth(self, value: int) -> None:
+        self._lexical_depth = _positive_int(value, "lexical_depth")
+        self.clear_cache()
+
+    @property
+    def dense_depth(self) -> int:
+        """Nearest vectors fused per search (at least ``top_k``); settable."""
+        return self._dense_depth
+
+    @dense_depth.setter
+    def dense_depth(self, value: int) -> None:
+        self._dense_depth = _positive_int(value, "dense_depth")
+        self.clear_cache()
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
+
+    def __len__(self) -> int:
+        """Number of documents. O(1)."""
+        return len(self._index)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return _is_int(doc_id) and int(doc_id) in self._index  # type: ignore[call-overload]
+
+    def has_embedding(self, doc_id: int) -> bool:
+        """True if ``doc_id`` has a vector. O(1). Raises KeyError for an unknown id."""
+        d = _doc_id(doc_id)
+        if d not in self._index:
+            raise KeyError(f"doc_id {d} is not in the pipeline")
+        return d in self._vec_row
+
+    # ------------------------------------------------------------------ vectors
+    def _vector(self, x: Any, name: str) -> npt.NDArray[np.float32]:
+        """Validate one embedding: shape (dim,) or (1, dim), finite, non-zero for cosine."""
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from None
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.shape != (self._dim,):
+            raise ValueError(f"{name} must have shape ({self._dim},), got {arr.shape}")
+        return self._prepare(arr[None, :], name)[0]
+
+    def _prepare(self, arr: npt.NDArray[Any], name: str) -> npt.NDArray[np.float32]:
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if self._metric == "cosine":
+            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise ValueError(f"{name} has a zero vector, which has no cosine direction")
+            arr = arr / norms
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name} overflows float32")
+        return out
+
+    def _embed(self, texts: list[str], name: str) -> npt.NDArray[np.float32]:
+        assert self._embedder is not None
+        out = np.asarray(self._embedder.embed(texts))
+        if out.ndim != 2 or out.shape != (len(texts), self._dim):
+            raise ValueError(f"embedder returned shape {out.shape} for {len(texts)} texts; "
+                             f"expected ({len(texts)}, {self._dim})")
+        return self._prepare(out.astype(np.float64), f"embedder output for {name}")
+
+    def _store_vectors(self, ids: list[int], x: npt.NDArray[np.float32]) -> None:
+        n = self._num_vecs
+        need = n + len(ids)
+        if need > self._vecs.shape[0]:
+            cap = max(need, 2 * self._vecs.shape[0])
+            vecs = np.zeros((cap, self._dim), dtype=np.float32)
+            vecs[:n] = self._vecs[:n]
+            vid = np.zeros(cap, dtype=np.int64)
+            vid[:n] = self._vec_ids[:n]
+            self._vecs, self._vec_ids = vecs, vid
+        self._vecs[n:need] = x
+        self._vec_ids[n:need] = ids
+        for j, d in enumerate(ids):
+            self._vec_row[d] = n + j
+        self._num_vecs = need
+        self._hnsw.add_items(x, ids)
+
+    def _drop_vector(self, doc_id: int) -> None:
+        """Swap-with-last removal from the vector store, then mark deleted in HNSW. O(dim)."""
+        row = self._vec_row.pop(doc_id)
+        last = self._num_vecs - 1
+        if row != last:
+            moved = int(self._vec_ids[last])
+            self._vecs[row] = self._vecs[last]
+            self._vec_ids[row] = moved
+            self._vec_row[moved] = row
+        self._num_vecs = last
+        self._hnsw.mark_deleted(doc_id)
+
+    # ------------------------------------------------------------------ adding
+    def add_document(self, doc_id: int, text: str, embedding: npt.ArrayLike | None = None,
+                     ) -> None:
+        """Index ``text`` (and ``embedding``, or the embedder's vector) under ``doc_id``.
+
+        O(|text|) + one HNSW insert. Raises ValueError for a duplicate ``doc_id``, an
+        empty text, a wrong-shaped, NaN/inf or (cosine) zero embedding; nothing
+        changes then. Empties the result cache.
+        """
+        d = _doc_id(doc_id)
+        text = _text(text)
+        if d in self._index:
+            raise ValueError(f"doc_id {d} is already in the pipeline; delete_document it first")
+        vec = None
+        if embedding is not None:
+            vec = self._vector(embedding, "embedding")[None, :]
+        elif self._embedder is not None:
+            vec = self._embed([text], "text")
+        self._index.add_document(d, text)
+        if vec is not None:
+            self._store_vectors([d], vec)
+        self.clear_cache(invalidate=True)
+
+    def add_documents(
+        self,
+        doc_ids: Sequence[int],
+        texts: Sequence[str],
+        embeddings: npt.ArrayLike | Sequence[npt.ArrayLike | None] | None = None,
+    ) -> int:
+        """Add many documents at once, all or nothing; returns how many were added.
+
+        ``embeddings`` is ``None`` (the embedder embeds every text in one call, or
+        all are lexical-only), an ``(n, dim)`` array, or a sequence of vectors and
+        ``None`` (the embedder, if any, fills the ``None`` ones). Everything is
+        validated before the pipeline changes. O(total text + n HNSW inserts).
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not a str")
+        ids = [_doc_id(x, f"doc_ids[{i}]") for i, x in enumerate(doc_ids)]
+        docs = [_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        n = len(ids)
+        if len(docs) != n:
+            raise ValueError(f"doc_ids and texts differ in length: {n} and {len(docs)}")
+        seen: set[int] = set()
+        for d in ids:
+            if d in seen or d in self._index:
+                raise ValueError(f"doc_id {d} is repeated or already in the pipeline")
+            seen.add(d)
+        rows: list[int] = []
+        mats: list[npt.NDArray[np.float32]] = []
+        if embeddings is None:
+            if self._embedder is not None and n:
+                rows, mats = list(range(n)), [self._embed(docs, "texts")]
+        elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
+            if embeddings.shape != (n, self._dim):
+                raise ValueError(f"embeddings must have shape ({n}, {self._dim}), "
+                                 f"got {embeddings.shape}")
+            rows = list(range(n))
+            mats = [self._prepare(embeddings.astype(np.float64), "embeddings")]
+        else:
+            given = list(embeddings)  # type: ignore[arg-type]
+            if len(given) != n:
+                raise ValueError(f"embeddings has {len(given)} entries for {n} documents")
+            missing = [i for i, e in enumerate(given) if e is None]
+            present = [i for i, e in enumerate(given) if e is not None]
+            vecs = [self._vector(given[i], f"embeddings[{i}]") for i in present]
+            if present:
+                mats.append(np.stack(vecs))
+                rows.extend(present)
+            if missing and self._embedder is not None:
+                mats.append(self._embed([docs[i] for i in missing], "texts"))
+                rows.extend(missing)
+        self._index.add_documents(zip(ids, docs, strict=True))
+        if rows:
+            x = np.concatenate(mats) if len(mats) > 1 else mats[0]
+            self._store_vectors([ids[i] for i in rows], x)
+        if n:
+            self.clear_cache(invalidate=True)
+        return n
+
+    def delete_document(self, doc_id: int) -> None:
+        """Remove ``doc_id`` from both indexes. O(|doc|) + O(dim). Empties the result cache.
+
+        Raises KeyError if ``doc_id`` is not in the pipeline.
+        """
+        d = _doc_id(doc_id)
+        if d not in self._index:
+            raise KeyError(f"doc_id {d} is not in the pipeline")
+        self._index.delete_document(d)
+        if d in self._vec_row:
+            self._drop_vector(d)
+        self.clear_cache(invalidate=True)
+
+    # ------------------------------------------------------------------ search
+    def _dense_candidates(self, q: npt.NDArray[np.float32], depth: int,
+                          ) -> tuple[IdArray, ScoreArray]:
+        """Up to ``depth`` nearest stored vectors, best first, ties by id (exact if small)."""
+        n = self._num_vecs
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        if n <= self._brute_force_max:
+            vecs = self._vecs[:n]
+            if self._metric == "l2":
+                diff = vecs - q
+                scores = -np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+            else:
+                scores = (vecs @ q).astype(np.float64)
+            ids = self._vec_ids[:n]
+            if depth < n:
+                part = np.argpartition(-scores, depth - 1)[:depth]
+                cut = scores[part].min()
+                # keep every candidate tied with the cut, then order by (-score, id)
+                part = np.flatnonzero(scores >= cut)
+                ids, scores = ids[part], scores[part]
+            order = np.lexsort((ids, -scores))[:depth]
+            return ids[order], scores[order]
+        ef = max(self._hnsw.ef_search, depth)
+        hits = self._hnsw.search(q, k=depth, ef=ef)
+        ids = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
+        dist = np.fromiter((h[1] for h in hits), dtype=np.float64, count=len(hits))
+        scores = -dist if self._metric == "l2" else 1.0 - dist
+        order = np.lexsort((ids, -scores))
+        return ids[order], scores[order]
+
+    def search(
+        self,
+        query: str,
+        query_embedding: npt.ArrayLike | None = None,
+        top_k: int = 10,
+        fusion_weight: float = 0.5,
+        *,
+        fusion: str | None = None,
+        use_cache: bool = True,
+    ) -> list[tuple[int, float]]:
+        """The ``top_k`` best ``(doc_id, fused score)``, best first, ties by doc id.
+
+        ``fusion_weight`` is the dense side's share (``weighted``) or weight
+        (``rrf``); ``fusion`` overrides the pipeline's default for this call;
+        ``use_cache=False`` neither reads nor fills the hot-query cache (the query
+        is still counted). See the class docstring for the cost.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not _is_int(top_k) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        k = int(top_k)
+        w = _weight(fusion_weight)
+        mode = self._fusion if fusion is None else fusion
+        if mode not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        q = None
+        if query_embedding is not None:
+            q = self._vector(query_embedding, "query_embedding")
+        self._searches += 1
+        cache = self._cache if use_cache else None
+        key: Any = None
+        hot = False
+        if self._cache is not None:
+            norm = self._normalize(query)
+            self._sketch.add(norm)
+            if cache is not None:
+                digest = (None if q is None or w == 0.0
+                          else hashlib.blake2b(q.tobytes(), digest_size=16).digest())
+                key = (norm, digest, k, w, mode)
+                hit = cache.get(key)
+                if hit is not None:
+                    self._hits += 1
+                    return list(hit)
+                self._misses += 1
+                hot = self._sketch.estimate(norm) >= self._hot_threshold
+        if q is None and w > 0.0 and self._embedder is not None and self._num_vecs:
+            q = self._embed([query], "query")[0]
+        if q is None:
+            w = 0.0  # no query vector: lexical only
+        lex_ids = dense_ids = np.zeros(0, dtype=np.int64)
+        lex_scores = dense_scores = np.zeros(0, dtype=np.float64)
+        if w < 1.0:
+            hits = self._index.search(query, max(self._lexical_depth, k))
+            lex_ids = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
+            lex_scores = np.fromiter((h[1] for h in hits), dtype=np.float64, count=len(hits))
+        if w > 0.0 and q is not None:
+            dense_ids, dense_scores = self._dense_candidates(q, max(self._dense_depth, k))
+        if mode == "weighted":
+            ids, scores = fuse_weighted(lex_ids, lex_scores, dense_ids, dense_scores, w)
+        else:
+            ids, scores = fuse_rrf(lex_ids, dense_ids, w, self._rrf_k)
+        results = top_k_heap(ids, scores, k)
+        if hot and cache is not None:
+            cache.put(key, tuple(results))
+        return results
+
+    # ------------------------------------------------------------------ cache
+    def clear_cache(self, invalidate: bool = False) -> None:
+        """Drop every cached result (query counts stay). O(cached queries)."""
+        if self._cache is not None and len(self._cache):
+            self._cache.clear()
+            if invalidate:
+                self._invalidations += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, configuration and cache figures. O(segments + vocabulary + n).
+
+        ``cache_hits``/``cache_misses`` count searches answered from / not from the
+        result cache; ``hot_queries`` is the number of hot queries whose results are
+        cached now; ``lexical`` and ``dense`` are the two indexes' own ``stats()``.
+        """
+        lookups = self._hits + self._misses
+        cache = self._cache
+        return {
+            "num_documents": len(self._index),
+            "num_embedded": self._num_vecs,
+            "num_lexical_only": len(self._index) - self._num_vecs,
+            "embedding_dim": self._dim,
+            "metric": self._metric,
+            "fusion": self._fusion,
+            "lexical_depth": self._lexical_depth,
+            "dense_depth": self._dense_depth,
+            "rrf_k": self._rrf_k,
+            "dense_search": ("exact" if self._num_vecs <= self._brute_force_max else "hnsw"),
+            "embedder": repr(self._embedder) if self._embedder is not None else None,
+            "num_searches": self._searches,
+            "cache_hits": self._hits,
+            "cache_misses": self._misses,
+            "cache_hit_rate": self._hits / lookups if lookups else 0.0,
+            "hot_queries": len(cache) if cache is not None else 0,
+            "hot_threshold": self._hot_threshold,
+            "cache_tokens": cache.total_tokens() if cache is not None else 0,
+            "cache_budget": self._cache_budget,
+            "cache_invalidations": self._invalidations,
+            "queries_counted": self._sketch.total,
+            "vector_bytes": int(self._vecs.nbytes + self._vec_ids.nbytes),
+            "lexical": self._index.stats(),
+            "dense": self._hnsw.stats(),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def _params(self) -> dict[str, Any]:
+        h = self._hnsw.stats()
+        return {
+            "embedding_dim": self._dim, "seed": self._seed, "fusion": self._fusion,
+            "metric": self._metric, "lexical_depth": self._lexical_depth,
+            "dense_depth": self._dense_depth, "rrf_k": self._rrf_k,
+            "k1": self._index.k1, "b": self._index.b, "M": h["M"],
+            "ef_construction": h["ef_construction"], "ef_search": h["ef_search"],
+            "brute_force_max": self._brute_force_max, "cache_budget": self._cache_budget,
+            "hot_threshold": self._hot_threshold, "sketch_width": self._sketch.width,
+            "sketch_depth": self._sketch.depth,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the pipeline to the folder ``path`` (created; replaced files). O(index size).
+
+        Layout: ``pipeline.json`` (format, version, parameters, counts, sha256 of the
+        vector files), ``lexical.idx`` (:meth:`InvertedIndex.save`), ``dense/``
+        (:meth:`HNSW.save`), ``vectors.npy`` and ``vector_ids.npy``. No pickle. The
+        embedder, a custom analyzer or query normaliser, and the result cache and
+        query counts are not saved.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = self._num_vecs
+        self._index.save(folder / "lexical.idx")
+        if (folder / "dense").exists():
+            shutil.rmtree(folder / "dense")
+        self._hnsw.save(folder / "dense")
+        sums = {}
+        for name, arr in (("vectors", self._vecs[:n]), ("vector_ids", self._vec_ids[:n])):
+            file = folder / f"{name}.npy"
+            np.save(file, np.ascontiguousarray(arr), allow_pickle=False)
+            sums[name] = hashlib.sha256(file.read_bytes()).hexdigest()
+        header = {"format": _FORMAT, "version": _VERSION, "params": self._params(),
+                  "num_documents": len(self._index), "num_vectors": n, "sha256": sums}
+        (folder / "pipeline.json").write_text(json.dumps(header, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        embedder: Embedder | None = None,
+        analyzer: Analyzer | Callable[[str], Sequence[str]] | None = None,
+        query_normalizer: Callable[[str], str] = normalize_query,
+    ) -> RetrievalPipeline:
+        """Read a pipeline written by :meth:`save`. O(index size).
+
+        Raises FileNotFoundError if ``path`` holds no pipeline and CorruptFileError
+        if any part is truncated, altered, of another version or inconsistent.
+        """
+        folder = Path(path)
+        head = folder / "pipeline.json"
+        if not head.is_file():
+            raise FileNotFoundError(f"no RetrievalPipeline at {str(folder)!r} "
+                                    "(pipeline.json missing)")
+        try:
+            header = json.loads(head.read_text(encoding="utf-8"))
+            if not isinstance(header, dict) or header.get("format") != _FORMAT:
+                raise CorruptFileError(f"{folder}: not an llmds RetrievalPipeline")
+            if header.get("version") != _VERSION:
+                raise CorruptFileError(f"{folder}: unsupported version {header.get('version')}")
+            p = header["params"]
+            self = cls(p["embedding_dim"], p["seed"], fusion=p["fusion"], metric=p["metric"],
+                       lexical_depth=p["lexical_depth"], dense_depth=p["dense_depth"],
+                       rrf_k=p["rrf_k"], embedder=embedder, k1=p["k1"], b=p["b"],
+                       analyzer=analyzer, M=p["M"], ef_construction=p["ef_construction"],
+                       ef_search=p["ef_search"], brute_force_max=p["brute_force_max"],
+                       cache_budget=p["cache_budget"], hot_threshold=p["hot_threshold"],
+                       sketch_width=p["sketch_width"], sketch_depth=p["sketch_depth"],
+                       query_normalizer=query_normalizer)
+            arrays = {}
+            for name in ("vectors", "vector_ids"):
+                file = folder / f"{name}.npy"
+                if hashlib.sha256(file.read_bytes()).hexdigest() != header["sha256"][name]:
+                    raise CorruptFileError(f"{file}: checksum mismatch")
+                arrays[name] = np.load(file, allow_pickle=False)
+            index = InvertedIndex.load(folder / "lexical.idx", analyzer=analyzer)
+            hnsw = HNSW.load(folder / "dense")
+        except CorruptFileError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptFileError(f"{folder}: corrupt RetrievalPipeline ({exc})") from None
+        vecs, vids = arrays["vectors"], arrays["vector_ids"]
+        n = int(header["num_vectors"])
+        if vecs.shape != (n, self._dim) or vecs.dtype != np.float32 or \
+                vids.shape != (n,) or vids.dtype != np.int64:
+            raise CorruptFileError(f"{folder}: vector files do not match the header")
+        id_list = vids.tolist()
+        if len(index) != header["num_documents"] or len(set(id_list)) != n or \
+                len(hnsw) != n or hnsw.dim != self._dim or \
+                not all(d in hnsw and d in index for d in id_list):
+            raise CorruptFileError(f"{folder}: lexical, dense and vector parts disagree")
+        self._index, self._hnsw = index, hnsw
+        self._vecs = np.ascontiguousarray(vecs) if n else np.zeros((16, self._dim), np.float32)
+        self._vec_ids = vids.copy() if n else np.zeros(16, dtype=np.int64)
+        self._vec_row = {d: i for i, d in enumerate(id_list)}
+        self._num_vecs = n
+        return self
+
+    # ------------------------------------------------------------------ invariants
+    def _check(self) -> None:
+        """Assert the invariants (O(index size)); for tests."""
+        self._index._check()
+        self._hnsw._check()
+        n = self._num_vecs
+        ids = self._vec_ids[:n].tolist()
+        assert len(self._vec_row) == n == len(self._hnsw)
+        for row, d in enumerate(ids):
+            assert self._vec_row[d] == row and d in self._hnsw and d in self._index
+            assert np.array_equal(self._hnsw.get_vector(d), self._vecs[row])
+        if self._metric == "cosine" and n:
+            assert np.allclose(np.linalg.norm(self._vecs[:n], axis=1), 1.0, atol=1e-4)
+        if self._cache is not None:
+            self._cache._check()
+            assert self._cache.total_tokens() <= self._cache_budget
+        assert self._hits + self._misses <= self._searches
+
+
+def _entry_cost(results: tuple[tuple[int, float], ...]) -> int:
+    """Budget units of one cached result list: its entries plus one for the key."""
+    return len(results) + 1

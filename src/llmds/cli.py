@@ -148,8 +148,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from llmds.sim.config import load_config
-    from llmds.sim.engine import SCENARIOS, scenario, simulate
+    from llmds.sim.engine import simulate
     from llmds.sim.metrics import format_table
+    from llmds.sim.scenarios import SCENARIOS, scenario
 
     if args.config is not None and args.scenario is not None:
         print("llmds simulate: give a SCENARIO or --config FILE, not both", file=sys.stderr)

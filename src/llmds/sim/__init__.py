@@ -26,15 +26,14 @@ from llmds.sim.engine import (
     KV_BACKENDS,
     MODES,
     POLICIES,
-    SCENARIOS,
     SimConfig,
     SimResult,
     Simulator,
-    scenario,
     simulate,
 )
 from llmds.sim.kv_backends import KVCacheBackend, RadixBackend, TokenRemap
 from llmds.sim.metrics import RequestRecord, format_table, summarize
+from llmds.sim.scenarios import SCENARIOS, scenario
 
 __all__ = [
     "KV_BACKENDS",

@@ -69,11 +69,9 @@ __all__ = [
     "KV_BACKENDS",
     "MODES",
     "POLICIES",
-    "SCENARIOS",
     "SimConfig",
     "SimResult",
     "Simulator",
-    "scenario",
     "simulate",
 ]
 
@@ -659,68 +657,3 @@ def simulate(
 ) -> SimResult:
     """Run one simulation (what ``llmds simulate`` calls). O(events)."""
     return Simulator(config).run(requests, progress)
-
-
-# Named scenarios for ``llmds simulate <name>``: name -> (description, builder).
-SCENARIOS: dict[str, str] = {
-    "chat": "multi-turn chat trace (shared prefixes), Poisson at 4 req/s, continuous batching",
-    "chat-bursty": "multi-turn chat trace, gamma arrivals (cv=3) at 4 req/s",
-    "mixed-slo": "synthetic interactive (TTFT 200 ms) + batch (E2E 30 s) at 10 req/s, EDF",
-    "micro-batch": "synthetic short requests at 30 req/s, the seed's micro-batching (50 ms)",
-    "overload-admission": "synthetic at 25 req/s (2x capacity) with admission at 10 req/s",
-    "chat-radix": "multi-turn chat trace at 4 req/s, RadixCache + PagedAllocator KV backend",
-    "tenants-fair": "two tenants (one sends 4x), 15 req/s (1.3x capacity), SFQ fair share",
-}
-
-
-def scenario(
-    name: str, num_requests: int = 2000, seed: int = 0
-) -> tuple[list[SimRequest], SimConfig]:
-    """The workload and configuration of a named scenario (see :data:`SCENARIOS`). O(n).
-
-    ``llmds simulate NAME`` should call ``simulate(*scenario(NAME, n, seed))`` and
-    print :func:`llmds.sim.metrics.format_table` of ``result.metrics``.
-
-    >>> reqs, cfg = scenario("micro-batch", 10)
-    >>> len(reqs), cfg.mode
-    (10, 'micro_batch')
-    """
-    from llmds.bench.workloads import multi_turn_chat_trace
-    from llmds.sim.arrivals import (
-        LengthDist,
-        SLOClass,
-        Tenant,
-        synthetic_workload,
-        trace_workload,
-    )
-
-    if name not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {name!r}")
-    classes = [SLOClass("interactive", 1.0, ttft_ms=200.0), SLOClass("batch", 1.0, e2e_ms=30e3)]
-    if name in ("chat", "chat-radix"):
-        return trace_workload(multi_turn_chat_trace(num_requests, seed=seed), 4.0, seed=seed), (
-            SimConfig(kv_backend="radix" if name == "chat-radix" else "kvcache")
-        )
-    if name == "tenants-fair":
-        tenants = (Tenant("noisy", share=4.0), Tenant("quiet", share=1.0))
-        reqs = synthetic_workload(num_requests, 15.0, tenants=tenants,
-                                  slo_classes=[classes[0]], seed=seed)
-        return reqs, SimConfig(policy="fair", tenants=tenants)
-    if name == "chat-bursty":
-        reqs = trace_workload(
-            multi_turn_chat_trace(num_requests, seed=seed), 4.0, process="gamma", cv=3.0,
-            seed=seed,
-        )
-        return reqs, SimConfig()
-    if name == "mixed-slo":
-        return synthetic_workload(num_requests, 10.0, slo_classes=classes, seed=seed), SimConfig(
-            policy="edf"
-        )
-    if name == "micro-batch":
-        reqs = synthetic_workload(
-            num_requests, 30.0, prompt=LengthDist("uniform", low=32, high=512),
-            output=LengthDist("uniform", low=1, high=16), seed=seed,
-        )
-        return reqs, SimConfig(mode="micro_batch", max_num_seqs=32, max_wait_ms=50.0)
-    reqs = synthetic_workload(num_requests, 25.0, slo_classes=classes, seed=seed)
-    return reqs, SimConfig(qps_limit=10.0)

@@ -89,7 +89,12 @@ def test_token_remap():
     b = m.encode(np.array([2**40, 9]))
     assert b[0] == a[1] and b[1] not in set(a.tolist()) | set(f.tolist())
     assert len(m) == 7
+    assert m.encode(np.array([5, 9]))[0] == a[0]  # table path agrees with the mixed path
+    neg = m.encode(np.array([-3, 5, -3]))
+    assert neg[0] == neg[2] and neg[1] == a[0] and len(m) == 8
     assert m.encode(np.array([], dtype=np.int64)).size == 0
+    with pytest.raises(TypeError, match="integers"):
+        m.encode(np.array([1.5]))
     m._next = (1 << 32) - 1
     with pytest.raises(ValueError, match="2\\*\\*32"):
         m.fresh(2)

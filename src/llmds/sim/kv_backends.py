@@ -26,11 +26,12 @@ Both are the real llmds objects behind one small interface the engine calls
 synthetic requests get unique ids ``(request_id + 1) * 2**32 + position`` and a
 trace may carry any int64 ids. :class:`TokenRemap` maps them to dense ``uint32``
 codes, built per simulation: ids that can repeat (a trace's ``token_ids``) go
-through a dictionary ``id -> code`` (a request's new ids get the next codes, in
-increasing id order; equal ids always get equal codes, so prefix matching is
-exact); a synthetic request, whose ids are unique by construction, takes a fresh
-contiguous block of codes without dictionary entries. More than ``2**32`` distinct
-tokens in one simulation raise ``ValueError``.
+through a remapping table ``id -> code`` (a NumPy array for ids below 2**22, a
+dictionary above; a request's new ids get the next codes, in increasing id order;
+equal ids always get equal codes, so prefix matching is exact); a synthetic
+request, whose ids are unique by construction, takes a fresh contiguous block of
+codes without any table entry. More than ``2**32`` distinct tokens in one
+simulation raise ``ValueError``.
 
 Slot indices stored in the tree are ``page * page_size + offset``; a tree node
 always covers whole pages starting at a page boundary, so the pages behind any
@@ -56,14 +57,20 @@ __all__ = ["KV_BACKENDS", "KVCacheBackend", "RadixBackend", "TokenRemap", "make_
 KV_BACKENDS = ("kvcache", "radix")
 _UNIQUE_BASE = 1 << 32  # synthetic token ids: (request_id + 1) * 2**32 + position
 _CODE_LIMIT = 1 << 32
+_TABLE_LIMIT = 1 << 22  # ids below this are remapped through a NumPy table
 
 
 class TokenRemap:
     """Dense ``uint32`` codes for token ids of any integer value (one per simulation).
 
-    ``encode(ids)``: O(T log T) for a request of T ids (a ``np.unique``) plus one
-    dictionary look-up per *distinct* id; ``fresh(n)``: O(n), no dictionary entry.
-    Memory: one dictionary entry per distinct repeatable id.
+    Ids in ``[0, 2**22)`` (any real vocabulary) are looked up in a NumPy table
+    indexed by id, grown on demand; other ids in a dictionary. Both hand out codes
+    from one counter, so equal ids always get equal codes.
+
+    ``encode(ids)``: O(T) vectorised for in-table ids, plus O(k log k) for the k
+    new ids and one dictionary look-up per distinct out-of-table id; ``fresh(n)``:
+    O(n), no table entry. Memory: 8 bytes per table slot up to the largest id seen
+    below 2**22 (32 MiB at most) and one dictionary entry per distinct larger id.
 
     >>> m = TokenRemap()
     >>> m.encode(np.array([2**40, 7, 2**40])).tolist(), m.fresh(2).tolist()
@@ -72,10 +79,11 @@ class TokenRemap:
     [0, 4]
     """
 
-    __slots__ = ("_codes", "_next")
+    __slots__ = ("_codes", "_next", "_table")
 
     def __init__(self) -> None:
         self._codes: dict[int, int] = {}
+        self._table = np.full(0, -1, dtype=np.int64)
         self._next = 0
 
     def __len__(self) -> int:
@@ -92,11 +100,25 @@ class TokenRemap:
         self._next = start + n
         return start
 
-    def encode(self, ids: npt.ArrayLike) -> npt.NDArray[np.uint32]:
-        """Codes of ``ids`` (equal ids, equal codes; new ids get the next codes)."""
-        arr = np.asarray(ids)
-        if arr.size == 0:
-            return np.empty(0, dtype=np.uint32)
+    def _encode_small(self, arr: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Codes of ids in ``[0, 2**22)`` through the table."""
+        hi = int(arr.max())
+        table = self._table
+        if hi >= table.shape[0]:
+            grown = np.full(max(hi + 1, 2 * table.shape[0]), -1, dtype=np.int64)
+            grown[: table.shape[0]] = table
+            self._table = table = grown
+        codes = table[arr]
+        missing = codes < 0
+        if missing.any():
+            new = np.unique(arr[missing])
+            start = self._reserve(len(new))
+            table[new] = np.arange(start, start + len(new), dtype=np.int64)
+            codes = table[arr]
+        return codes
+
+    def _encode_large(self, arr: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+        """Codes of other ids through the dictionary."""
         uniq, inv = np.unique(arr, return_inverse=True)
         codes = self._codes
         vals = uniq.tolist()
@@ -104,8 +126,24 @@ class TokenRemap:
         if new:
             start = self._reserve(len(new))
             codes.update(zip(new, range(start, start + len(new)), strict=True))
-        table = np.fromiter((codes[v] for v in vals), dtype=np.uint32, count=len(vals))
-        return table[inv.reshape(-1)]
+        lut = np.fromiter((codes[v] for v in vals), dtype=np.int64, count=len(vals))
+        return lut[inv.reshape(-1)]
+
+    def encode(self, ids: npt.ArrayLike) -> npt.NDArray[np.uint32]:
+        """Codes of ``ids`` (equal ids, equal codes; new ids get the next codes)."""
+        arr = np.asarray(ids).reshape(-1)
+        if arr.size == 0:
+            return np.empty(0, dtype=np.uint32)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {arr.dtype}")
+        small = (arr >= 0) & (arr < _TABLE_LIMIT)
+        if small.all():
+            return self._encode_small(arr.astype(np.int64, copy=False)).astype(np.uint32)
+        out = np.empty(arr.shape[0], dtype=np.int64)
+        if small.any():
+            out[small] = self._encode_small(arr[small].astype(np.int64))
+        out[~small] = self._encode_large(arr[~small])
+        return out.astype(np.uint32)
 
     def fresh(self, n: int) -> npt.NDArray[np.uint32]:
         """``n`` codes never handed out before (a request whose ids are all unique)."""

@@ -285,10 +285,23 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         params={"num_requests": n, "max_num_seqs": batch, "loads": loads, "max_wait_ms": waits,
                 "cost_model": asdict(cost), "prompt": asdict(_PROMPT), "output": asdict(_OUTPUT),
                 "policy": "fcfs", "mode": "micro_batch"},
-        data=f"synthetic, seed {ctx.seed} (Poisson arrivals)",
+        data=(f"synthetic, seed {ctx.seed} (Poisson arrivals); experiment 3 replays the seeded "
+              "synthetic multi-turn chat trace (llmds.bench.workloads.multi_turn_chat_trace)"),
         rows=rows, ratios=ratios, plots=plots,
-        notes=["Load is a fraction of the always-full-batch throughput.",
+        notes=["exp1: load is a fraction of the always-full-batch throughput; "
+               "capacity_vs_full = requests per busy second / always-full batches'.",
                "Times come from the default CostModel (an unmeasured 7B-on-one-GPU guess); "
-               "relative throughput is the robust figure.",
-               f"Simulator speed: {simulated / cpu if cpu else 0:.0f} requests per CPU-second."],
+               "relative throughput and ratios are the robust figures.",
+               "exp2: load is a fraction of the continuous-batching saturation throughput; the "
+               "Scheduler's default order is earliest TTFT deadline, then fewest tokens, so it "
+               "differs from EDF only among requests without a TTFT deadline (batch class).",
+               "exp3: memory saved = 1 - (KV pages per running request with the cache) / "
+               "(without), time-weighted over the run at the same arrival rate; 'KV pages held' "
+               "is the total held, which falls further because cached prefixes shorten "
+               "prefills and fewer requests run at once. Load is a fraction of the trace's "
+               "saturation throughput with caching off. Prefix hit rate = cached prompt "
+               "tokens / prompt tokens at first scheduling.",
+               "exp4: 2x the continuous-batching capacity, admission at 0.9x capacity (qps).",
+               f"Simulator speed: {simulated / cpu if cpu else 0:.0f} requests per CPU-second "
+               "(exp1 runs)."],
     )

@@ -104,6 +104,77 @@ def test_insert_restores_tombstone() -> None:
     c._check()
 
 
+def test_tombstone_leaves_are_removed_with_their_last_child() -> None:
+    pool = RecPool()
+    c = SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
+    ins(c, [1, 2], 10)
+    ins(c, [1, 2, 3, 4], 20)
+    ins(c, [1, 2, 3, 4, 5, 6], 30)  # chain [1,2] -> [3,4] -> [5,6]
+    ins(c, [9], 40)
+    node = c.match_prefix([1, 2, 3, 4, 5, 6]).last_node
+    b = c.inc_lock_ref(node)  # W=2: only [5,6] is SWA-locked
+    assert c.evict(0, 4) == EvictResult(full_evicted=1, swa_evicted=5, mamba_evicted=0)
+    # [9] left the tree, [1,2] and [3,4] are tombstones under the lock
+    assert sorted(pool.swa_freed) == [10, 11, 22, 23] and pool.freed == [40]
+    c._check()
+    c.dec_lock_ref(node, b)
+    # [5,6] goes; its tombstone ancestors are useless now and go with it
+    assert c.evict(0, 1) == EvictResult(full_evicted=6, swa_evicted=2, mamba_evicted=0)
+    assert sorted(pool.freed) == [10, 11, 22, 23, 34, 35, 40]
+    assert c.total_size() == c.swa_total_size() == 0 and c.num_nodes == 0
+    c._check()
+
+
+def test_tombstone_cascade_stops_at_a_live_or_shared_node() -> None:
+    c = SWARadixCache(sliding_window_size=1)
+    ins(c, [1, 2, 3], 10)
+    ins(c, [1, 2, 3, 4], 20)
+    ins(c, [1, 2, 3, 5], 30)  # A=[1,2,3] -> {B=[4], C=[5]}
+    node = c.match_prefix([1, 2, 3, 5]).last_node
+    b = c.inc_lock_ref(node)  # W=1: C is SWA-locked, A only full-locked
+    r = c.evict(0, 10)  # B (unlocked leaf) leaves; A becomes a tombstone
+    assert r == EvictResult(full_evicted=1, swa_evicted=4, mamba_evicted=0)
+    assert c.total_size() == 4 and c.swa_total_size() == 1  # A stays: C is its child
+    c._check()
+    c.dec_lock_ref(node, b)
+    assert c.evict(1).full_evicted == 4  # C goes, then the childless tombstone A
+    assert c.num_nodes == 0
+    c._check()
+    # the cascade stops at a live node: U=[1,2] -> X=[3,4] (tombstone) -> Y=[5]
+    ins(c, [1, 2, 3, 4], 10)
+    ins(c, [1, 2, 3, 4, 5], 20)
+    c.match_prefix([1, 2, 9])  # splits X: the upper half U gets the newer id
+    node = c.match_prefix([1, 2, 3, 4, 5]).last_node
+    b = c.inc_lock_ref(node)
+    assert c.evict(0, 2).swa_evicted == 2  # equal times: X (older id) is tombstoned
+    c.dec_lock_ref(node, b)
+    assert c.evict(1).full_evicted == 3  # Y and the tombstone X; live U stays
+    assert c.total_size() == c.swa_total_size() == 2
+    assert c.match_prefix([1, 2, 3]).indices.tolist() == [10, 11]
+    c._check()
+
+
+def test_insert_keeps_a_locked_tombstone() -> None:
+    pool = RecPool()
+    c = SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
+    ins(c, [1, 2, 3, 4], 10)
+    ins(c, [1, 2, 3, 4, 5, 6], 20)
+    node = c.match_prefix([1, 2, 3, 4, 5, 6]).last_node
+    b = c.inc_lock_ref(node)
+    c.evict(0, 4)  # [1..4] becomes a tombstone; its full KV is read by the lock
+    assert sorted(pool.swa_freed) == [10, 11, 12, 13]
+    r = ins(c, [1, 2, 3, 4, 5, 6, 7], 50)
+    # the locked tombstone keeps 10..13 (not freed) and stays a tombstone; the
+    # cache frees the caller's copies 50..53 and its duplicates 54, 55 of [5,6]
+    assert r.prefix_len == 0 and sorted(pool.freed) == [50, 51, 52, 53, 54, 55]
+    assert c.match_prefix([1, 2, 3, 4, 5, 6, 7]).indices.tolist() == [10, 11, 12, 13, 24, 25, 56]
+    c._check()
+    c.dec_lock_ref(node, b)
+    ins(c, [1, 2, 3, 4], 60)  # unlocked now: restored with the caller's indices
+    assert c.match_prefix([1, 2, 3]).indices.tolist() == [60, 61, 62]
+    c._check()
+
+
 def test_swa_lock_boundary_and_bad_unlocks() -> None:
     c = SWARadixCache(sliding_window_size=3)
     ins(c, [1, 2], 10)
@@ -207,14 +278,29 @@ class SWAMachine(RuleBasedStateMachine):
         r = self.c.match_prefix(RadixKey(toks))
         assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
 
+    def _locked(self) -> set[Any]:
+        """Pages on a locked path (their full KV is read by a running request)."""
+        out: set[Any] = set()
+        for _node, _b, toks, _idx in self.locks:
+            out.update((None, toks[:e]) for e in range(self.ps, len(toks) + 1, self.ps))
+        return out
+
     @rule(toks=TOKENS)
     def insert(self, toks: list[int]) -> None:
         n = len(toks)
         idx = self.pool.alloc(n)
         r = self.c.insert(RadixKey(toks), idx)
-        exp = self.model.insert(toks, idx.tolist())
+        exp = self.model.insert(toks, idx.tolist(), locked=self._locked())
         assert r.prefix_len == exp
         self.pool.free(idx[: r.prefix_len])
+
+    @precondition(lambda self: self.locks)
+    @rule(i=st.integers(0, 100), more=st.lists(st.integers(0, 3), max_size=3))
+    def insert_over_lock(self, i: int, more: list[int]) -> None:
+        """Tombstone what a lock leaves outside its window, then insert through the
+        locked path (a running request still reads the tombstones' full KV)."""
+        self.evict(0, 1 << 20)
+        self.insert(list(self.locks[i % len(self.locks)][2]) + more)
 
     @rule(toks=TOKENS)
     def insert_after_match(self, toks: list[int]) -> None:
@@ -224,7 +310,7 @@ class SWAMachine(RuleBasedStateMachine):
         self.model.match(toks)
         idx = np.concatenate((r.indices, self.pool.alloc(len(toks) - m)))
         res = self.c.insert(RadixKey(toks), idx)
-        assert res.prefix_len == self.model.insert(toks, idx.tolist())
+        assert res.prefix_len == self.model.insert(toks, idx.tolist(), locked=self._locked())
         if res.prefix_len > m:
             self.pool.free(idx[m : res.prefix_len])
         n = len(toks)
@@ -234,12 +320,12 @@ class SWAMachine(RuleBasedStateMachine):
     def lock(self, toks: list[int]) -> None:
         r = self.c.match_prefix(RadixKey(toks))
         b = self.c.inc_lock_ref(r.last_node)
-        self.locks.append((r.last_node, b, tuple(toks[: r.prefix_len])))
+        self.locks.append((r.last_node, b, tuple(toks[: r.prefix_len]), r.indices))
 
     @precondition(lambda self: self.locks)
     @rule(i=st.integers(0, 100))
     def unlock(self, i: int) -> None:
-        node, b, _ = self.locks.pop(i % len(self.locks))
+        node, b, _, _ = self.locks.pop(i % len(self.locks))
         self.c.dec_lock_ref(node, b)
 
     @rule(n=st.integers(0, 8), s=st.integers(0, 8))
@@ -256,7 +342,7 @@ class SWAMachine(RuleBasedStateMachine):
         for p, (v, t) in after.items():
             assert v == before[p][0] and (t or not before[p][1])
         # nothing locked was removed; nothing in a lock's window was tombstoned
-        for _node, _b, toks in self.locks:
+        for _node, _b, toks, _idx in self.locks:
             for e in range(self.ps, len(toks) + 1, self.ps):
                 p = (None, toks[:e])
                 assert p in after
@@ -273,10 +359,13 @@ class SWAMachine(RuleBasedStateMachine):
         assert c.swa_evictable_size() + c.swa_protected_size() == c.swa_total_size()
         assert c.total_size() == len(self.model.value) * self.ps
         assert self.pool.num_free + c.total_size() == self.pool.size
+        assert not self.model.tombstone_leaves()
+        for _node, _b, _toks, idx in self.locks:  # a running request's KV is never freed
+            assert self.pool._in_use[idx].all()
 
     def teardown(self) -> None:
         while self.locks:
-            node, b, _ = self.locks.pop()
+            node, b, _, _ = self.locks.pop()
             self.c.dec_lock_ref(node, b)
         self.c.evict(10**6)
         assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
@@ -307,3 +396,19 @@ class SWAMachinePaged(SWAMachine):
 
 TestSWAModelPaged = SWAMachinePaged.TestCase
 TestSWAModelPaged.settings = settings(max_examples=40, stateful_step_count=40)
+
+
+class SWAMachineNarrow(SWAMachine):
+    """W=1: tombstones under a lock (outside its window) come up often."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = 1
+        self.c = SWARadixCache(
+            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
+        )
+        self.model = NaiveSWACache(self.ps, self.w)
+
+
+TestSWAModelNarrow = SWAMachineNarrow.TestCase
+TestSWAModelNarrow.settings = settings(max_examples=40, stateful_step_count=40)

@@ -57,8 +57,15 @@ class NaiveSWACache:
             out.extend(self.value[(extra, toks[:e])])
         return n, out
 
-    def insert(self, tokens: Sequence[int], values: Sequence[int], extra: Hashable = None) -> int:
-        """Add/restore every page; return the expected ``prefix_len``."""
+    def insert(
+        self,
+        tokens: Sequence[int],
+        values: Sequence[int],
+        extra: Hashable = None,
+        locked: frozenset[Prefix] | set[Prefix] = frozenset(),
+    ) -> int:
+        """Add/restore every page (a ``locked`` tombstone keeps its value and stays a
+        tombstone); return the expected ``prefix_len``."""
         toks = self._aligned(tokens)
         ps = self.page_size
         present = self.cached_len(toks, extra)
@@ -69,9 +76,17 @@ class NaiveSWACache:
                 continue
             if p in self.value and first_tomb is None:
                 first_tomb = e - ps
+            if p in locked:
+                continue
             self.value[p] = tuple(int(v) for v in values[e - ps : e])
             self.tomb[p] = False
         return present if first_tomb is None else first_tomb
+
+    def tombstone_leaves(self) -> list[Prefix]:
+        """Tombstoned pages with no cached page after them (must never exist)."""
+        ps = self.page_size
+        has_child = {(x, t[:-ps]) for (x, t) in self.value}
+        return [p for p, t in self.tomb.items() if t and p not in has_child]
 
     def pages(self) -> dict[Prefix, tuple[tuple[int, ...], bool]]:
         return {p: (v, self.tomb[p]) for p, v in self.value.items()}

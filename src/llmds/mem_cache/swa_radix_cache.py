@@ -11,6 +11,8 @@ Eviction has two phases (``evict(num_tokens, swa_num_tokens)``):
   1. full: least-recently-used unlocked leaves leave the tree (full and SWA KV freed);
   2. SWA: least-recently-used nodes whose SWA KV is unlocked lose it -- a leaf that is
      also fully unlocked leaves the tree, any other node becomes a tombstone.
+A tombstone never stays a leaf: when its last child leaves the tree it goes too (its
+full KV is freed), unless it is locked, and so on up the path (SGLang does the same).
 A match is cut back to the last position with at least ``W`` non-tombstoned tokens
 behind it (or no tombstone at all on the way from the root).
 """
@@ -74,9 +76,11 @@ class SWARadixCache(RadixCache):
 
     Insert: ``prefix_len`` is the number of leading tokens already cached *before the
     first tombstone on the key's path*; the caller frees ``value[:prefix_len]`` as
-    usual. Every tombstone the key passes is restored: it adopts the caller's
-    indices for its tokens and the cache frees its old indices; the caller's
-    duplicates of live nodes after the first tombstone are freed by the cache.
+    usual. Every unlocked tombstone the key passes is restored: it adopts the
+    caller's indices for its tokens and the cache frees its old indices; the
+    caller's duplicates of live nodes after the first tombstone are freed by the
+    cache. A tombstone under a lock (a running request reads its full KV) keeps
+    its indices and stays a tombstone; the cache frees the caller's copies.
     Indices equal to the node's own (a caller re-passing ``match_prefix``'s
     indices) are never freed, so the usual replay -- free ``value[m:prefix_len]``
     where ``m`` is the matched length -- is safe.
@@ -92,7 +96,8 @@ class SWARadixCache(RadixCache):
       * ``swa_evictable_size()`` = tokens of non-tombstone nodes with
         ``swa_lock_ref == 0``; ``swa_protected_size()`` = those with
         ``swa_lock_ref > 0``; their sum is ``swa_total_size()`` at all times;
-      * ``lock_ref >= swa_lock_ref`` per node; a tombstone has ``swa_lock_ref == 0``;
+      * ``lock_ref >= swa_lock_ref`` per node; a tombstone has ``swa_lock_ref == 0``
+        and at least one child (no tombstone leaves);
       * every SWA-unlocked live node has an entry in the SWA heap.
 
     Complexity: match/insert O(d + n) as in RadixCache plus O(d) for the window cut;
@@ -253,11 +258,14 @@ class SWARadixCache(RadixCache):
             if n.swa_tombstone:
                 if first_tomb is None:
                     first_tomb = off
-                to_free.append(n.value[n.value != seg])  # a caller passing the node's
-                n.value = np.array(seg, dtype=np.int64)  # own indices frees nothing
-                n.swa_tombstone = False
-                self._swa_evictable += t
-                self._swa_push(n)
+                if n.lock_ref:  # a running request reads its full KV: keep it, and
+                    to_free.append(seg[seg != n.value])  # the tombstone, as SGLang does
+                else:
+                    to_free.append(n.value[n.value != seg])  # a caller passing the node's
+                    n.value = np.array(seg, dtype=np.int64)  # own indices frees nothing
+                    n.swa_tombstone = False
+                    self._swa_evictable += t
+                    self._swa_push(n)
             elif first_tomb is not None:
                 to_free.append(seg[seg != n.value])
             off += t
@@ -288,11 +296,9 @@ class SWARadixCache(RadixCache):
             if stamp != node.last_access:
                 heapq.heappush(heap, (node.last_access, nid, node))
                 continue
-            full += len(node.value)
             if not node.swa_tombstone:  # type: ignore[attr-defined]
                 swa += len(node.value)
-            full_freed.append(node.value)
-            self._delete_leaf(node)
+            full += self._evict_leaf(node, full_freed)
         sheap = self._swa_heap
         swa_freed: list[npt.NDArray[np.int64]] = []
         while swa < swa_num_tokens and sheap:
@@ -305,9 +311,7 @@ class SWARadixCache(RadixCache):
             t = len(snode.value)
             swa += t
             if not snode.children and snode.lock_ref == 0:
-                full += t
-                full_freed.append(snode.value)
-                self._delete_leaf(snode)
+                full += self._evict_leaf(snode, full_freed)
             else:
                 snode.swa_tombstone = True
                 self._swa_evictable -= t
@@ -439,6 +443,33 @@ class SWARadixCache(RadixCache):
 
     # -------------------------------------------------------------- internals
 
+    def _evict_leaf(self, node: TreeNode, freed: list[npt.NDArray[np.int64]]) -> int:
+        """Delete an unlocked leaf, then every tombstone it leaves childless. O(k log h).
+
+        A tombstoned leaf is useless: no match may end in it (0 live tokens behind
+        its end) and an insert over it adopts the caller's indices anyway. So, as
+        in SGLang's SWARadixCache, a tombstone whose last child goes is deleted at
+        once (its full KV is freed) unless locked, and so on up the chain; no
+        tombstone is ever a leaf. Appends the freed indices to ``freed``; returns
+        the full tokens removed.
+        """
+        parent: Any = node.parent
+        freed.append(node.value)
+        total = len(node.value)
+        self._delete_leaf(node)
+        while (
+            parent.parent is not None
+            and parent.swa_tombstone
+            and not parent.children
+            and parent.lock_ref == 0
+        ):
+            up = parent.parent
+            freed.append(parent.value)
+            total += len(parent.value)
+            self._delete_leaf(parent)
+            parent = up
+        return total
+
     def _swa_push(self, node: SWATreeNode) -> None:
         heap = self._swa_heap
         heapq.heappush(heap, (node.last_access, node.id, node))
@@ -464,6 +495,7 @@ class SWARadixCache(RadixCache):
             assert s.lock_ref >= s.swa_lock_ref >= 0
             if s.swa_tombstone:
                 assert s.swa_lock_ref == 0, "a tombstone holds a SWA lock"
+                assert s.children, "a tombstone leaf was left in the tree"
                 continue
             if s.swa_lock_ref:
                 prot += len(s.value)

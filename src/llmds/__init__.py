@@ -48,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "Analyzer": "llmds.analysis",
     "InvertedIndex": "llmds.inverted_index",
     "HNSW": "llmds.hnsw",
+    "RetrievalPipeline": "llmds.retrieval_pipeline",
+    "Embedder": "llmds.embed",
+    "SentenceTransformerEmbedder": "llmds.embed",
 }
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "ChunkCache",
     "CorruptFileError",
     "CountMinSketch",
+    "Embedder",
     "EvictResult",
     "IndexedHeap",
     "InsertResult",
@@ -75,8 +79,10 @@ __all__ = [
     "PagedAllocator",
     "RadixCache",
     "RadixKey",
+    "RetrievalPipeline",
     "SWARadixCache",
     "Scheduler",
+    "SentenceTransformerEmbedder",
     "Timer",
     "TokenLRU",
     "UnknownSequenceError",
@@ -92,6 +98,7 @@ if TYPE_CHECKING:
     from llmds.admissions import AdmissionController, AdmissionDecision
     from llmds.analysis import Analyzer
     from llmds.cmsketch import CountMinSketch
+    from llmds.embed import Embedder, SentenceTransformerEmbedder
     from llmds.errors import CapacityError, CorruptFileError, LLMDSError, UnknownSequenceError
     from llmds.hnsw import HNSW
     from llmds.indexed_heap import IndexedHeap
@@ -113,6 +120,7 @@ if TYPE_CHECKING:
         hash_token_ids,
     )
     from llmds.paged_allocator import PagedAllocator, PageStats
+    from llmds.retrieval_pipeline import RetrievalPipeline
     from llmds.scheduler import Scheduler
     from llmds.token_lru import TokenLRU
     from llmds.utils import (

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._kernels import fusion as _kf
 from llmds.analysis import Analyzer
 from llmds.cmsketch import CountMinSketch
 from llmds.embed import Embedder
@@ -44,6 +45,8 @@ _INT64_MAX = 2**63 - 1
 
 IdArray = npt.NDArray[np.int64]
 ScoreArray = npt.NDArray[np.float64]
+_NO_IDS: IdArray = np.zeros(0, dtype=np.int64)
+_NO_SCORES: ScoreArray = np.zeros(0, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------- fusion
@@ -85,20 +88,15 @@ def _weight(weight: Any) -> float:
     return w
 
 
-def _combine(parts: list[tuple[IdArray, ScoreArray]]) -> tuple[IdArray, ScoreArray]:
-    """Sum per-id contributions, lexical part first; ids come back sorted ascending."""
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    if len(parts) == 1:
-        ids, contrib = parts[0]
-        order = np.argsort(ids, kind="stable")
-        return ids[order], 0.0 + contrib[order]
-    ids = np.concatenate([p[0] for p in parts])
-    contrib = np.concatenate([p[1] for p in parts])
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    # bincount adds in input order: 0.0 + lexical + dense, the reference's order.
-    fused = np.bincount(inverse, weights=contrib, minlength=uniq.shape[0]).astype(np.float64)
-    return uniq, fused
+def _fuse(lex_ids: IdArray, lex_scores: ScoreArray, dense_ids: IdArray, dense_scores: ScoreArray,
+          w_lex: float, w_dense: float, mode: int, rrf_k: int) -> tuple[IdArray, ScoreArray]:
+    """Call the fusion kernel on validated arrays; ids come back ascending."""
+    size = lex_ids.shape[0] + dense_ids.shape[0]
+    out_ids = np.empty(size, dtype=np.int64)
+    out_scores = np.empty(size, dtype=np.float64)
+    n = _kf.fuse(lex_ids, lex_scores, dense_ids, dense_scores, w_lex, w_dense, mode, rrf_k,
+                 out_ids, out_scores)
+    return out_ids[:n], out_scores[:n]
 
 
 def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
@@ -111,8 +109,8 @@ def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
     ``score(d) = (1 - weight) * lexical(d) + weight * dense(d)``, a side contributing
     0 for a document it did not return. ``weight`` is the dense side's share; a side
     whose weight is 0 contributes no candidates. Returns every candidate as
-    ``(ids ascending, scores)``; pick the best with :meth:`RetrievalPipeline.search`'s
-    top-k. Ids must be unique within a side.
+    ``(ids ascending, scores)``; :func:`top_k_heap` picks the best. Ids must be
+    unique within a side.
 
     >>> ids, s = fuse_weighted([1, 2], [3.0, 1.0], [2, 3], [0.9, 0.5], weight=0.5)
     >>> ids.tolist(), s.tolist()
@@ -120,18 +118,13 @@ def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
     """
     w = _weight(weight)
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
-    ls = np.asarray(lexical_scores, dtype=np.float64).reshape(-1)
-    ds = np.asarray(dense_scores, dtype=np.float64).reshape(-1)
+    ls = np.ascontiguousarray(lexical_scores, dtype=np.float64).reshape(-1)
+    ds = np.ascontiguousarray(dense_scores, dtype=np.float64).reshape(-1)
     if ls.shape[0] != lex.shape[0] or ds.shape[0] != dense.shape[0]:
         raise ValueError("each side needs one score per id")
     if not (np.isfinite(ls).all() and np.isfinite(ds).all()):
         raise ValueError("scores must be finite")
-    parts = []
-    if w < 1.0 and lex.shape[0]:
-        parts.append((lex, (1.0 - w) * minmax_normalize(ls)))
-    if w > 0.0 and dense.shape[0]:
-        parts.append((dense, w * minmax_normalize(ds)))
-    return _combine(parts)
+    return _fuse(lex, ls, dense, ds, 1.0 - w, w, 0, 0)
 
 
 def fuse_rrf(lexical_ids: npt.ArrayLike, dense_ids: npt.ArrayLike, weight: float = 0.5,
@@ -152,25 +145,36 @@ def fuse_rrf(lexical_ids: npt.ArrayLike, dense_ids: npt.ArrayLike, weight: float
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ValueError(f"k must be an int >= 0, got {k!r}")
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
-    parts = []
-    if w < 1.0 and lex.shape[0]:
-        parts.append((lex, (2.0 * (1.0 - w)) / (int(k) + np.arange(1, lex.shape[0] + 1))))
-    if w > 0.0 and dense.shape[0]:
-        parts.append((dense, (2.0 * w) / (int(k) + np.arange(1, dense.shape[0] + 1))))
-    return _combine(parts)
+    zeros = np.zeros(0, dtype=np.float64)
+    return _fuse(lex, np.zeros(lex.shape[0]) if lex.shape[0] else zeros, dense,
+                 np.zeros(dense.shape[0]) if dense.shape[0] else zeros,
+                 2.0 * (1.0 - w), 2.0 * w, 1, int(k))
 
 
 def top_k_heap(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, float]]:
-    """The ``k`` best ``(id, score)``, best first, ties to the smaller id. O(n + k log n).
+    """The ``k`` best ``(id, score)``, best first, ties to the smaller id. O(n + k log k).
 
-    Runs through :class:`IndexedHeap` (a max-heap, FIFO among equal scores): ids are
-    pushed in ascending order, so equal scores leave smaller id first.
+    The entries that can make the top ``k`` (score at least the ``k``-th best, ties
+    included) go through an :class:`IndexedHeap` (a max-heap, FIFO among equal
+    scores) in ascending id order, so equal scores leave smaller id first.
     """
-    if ids.shape[0] == 0:
+    ids = np.asarray(ids, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if ids.shape[0] > 1 and (np.diff(ids) <= 0).any():
+        order = np.argsort(ids, kind="stable")
+        ids, scores = ids[order], scores[order]
+    return _top_k_sorted(ids, scores, k)
+
+
+def _top_k_sorted(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, float]]:
+    n = ids.shape[0]
+    if n == 0:
         return []
-    order = np.argsort(ids, kind="stable")
+    if n > k:
+        keep = _kf.top_candidates(scores, n, k)
+        ids, scores = ids[keep], scores[keep]
     heap = IndexedHeap(max_heap=True)
-    heap.push_many(ids[order].tolist(), scores[order])
+    heap.push_many(ids.tolist(), scores)
     return [(key, score) for score, key in heap.pop_many(k)]
 
 
@@ -572,10 +576,10 @@ class RetrievalPipeline:
             order = np.lexsort((ids, -scores))[:depth]
             return ids[order], scores[order]
         ef = max(self._hnsw.ef_search, depth)
-        hits = self._hnsw.search(q, k=depth, ef=ef)
-        ids = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
-        dist = np.fromiter((h[1] for h in hits), dtype=np.float64, count=len(hits))
-        scores = -dist if self._metric == "l2" else 1.0 - dist
+        found, dist = self._hnsw.search_batch(q[None, :], depth, ef=ef)
+        hit = found[0] >= 0
+        ids, d64 = found[0][hit], dist[0][hit].astype(np.float64)
+        scores = -d64 if self._metric == "l2" else 1.0 - d64
         order = np.lexsort((ids, -scores))
         return ids[order], scores[order]
 
@@ -629,19 +633,21 @@ class RetrievalPipeline:
             q = self._embed([query], "query")[0]
         if q is None:
             w = 0.0  # no query vector: lexical only
-        lex_ids = dense_ids = np.zeros(0, dtype=np.int64)
-        lex_scores = dense_scores = np.zeros(0, dtype=np.float64)
-        if w < 1.0:
-            hits = self._index.search(query, max(self._lexical_depth, k))
-            lex_ids = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
-            lex_scores = np.fromiter((h[1] for h in hits), dtype=np.float64, count=len(hits))
+        lex_ids = dense_ids = _NO_IDS
+        lex_scores = dense_scores = _NO_SCORES
+        if w < 1.0 and len(self._index):
+            ids2, scores2, counts = self._index.search_batch(
+                [query], max(self._lexical_depth, k), as_arrays=True)
+            n = int(counts[0])
+            lex_ids, lex_scores = ids2[0, :n], scores2[0, :n]
         if w > 0.0 and q is not None:
             dense_ids, dense_scores = self._dense_candidates(q, max(self._dense_depth, k))
         if mode == "weighted":
-            ids, scores = fuse_weighted(lex_ids, lex_scores, dense_ids, dense_scores, w)
+            ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores, 1.0 - w, w, 0, 0)
         else:
-            ids, scores = fuse_rrf(lex_ids, dense_ids, w, self._rrf_k)
-        results = top_k_heap(ids, scores, k)
+            ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores,
+                                2.0 * (1.0 - w), 2.0 * w, 1, self._rrf_k)
+        results = _top_k_sorted(ids, scores, k)
         if hot and cache is not None:
             cache.put(key, tuple(results))
         return results
@@ -653,6 +659,14 @@ class RetrievalPipeline:
             self._cache.clear()
             if invalidate:
                 self._invalidations += 1
+
+    def reset_cache(self) -> None:
+        """Empty the result cache, forget every query count and zero the hit/miss
+        counters (a cold start, e.g. between benchmark runs). O(cached + sketch size)."""
+        if self._cache is not None:
+            self._cache.clear()
+        self._sketch.clear()
+        self._hits = self._misses = 0
 
     def stats(self) -> dict[str, Any]:
         """Counts, configuration and cache figures. O(segments + vocabulary + n).

@@ -48,12 +48,12 @@ class MambaPool:
             raise ValueError(f"size must be an int >= 0, got {size!r}")
         self.states = np.zeros((int(size), *state_shape), dtype=dtype)
         self._free = list(range(int(size) - 1, -1, -1))
-        self._in_use = np.zeros(int(size), dtype=np.bool_)
+        self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
 
     @property
     def size(self) -> int:
         """Number of slots. O(1)."""
-        return int(self._in_use.shape[0])
+        return len(self._in_use)
 
     @property
     def num_free(self) -> int:
@@ -65,22 +65,24 @@ class MambaPool:
         if not self._free:
             raise CapacityError(f"no free Mamba state slot (size {self.size})")
         slot = self._free.pop()
-        self._in_use[slot] = True
+        self._in_use[slot] = 1
         return slot
 
     def _valid(self, slot: Any, name: str) -> int:
-        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
-            raise TypeError(f"{name} must be an int slot id, got {slot!r}")
-        if not 0 <= slot < self.size:
+        if type(slot) is not int:
+            if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
+                raise TypeError(f"{name} must be an int slot id, got {slot!r}")
+            slot = int(slot)
+        if not 0 <= slot < len(self._in_use):
             raise ValueError(f"{name} must be in [0, {self.size}), got {slot}")
         if not self._in_use[slot]:
             raise ValueError(f"{name} {slot} is not allocated")
-        return int(slot)
+        return slot
 
     def free_track_slot(self, slot: int) -> None:
         """Return ``slot`` to the pool. O(1)."""
         s = self._valid(slot, "slot")
-        self._in_use[s] = False
+        self._in_use[s] = 0
         self._free.append(s)
 
     def copy_states(self, src: int, dst: int) -> None:
@@ -109,7 +111,18 @@ class MambaTreeNode(TreeNode):
         value: npt.NDArray[np.int64],
         last_access: int,
     ) -> None:
-        super().__init__(node_id, parent, kb, value, last_access)
+        # TreeNode's fields set here rather than through super().__init__: nodes are
+        # made on every insert that adds tokens, and the extra call cost ~10% of it
+        self.children: dict[bytes, TreeNode] = {}
+        self.parent = parent
+        self.kb = kb
+        self.value = value
+        self.lock_ref = 0
+        self.last_access = last_access
+        self.id = node_id
+        self.evicted = False
+        self.root: TreeNode = self if parent is None else parent.root
+        self._owner: Any = None
         self.mamba_value: int | None = None
         self.mamba_lock_ref = 0
         self.f_prev: Any = None
@@ -142,16 +155,18 @@ class MambaRadixCache(RadixCache):
 
     * ``match_prefix``: the longest cached prefix that ends at a node with a state
       (``prefix_len``, ``indices``, ``last_node``). ``mamba_branching_seqlen``, as
-      in SGLang's MambaRadixCache: when the cached KV matches further than that
-      last state, the KV-matched length rounded down to ``mamba_cache_chunk_size``
-      -- the position where the request branches off the tree, i.e. the tokens
-      before the first node the request adds (which has no state yet), where the
-      caller should checkpoint a state so the branch point becomes reusable; else
-      (the KV match ends at a state, nothing matched, or it rounds to 0) ``None``.
-      (Read literally, the issue's "tokens before the first node without state"
-      could also mean the offset of the first stateless node on the matched path;
-      that value is ``<= prefix_len`` for the path's first stateless node and says
-      nothing a caller can act on, so SGLang's definition is the one kept.)
+      in SGLang's MambaRadixCache (the longest aligned position that would have
+      been a hit had a state been stored there): when the cached KV matches
+      further than that last state, the KV-matched length rounded down to
+      ``mamba_cache_chunk_size`` -- where the request branches off the tree, i.e.
+      the tokens before the first node the request adds (which has no state yet);
+      the caller checkpoints a state there so the branch point becomes reusable.
+      Otherwise (the KV match ends at a state, nothing matched, or it rounds to
+      0) ``None``. Read literally, the issue's "tokens before the first node
+      without state" could also mean the offset of the first stateless node on
+      the matched path (what this class returned before); SGLang's definition is
+      the one kept, as that offset is never past ``prefix_len``'s next state and
+      gives the caller no checkpoint position.
     * ``insert(key, value=None, *, mamba_value=None)``: inserts the KV as
       RadixCache does; with ``mamba_value`` (a slot id) the state is attached to the
       node where the key ends. ``mamba_exist`` is True when that node already had a
@@ -267,7 +282,7 @@ class MambaRadixCache(RadixCache):
         self._tick = tick = self._tick + 1
         node.last_access = tick
         anchor: Any = self._flru  # path nodes go in front of it, deepest first
-        ms = self._mlru
+        touched: list[Any] = []  # unlocked states on the path, root first
         values = []
         pos = best = nbest = 0
         best_node = node
@@ -277,10 +292,10 @@ class MambaRadixCache(RadixCache):
             if child is None:
                 break
             ckb = child.kb
-            end = pos + len(ckb)
-            if end <= nb and kb[pos:end] == ckb:
+            if kb.startswith(ckb, pos):  # the whole node matches; no slice copy
                 node = child
-                pos = end
+                pos += len(ckb)
+                end = pos
             else:
                 m = self._first_diff(ckb, kb, pos, nb)
                 node = self._split_node(child, m)
@@ -300,21 +315,16 @@ class MambaRadixCache(RadixCache):
                     anchor.f_prev = node
                 anchor = node
             if node.mamba_value is not None:
-                if node.mamba_lock_ref == 0 and ms.m_prev is not node:  # to MRU, O(1)
-                    p, n = node.m_prev, node.m_next
-                    p.m_next = n
-                    n.m_prev = p
-                    p = ms.m_prev
-                    node.m_prev = p
-                    node.m_next = ms
-                    p.m_next = node
-                    ms.m_prev = node
+                if node.mamba_lock_ref == 0:
+                    touched.append(node)
                 best = pos
                 nbest = len(values)
                 best_node = node
             if end < 0:
                 break
             children = node.children
+        if touched:
+            self._m_touch(touched)
         branching: int | None = None
         if len(values) > nbest:
             ch = self.mamba_cache_chunk_size
@@ -347,7 +357,9 @@ class MambaRadixCache(RadixCache):
         non-int slot; nothing changes then.
         """
         if mamba_value is not None:
-            if isinstance(mamba_value, bool) or not isinstance(mamba_value, (int, np.integer)):
+            if type(mamba_value) is not int and (
+                isinstance(mamba_value, bool) or not isinstance(mamba_value, (int, np.integer))
+            ):
                 raise TypeError(f"mamba_value must be an int slot id, got {mamba_value!r}")
             n = len(key)
             if n == 0 or n % self.page_size:
@@ -387,17 +399,17 @@ class MambaRadixCache(RadixCache):
         self._tick = tick = self._tick + 1
         node.last_access = tick
         anchor: Any = self._flru
-        ms = self._mlru
+        touched: list[Any] = []
         pos = 0
         while pos < nb:
             child = node.children.get(kb[pos : pos + pb])
             if child is None:
                 break
             ckb = child.kb
-            end = pos + len(ckb)
-            if end <= nb and kb[pos:end] == ckb:
+            if kb.startswith(ckb, pos):  # the whole node matches; no slice copy
                 node = child
-                pos = end
+                pos += len(ckb)
+                end = pos
             else:
                 m = self._first_diff(ckb, kb, pos, nb)
                 node = self._split_node(child, m)
@@ -415,17 +427,12 @@ class MambaRadixCache(RadixCache):
                     p.f_next = node
                     anchor.f_prev = node
                 anchor = node
-            if node.mamba_value is not None and node.mamba_lock_ref == 0 and ms.m_prev is not node:
-                p, n = node.m_prev, node.m_next
-                p.m_next = n
-                n.m_prev = p
-                p = ms.m_prev
-                node.m_prev = p
-                node.m_next = ms
-                p.m_next = node
-                ms.m_prev = node
+            if node.mamba_value is not None and node.mamba_lock_ref == 0:
+                touched.append(node)
             if end < 0:
                 break
+        if touched:
+            self._m_touch(touched)
         prefix_len = pos >> 2
         if pos < nb:
             node = self._add_leaf(
@@ -437,6 +444,7 @@ class MambaRadixCache(RadixCache):
             return InsertResult(prefix_len=prefix_len, last_node=node, mamba_exist=True)
         node.mamba_value = int(mamba_value)
         self._m_evictable += 1
+        ms = self._mlru
         p = ms.m_prev
         node.m_prev = p
         node.m_next = ms
@@ -450,11 +458,15 @@ class MambaRadixCache(RadixCache):
 
         Returns ``full_evicted`` tokens and ``mamba_evicted`` states.
         """
-        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+        if not (type(num_tokens) is int and type(swa_num_tokens) is int):  # fast path
+            for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                    raise TypeError(f"{name} must be an int, got {v!r}")
+        if num_tokens < 0 or swa_num_tokens < 0:
+            name, v = (
+                ("num_tokens", num_tokens) if num_tokens < 0 else ("swa_num_tokens", swa_num_tokens)
+            )
+            raise ValueError(f"{name} must be >= 0, got {v}")
         freed: list[npt.NDArray[np.int64]] = []
         full = states = 0
         flru = self._flru
@@ -615,6 +627,24 @@ class MambaRadixCache(RadixCache):
         """No heap here: the full LRU list replaces RadixCache's lazy heap."""
 
     # -------------------------------------------------------------- internals
+
+    def _m_touch(self, nodes: list[Any]) -> None:
+        """Make ``nodes`` (root-side first) the MRU end of the state list, in that
+        order. O(len(nodes)); a node already in place (the usual case when the same
+        path is used again) is not moved."""
+        anchor: Any = self._mlru
+        for i in range(len(nodes) - 1, -1, -1):
+            n = nodes[i]
+            if n.m_next is not anchor:
+                p, q = n.m_prev, n.m_next
+                p.m_next = q
+                q.m_prev = p
+                p = anchor.m_prev
+                n.m_prev = p
+                n.m_next = anchor
+                p.m_next = n
+                anchor.m_prev = n
+            anchor = n
 
     def _m_unlink(self, n: Any) -> None:
         p, q = n.m_prev, n.m_next

@@ -153,13 +153,20 @@ class SWARadixCache(RadixCache):
 
     # ---------------------------------------------------------------- public
 
-    def _walk(self, key: Any, *, insert: bool) -> tuple[bytes, Any, list[Any], int]:
-        """Shared match/insert walk: (key bytes, extra, path nodes, matched bytes)."""
+    def _walk(
+        self, key: Any, *, insert: bool, kb: bytes | None = None
+    ) -> tuple[bytes, Any, list[Any], int]:
+        """Shared match/insert walk: (key bytes, extra, path nodes, matched bytes).
+
+        ``kb``: the key's token bytes when the caller has converted them already.
+        """
         if isinstance(key, RadixKey):
-            kb = _token_bytes(key.token_ids)
+            if kb is None:
+                kb = _token_bytes(key.token_ids)
             extra = key.extra_key
         else:
-            kb = _token_bytes(key)
+            if kb is None:
+                kb = _token_bytes(key)
             extra = None
         pb = self._pb
         nb = len(kb) - len(kb) % pb
@@ -242,7 +249,7 @@ class SWARadixCache(RadixCache):
             if ntok and vals.dtype.kind not in "iu":
                 raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
             vals = vals.astype(np.int64, copy=False)
-        kb, extra, start, nb = self._walk(key, insert=True)
+        kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
         if not start:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)

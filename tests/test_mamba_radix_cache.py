@@ -372,3 +372,41 @@ def test_hybrid_bench_quick_runs() -> None:
     assert len(impls) == 3 and all(0 <= r["hit_rate"] <= 1 for r in rec["rows"])
     plain = [r["hit_rate"] for r in rec["rows"] if r["impl"] == "RadixCache"]
     assert all(r["hit_rate"] <= plain[0] + 1e-12 for r in rec["rows"])
+
+
+def test_paged_random_ops_keep_lists_consistent() -> None:
+    """page_size 2: splits land on page boundaries; _check after every step."""
+    rng = np.random.default_rng(7)
+    kv = TokenToKVPoolAllocator(2048)
+    pool = MambaPool(256)
+    c = MambaRadixCache(page_size=2, token_to_kv_pool_allocator=kv, mamba_pool=pool)
+    locks: list[tuple[Any, Any]] = []
+    for _ in range(300):
+        op = rng.integers(5)
+        toks = rng.integers(0, 3, size=int(rng.integers(0, 5)) * 2).tolist()
+        if op == 0:
+            idx = kv.alloc(len(toks))
+            slot = pool.alloc_track_slot() if toks and rng.integers(2) else None
+            r = c.insert(RadixKey(toks), idx, mamba_value=slot)
+            kv.free(idx[: r.prefix_len])
+            if r.mamba_exist:
+                pool.free_track_slot(slot)  # type: ignore[arg-type]
+        elif op == 1:
+            m = c.match_prefix(RadixKey([*toks, 9]))
+            assert m.prefix_len % 2 == 0
+        elif op == 2:
+            m = c.match_prefix(RadixKey(toks))
+            locks.append((m.last_node, c.inc_lock_ref(m.last_node)))
+        elif op == 3 and locks:
+            node, tok = locks.pop(int(rng.integers(len(locks))))
+            c.dec_lock_ref(node, tok)
+        else:
+            c.evict(int(rng.integers(0, 6)), int(rng.integers(0, 3)))
+        c._check()
+        assert kv.num_free + c.total_size() == kv.size
+        assert pool.num_free + c.mamba_total_size() == pool.size
+    for node, tok in locks:
+        c.dec_lock_ref(node, tok)
+    c.evict(10**6)
+    assert c.total_size() == 0 and pool.num_free == pool.size
+    c._check()

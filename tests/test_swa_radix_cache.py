@@ -254,7 +254,7 @@ class SWAMachine(RuleBasedStateMachine):
             self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
         )
         self.model = NaiveSWACache(self.ps, self.w)
-        self.locks: list[tuple[Any, Any, tuple[int, ...]]] = []
+        self.locks: list[tuple[Any, Any, tuple[int, ...], Any]] = []
 
     def _cache_pages(self) -> dict[Any, tuple[tuple[int, ...], bool]]:
         out: dict[Any, tuple[tuple[int, ...], bool]] = {}

@@ -151,3 +151,24 @@ def test_minmax_range_and_order(values):
     order = np.argsort(values, kind="stable")
     assert np.all(np.diff(out[order]) >= 0)  # monotone
     assert out.tolist() == ref.minmax(values)
+
+
+def test_kernels_run_without_the_jit():
+    # The numba kernels must also run as plain Python (NUMBA_DISABLE_JIT=1).
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from llmds.retrieval_pipeline import fuse_weighted, fuse_rrf, top_k_heap\n"
+        "ids, s = fuse_weighted([1, 2], [3.0, 1.0], [2, 3], [0.9, 0.5], 0.5)\n"
+        "assert ids.tolist() == [1, 2, 3] and s.tolist() == [0.5, 0.5, 0.0], s\n"
+        "ids, s = fuse_rrf([1, 2], [2], 0.5)\n"
+        "assert top_k_heap(ids, s, 1)[0][0] == 2\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=False, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

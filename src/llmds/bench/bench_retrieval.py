@@ -524,17 +524,22 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             series = [{"label": f"weighted fusion, depth {d}",
                        "x": xs, "y": [quality[d][lbl][metric] for lbl in labels]}
                       for d in quality]
-            series += [{"label": f"RRF k=60, depth {d}", "x": [0.0, 1.0],
-                        "y": [quality[d]["rrf k=60"][metric]] * 2} for d in quality]
+            series.append({"label": f"RRF k=60 (depth {DEFAULT_DEPTH})", "x": [0.0, 1.0],
+                           "y": [quality[DEFAULT_DEPTH]["rrf k=60"][metric]] * 2})
             if metric == "ndcg@10":
                 series.append({"label": f"goal {GOAL_NDCG}", "x": [0.0, 1.0],
                                "y": [GOAL_NDCG, GOAL_NDCG]})
             plots.append({"title": f"{title} vs fusion weight ({c.name}; 0 = BM25, 1 = dense)",
                           "x_label": "fusion_weight (dense share)", "y_label": title,
                           "kind": "line", "series": series})
-    plots.append({"title": "search latency p50 / p95 (ms, top-10, query vectors given)",
-                  "x_label": "configuration", "y_label": "ms", "kind": "bar",
-                  "series": [{"label": p, "x": list(latency),
+    short = {"bm25 only": "BM25", "dense only": "dense",
+             f"hybrid weighted w={DEFAULT_WEIGHT}": "hybrid", "hybrid rrf": "hybrid RRF",
+             "naive hybrid": "naive hybrid", "peer hybrid (bm25s + hnswlib)": "bm25s+hnswlib",
+             "query embedding (MiniLM)": "MiniLM embed"}
+    plots.append({"title": "latency p50 / p95 per query (ms, top-10; search with vectors given)",
+                  "x_label": "configuration", "y_label": "ms (log)", "kind": "bar",
+                  "log_y": True,
+                  "series": [{"label": p, "x": [short.get(k, k) for k in latency],
                               "y": [v[p] for v in latency.values()]} for p in ("p50", "p95")]})
     notes.append(f"default configuration: fusion='weighted', fusion_weight={DEFAULT_WEIGHT}, "
                  f"candidate depth {DEFAULT_DEPTH} per side (the pipeline defaults); "

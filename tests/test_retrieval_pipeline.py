@@ -462,3 +462,23 @@ def test_sentence_transformer_embedder_offline():
     assert {top[0][0], top[1][0]} == {0, 2}
     with pytest.raises(TypeError, match="not a str"):
         emb.embed("one string")
+
+
+def test_depth_and_fusion_setters_empty_the_cache_and_decay_cools_queries():
+    p = RetrievalPipeline(embedding_dim=2, hot_threshold=2, decay_every=4)
+    p.add_documents(range(3), ["aa bb", "aa", "bb cc"])
+    p.search("aa")
+    p.search("aa")
+    assert p.stats()["hot_queries"] == 1
+    p.lexical_depth = 1
+    assert p.stats()["hot_queries"] == 0 and p.lexical_depth == 1
+    p.search("aa")
+    p.search("aa")  # 4th search: counts halved (aa: 4 -> 2)
+    assert p._sketch.estimate("aa") == 2
+    p.dense_depth = 5
+    p.fusion = "rrf"
+    assert p.stats()["hot_queries"] == 0
+    with pytest.raises(ValueError, match="lexical_depth"):
+        p.lexical_depth = 0
+    with pytest.raises(ValueError, match="decay_every"):
+        RetrievalPipeline(decay_every=0)

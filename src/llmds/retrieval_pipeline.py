@@ -244,7 +244,8 @@ class RetrievalPipeline:
     kept in a :class:`TokenLRU` whose budget ``cache_budget`` counts result entries
     (``len(results) + 1`` per query). A hit skips both searches and the query
     embedding. Any ``add_document``/``add_documents``/``delete_document`` empties
-    the result cache; counts survive. ``cache_budget=0`` disables it.
+    the result cache; counts survive (``decay_every=N`` halves them every N
+    searches, so queries that stop coming cool down). ``cache_budget=0`` disables it.
 
     Invariants (asserted by ``_check``): every stored vector belongs to a document
     of the inverted index, and the vector store and the HNSW graph hold the same
@@ -273,8 +274,8 @@ class RetrievalPipeline:
     """
 
     __slots__ = (
-        "_brute_force_max", "_cache", "_cache_budget", "_dense_depth", "_dim", "_embedder",
-        "_fusion", "_hits", "_hnsw", "_hot_threshold", "_index", "_invalidations",
+        "_brute_force_max", "_cache", "_cache_budget", "_decay_every", "_dense_depth", "_dim",
+        "_embedder", "_fusion", "_hits", "_hnsw", "_hot_threshold", "_index", "_invalidations",
         "_lexical_depth", "_metric", "_misses", "_normalize", "_num_vecs", "_rrf_k",
         "_searches", "_seed", "_sketch", "_vec_ids", "_vec_row", "_vecs",
     )
@@ -301,6 +302,7 @@ class RetrievalPipeline:
         hot_threshold: int = 2,
         sketch_width: int = 4096,
         sketch_depth: int = 4,
+        decay_every: int | None = None,
         query_normalizer: Callable[[str], str] = normalize_query,
     ) -> None:
         self._dim = _positive_int(embedding_dim, "embedding_dim")
@@ -329,6 +331,8 @@ class RetrievalPipeline:
         self._hnsw = HNSW(self._dim, M=M, ef_construction=ef_construction, ef_search=ef_search,
                           seed=self._seed, metric="l2" if metric == "l2" else "ip")
         self._sketch = CountMinSketch(sketch_width, sketch_depth, seed=self._seed or 0)
+        self._decay_every = (None if decay_every is None
+                             else _positive_int(decay_every, "decay_every"))
         self._cache: TokenLRU[Any, tuple[tuple[int, float], ...]] | None = (
             TokenLRU(self._cache_budget, _entry_cost) if self._cache_budget else None)
         self._vecs = np.zeros((16, self._dim), dtype=np.float32)
@@ -613,6 +617,8 @@ class RetrievalPipeline:
         if query_embedding is not None:
             q = self._vector(query_embedding, "query_embedding")
         self._searches += 1
+        if self._decay_every is not None and self._searches % self._decay_every == 0:
+            self._sketch.decay()  # aging: yesterday's hot queries cool down
         cache = self._cache if use_cache else None
         key: Any = None
         hot = False
@@ -715,7 +721,7 @@ class RetrievalPipeline:
             "ef_construction": h["ef_construction"], "ef_search": h["ef_search"],
             "brute_force_max": self._brute_force_max, "cache_budget": self._cache_budget,
             "hot_threshold": self._hot_threshold, "sketch_width": self._sketch.width,
-            "sketch_depth": self._sketch.depth,
+            "sketch_depth": self._sketch.depth, "decay_every": self._decay_every,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -776,6 +782,7 @@ class RetrievalPipeline:
                        ef_search=p["ef_search"], brute_force_max=p["brute_force_max"],
                        cache_budget=p["cache_budget"], hot_threshold=p["hot_threshold"],
                        sketch_width=p["sketch_width"], sketch_depth=p["sketch_depth"],
+                       decay_every=p.get("decay_every"),
                        query_normalizer=query_normalizer)
             arrays = {}
             for name in ("vectors", "vector_ids"):
@@ -796,7 +803,7 @@ class RetrievalPipeline:
             raise CorruptFileError(f"{folder}: vector files do not match the header")
         id_list = vids.tolist()
         if len(index) != header["num_documents"] or len(set(id_list)) != n or \
-                len(hnsw) != n or hnsw.dim != self._dim or \
+                len(hnsw) != n or hnsw.dim != self._dim or hnsw.metric != self._hnsw.metric or \
                 not all(d in hnsw and d in index for d in id_list):
             raise CorruptFileError(f"{folder}: lexical, dense and vector parts disagree")
         self._index, self._hnsw = index, hnsw

@@ -162,11 +162,12 @@ class MambaRadixCache(RadixCache):
       the tokens before the first node the request adds (which has no state yet);
       the caller checkpoints a state there so the branch point becomes reusable.
       Otherwise (the KV match ends at a state, nothing matched, or it rounds to
-      0) ``None``. Read literally, the issue's "tokens before the first node
-      without state" could also mean the offset of the first stateless node on
-      the matched path (what this class returned before); SGLang's definition is
-      the one kept, as that offset is never past ``prefix_len``'s next state and
-      gives the caller no checkpoint position.
+      0) ``None``. Where the issue's wording and SGLang differ: "the tokens before
+      the first node without state", read literally, is where the first stateless
+      node of the matched path starts (what this class returned before). That is
+      always ``<= prefix_len``, so it gives the caller no new checkpoint position;
+      SGLang's reading -- where the request's own first (stateless) node will
+      start -- is the one kept.
     * ``insert(key, value=None, *, mamba_value=None)``: inserts the KV as
       RadixCache does; with ``mamba_value`` (a slot id) the state is attached to the
       node where the key ends. ``mamba_exist`` is True when that node already had a

@@ -49,7 +49,7 @@ def replay_swa(
 ) -> dict[str, int]:
     """Replay through SWARadixCache; SWA KV kept within ``swa_capacity`` tokens."""
     cache = SWARadixCache(1, sliding_window_size=WINDOW, token_to_kv_pool_allocator=pool)
-    hit = total = rejected = swa_ev = full_ev = 0
+    hit = total = rejected = swa_ev = full_ev = evicts = 0
     for prompt, full in reqs:
         r = cache.match_prefix(RadixKey(prompt))
         m = r.prefix_len
@@ -62,6 +62,7 @@ def replay_swa(
         short = need - pool.num_free
         if over > 0 or short > 0:
             e = cache.evict(max(short, 0), max(over, 0))
+            evicts += 1
             swa_ev += e.swa_evicted
             full_ev += e.full_evicted
             if need > pool.num_free:
@@ -79,6 +80,8 @@ def replay_swa(
         "rejected": rejected,
         "swa_evicted": swa_ev,
         "full_evicted": full_ev,
+        "inserts": len(reqs) - rejected,
+        "evict_calls": evicts,
     }
 
 
@@ -89,7 +92,7 @@ def replay_mamba(
     states = MambaPool(mamba_slots, state_shape=(1,))
     cache = MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=states)
     insert, free = cache.insert, pool.free
-    hit = total = rejected = m_ev = full_ev = 0
+    hit = total = rejected = m_ev = full_ev = evicts = inserts = 0
     for prompt, full in reqs:
         r = cache.match_prefix(RadixKey(prompt))
         m = r.prefix_len
@@ -104,6 +107,7 @@ def replay_mamba(
         s_short = len(cps) - states.num_free
         if short > 0 or s_short > 0:
             e = cache.evict(max(short, 0), max(s_short, 0))
+            evicts += 1
             m_ev += e.mamba_evicted
             full_ev += e.full_evicted
             if need > pool.num_free or len(cps) > states.num_free:
@@ -114,6 +118,7 @@ def replay_mamba(
         # as SGLang's chunked prefill caches a request: each checkpoint's prefix in
         # increasing order (the last one is the whole sequence), each with its state
         done = m  # value[:done] is the cache's or freed already
+        inserts += len(cps)
         for p in cps:
             slot = states.alloc_track_slot()
             res = insert(RadixKey(full[:p]), value[:p], mamba_value=slot)
@@ -129,6 +134,8 @@ def replay_mamba(
         "rejected": rejected,
         "mamba_evicted": m_ev,
         "full_evicted": full_ev,
+        "inserts": inserts,
+        "evict_calls": evicts,
     }
 
 
@@ -191,6 +198,10 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                     "rejected": r["rejected"],
                     "swa_evicted_tokens": r.get("swa_evicted", 0),
                     "mamba_evicted_states": r.get("mamba_evicted", 0),
+                    # cache calls behind requests_per_s (None: not counted for the
+                    # baseline, which inserts once per request)
+                    "inserts": r.get("inserts"),
+                    "evict_calls": r.get("evict_calls"),
                     **extra,
                     **meas.to_dict(),
                 }

@@ -481,8 +481,11 @@ def run(ctx: BenchContext) -> dict[str, Any]:
              "value": table[default_label]["ndcg@10"], "goal": goal},
             {"name": "hybrid nDCG@10 (RRF k=60)", "value": table["rrf k=60"]["ndcg@10"],
              "goal": goal},
-            {"name": f"best weighted nDCG@10 over w=0.1..0.9 ({best_label})",
+            {"name": "best weighted nDCG@10 over w=0.1..0.9", "config": best_label,
              "value": table[best_label]["ndcg@10"], "goal": goal},
+            {"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None},
+            {"name": f"dense nDCG@10 ({MODEL_TAG if root is not None else 'synthetic'})",
+             "value": table["dense"]["ndcg@10"], "goal": None},
             {"name": "nDCG@10 hybrid (default) / BM25", "value": harness.ratio(
                 table[default_label]["ndcg@10"], bm25["ndcg@10"]), "goal": 1.0},
             {"name": "nDCG@10 hybrid (default) / dense", "value": harness.ratio(
@@ -503,8 +506,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
              "goal": 1.0},
         ]
     else:
-        ratios.append({"name": "BM25 nDCG@10 (lexical only; no embeddings)",
-                       "value": bm25["ndcg@10"], "goal": None})
+        ratios.append({"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None,
+                       "config": "lexical only: no embeddings"})
     ratios.append({"name": f"hot-query cache speedup, Zipf {ZIPF_S} stream ({vec_label})",
                    "value": cache_rows[vec_label]["speedup"], "goal": 1.5})
     ratios.append({"name": f"hot-query cache hit rate, Zipf {ZIPF_S} stream ({vec_label})",

@@ -16,79 +16,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmds.errors import CapacityError
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
+from llmds.mem_cache.mamba_pool import MambaPool
 from llmds.mem_cache.radix_cache import _EMPTY_I64, _U32, RadixCache, TreeNode, _token_bytes
 
 __all__ = ["MambaPool", "MambaRadixCache", "MambaTreeNode"]
-
-
-class MambaPool:
-    """Fixed pool of ``size`` state slots, each a NumPy array of ``state_shape``.
-
-    ``alloc_track_slot()`` takes a free slot (LIFO free stack, O(1)),
-    ``free_track_slot(slot)`` returns it (O(1); double free / unknown slot raise
-    ``ValueError``, nothing changes), ``copy_states(src, dst)`` copies slot contents
-    (O(state size)). ``states`` is the ``(size, *state_shape)`` array.
-
-    >>> pool = MambaPool(2, state_shape=(3,))
-    >>> a = pool.alloc_track_slot(); pool.states[a] = 1.0
-    >>> b = pool.alloc_track_slot(); pool.copy_states(a, b); pool.states[b].tolist()
-    [1.0, 1.0, 1.0]
-    >>> pool.free_track_slot(a); pool.num_free
-    1
-    """
-
-    __slots__ = ("_free", "_in_use", "states")
-
-    def __init__(
-        self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32
-    ) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise ValueError(f"size must be an int >= 0, got {size!r}")
-        self.states = np.zeros((int(size), *state_shape), dtype=dtype)
-        self._free = list(range(int(size) - 1, -1, -1))
-        self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
-
-    @property
-    def size(self) -> int:
-        """Number of slots. O(1)."""
-        return len(self._in_use)
-
-    @property
-    def num_free(self) -> int:
-        """Free slots. O(1)."""
-        return len(self._free)
-
-    def alloc_track_slot(self) -> int:
-        """Take a free slot; ``CapacityError`` when none is left. O(1)."""
-        if not self._free:
-            raise CapacityError(f"no free Mamba state slot (size {self.size})")
-        slot = self._free.pop()
-        self._in_use[slot] = 1
-        return slot
-
-    def _valid(self, slot: Any, name: str) -> int:
-        if type(slot) is not int:
-            if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
-                raise TypeError(f"{name} must be an int slot id, got {slot!r}")
-            slot = int(slot)
-        if not 0 <= slot < len(self._in_use):
-            raise ValueError(f"{name} must be in [0, {self.size}), got {slot}")
-        if not self._in_use[slot]:
-            raise ValueError(f"{name} {slot} is not allocated")
-        return slot
-
-    def free_track_slot(self, slot: int) -> None:
-        """Return ``slot`` to the pool. O(1)."""
-        s = self._valid(slot, "slot")
-        self._in_use[s] = 0
-        self._free.append(s)
-
-    def copy_states(self, src: int, dst: int) -> None:
-        """Copy the state in slot ``src`` into slot ``dst``. O(state size)."""
-        s, d = self._valid(src, "src"), self._valid(dst, "dst")
-        self.states[d] = self.states[s]
 
 
 class MambaTreeNode(TreeNode):

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "hybrid_cache": "bench_hybrid_cache",
     "bm25": "bench_bm25",
     "hnsw": "bench_hnsw",
+    "retrieval": "bench_retrieval",
     "sim": "bench_sim",
 }
 

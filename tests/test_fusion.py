@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmds.retrieval_pipeline import (
+from llmds.fusion import (
     RRF_K,
     fuse_rrf,
     fuse_weighted,
@@ -160,7 +160,7 @@ def test_kernels_run_without_the_jit():
     import sys
 
     code = (
-        "from llmds.retrieval_pipeline import fuse_weighted, fuse_rrf, top_k_heap\n"
+        "from llmds.fusion import fuse_weighted, fuse_rrf, top_k_heap\n"
         "ids, s = fuse_weighted([1, 2], [3.0, 1.0], [2, 3], [0.9, 0.5], 0.5)\n"
         "assert ids.tolist() == [1, 2, 3] and s.tolist() == [0.5, 0.5, 0.0], s\n"
         "ids, s = fuse_rrf([1, 2], [2], 0.5)\n"

@@ -9,9 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the library with the peer libraries and runs the main job at its default size.
+# Installs the library with the peer libraries and runs the main job at its default size,
+# then writes the report (Markdown, HTML, plots and the Word document).
 bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet -e ".[bench,report]"
 	$(BIN)/llmds bench
 	$(BIN)/llmds report
 

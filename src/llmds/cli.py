@@ -138,11 +138,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from llmds.bench import report_docx
     from llmds.bench.report import build_report
 
     paths = build_report(Path(args.results), Path(args.out))
     for path in paths:
         print(path)
+    if not report_docx.available():
+        print("llmds report: Word report skipped (needs python-docx: pip install "
+              "'llmds[report]')", file=sys.stderr)
     return 0
 
 

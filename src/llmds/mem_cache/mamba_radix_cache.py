@@ -18,7 +18,13 @@ import numpy.typing as npt
 
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
 from llmds.mem_cache.mamba_pool import MambaPool
-from llmds.mem_cache.radix_cache import _EMPTY_I64, _U32, RadixCache, TreeNode, _token_bytes
+from llmds.mem_cache.radix_cache import (
+    _EMPTY_I64,
+    RadixCache,
+    TreeNode,
+    _insert_args,
+    _token_bytes,
+)
 
 __all__ = ["MambaPool", "MambaRadixCache", "MambaTreeNode"]
 
@@ -300,24 +306,7 @@ class MambaRadixCache(RadixCache):
                     f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
                     f"(page_size {self.page_size})"
                 )
-        if isinstance(key, RadixKey):
-            kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
-        else:
-            kb = _token_bytes(key)
-            extra = None
-        ntok = len(kb) >> 2
-        if value is None:
-            vals: Any = np.frombuffer(kb, dtype=_U32).astype(np.int64)
-        else:
-            vals = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if vals.ndim != 1 or vals.shape[0] != ntok:
-                raise ValueError(
-                    f"value must be 1-D with one index per token: len(key)={ntok}, "
-                    f"value shape {vals.shape}"
-                )
-            if ntok and vals.dtype.kind not in "iu":
-                raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
+        kb, extra, vals = _insert_args(key, value)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb

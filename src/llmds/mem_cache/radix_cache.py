@@ -135,6 +135,30 @@ def _token_bytes(token_ids: Any) -> bytes:
     return arr.astype(_U32).tobytes()
 
 
+def _insert_args(key: Any, value: Any) -> tuple[bytes, Any, Any]:
+    """``insert``'s arguments checked: the key's token bytes, its extra key, and one
+    integer KV index per token (the token ids themselves when ``value`` is None).
+    O(len(key)). Raises ``ValueError``/``TypeError`` on a bad ``value``."""
+    if isinstance(key, RadixKey):
+        kb = _token_bytes(key.token_ids)
+        extra = key.extra_key
+    else:
+        kb = _token_bytes(key)
+        extra = None
+    ntok = len(kb) >> 2
+    if value is None:
+        return kb, extra, np.frombuffer(kb, dtype=_U32).astype(np.int64)
+    vals = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if vals.ndim != 1 or vals.shape[0] != ntok:
+        raise ValueError(
+            f"value must be 1-D with one index per token: len(key)={ntok}, "
+            f"value shape {vals.shape}"
+        )
+    if ntok and vals.dtype.kind not in "iu":
+        raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
+    return kb, extra, vals
+
+
 class RadixCache(BasePrefixCache):
     """Radix tree mapping token-id prefixes to KV indices, with LRU leaf eviction.
 
@@ -315,24 +339,7 @@ class RadixCache(BasePrefixCache):
 
         Raises ``ValueError`` if ``len(value) != len(key)``; nothing changes then.
         """
-        if isinstance(key, RadixKey):
-            kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
-        else:
-            kb = _token_bytes(key)
-            extra = None
-        ntok = len(kb) >> 2
-        if value is None:
-            vals = np.frombuffer(kb, dtype=_U32).astype(np.int64)
-        else:
-            vals = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if vals.ndim != 1 or vals.shape[0] != ntok:
-                raise ValueError(
-                    f"value must be 1-D with one index per token: len(key)={ntok}, "
-                    f"value shape {vals.shape}"
-                )
-            if ntok and vals.dtype.kind not in "iu":
-                raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
+        kb, extra, vals = _insert_args(key, value)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb

@@ -26,7 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
-from llmds.mem_cache.radix_cache import _EMPTY_I64, _U32, RadixCache, TreeNode, _token_bytes
+from llmds.mem_cache.radix_cache import (
+    _EMPTY_I64,
+    RadixCache,
+    TreeNode,
+    _insert_args,
+    _token_bytes,
+)
 
 __all__ = ["SWARadixCache", "SWATreeNode"]
 
@@ -235,20 +241,8 @@ class SWARadixCache(RadixCache):
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
     ) -> InsertResult:
         """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        kb_full = _token_bytes(key.token_ids if isinstance(key, RadixKey) else key)
-        ntok = len(kb_full) >> 2
-        if value is None:
-            vals = np.frombuffer(kb_full, dtype=_U32).astype(np.int64)
-        else:
-            vals = np.asarray(value)
-            if vals.ndim != 1 or vals.shape[0] != ntok:
-                raise ValueError(
-                    f"value must be 1-D with one index per token: len(key)={ntok}, "
-                    f"value shape {vals.shape}"
-                )
-            if ntok and vals.dtype.kind not in "iu":
-                raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
-            vals = vals.astype(np.int64, copy=False)
+        kb_full, _, vals = _insert_args(key, value)
+        vals = vals.astype(np.int64, copy=False)
         kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
         if not start:
             if nb == 0:

@@ -2,7 +2,7 @@
 
 Independent of the report code except for ``fmt`` (the rule that turns a measured value
 into table text): collect every numeric token that the result files can produce — their
-numbers (as written and as formatted), and the digits inside their strings and keys —
+numbers (as written and as formatted to 3 or 4 digits), and the digits inside their strings and keys —
 and require every numeric token of the report to be one of them, once the fixed text
 that is allowed to hold numbers (the original report's claims and the verdict criteria,
 quoted verbatim) has been removed.
@@ -41,7 +41,7 @@ def traceable_numbers(results_dir: Path) -> set[str]:
         elif isinstance(value, str):
             out.update(_tokens(value))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            for text in (fmt(value), repr(value), str(value)):
+            for text in (fmt(value), fmt(value, 4), repr(value), str(value)):
                 out.update(_tokens(text))
 
     for path in results_dir.glob("*.json"):

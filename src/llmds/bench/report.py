@@ -38,8 +38,9 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def fmt(value: Any) -> str:
-    """Format a measured value for a table cell (3 significant digits, thousands separators)."""
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a measured value for a table cell (``digits`` significant digits, thousands
+    separators)."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -55,7 +56,7 @@ def fmt(value: Any) -> str:
             return "0"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
-        return f"{value:.3g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
@@ -83,13 +84,31 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _tables(rec: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+def _tables(rec: dict[str, Any]) -> tuple[list[tuple[list[str], list[list[str]]]], list[str]]:
+    """The measured rows as tables, and the skipped peers.
+
+    A benchmark's rows often come in kinds (a quality sweep, then latency rows, then
+    cache rows) with different fields; consecutive rows whose fields mostly agree
+    (Jaccard >= 0.6) share a table, so no table is a sparse union of every kind.
+    """
     rows = [_flatten(r) for r in rec.get("rows", [])]
     ran = [r for r in rows if "skipped" not in r]
-    cols = _scalar_columns(ran)
-    body = [[fmt(r.get(c)) for c in cols] for r in ran]
+    groups: list[tuple[set[str], list[dict[str, Any]]]] = []
+    for row in ran:
+        keys = set(_scalar_columns([row]))
+        if groups:
+            seen, members = groups[-1]
+            if len(keys & seen) >= 0.6 * len(keys | seen):
+                seen |= keys
+                members.append(row)
+                continue
+        groups.append((keys, [row]))
+    tables = []
+    for _, members in groups:
+        cols = _scalar_columns(members)
+        tables.append((cols, [[fmt(r.get(c)) for c in cols] for r in members]))
     skipped = [f"{r.get('impl', '?')}: {r['skipped']}" for r in rows if "skipped" in r]
-    return cols, body, skipped
+    return tables, skipped
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -108,7 +127,8 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
         return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     def cell(c: str) -> str:
-        css = ' class="num"' if _NUMERIC_CELL.match(c) else ""
+        css = (' class="num"' if _NUMERIC_CELL.match(c) else
+               ' class="missed"' if c == "missed" else "")
         return f"<td{css}>{html.escape(c)}</td>"
 
     rows = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in body)
@@ -121,8 +141,10 @@ def _ratio_rows(rec: dict[str, Any]) -> list[list[str]]:
         goal = r.get("goal")
         sense = ">=" if r.get("higher_is_better", True) else "<="
         met = {True: "met", False: "missed", None: "–"}[r.get("met")]
-        out.append([r["name"], fmt(r.get("value")), f"{sense} {fmt(goal)}" if goal is not None
-                    else "–", met])
+        value = fmt(r.get("value"))
+        if goal is not None and value == fmt(goal) and r.get("value") != goal:
+            value = fmt(r.get("value"), 4)  # 0.2995 missed a goal of 0.3: show why
+        out.append([r["name"], value, f"{sense} {fmt(goal)}" if goal is not None else "–", met])
     return out
 
 
@@ -205,9 +227,8 @@ def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], b
     ratio_rows = _ratio_rows(rec)
     if ratio_rows:
         out.append(("table", ["measure", "value", "goal", "status"], ratio_rows))
-    cols, body, skipped = _tables(rec)
-    if cols:
-        out.append(("table", cols, body))
+    tables, skipped = _tables(rec)
+    out += [("table", cols, body) for cols, body in tables if cols]
     out += [("bullet", f"Skipped peer {s}") for s in skipped]
     out += [("quote", note) for note in rec.get("notes", [])]
     missing = False
@@ -254,7 +275,7 @@ def _claim_blocks(records: list[dict[str, Any]]) -> list[Block]:
         out.append(("h3", f"Claim: {claim.statement}"))
         out.append(("p", f"Verdict: {claim.verdict.upper()}. Criterion: {claim.criterion}"))
         if claim.evidence:
-            body = [[e.label, fmt(e.value),
+            body = [[e.label, fmt(e.value, 4),
                      {True: "yes", False: "no", None: "context"}[e.ok], e.source]
                     for e in claim.evidence]
             out.append(("table", ["measured", "value", "meets the claim", "source"], body))
@@ -401,10 +422,12 @@ _HTML_HEAD = """<!DOCTYPE html>
 <style>
 body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em;
        color: #222; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f3f7; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.missed { color: #a01010; font-weight: bold; }
 .verdict { font-weight: bold; padding: 0 0.3em; border-radius: 3px; }
 .holds { background: #d7f0d7; } .partly { background: #fbeecb; } .fails { background: #f6d3d3; }
 .unmeasured { background: #e4e4e4; }

@@ -107,6 +107,10 @@ def _prefix_sharing(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
         c.remarks.append("Only whole pages covered by a shared prefix can be shared, so the "
                          "saving depends on the page size and on how long the shared "
                          "prompts are; see the rows above.")
+    if sim is not None and any(e.source.startswith(sim["_file"]) for e in c.evidence):
+        c.remarks.append("In the serving simulation the saving per running request grows "
+                         "with load: the more requests run at once, the more of them share "
+                         "the same cached prompts.")
 
 
 def _max_wait(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:

@@ -134,6 +134,23 @@ def _top(blocks: list[Block], title: str) -> list[Block]:
     return out
 
 
+_MAX_COLUMNS = 12  # wider tables do not fit a page: written as (row, measure, value)
+_LABEL_COLUMNS = ("impl", "config", "stage", "experiment", "capacity", "page_size", "ef",
+                  "max_wait_ms", "load", "policy", "collection", "mode")
+
+
+def _long_format(header: list[str], body: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """A wide table as ``row | measure | value`` lines (empty cells left out)."""
+    label_idx = [j for j, h in enumerate(header) if h in _LABEL_COLUMNS] or [0]
+    out = []
+    for row in body:
+        label = ", ".join(row[j] if header[j] == "impl" else f"{header[j]}={row[j]}"
+                          for j in label_idx if row[j] != "–")
+        out += [[label, h, cell] for j, (h, cell) in enumerate(zip(header, row, strict=True))
+                if j not in label_idx and cell != "–"]
+    return ["row", "measure", "value"], out
+
+
 def write_docx(records: list[dict[str, Any]], blocks: list[Block], path: Path) -> Path:
     """Write the Word report to ``path``; images are read relative to ``path``'s folder."""
     from docx import Document
@@ -144,6 +161,8 @@ def write_docx(records: list[dict[str, Any]], blocks: list[Block], path: Path) -
     base = path.parent
 
     def table(header: list[str], body: list[list[str]]) -> None:
+        if len(header) > _MAX_COLUMNS:
+            header, body = _long_format(header, body)
         t = doc.add_table(rows=1, cols=len(header))
         t.style = "Light Grid Accent 1"
         for cell, text in zip(t.rows[0].cells, header, strict=True):
@@ -153,6 +172,16 @@ def write_docx(records: list[dict[str, Any]], blocks: list[Block], path: Path) -
             for cell, text in zip(cells, row, strict=True):
                 cell.text = str(text)
         size = Pt(7) if len(header) > 6 else Pt(8.5)
+        # Column widths follow the text they hold (Word's autofit leaves equal columns).
+        longest = [max(min(max([len(str(h))] + [len(str(r[j])) for r in body]), 40), 12)
+                   for j, h in enumerate(header)]
+        widths = [Inches(6.5 * n / sum(longest)) for n in longest]
+        t.autofit = False
+        for col, width in zip(t.columns, widths, strict=True):
+            col.width = width  # the grid LibreOffice reads
+        for row in t.rows:
+            for cell, width in zip(row.cells, widths, strict=True):
+                cell.width = width
         for row in t.rows:
             for cell in row.cells:
                 for par in cell.paragraphs:

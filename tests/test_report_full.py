@@ -143,3 +143,15 @@ def test_docx_false_skips_and_true_requires_python_docx(tmp_path, monkeypatch):
     assert len(build_report(folder, tmp_path / "o2")) == 2
     with pytest.raises(ImportError, match="python-docx"):
         build_report(folder, tmp_path / "o3", docx=True)
+
+
+def test_committed_report_traces_to_its_committed_results():
+    """docs/report is the latest full run's report: nobody edited a number in by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "report"
+    md = (root / "report.md").read_text(encoding="utf-8")
+    assert untraced_numbers(md.replace("docs/report/results", ""), root / "results") == []
+    assert "## The original report's claims, checked" in md
+    for name in ("kv_cache", "hnsw", "sim", "retrieval", "bm25"):
+        assert (root / "results" / f"{name}.json").is_file()

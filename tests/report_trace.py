@@ -1,11 +1,11 @@
 """Check that every number in a generated report comes from a result file.
 
 Independent of the report code except for ``fmt`` (the rule that turns a measured value
-into table text): collect every numeric token that the result files can produce — their
-numbers (as written and as formatted to 3 or 4 digits), and the digits inside their strings and keys —
-and require every numeric token of the report to be one of them, once the fixed text
-that is allowed to hold numbers (the original report's claims and the verdict criteria,
-quoted verbatim) has been removed.
+into table text): collect every numeric token that the result files can produce (their
+numbers as written and as formatted to 3 or 4 digits, and the digits inside their strings
+and keys) and require every numeric token of the report to be one of them, once the fixed
+text that is allowed to hold numbers (the original report's claims and the verdict
+criteria, quoted verbatim) has been removed.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def run(ctx: harness.BenchContext) -> dict[str, Any]:
                                        if r["memory_bytes"] else None),
                          "one_query": e["one"], "batch": e["batch"]})
     ratios = _ratios(results)
-    plots = [{
+    plots: list[dict[str, Any]] = [{
         "title": f"recall@10 vs queries per CPU-second, one query per call ({n_base} base)",
         "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
         "log_y": True,

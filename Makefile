@@ -16,8 +16,9 @@ bench: $(BIN)/python
 	$(BIN)/llmds bench
 	$(BIN)/llmds report
 
-# Installs with the test extras and runs lint plus the whole suite.
+# Installs with the test extras and runs lint, the type check and the whole suite.
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -23,7 +23,7 @@ from llmds.mem_cache.radix_cache import (
     RadixCache,
     TreeNode,
     _insert_args,
-    _token_bytes,
+    _key_bytes,
 )
 
 __all__ = ["MambaPool", "MambaRadixCache", "MambaTreeNode"]
@@ -202,12 +202,7 @@ class MambaRadixCache(RadixCache):
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
         """Longest cached prefix ending at a state; O(d + n). See the class doc."""
-        if isinstance(key, RadixKey):
-            kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
-        else:
-            kb = _token_bytes(key)
-            extra = None
+        kb, extra = _key_bytes(key)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb

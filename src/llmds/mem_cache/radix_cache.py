@@ -135,16 +135,18 @@ def _token_bytes(token_ids: Any) -> bytes:
     return arr.astype(_U32).tobytes()
 
 
+def _key_bytes(key: Any) -> tuple[bytes, Any]:
+    """A :class:`RadixKey` or a token sequence as (uint32 token bytes, extra key). O(n)."""
+    if isinstance(key, RadixKey):
+        return _token_bytes(key.token_ids), key.extra_key
+    return _token_bytes(key), None
+
+
 def _insert_args(key: Any, value: Any) -> tuple[bytes, Any, Any]:
     """``insert``'s arguments checked: the key's token bytes, its extra key, and one
     integer KV index per token (the token ids themselves when ``value`` is None).
     O(len(key)). Raises ``ValueError``/``TypeError`` on a bad ``value``."""
-    if isinstance(key, RadixKey):
-        kb = _token_bytes(key.token_ids)
-        extra = key.extra_key
-    else:
-        kb = _token_bytes(key)
-        extra = None
+    kb, extra = _key_bytes(key)
     ntok = len(kb) >> 2
     if value is None:
         return kb, extra, np.frombuffer(kb, dtype=_U32).astype(np.int64)
@@ -283,12 +285,7 @@ class RadixCache(BasePrefixCache):
         node, that node is split so ``last_node`` ends exactly at the match (ready
         for ``inc_lock_ref``). ``key`` is a :class:`RadixKey` or a sequence of ints.
         """
-        if isinstance(key, RadixKey):
-            kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
-        else:
-            kb = _token_bytes(key)
-            extra = None
+        kb, extra = _key_bytes(key)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb

@@ -132,10 +132,15 @@ def _prefix_experiment(ctx: BenchContext, n: int) -> tuple[
     rows: list[dict[str, Any]] = []
     ratios: list[dict[str, Any]] = []
     by: dict[tuple[str, float], dict[str, Any]] = {}
+    util: dict[str, list[tuple[float, float]]] = {}  # KV utilisation over time, top load
     for load in loads:
         reqs = trace_workload(trace, load * cap, seed=ctx.seed)
         for label, backend, on in _CACHES:
-            m = simulate(reqs, SimConfig(kv_backend=backend, prefix_caching=on)).metrics
+            res = simulate(reqs, SimConfig(kv_backend=backend, prefix_caching=on))
+            m = res.metrics
+            if load == loads[-1]:
+                step = max(1, len(res.kv_utilisation) // 200)
+                util[label] = res.kv_utilisation[::step]
             row = {"impl": f"llmds.sim {label}", "experiment": "prefix_cache", "cache": label,
                    "kv_backend": backend, "prefix_caching": on, "load": load,
                    "offered_rate": load * cap, "prefix_hit_rate": m["prefix_hit_rate"],
@@ -182,6 +187,12 @@ def _prefix_experiment(ctx: BenchContext, n: int) -> tuple[
               "kind": "line",
               "series": [{"label": label, "x": loads,
                           "y": [by[label, ld]["kv_pages_per_running_mean"] for ld in loads]}
+                         for label, _, _ in _CACHES]},
+             {"title": f"KV utilisation over time (multi-turn chat, load {top})",
+              "x_label": "simulated time (s)", "y_label": "used pages / KV pool",
+              "kind": "line",
+              "series": [{"label": label, "x": [round(t, 3) for t, _ in util[label]],
+                          "y": [round(u, 4) for _, u in util[label]], "marker": False}
                          for label, _, _ in _CACHES]}]
     return rows, ratios, plots
 

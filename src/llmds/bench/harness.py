@@ -352,7 +352,7 @@ def result_record(
     - ``ratios``: ``{"name", "value", "goal", "higher_is_better", "met"}``; ``met``
       is filled in here from ``value`` and ``goal``.
     - ``plots``: ``{"title", "x_label", "y_label", "kind": "line"|"bar",
-      "log_x"?, "log_y"?, "series": [{"label", "x": [...], "y": [...]}]}``.
+      "log_x"?, "log_y"?, "series": [{"label", "x": [...], "y": [...], "marker"?: bool}]}``.
     - ``data``: where the workload came from ("synthetic, seed 0" or a dataset path).
     """
     done = []

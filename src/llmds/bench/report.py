@@ -189,7 +189,8 @@ def _render_plot(spec: dict[str, Any], path: Path) -> bool:
         ax.tick_params(axis="x", rotation=20)
     else:
         for s in series:
-            ax.plot(s["x"], s["y"], marker="o", label=str(s["label"]))
+            ax.plot(s["x"], s["y"], marker="o" if s.get("marker", True) else None,
+                    label=str(s["label"]), linewidth=1.5 if s.get("marker", True) else 1.0)
         if len(series) > 1:
             ax.legend(fontsize=8)
     if spec.get("log_x"):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from llmds.bench import harness
-from llmds.bench.bench_prefix_cache import Request, _requests, replay_llmds
+from llmds.bench.bench_prefix_cache import Request, _cap_label, _requests, _timed, replay_llmds
 from llmds.bench.harness import BenchContext
 from llmds.mem_cache import (
     MambaPool,
@@ -137,22 +137,6 @@ def replay_mamba(
         "inserts": inserts,
         "evict_calls": evicts,
     }
-
-
-def _timed(fn: Any, args: tuple[Any, ...], n: int, repeat: int, pool_size: int) -> Any:
-    box: dict[str, Any] = {}
-
-    def call(pool: Any) -> None:
-        box["r"] = fn(pool, *args)
-
-    meas = harness.measure(
-        call, ops=n, repeat=repeat, setup=lambda: TokenToKVPoolAllocator(pool_size)
-    )
-    return box["r"], meas
-
-
-def _cap_label(cap: int | None) -> str:
-    return "unbounded" if cap is None else f"{cap // 1000}k"
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:

@@ -126,12 +126,12 @@ def _max_wait(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
         if cap is None or p95 is None:
             continue
         where = f"{sim['_file']}: rows[max_wait_ms=50, load={row['load']}]"
-        ok = cap >= 0.93 and p95 < 100.0
-        oks.append(ok)
+        cap_ok, p95_ok = cap >= 0.93, p95 < 100.0
+        oks.append(cap_ok and p95_ok)
         c.evidence.append(Evidence(f"capacity / always-full batches, load {row['load']}", cap,
-                                   where + ".capacity_vs_full", cap >= 0.93))
+                                   where + ".capacity_vs_full", cap_ok))
         c.evidence.append(Evidence(f"p95 end-to-end ms, load {row['load']}", p95,
-                                   where + ".p95_e2e_ms", p95 < 100.0))
+                                   where + ".p95_e2e_ms", p95_ok))
     c.verdict = _verdict(oks, any_suffices=True)
     cost = (sim.get("params") or {}).get("cost_model")
     if isinstance(cost, dict):

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,16 @@ class IndexAgainstModel(RuleBasedStateMachine):
     def merge(self):
         self.index.merge()
 
+    @rule()
+    def compact(self):
+        self.index._compact()
+
+    @rule()
+    def save_and_keep_using(self):
+        # save() seals and compacts the live object; searches continue on it
+        with tempfile.TemporaryDirectory() as tmp:
+            self.index.save(Path(tmp) / "ix.llmds")
+
     @rule(q=st.lists(st.sampled_from([*WORDS, "zzz"]), min_size=1, max_size=4),
           k=st.integers(1, 8))
     def search(self, q, k):
@@ -408,6 +419,47 @@ def test_scifact_ndcg_matches_bm25s_reference():
     results = index.search_batch(c.queries, 10)
     ranked = {q: [c.doc_ids[d] for d, _ in r] for q, r in zip(c.query_ids, results, strict=True)}
     assert mean_ndcg(ranked, c.qrels, 10) >= 0.68
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_scifact_search_after_save_and_compact_one_document_at_a_time(tmp_path):
+    """Issue 12: an index built by add_document, saved (which compacts), then searched.
+
+    A stale kernel copy of the segment table after ``_compact`` read past the arena
+    and crashed the interpreter within a few hundred queries; run in a subprocess so
+    a crash fails this test instead of the whole suite.
+    """
+    code = (
+        "import sys\n"
+        "from llmds import InvertedIndex\n"
+        "from llmds.bench.datasets import find_data_dir\n"
+        "from llmds.bench.ir_data import load_beir\n"
+        "c = load_beir(find_data_dir() / 'ir' / 'scifact')\n"
+        "index = InvertedIndex()\n"
+        "for i, text in enumerate(c.docs):\n"
+        "    index.add_document(i, text)\n"
+        "before = index.search_batch(c.queries, 10)\n"
+        "index.save(sys.argv[1])\n"
+        "index._check()\n"
+        "after = [index.search(q, 10) for q in c.queries * 2]\n"
+        "index._compact()\n"
+        "index._check()\n"
+        "again = index.search_batch(c.queries, 10)\n"
+        "loaded = InvertedIndex.load(sys.argv[1]).search_batch(c.queries, 10)\n"
+        "assert after == before + before and again == before and loaded == before\n"
+        "print('ok')\n"
+    )
+    from llmds.bench.datasets import find_data_dir
+
+    data = find_data_dir()
+    if data is None or not (data / "ir" / "scifact").is_dir():
+        pytest.skip("SciFact not found (set LLMDS_DATA or place ../shared/datasets)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ix.llmds")],
+                         capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.strip() == "ok"
 
 
 def test_search_batch_as_arrays():

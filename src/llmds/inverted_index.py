@@ -496,6 +496,9 @@ class InvertedIndex:
             dpos += s.nterms + 1
         self._arena, self._arena_used, self._arena_garbage = arena, pos, 0
         self._dir, self._dir_used, self._dir_garbage = dirs, dpos, 0
+        # The kernels read segment offsets from ``_segs_arr``, not from the _Segment
+        # objects: a stale copy points past the new arena (the SIGSEGV of issue 12).
+        self._rebuild_segs_arr()
 
     # ------------------------------------------------------------------ searching
     def _query_arrays(self, query: str) -> tuple[np.ndarray, np.ndarray]:
@@ -820,6 +823,12 @@ class InvertedIndex:
             assert live[i] and self._ext_ids[i] == e
         assert len(self._vocab) == v and all(self._vocab[t] == i for i, t in enumerate(self._terms))
         df = np.zeros(v, dtype=np.int64)
+        # the kernels' copy of the segment table agrees with the segments
+        assert self._segs_arr.tolist() == [
+            [s.data_start, s.dir_start, s.nterms, s.doc_base] for s in self._segments]
+        for s in self._segments:
+            assert s.data_start + s.nbytes <= self._arena_used <= self._arena.shape[0]
+            assert s.dir_start + s.nterms + 1 <= self._dir_used <= self._dir.shape[0]
         prev_end = 0
         for s in self._segments:
             assert prev_end <= s.doc_base < s.doc_end <= self._buf_base

@@ -276,6 +276,8 @@ def test_bad_totals_are_named(synth_model):
         synth_model.iteration_ms_totals(1.5, 5)
     with pytest.raises(ValueError, match="prefill totals must be 0 when num_prefill is 0"):
         synth_model.iteration_ms_totals(0, 0, 0, 10)
+    with pytest.raises(ValueError, match="decode_kv_sum must be 0 when num_decode is 0"):
+        synth_model.iteration_ms_totals(0, 10, 1, 5, 25, 0)
 
 
 def test_unknown_gpu_and_model_list_the_known_ones(synth):
@@ -605,6 +607,15 @@ def test_real_beyond_range_and_gqa(real):
 
 
 @pytest.mark.data
+def test_real_gqa_decode_rule_within_10_percent_of_llama3_rows():
+    from llmds.sim.profiles.validation import gqa_decode_check
+
+    for r in gqa_decode_check(_real_root()):
+        assert abs(r["error"]) < 0.10, r
+        assert r["unscaled_ms"] > 3 * r["measured_ms"]
+
+
+@pytest.mark.data
 def test_real_published_comparisons_and_bench_tables():
     from llmds.sim.profiles.validation import published_comparisons
 
@@ -625,5 +636,6 @@ def test_bench_module_runs_quick(tmp_path):
     _real_root()
     rec = bench_sim_profiles.run(BenchContext(quick=True, repeat=1, out_dir=tmp_path))
     kinds = {r["experiment"] for r in rec["rows"]}
-    assert kinds == {"held-out error", "hand figure", "published", "kv capacity", "call cost"}
+    assert kinds == {"held-out error", "hand figure", "published", "kv capacity", "call cost",
+                     "gqa decode check"}
     assert all(r["met"] for r in rec["ratios"] if r["name"].startswith("hand figure"))

@@ -31,6 +31,7 @@ from llmds.sim.profiles.tables import find_profiles_dir
 from llmds.sim.profiles.validation import (
     HAND_FIGURES,
     available_pairs,
+    gqa_decode_check,
     hand_figures,
     holdout_errors,
     published_comparisons,
@@ -116,6 +117,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     for (what, n), ms in guesses.items():
         rows.append({"impl": "CostModel (old guess)", "experiment": "published",
                      "metric": f"{what} (ms), batch 1, {n} input tokens", "predicted": ms})
+    for r in gqa_decode_check(root):
+        rows.append({"impl": "llmds.sim.profiles", "experiment": "gqa decode check", **r})
     ctx.progress(3, total, "KV capacity")
     for gpu_name in GPUS:
         for model_name, shape in MODELS.items():
@@ -186,6 +189,12 @@ def main() -> int:
         print(f"\n* {r['metric']} -- {r['reference']}")
         for d in r["differences"]:
             print(f"    - {d}")
+    print("\n## Llama-3-8B decode attention rule vs FlashInfer rows (A100, TP1)\n")
+    print(_table(by["gqa decode check"], [("batch", "batch", "d"), ("kv", "kv", "d"),
+                                          ("measured ms", "measured_ms", ".3f"),
+                                          ("predicted ms", "predicted_ms", ".3f"),
+                                          ("error", "error", "+.1%"),
+                                          ("Llama-2-7B ms", "unscaled_ms", ".3f")]))
     print("\n## KV capacity (vLLM's rule, gpu_memory_utilization 0.9)\n")
     print(_table(by["kv capacity"], [("gpu", "gpu", "s"), ("model", "model", "s"),
                                      ("pages of 16", "pages_16", "d"), ("tokens", "tokens", "d"),

@@ -37,18 +37,20 @@ op; monotone 2-D attention surfaces) and are precomputed into Python lists, so
 * Llama-3-8B (attention not transcribed): Llama-2-7B's attention with decode scaled
   by the ratio of KV bytes per token per layer (8 vs 32 KV heads: x0.25; decode
   reads the cache) and prefill by the ratio of query heads x head_dim (x1: same
-  FLOPs). Check against three Llama-3-8B decode rows of a FlashInfer-backend copy of
-  Vidur's profile (A100, TP1, KV 1344, batch 8/32/64: 0.044/0.123/0.228 ms): the
-  rule gives 0.040/0.105/0.197 before the 1.1 GQA factor and 0.044/0.115/0.217 after
-  (-0% to -7%); unscaled times would be 3.5x too high. A different attention
-  backend, so indicative only.
+  FLOPs). Checked against five Llama-3-8B decode rows of a FlashInfer-backend copy of
+  Vidur's profile (:data:`~llmds.sim.profiles.validation.GQA_DECODE_ROWS`): with the
+  1.1 GQA factor the rule is within -7% to +3% of them; unscaled Llama-2-7B times
+  would be 3.4x too high. A different attention backend, so indicative only.
 * Llama-3-8B and H100 CPU overheads (not profiled): the A100 Llama-2-7B ones.
 
 **Beyond the profiled range** (tokens above the largest profiled count, decode
-batch above 128, KV or chunk above the attention profile's 4096, CPU batch above
-128) a call raises ``ValueError`` naming the quantity and the range, unless the
-model was built with ``extrapolate=True``: it then extends each table linearly with
-the slope over its last quarter and counts the call in ``num_extrapolated``.
+batch above 128, mean decode KV, combined chunk or *summed* prefill KV above the
+attention profile's 4096, CPU batch above 128) a call raises ``ValueError`` naming
+the quantity and the range, unless the model was built with ``extrapolate=True``: it
+then extends each table linearly with the slope over its last quarter and counts
+each extrapolated lookup in ``num_extrapolated``. Vidur's prefill rule sums KV over
+the prefill chunks of a batch, so several prefix-cached prompts starting in one
+iteration can pass 4096 although each is inside the profile.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ from llmds.sim.profiles.tables import (
     load_linear,
 )
 
-__all__ = ["KV_GRANULARITY", "TOKEN_GRANULARITY", "ProfileCostModel", "load_profiles"]
+__all__ = ["KV_GRANULARITY", "TOKEN_GRANULARITY", "ProfileCostModel", "attention_grid",
+           "load_profiles"]
 
 TOKEN_GRANULARITY = 8  # Vidur rounds a batch's token count up to a multiple of 8
 KV_GRANULARITY = 64  # ... and KV lengths up to a multiple of 64
@@ -130,6 +133,18 @@ def load_profiles(
     if g.name != _REF_GPU:
         notes.append(f"cpu overhead: measured on {_REF_GPU} (none for {g.name})")
     return linear, attention, dscale, pscale, notes, cpu
+
+
+def attention_grid(a: AttentionProfile) -> tuple[int, int, int]:
+    """The attention tables' extent: (max decode batch, max chunk, max KV). O(rows).
+
+    KV reaches the profile's largest ``kv`` (decode) or ``kv + chunk`` (prefill), rounded
+    up to :data:`KV_GRANULARITY`; chunks to :data:`~llmds.sim.profiles.fit.GRID_STEP`.
+    """
+    kv_max = int(max(a.decode_kv.max(), (a.prefill_kv + a.prefill_chunk).max()))
+    chunk_max = int(a.prefill_chunk.max())
+    return (int(a.decode_batch.max()), -(-chunk_max // _G) * _G,
+            -(-kv_max // KV_GRANULARITY) * KV_GRANULARITY)
 
 
 def _extend(n: int, pos: float, get: Callable[[int], float]) -> float:
@@ -249,11 +264,9 @@ class ProfileCostModel:
             per_layer += fit.MonotoneCurve.fit(linear.tokens, linear.medians[op])(grid)
         per_layer[0] = 0.0
         a = attention
-        kv_max = int(max(a.decode_kv.max(), (a.prefill_kv + a.prefill_chunk).max()))
-        kv_max = -(-kv_max // KV_GRANULARITY) * KV_GRANULARITY
-        chunk_max = -(-int(a.prefill_chunk.max()) // _G) * _G
+        max_batch, chunk_max, kv_max = attention_grid(a)
         dec = fit.decode_surface(a.decode_batch, a.decode_kv, a.decode_ms * decode_scale,
-                                 int(a.decode_batch.max()), kv_max)
+                                 max_batch, kv_max)
         pre = fit.prefill_surface(a.prefill_chunk, a.prefill_kv, a.prefill_ms * prefill_scale,
                                   chunk_max, kv_max)
         cpu_ms, cpu_min = None, 1
@@ -328,7 +341,8 @@ class ProfileCostModel:
     def prefill_attention_ms(self, chunk: float, kv: int) -> float:
         """Prefill attention of one layer: combined ``chunk`` over summed ``kv``. O(1).
 
-        ``kv`` must already be the sum of KV lengths rounded up to 64 each.
+        ``kv`` must already be the sum of KV lengths rounded up to 64 each. Chunks below
+        16 tokens cost what 16 do (launch-bound: 64- and 80-token chunks both take 15 us).
         """
         if chunk <= 0:
             return 0.0
@@ -393,6 +407,8 @@ class ProfileCostModel:
         if num_decode:
             d = self.decode_attention_ms(num_decode, decode_kv_sum // num_decode)
             layer += d * self._gqa if num_decode > 1 else d
+        elif decode_kv_sum:
+            raise ValueError(f"decode_kv_sum must be 0 when num_decode is 0, got {decode_kv_sum}")
         if num_prefill:
             p = self.prefill_attention_ms(round(math.sqrt(prefill_sq_sum)), prefill_kv_sum)
             layer += p * self._gqa if num_prefill > 1 else p

@@ -590,7 +590,7 @@ def test_sentence_transformer_embedder_offline():
     p.add_documents(range(3), docs)
     top = p.search("a small cat napping", fusion_weight=1.0, top_k=3)
     assert {top[0][0], top[1][0]} == {0, 2}
-    with pytest.raises(TypeError, match="not a str"):
+    with pytest.raises(TypeError, match="texts must be a sequence of str"):
         emb.embed("one string")
 
 

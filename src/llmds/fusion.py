@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import fusion as _kf
-from llmds._validate import check_finite_array, check_int, check_int_array, check_number
+from llmds._validate import INT64_MAX, check_finite_array, check_int, check_int_array, check_number
 from llmds.indexed_heap import IndexedHeap
 
 __all__ = ["FUSIONS", "RRF_K", "fuse_rrf", "fuse_weighted", "minmax_normalize", "top_k_heap"]
@@ -131,7 +131,7 @@ def top_k_heap(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, floa
     included) go through an :class:`IndexedHeap` (a max-heap, FIFO among equal
     scores) in ascending id order, so equal scores leave smaller id first.
     """
-    k = check_int(k, "k", minimum=1)
+    k = check_int(k, "k", minimum=1, maximum=INT64_MAX)
     ids = _side(ids, "ids")
     scores = _scores(scores, "scores", ids, "ids")
     if ids.shape[0] > 1 and (np.diff(ids) <= 0).any():

@@ -92,10 +92,14 @@ def _text(text: object, name: str = "text") -> str:
 
 def _sequence(values: object, name: str, what: str) -> list[Any]:
     """``values`` (any iterable except a str/bytes/dict/set) as a list, or a TypeError."""
+    expected = f"{name} must be a sequence of {what}, got {show(values)}"
     if isinstance(values, str | bytes | dict | set | frozenset) or not isinstance(
             values, Iterable):
-        raise TypeError(f"{name} must be a sequence of {what}, got {show(values)}")
-    return list(values)
+        raise TypeError(expected)
+    try:
+        return list(values)
+    except TypeError:  # a 0-d array is Iterable but cannot be iterated
+        raise TypeError(expected) from None
 
 
 def _check_hooks(embedder: object, analyzer: object, query_normalizer: object) -> None:
@@ -204,14 +208,19 @@ class RetrievalPipeline:
         self._fusion = check_choice(fusion, "fusion", FUSIONS)
         self._metric = check_choice(metric, "metric", METRICS)
         _check_hooks(embedder, analyzer, query_normalizer)
-        self._lexical_depth = check_int(lexical_depth, "lexical_depth", minimum=1)
-        self._dense_depth = check_int(dense_depth, "dense_depth", minimum=1)
+        self._lexical_depth = check_int(lexical_depth, "lexical_depth", minimum=1,
+                                        maximum=INT64_MAX)
+        self._dense_depth = check_int(dense_depth, "dense_depth", minimum=1, maximum=INT64_MAX)
         self._rrf_k = check_int(rrf_k, "rrf_k", minimum=0, maximum=MAX_RRF_K)
-        self._brute_force_max = check_int(brute_force_max, "brute_force_max", minimum=0)
-        self._cache_budget = check_int(cache_budget, "cache_budget", minimum=0)
-        self._hot_threshold = check_int(hot_threshold, "hot_threshold", minimum=1)
+        self._brute_force_max = check_int(brute_force_max, "brute_force_max", minimum=0,
+                                          maximum=INT64_MAX)
+        self._cache_budget = check_int(cache_budget, "cache_budget", minimum=0,
+                                       maximum=INT64_MAX)
+        self._hot_threshold = check_int(hot_threshold, "hot_threshold", minimum=1,
+                                        maximum=INT64_MAX)
         self._decay_every = (None if decay_every is None
-                             else check_int(decay_every, "decay_every", minimum=1))
+                             else check_int(decay_every, "decay_every", minimum=1,
+                                       maximum=INT64_MAX))
         check_int(sketch_width, "sketch_width", minimum=1)
         check_int(sketch_depth, "sketch_depth", minimum=1)
         self._embedder = embedder
@@ -257,7 +266,7 @@ class RetrievalPipeline:
 
     @lexical_depth.setter
     def lexical_depth(self, value: int) -> None:
-        self._lexical_depth = check_int(value, "lexical_depth", minimum=1)
+        self._lexical_depth = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
         self.clear_cache()
 
     @property
@@ -267,7 +276,7 @@ class RetrievalPipeline:
 
     @dense_depth.setter
     def dense_depth(self, value: int) -> None:
-        self._dense_depth = check_int(value, "dense_depth", minimum=1)
+        self._dense_depth = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
         self.clear_cache()
 
     @property
@@ -512,7 +521,7 @@ class RetrievalPipeline:
         is still counted). See the class docstring for the cost.
         """
         query = check_str(query, "query")
-        k = check_int(top_k, "top_k", minimum=1)
+        k = check_int(top_k, "top_k", minimum=1, maximum=INT64_MAX)
         w = _weight(fusion_weight)
         mode = self._fusion if fusion is None else check_choice(fusion, "fusion", FUSIONS)
         cache = self._cache if check_bool(use_cache, "use_cache") else None

@@ -69,8 +69,9 @@ def refresh_manifest(folder: str | Path, change: Any = None) -> None:
     doc, arrays = read_raw(root / MANIFEST)
     if change is not None:
         change(doc["meta"])
-    for entry in doc["meta"].get("parts", {}).values():
-        file = root / entry["file"]
-        if file.is_file():
-            entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    parts = doc["meta"].get("parts") if isinstance(doc["meta"], dict) else None
+    for entry in parts.values() if isinstance(parts, dict) else ():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(file, str) and "/" not in file and (root / file).is_file():
+            entry["sha256"] = hashlib.sha256((root / file).read_bytes()).hexdigest()
     write_raw(root / MANIFEST, doc, arrays)

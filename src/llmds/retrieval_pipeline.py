@@ -567,7 +567,8 @@ class RetrievalPipeline:
             ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores,
                                 2.0 * (1.0 - w), 2.0 * w, 1, self._rrf_k)
         results = _top_k_sorted(ids, scores, k)
-        if hot and cache is not None:
+        # a result list costlier than the whole budget is not cached (TokenLRU refuses it)
+        if hot and cache is not None and _entry_cost(results) <= self._cache_budget:
             cache.put(key, tuple(results))
         return results
 

@@ -612,3 +612,14 @@ def test_depth_and_fusion_setters_empty_the_cache_and_decay_cools_queries():
         p.lexical_depth = 0
     with pytest.raises(ValueError, match="decay_every"):
         RetrievalPipeline(decay_every=0)
+
+
+def test_results_larger_than_the_cache_budget_are_not_cached():
+    """Found by the file fuzzer: cache_budget=2 made every hot search raise (TokenLRU
+    refuses an entry costlier than its whole budget)."""
+    p = RetrievalPipeline(embedding_dim=2, hot_threshold=1, cache_budget=2)
+    p.add_documents(range(5), ["red apple"] * 5)
+    assert len(p.search("red", top_k=5)) == 5
+    assert p.search("red", top_k=1) == p.search("red", top_k=1)  # 1 result + key: cached
+    assert p.stats()["hot_queries"] == 1 and p.stats()["cache_hits"] == 1
+    p._check()

@@ -6,6 +6,7 @@ kernels in :mod:`llmds._kernels.hnsw` (layout documented there).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -231,22 +232,14 @@ class HNSW:
         sequence as an empty batch. Finite values only; cosine rows are normalised
         (in float64, so large finite values cannot overflow to a zero vector).
         """
-        if isinstance(x, str | bytes):
-            raise TypeError(f"{name} must be a numeric array, got {show(x)}")
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError, OverflowError):
-            raise TypeError(f"{name} must be a numeric array, got {show(x)}") from None
-        if arr.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-        if ndim == 1 and arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        elif ndim == 2 and arr.ndim == 1 and arr.size == 0:
-            arr = arr.reshape(0, self._dim)
-        if arr.ndim != ndim or arr.shape[-1] != self._dim:
+        out = check_finite_array(x, name)
+        if ndim == 1 and out.ndim == 2 and out.shape[0] == 1:
+            out = out[0]
+        elif ndim == 2 and out.ndim == 1 and out.size == 0:
+            out = out.reshape(0, self._dim)
+        if out.ndim != ndim or out.shape[-1] != self._dim:
             want = f"({self._dim},)" if ndim == 1 else f"(n, {self._dim})"
-            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
-        out = check_finite_array(arr, name)
+            raise ValueError(f"{name} must have shape {want}, got {out.shape}")
         if self._metric == "cosine":
             x64 = out.astype(np.float64)
             norms = np.linalg.norm(x64, axis=-1, keepdims=True)
@@ -439,12 +432,11 @@ class HNSW:
 
     def _allowed_slots(self, filt: Any) -> npt.NDArray[np.bool_]:
         expected = "filter must be a 1-D boolean mask indexed by id or a 1-D array of ids"
-        if isinstance(filt, str | bytes):
+        arr = None
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            arr = None if isinstance(filt, str | bytes) else np.asarray(filt)
+        if arr is None:
             raise TypeError(f"{expected}, got {show(filt)}")
-        try:
-            arr = np.asarray(filt)
-        except (TypeError, ValueError, OverflowError):
-            raise TypeError(f"{expected}, got {show(filt)}") from None
         labels = self._labels[: self._num_slots]
         if arr.dtype == np.bool_:
             if arr.ndim != 1:

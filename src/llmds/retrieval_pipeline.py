@@ -568,8 +568,10 @@ class RetrievalPipeline:
                                 2.0 * (1.0 - w), 2.0 * w, 1, self._rrf_k)
         results = _top_k_sorted(ids, scores, k)
         # a result list costlier than the whole budget is not cached (TokenLRU refuses it)
-        if hot and cache is not None and _entry_cost(results) <= self._cache_budget:
-            cache.put(key, tuple(results))
+        if hot and cache is not None:
+            entry = tuple(results)
+            if _entry_cost(entry) <= self._cache_budget:
+                cache.put(key, entry)
         return results
 
     def _count(self, norm: str | None) -> None:

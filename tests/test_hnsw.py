@@ -317,6 +317,19 @@ class HNSWMachine(RuleBasedStateMachine):
         for i, d in got:
             assert d == pytest.approx(self.model.distance(i, qv), rel=1e-4, abs=1e-4)
 
+    @rule(mmap=st.booleans())
+    def save_and_load(self, mmap: bool) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/g.llmds"
+            self.index.save(path)
+            loaded = HNSW.load(path, mmap=mmap)
+            loaded._check()
+            self.index.save(path)  # over the mapped file: the loaded copy keeps working
+            loaded._check()
+            self.index = loaded
+
     @invariant()
     def consistent(self) -> None:
         if hasattr(self, "index"):

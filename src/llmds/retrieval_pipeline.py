@@ -143,10 +143,15 @@ class RetrievalPipeline:
     the result cache; counts survive (``decay_every=N`` halves them every N
     searches, so queries that stop coming cool down). ``cache_budget=0`` disables it.
 
+    Doc ids are any int64 (negative ones too). The HNSW graph is keyed by the row of
+    each vector in the pipeline's vector store, never by doc id, so no doc id can be
+    confused with the graph's -1 padding; a delete moves the last row into the gap
+    and relabels it in the graph (O(1)).
+
     Invariants (asserted by ``_check``): every stored vector belongs to a document
-    of the inverted index, and the vector store and the HNSW graph hold the same
-    ids; the cache holds at most ``cache_budget`` entries' worth of results, all
-    computed since the last index change.
+    of the inverted index; row ``r`` of the vector store is the graph's id ``r`` with
+    the same vector; the cache holds at most ``cache_budget`` entries' worth of
+    results, all computed since the last index change.
 
     Complexity: ``add_document`` O(|text|) + one HNSW insert
     (O(ef_construction * M * dim * log n)) + the embedder; ``search`` O(BM25 postings
@@ -155,8 +160,14 @@ class RetrievalPipeline:
     depth of the sketch + top_k); ``delete_document`` O(|doc|) + O(1).
     Memory: the inverted index (~1.5 bytes per posting), the HNSW graph
     (``4 * dim + 4 * (2M + 1)`` bytes per vector) plus a second float32 copy of the
-    vectors (``4 * dim`` bytes each; the brute-force path and ``save`` read it), the
-    sketch (``8 * width * depth`` bytes) and the cached results. Not thread-safe.
+    vectors (``4 * dim`` bytes each, for the brute-force path; ``save`` writes only
+    the graph's), the sketch (``8 * width * depth`` bytes) and the cached results.
+
+    Every argument is checked before anything changes (a failed call leaves the
+    pipeline as it was); :meth:`save` writes a checksummed bundle and :meth:`load`
+    trusts nothing in it.
+
+    Thread safety: not thread-safe; guard it.
 
     >>> import numpy as np
     >>> p = RetrievalPipeline(embedding_dim=2, seed=0)

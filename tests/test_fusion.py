@@ -104,12 +104,12 @@ def test_top_k_heap_cuts_and_orders():
         (lambda: fuse_weighted([1, 1], [1.0, 2.0], [], [], 0.5), ValueError, "repeated"),
         (lambda: fuse_weighted([1], [1.0, 2.0], [], [], 0.5), ValueError, "one score per id"),
         (lambda: fuse_weighted([1], [math.nan], [], [], 0.5), ValueError, "finite"),
-        (lambda: fuse_weighted([1], [1.0], [], [], 1.5), ValueError, "fusion_weight"),
-        (lambda: fuse_weighted([1], [1.0], [], [], math.nan), ValueError, "fusion_weight"),
+        (lambda: fuse_weighted([1], [1.0], [], [], 1.5), ValueError, "weight must be <= 1"),
+        (lambda: fuse_weighted([1], [1.0], [], [], math.nan), ValueError, "weight must be"),
         (lambda: fuse_weighted([1.5], [1.0], [], [], 0.5), TypeError, "lexical_ids"),
         (lambda: fuse_rrf([1], [2, 2], 0.5), ValueError, "dense_ids contains a repeated"),
         (lambda: fuse_rrf([1], [2], 0.5, k=-1), ValueError, "k must be"),
-        (lambda: fuse_rrf([1], [2], "0.5"), TypeError, "fusion_weight"),
+        (lambda: fuse_rrf([1], [2], "0.5"), TypeError, "weight must be a number"),
     ],
 )
 def test_bad_fusion_input(call, error, match):

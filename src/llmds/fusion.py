@@ -13,12 +13,14 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import fusion as _kf
+from llmds._validate import INT64_MAX, check_finite_array, check_int, check_int_array, check_number
 from llmds.indexed_heap import IndexedHeap
 
 __all__ = ["FUSIONS", "RRF_K", "fuse_rrf", "fuse_weighted", "minmax_normalize", "top_k_heap"]
 
 FUSIONS = ("weighted", "rrf")
 RRF_K = 60  # Elasticsearch's and Vespa's rank constant (Cormack et al. 2009 used 60 too)
+MAX_RRF_K = 2**31 - 1  # k + rank stays far from int64 overflow in the kernel
 
 IdArray = npt.NDArray[np.int64]
 ScoreArray = npt.NDArray[np.float64]
@@ -34,34 +36,34 @@ def minmax_normalize(scores: npt.ArrayLike) -> ScoreArray:
     >>> minmax_normalize([7.0, 7.0]).tolist()
     [1.0, 1.0]
     """
-    s = np.asarray(scores, dtype=np.float64)
+    s = check_finite_array(scores, "scores", dtype=np.float64)
     if s.size == 0:
         return s.copy()
     lo, hi = s.min(), s.max()
     if hi == lo:  # one candidate, or a flat list: each is a full match of its side
         return np.ones_like(s)
+    if not np.isfinite(hi - lo):  # a span beyond float64 (e.g. -1e308 .. 1e308): halve
+        return (s / 2 - lo / 2) / (hi / 2 - lo / 2)
     return (s - lo) / (hi - lo)
 
 
 def _side(ids: npt.ArrayLike, name: str) -> IdArray:
-    arr = np.asarray(ids)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must be a 1-D array of int ids, got {arr.dtype} {arr.shape}")
-    out = arr.astype(np.int64)
+    out = check_int_array(ids, name)
     if np.unique(out).shape[0] != out.shape[0]:
         raise ValueError(f"{name} contains a repeated id")
     return out
 
 
-def _weight(weight: Any) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, int | float | np.floating | np.integer):
-        raise TypeError(f"fusion_weight must be a number, got {type(weight).__name__}")
-    w = float(weight)
-    if not 0.0 <= w <= 1.0:  # also rejects NaN
-        raise ValueError(f"fusion_weight must be in [0, 1], got {weight!r}")
-    return w
+def _scores(scores: npt.ArrayLike, name: str, ids: IdArray, ids_name: str) -> ScoreArray:
+    out = check_finite_array(scores, name, shape=(None,), dtype=np.float64)
+    if out.shape[0] != ids.shape[0]:
+        raise ValueError(f"{name} must hold one score per id of {ids_name} "
+                         f"({ids.shape[0]}), got {out.shape[0]}")
+    return out
+
+
+def _weight(weight: Any, name: str = "fusion_weight") -> float:
+    return check_number(weight, name, minimum=0.0, maximum=1.0)
 
 
 def _fuse(lex_ids: IdArray, lex_scores: ScoreArray, dense_ids: IdArray, dense_scores: ScoreArray,
@@ -92,14 +94,10 @@ def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
     >>> ids.tolist(), s.tolist()
     ([1, 2, 3], [0.5, 0.5, 0.0])
     """
-    w = _weight(weight)
+    w = _weight(weight, "weight")
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
-    ls = np.ascontiguousarray(lexical_scores, dtype=np.float64).reshape(-1)
-    ds = np.ascontiguousarray(dense_scores, dtype=np.float64).reshape(-1)
-    if ls.shape[0] != lex.shape[0] or ds.shape[0] != dense.shape[0]:
-        raise ValueError("each side needs one score per id")
-    if not (np.isfinite(ls).all() and np.isfinite(ds).all()):
-        raise ValueError("scores must be finite")
+    ls = _scores(lexical_scores, "lexical_scores", lex, "lexical_ids")
+    ds = _scores(dense_scores, "dense_scores", dense, "dense_ids")
     return _fuse(lex, ls, dense, ds, 1.0 - w, w, 0, 0)
 
 
@@ -117,9 +115,8 @@ def fuse_rrf(lexical_ids: npt.ArrayLike, dense_ids: npt.ArrayLike, weight: float
     >>> ids.tolist(), [round(x * 61 * 62, 6) for x in s.tolist()]
     ([7, 8], [62.0, 123.0])
     """
-    w = _weight(weight)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    w = _weight(weight, "weight")
+    k = check_int(k, "k", minimum=0, maximum=MAX_RRF_K)
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
     zeros = np.zeros(0, dtype=np.float64)
     return _fuse(lex, np.zeros(lex.shape[0]) if lex.shape[0] else zeros, dense,
@@ -134,8 +131,9 @@ def top_k_heap(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, floa
     included) go through an :class:`IndexedHeap` (a max-heap, FIFO among equal
     scores) in ascending id order, so equal scores leave smaller id first.
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
+    k = check_int(k, "k", minimum=1, maximum=INT64_MAX)
+    ids = _side(ids, "ids")
+    scores = _scores(scores, "scores", ids, "ids")
     if ids.shape[0] > 1 and (np.diff(ids) <= 0).any():
         order = np.argsort(ids, kind="stable")
         ids, scores = ids[order], scores[order]

@@ -6,34 +6,49 @@ kernels in :mod:`llmds._kernels.hnsw` (layout documented there).
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmds._hnsw_file import MAX_LEVEL, check_graph, check_path, check_rng_state
 from llmds._kernels import hnsw as _k
+from llmds._persist import read_container, write_container
+from llmds._validate import (
+    INT64_MAX,
+    check_bool,
+    check_choice,
+    check_finite_array,
+    check_int,
+    check_int_array,
+    check_number,
+    is_int,
+    show,
+)
 from llmds.errors import CorruptFileError
 
 __all__ = ["HNSW"]
 
 _METRICS = {"l2": 0, "ip": 1, "cosine": 1}
 _F32 = np.dtype(np.float32)
-_FORMAT = "llmds.hnsw"
+_KIND = "llmds.HNSW"
 _VERSION = 1
-_ARRAYS = ("vectors", "links0", "levels", "upper_start", "upper_links", "deleted", "labels",
-           "free")
+_PARAMS = ("dim", "M", "ef_construction", "ef_search", "ml", "seed", "metric")
+_META = frozenset({"params", "num_slots", "upper_rows", "entry_point", "max_level",
+                   "rng_state"})
+# Size caps checked before anything is allocated (the largest embedding models have a
+# few thousand dimensions; hnswlib suggests M in 2..100).
+MAX_DIM = 2**16
+MAX_M = 1024
+MAX_EF = 2**31 - 1  # also the largest k
+_MAX_RESULTS = 2**28  # len(queries) * k of one search_batch (3 GiB of results)
+_MAX_SEED = 2**64 - 1
 # A filter that admits at most this many items is answered exactly by brute force: a
 # graph search would have to walk most of the graph to find that few admitted nodes.
 _BRUTE_FORCE_MAX = 512
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 class HNSW:
@@ -51,10 +66,16 @@ class HNSW:
     ``"cosine"`` (vectors and queries normalised to unit length, then ``ip``).
     Distances returned are those values (smaller is nearer).
 
+    Ids are ints in ``[0, 2**63 - 1]``: ``-1`` is the padding of ``search_batch``
+    results, so no stored id can be mistaken for it (a caller with other keys maps
+    them, as :class:`~llmds.retrieval_pipeline.RetrievalPipeline` does).
+
     Invariants (asserted by ``_check``):
       * every live id maps to exactly one non-deleted slot and back (``labels``);
       * link counts are within ``[0, 2M]`` at layer 0 and ``[0, M]`` above; every link
         points to a used slot other than the node itself, at a layer that slot has;
+      * a node of level ``L >= 1`` owns ``L`` rows of ``upper_links`` that no other
+        node owns; levels are at most 64; vectors are finite (unit length for cosine);
       * deleted slots are never returned; they stay in the graph for navigation and are
         reused (re-inserted) by later adds; the entry point has the highest level.
 
@@ -63,9 +84,16 @@ class HNSW:
     ``mark_deleted``, ``__contains__``, ``__len__`` O(1); ``save``/``load`` O(n * dim).
     Memory: ``4 * dim + 4 * (2M + 1) + 12`` bytes per slot plus ``4 * (M + 1)`` per
     upper-layer link list (about ``n / M`` of them) and the id map; ``stats()`` reports it.
+    Caps checked before allocating: ``dim <= 65536``, ``M <= 1024``.
 
     Same ``seed`` and same insertion order give an identical graph (per-instance RNG).
-    Not thread-safe: searches share scratch buffers.
+    Every method validates its arguments before changing anything, so a call that
+    raises leaves the index as it was.
+
+    Files: :meth:`save` writes one checksummed container file (atomic: temporary
+    file, fsync, rename); :meth:`load` trusts nothing in it (see :mod:`llmds._hnsw_file`).
+
+    Thread safety: not thread-safe (searches share scratch buffers); guard it.
 
     >>> import numpy as np
     >>> index = HNSW(dim=4, seed=0)
@@ -117,22 +145,16 @@ class HNSW:
         seed: int | None = None,
         metric: str = "l2",
     ) -> None:
-        if not _is_int(dim) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if not _is_int(M) or M < 2:
-            raise ValueError(f"M must be an int >= 2, got {M!r}")
-        if not _is_int(ef_construction) or ef_construction < 1:
-            raise ValueError(f"ef_construction must be an int >= 1, got {ef_construction!r}")
-        if not _is_int(ef_search) or ef_search < 1:
-            raise ValueError(f"ef_search must be an int >= 1, got {ef_search!r}")
-        if ml is None:
-            ml = 1.0 / math.log(M)
-        if not isinstance(ml, (int, float)) or not math.isfinite(ml) or ml <= 0:
-            raise ValueError(f"ml must be a finite number > 0, got {ml!r}")
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
-        if seed is not None and not _is_int(seed):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        dim = check_int(dim, "dim", minimum=1, maximum=MAX_DIM)
+        M = check_int(M, "M", minimum=2, maximum=MAX_M)
+        ef_construction = check_int(ef_construction, "ef_construction", minimum=1,
+                                    maximum=MAX_EF)
+        ef_search = check_int(ef_search, "ef_search", minimum=1, maximum=MAX_EF)
+        ml = 1.0 / math.log(M) if ml is None else check_number(ml, "ml", minimum=0.0,
+                                                               exclusive_minimum=True)
+        metric = check_choice(metric, "metric", _METRICS)
+        if seed is not None:
+            seed = check_int(seed, "seed", minimum=0, maximum=_MAX_SEED)
         self._dim = int(dim)
         self._M = int(M)
         self._ef_construction = int(ef_construction)
@@ -204,65 +226,68 @@ class HNSW:
 
     # --------------------------------------------------------------- validation
     def _coerce(self, x: Any, name: str, ndim: int) -> npt.NDArray[np.float32]:
-        try:
-            arr = np.asarray(x, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from None
-        if ndim == 1 and arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim != ndim or arr.shape[-1] != self._dim:
+        """``x`` as a C-contiguous float32 array of ``ndim`` dimensions and ``dim`` columns.
+
+        A 1-D request also takes one row ``(1, dim)``; a 2-D request takes an empty
+        sequence as an empty batch. Finite values only; cosine rows are normalised
+        (in float64, so large finite values cannot overflow to a zero vector).
+        """
+        out = check_finite_array(x, name)
+        if ndim == 1 and out.ndim == 2 and out.shape[0] == 1:
+            out = out[0]
+        elif ndim == 2 and out.ndim == 1 and out.size == 0:
+            out = out.reshape(0, self._dim)
+        if out.ndim != ndim or out.shape[-1] != self._dim:
             want = f"({self._dim},)" if ndim == 1 else f"(n, {self._dim})"
-            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or inf")
+            raise ValueError(f"{name} must have shape {want}, got {out.shape}")
         if self._metric == "cosine":
-            norms = np.linalg.norm(arr, axis=-1, keepdims=True)
+            x64 = out.astype(np.float64)
+            norms = np.linalg.norm(x64, axis=-1, keepdims=True)
             if (norms == 0).any():
                 raise ValueError(f"{name} has a zero vector, which has no cosine direction")
-            arr = arr / norms
-        return np.ascontiguousarray(arr, dtype=np.float32)
+            out = np.ascontiguousarray(x64 / norms, dtype=np.float32)
+        return out
 
     @staticmethod
     def _check_k(k: Any) -> int:
-        if not _is_int(k) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        return int(k)
+        return check_int(k, "k", minimum=1, maximum=MAX_EF)
 
-    def _check_ef(self, ef: Any, k: int) -> int:
+    def _check_ef(self, ef: Any) -> int:
         if ef is None:
-            ef = self._ef_search
-        elif not _is_int(ef) or ef < 1:
-            raise ValueError(f"ef must be an int >= 1 or None, got {ef!r}")
-        return max(int(ef), k)
+            return self._ef_search
+        return check_int(ef, "ef", minimum=1, maximum=MAX_EF)
+
+    def _check_ids(self, ids: Any, n: int) -> npt.NDArray[np.int64]:
+        arr = check_int_array(ids, "ids", maximum=INT64_MAX)  # uint64 is never wrapped
+        if arr.shape[0] != n:
+            raise ValueError(f"ids must hold one id per vector ({n}), got {arr.shape[0]}")
+        if n and arr.min() < 0:
+            raise ValueError(f"ids must be in [0, {INT64_MAX}] (-1 pads search results), "
+                             f"got {int(arr.min())}")
+        return arr
 
     # --------------------------------------------------------------------- add
     def add(self, vec: npt.ArrayLike, vec_id: int) -> None:
         """Insert ``vec`` under ``vec_id`` (an existing id is updated). See ``add_items``."""
-        if not _is_int(vec_id):
-            raise TypeError(f"vec_id must be an int, got {vec_id!r}")
-        self.add_items(self._coerce(vec, "vec", 1)[None, :], [int(vec_id)])
+        vec_id = check_int(vec_id, "vec_id", minimum=0, maximum=INT64_MAX)
+        self.add_items(self._coerce(vec, "vec", 1)[None, :], [vec_id])
 
     def add_items(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
         """Insert rows of ``vectors`` under ``ids`` in order; the whole loop runs in one kernel.
 
         An id already present is updated (its slot gets the new vector and fresh links);
         new ids reuse the slots of deleted items first. Raises ``ValueError`` (shape,
-        NaN/inf, duplicate ids) or ``TypeError`` before anything changes.
+        NaN/inf, duplicate or negative ids) or ``TypeError`` before anything changes.
         O(n * ef_construction * M * dim * log N) expected.
         """
         x = self._coerce(vectors, "vectors", 2)
-        ids_arr = np.asarray(ids)
-        if ids_arr.ndim != 1 or ids_arr.shape[0] != x.shape[0]:
-            raise ValueError(f"ids must be a 1-D sequence of {x.shape[0]} ints, got shape "
-                             f"{ids_arr.shape}")
-        if ids_arr.size and not np.issubdtype(ids_arr.dtype, np.integer):
-            raise TypeError(f"ids must be ints, got dtype {ids_arr.dtype}")
         n = x.shape[0]
+        ids_arr = self._check_ids(ids, n)
         if n == 0:
             return
-        id_list = [int(i) for i in ids_arr]
+        id_list = ids_arr.tolist()
         if len(set(id_list)) != n:
-            raise ValueError("ids contains duplicates")
+            raise ValueError("ids must be unique within one call, got a repeated id")
         # slots: updates keep theirs; new ids take freed slots (LIFO), then fresh ones
         id_to_slot, free = self._id_to_slot, self._free
         slots = np.empty(n, dtype=np.int32)
@@ -279,8 +304,11 @@ class HNSW:
                     fresh_ids.append(j)
             slots[j] = s
         num_fresh = len(fresh_ids)
-        levels = (-np.log1p(-self._rng.random(num_fresh)) * self._ml).astype(np.int32)
         first = self._num_slots
+        if first + num_fresh > 2**31 - 1:
+            raise ValueError(f"an HNSW holds at most {2**31 - 1} slots (int32 links)")
+        draws = -np.log1p(-self._rng.random(num_fresh)) * self._ml
+        levels = np.minimum(draws, MAX_LEVEL).astype(np.int32)
         self._reserve(first + num_fresh)
         need_rows = int(levels.sum())
         self._reserve_upper(self._upper_rows + need_rows)
@@ -300,10 +328,12 @@ class HNSW:
         self._labels[slots] = ids_arr
         for j, i in enumerate(id_list):
             id_to_slot[i] = int(slots[j])
-        self._scratch_top(self._ef_construction)
+        # a beam wider than the graph behaves exactly like one as wide as the graph
+        ef_c = min(self._ef_construction, self.capacity)
+        self._scratch_top(ef_c)
         _k.insert_batch(self._vectors, self._links0, self._upper_links, self._upper_start,
                         self._levels, self._deleted, slots, self._meta, self._M,
-                        self._ef_construction, self._visited, self._tag, self._cd, self._ci,
+                        ef_c, self._visited, self._tag, self._cd, self._ci,
                         self._td, self._ti, self._metric_code)
 
     # ------------------------------------------------------------------ search
@@ -317,23 +347,30 @@ class HNSW:
         O(ef * M * dim * log n) expected.
         """
         # The per-call path is kept lean (measured: ~2.5 us of Python around a ~2 us kernel
-        # dispatch); anything unusual takes the general, fully validated route.
+        # dispatch); anything unusual takes the general, fully validated route. The
+        # kernel itself rejects a NaN/inf query (returns -1), cheaper than NumPy here.
         q = query
         if (type(q) is not np.ndarray or q.dtype != _F32 or q.shape != self._qshape
                 or self._metric == "cosine" or not q.flags.c_contiguous):
             q = self._coerce(query, "query", 1)
-        if type(k) is not int or k < 1:
+        if type(k) is not int or k < 1 or k > MAX_EF:
             k = self._check_k(k)
         if ef is None:
             ef = self._ef_search
-        elif type(ef) is not int or ef < 1:
-            ef = self._check_ef(ef, k)
+        elif type(ef) is not int or ef < 1 or ef > MAX_EF:
+            ef = self._check_ef(ef)
+        if filter is not None or not self._id_to_slot:
+            ids, dists, counts = self._search(q[None, :], k, ef, filter)
+            n = int(counts[0])
+            return list(zip(ids[0, :n].tolist(), dists[0, :n].tolist(), strict=True))
+        # no more results than slots, and a beam as wide as the graph is exhaustive
+        slots = self._num_slots
+        if k > slots:
+            k = slots
         if ef < k:
             ef = k
-        if filter is not None or not self._id_to_slot:
-            ids, dists = self._search(q[None, :], k, ef, filter)
-            n = int((ids[0] != -1).sum())
-            return list(zip(ids[0, :n].tolist(), dists[0, :n].tolist(), strict=True))
+        elif ef > slots:
+            ef = slots
         if self._td.shape[0] <= ef:
             self._scratch_top(ef)
         out_ids, out_d = self._out_ids, self._out_d
@@ -347,19 +384,28 @@ class HNSW:
         if n == k:
             return list(zip(out_ids.tolist(), out_d.tolist(), strict=True))
         if n < 0:
-            raise ValueError("query contains NaN or inf")
+            raise ValueError("query must be finite (no NaN or inf)")
         return list(zip(out_ids[:n].tolist(), out_d[:n].tolist(), strict=True))
 
     def search_batch(self, queries: npt.ArrayLike, k: int, ef: int | None = None,
                      filter: npt.ArrayLike | None = None,
                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """``search`` for every row: ``(ids, distances)`` of shape ``(n, k)``, -1 / inf padded."""
+        """``search`` for every row: ``(ids, distances)`` of shape ``(n, k)``, -1 / inf padded.
+
+        ``len(queries) * k`` is capped at 2**28 results (the arrays are allocated).
+        """
         q = self._coerce(queries, "queries", 2)
-        return self._search(q, self._check_k(k), ef, filter)
+        k = self._check_k(k)
+        if q.shape[0] * k > _MAX_RESULTS:
+            raise ValueError(f"len(queries) * k must be <= {_MAX_RESULTS}, got "
+                             f"{q.shape[0]} * {k}")
+        ids, dists, _ = self._search(q, k, ef, filter)
+        return ids, dists
 
     def _search(self, q: npt.NDArray[np.float32], k: int, ef: Any, filt: Any,
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        ef = self._check_ef(ef, k)
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``(ids, distances, counts)``: -1 / inf padded ``(nq, k)`` results, found per row."""
+        ef = self._check_ef(ef)
         nq = q.shape[0]
         out_ids = np.full((nq, k), -1, dtype=np.int64)
         out_d = np.full((nq, k), np.inf, dtype=np.float32)
@@ -371,59 +417,81 @@ class HNSW:
             blocked = (~allowed | (self._deleted[:n] != 0)).view(np.uint8)
             admitted = n - int(blocked.sum())
             if admitted <= _BRUTE_FORCE_MAX:
-                return self._brute_force(q, k, np.flatnonzero(blocked == 0), out_d)
+                return self._brute_force(q, k, np.flatnonzero(blocked == 0), out_ids, out_d)
             use_blocked = True
-        if nq and self._meta[0] >= 0 and len(self._id_to_slot) > 0:
-            self._scratch_top(ef)
-            _k.search_batch(self._vectors, self._links0, self._upper_links, self._upper_start,
-                            self._meta, q, k, ef, blocked, use_blocked, self._visited,
-                            self._tag, self._cd, self._ci, self._td, self._ti,
-                            self._metric_code, self._labels, out_ids, out_d)
-        return out_ids, out_d
+        if nq == 0 or self._meta[0] < 0 or not self._id_to_slot:
+            return out_ids, out_d, np.zeros(nq, dtype=np.int64)
+        kk = min(k, n)
+        ef = max(min(ef, n), kk)
+        self._scratch_top(ef)
+        counts = _k.search_batch(self._vectors, self._links0, self._upper_links,
+                                 self._upper_start, self._meta, q, kk, ef, blocked, use_blocked,
+                                 self._visited, self._tag, self._cd, self._ci, self._td,
+                                 self._ti, self._metric_code, self._labels, out_ids, out_d)
+        return out_ids, out_d, counts
 
     def _allowed_slots(self, filt: Any) -> npt.NDArray[np.bool_]:
-        arr = np.asarray(filt)
+        expected = "filter must be a 1-D boolean mask indexed by id or a 1-D array of ids"
+        arr = None
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            arr = None if isinstance(filt, str | bytes) else np.asarray(filt)
+        if arr is None:
+            raise TypeError(f"{expected}, got {show(filt)}")
         labels = self._labels[: self._num_slots]
         if arr.dtype == np.bool_:
             if arr.ndim != 1:
-                raise ValueError(f"filter mask must be 1-D, got shape {arr.shape}")
-            inside = (labels >= 0) & (labels < arr.shape[0])
+                raise ValueError(f"{expected}, got a mask of shape {arr.shape}")
+            inside = labels < arr.shape[0]
             allowed = np.zeros(labels.shape[0], dtype=bool)
             allowed[inside] = arr[labels[inside]]
             return allowed
-        if arr.size == 0:
+        if arr.ndim == 1 and arr.size == 0:
             return np.zeros(labels.shape[0], dtype=bool)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError("filter must be a 1-D boolean mask indexed by id or a 1-D array "
-                            f"of ids, got dtype {arr.dtype} shape {arr.shape}")
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TypeError(f"{expected}, got dtype {arr.dtype} shape {arr.shape}")
         return np.isin(labels, arr)
 
     def _brute_force(self, q: npt.NDArray[np.float32], k: int, slots: npt.NDArray[np.intp],
-                     out_d: npt.NDArray[np.float32],
-                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+                     ids: npt.NDArray[np.int64], out_d: npt.NDArray[np.float32],
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32],
+                                npt.NDArray[np.int64]]:
         nq = q.shape[0]
-        ids = np.full((nq, k), -1, dtype=np.int64)
         if slots.size == 0 or nq == 0:
-            return ids, out_d
+            return ids, out_d, np.zeros(nq, dtype=np.int64)
         v = self._vectors[slots]
-        if self._metric_code == 0:
-            d = ((q[:, None, :] - v[None, :, :]) ** 2).sum(-1, dtype=np.float32)
-        else:
-            d = (1.0 - q @ v.T).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self._metric_code == 0:
+                d = ((q[:, None, :] - v[None, :, :]) ** 2).sum(-1, dtype=np.float32)
+            else:
+                d = (1.0 - q @ v.T).astype(np.float32)
         order = np.argsort(d, axis=1, kind="stable")[:, :k]
         kk = order.shape[1]
         ids[:, :kk] = self._labels[slots[order]]
         out_d[:, :kk] = np.take_along_axis(d, order, axis=1)
-        return ids, out_d
+        return ids, out_d, np.full(nq, kk, dtype=np.int64)
 
     # ------------------------------------------------------------- id operations
     def _slot_of(self, vec_id: Any) -> int:
-        if not _is_int(vec_id):
-            raise TypeError(f"vec_id must be an int, got {vec_id!r}")
+        key = check_int(vec_id, "vec_id")
         try:
-            return self._id_to_slot[int(vec_id)]
+            return self._id_to_slot[key]
         except KeyError:
-            raise KeyError(f"vec_id {vec_id} is not in the index") from None
+            raise KeyError(f"vec_id {key} is not in the index") from None
+
+    def _slots_of(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Slots of live ``ids`` (all present; for the pipeline). O(len(ids))."""
+        get = self._id_to_slot.__getitem__
+        return np.fromiter((get(i) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
+
+    def _relabel(self, old_id: int, new_id: int) -> None:
+        """Give the live item ``old_id`` the free id ``new_id``; graph unchanged. O(1).
+
+        For :class:`~llmds.retrieval_pipeline.RetrievalPipeline`, whose ids here are rows
+        of its vector store (rows move when a document is deleted).
+        """
+        slot = self._id_to_slot.pop(old_id)
+        self._id_to_slot[new_id] = slot
+        self._labels[slot] = new_id
 
     def mark_deleted(self, vec_id: int) -> None:
         """Delete ``vec_id``: never returned again, its slot reused by a later add. O(1)."""
@@ -440,7 +508,7 @@ class HNSW:
         return len(self._id_to_slot)
 
     def __contains__(self, vec_id: object) -> bool:
-        return _is_int(vec_id) and int(vec_id) in self._id_to_slot  # type: ignore[call-overload]
+        return is_int(vec_id) and int(vec_id) in self._id_to_slot  # type: ignore[call-overload]
 
     def stats(self) -> dict[str, Any]:
         """Counts, layers, entry point, memory bytes and mean degree. O(n)."""
@@ -482,118 +550,91 @@ class HNSW:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"ef_search must be an int >= 1, got {value!r}")
-        self._ef_search = int(value)
+        self._ef_search = check_int(value, "ef_search", minimum=1, maximum=MAX_EF)
 
     # ------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a folder: one ``.npy`` per array plus ``header.json`` with sha256 sums. O(n * dim).
+    def _params(self) -> dict[str, Any]:
+        return {"dim": self._dim, "M": self._M, "ef_construction": self._ef_construction,
+                "ef_search": self._ef_search, "ml": self._ml, "seed": self._seed,
+                "metric": self._metric}
 
-        No pickle; ``load(path, mmap=True)`` maps the arrays instead of reading them.
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index to the file ``path`` atomically; return its size. O(n * dim).
+
+        One :mod:`llmds._persist` container (kind ``llmds.HNSW``, version 1): the
+        parameters, entry point, counts and RNG state in its checksummed header, the
+        arrays after it. No pickle. Saving over the file an index was loaded from
+        (even with ``mmap=True``) is safe: the new file replaces it by rename.
         """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        path = check_path(path)
         n = self._num_slots
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "vectors": self._vectors[:n], "links0": self._links0[:n],
             "levels": self._levels[:n], "upper_start": self._upper_start[:n],
             "upper_links": self._upper_links[: self._upper_rows],
             "deleted": self._deleted[:n], "labels": self._labels[:n],
             "free": np.asarray(self._free, dtype=np.int64),
         }
-        sums = {}
-        for name, arr in arrays.items():
-            file = folder / f"{name}.npy"
-            np.save(file, np.ascontiguousarray(arr), allow_pickle=False)
-            sums[name] = hashlib.sha256(file.read_bytes()).hexdigest()
-        state = self._rng.bit_generator.state
-        header = {
-            "format": _FORMAT, "version": _VERSION,
-            "params": {"dim": self._dim, "M": self._M, "ef_construction": self._ef_construction,
-                       "ef_search": self._ef_search, "ml": self._ml, "seed": self._seed,
-                       "metric": self._metric},
-            "meta": [int(v) for v in self._meta], "num_slots": n,
-            "upper_rows": self._upper_rows, "rng_state": state, "sha256": sums,
-        }
-        (folder / "header.json").write_text(json.dumps(header, indent=1), encoding="utf-8")
+        meta = {"params": self._params(), "num_slots": n, "upper_rows": self._upper_rows,
+                "entry_point": int(self._meta[0]), "max_level": int(self._meta[1]),
+                "rng_state": self._rng.bit_generator.state}
+        return write_container(path, _KIND, _VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> HNSW:
-        """Read an index written by ``save``; checks the format, version and every checksum.
+        """Read an index written by :meth:`save`, trusting nothing in the file. O(n * M + n * dim).
 
-        Raises ``FileNotFoundError`` if ``path`` is missing, ``CorruptFileError`` if any
-        part is truncated, altered or inconsistent. O(n * dim).
+        After the checksums, every fact the search and insert kernels rely on is
+        checked (parameters, shapes, finite vectors, levels, entry point, link counts,
+        bounds, self-links, repeats, layer membership, ids, free list, RNG state; see
+        :mod:`llmds._hnsw_file`), so a hostile file raises instead of crashing, hanging
+        or loading a graph that breaks the invariants. ``mmap=True`` maps the arrays
+        copy-on-write (the file must not be rewritten in place while mapped; ``save``
+        never does that). A folder saved by llmds 0.2 (``header.json`` + ``.npy``
+        files) is refused with a CorruptFileError saying so: rebuild the index and
+        save it again.
+
+        Raises ``FileNotFoundError`` if ``path`` is missing and ``CorruptFileError``
+        if it is not an intact, consistent HNSW file.
         """
-        folder = Path(path)
-        if not (folder / "header.json").exists():
-            raise FileNotFoundError(f"no HNSW index at {str(folder)!r} (header.json missing)")
+        path = check_path(path)
+        mmap = check_bool(mmap, "mmap")
+        if os.path.isdir(path) and os.path.exists(os.path.join(path, "header.json")):
+            raise CorruptFileError(
+                f"{os.fspath(path)!r} is an HNSW folder of llmds 0.2 (header.json + .npy "
+                "files), a format this llmds no longer reads: rebuild the index and save it "
+                "again (one checksummed file)")
+        c = read_container(path, _KIND, (_VERSION,), mmap=mmap)
+        meta = c.meta
+        if set(meta) != _META:
+            raise c.fail(f"the header must hold exactly {sorted(_META)}, got {sorted(meta)}")
+        p = meta["params"]
+        if not isinstance(p, dict) or set(p) != set(_PARAMS):
+            raise c.fail(f"params must hold exactly {list(_PARAMS)}")
         try:
-            header = json.loads((folder / "header.json").read_text(encoding="utf-8"))
-            if header.get("format") != _FORMAT:
-                raise CorruptFileError(f"{folder}: not an llmds HNSW index")
-            if header.get("version") != _VERSION:
-                raise CorruptFileError(f"{folder}: unsupported version {header.get('version')}")
-            p = header["params"]
-            self = cls(p["dim"], M=p["M"], ef_construction=p["ef_construction"],
-                       ef_search=p["ef_search"], ml=p["ml"], seed=p["seed"],
-                       metric=p["metric"])
-            arrays = {}
-            for name in _ARRAYS:
-                file = folder / f"{name}.npy"
-                if hashlib.sha256(file.read_bytes()).hexdigest() != header["sha256"][name]:
-                    raise CorruptFileError(f"{file}: checksum mismatch")
-                arrays[name] = np.load(file, mmap_mode="c" if mmap else None,
-                                       allow_pickle=False)
-            self._restore(header, arrays)
-        except CorruptFileError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CorruptFileError(f"{folder}: corrupt HNSW index ({exc})") from None
-        return self
-
-    def _restore(self, header: dict[str, Any], a: dict[str, np.ndarray]) -> None:
-        n, rows, m = int(header["num_slots"]), int(header["upper_rows"]), self._M
-        expect = {
-            "vectors": ((n, self._dim), np.float32), "links0": ((n, 2 * m + 1), np.int32),
-            "levels": ((n,), np.int32), "upper_start": ((n,), np.int32),
-            "upper_links": ((rows, m + 1), np.int32), "deleted": ((n,), np.uint8),
-            "labels": ((n,), np.int64),
-        }
-        for name, (shape, dtype) in expect.items():
-            if a[name].shape != shape or a[name].dtype != dtype:
-                raise CorruptFileError(f"{name}.npy has shape {a[name].shape} dtype "
-                                       f"{a[name].dtype}, expected {shape} {np.dtype(dtype)}")
-        counts0 = a["links0"][:, 0]
-        if n and (counts0.min() < 0 or counts0.max() > 2 * m or a["links0"].min() < 0
-                  or a["links0"][:, 1:].max() >= n or a["levels"].min() < 0):
-            raise CorruptFileError("links0.npy or levels.npy out of range")
-        if rows and (a["upper_links"].min() < 0 or a["upper_links"][:, 1:].max() >= n
-                     or a["upper_links"][:, 0].max() > m):
-            raise CorruptFileError("upper_links.npy out of range")
-        if n and (a["upper_start"] + a["levels"] > rows).any():
-            raise CorruptFileError("upper_start.npy out of range")
-        meta = header["meta"]
-        if not (-1 <= meta[0] < n) or (n > 0) != (meta[0] >= 0):
-            raise CorruptFileError(f"entry point {meta[0]} out of range")
-        free = [int(s) for s in a["free"]]
-        live = np.flatnonzero(a["deleted"] == 0)
-        if sorted(free) != np.flatnonzero(a["deleted"] != 0).tolist():
-            raise CorruptFileError("free.npy does not match deleted.npy")
+            self = cls(**p)
+        except (TypeError, ValueError) as exc:
+            raise c.fail(f"bad parameter: {exc}") from None
+        g = check_graph(c, self._dim, self._M, self._metric)
+        state = check_rng_state(c, meta["rng_state"])
+        try:
+            self._rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError, OverflowError):
+            raise c.fail("rng_state is not a NumPy PCG64 state") from None
+        a, n = g["arrays"], g["num_slots"]
         self._vectors, self._links0 = a["vectors"], a["links0"]
         self._levels, self._upper_start = a["levels"], a["upper_start"]
         self._deleted, self._labels = a["deleted"], a["labels"]
-        self._upper_links, self._upper_rows = a["upper_links"], rows
+        self._upper_links, self._upper_rows = a["upper_links"], g["upper_rows"]
         self._num_slots = n
         self._visited = np.zeros(n, dtype=np.uint16)
         self._cd = np.empty(n, dtype=np.float32)
         self._ci = np.empty(n, dtype=np.int32)
-        self._free = free
-        self._meta = np.array(meta, dtype=np.int64)
-        self._id_to_slot = {int(self._labels[s]): int(s) for s in live}
-        if len(self._id_to_slot) != live.size:
-            raise CorruptFileError("labels.npy has duplicate live ids")
-        self._rng.bit_generator.state = header["rng_state"]
+        self._free = a["free"].tolist()
+        self._meta = np.array([g["entry_point"], g["max_level"]], dtype=np.int64)
+        live = np.flatnonzero(self._deleted == 0)
+        self._id_to_slot = dict(zip(self._labels[live].tolist(), live.tolist(), strict=True))
+        return self
 
     # -------------------------------------------------------------- invariants
     def _check(self) -> None:
@@ -602,19 +643,31 @@ class HNSW:
         assert len(self._id_to_slot) + len(self._free) == n
         for vec_id, s in self._id_to_slot.items():
             assert 0 <= s < n and self._labels[s] == vec_id and self._deleted[s] == 0
+            assert 0 <= vec_id <= INT64_MAX
         assert sorted(self._free) == np.flatnonzero(self._deleted[:n]).tolist()
+        assert set(self._deleted[:n].tolist()) <= {0, 1}
+        assert np.isfinite(self._vectors[:n]).all()
+        if self._metric == "cosine" and n:
+            norms = np.linalg.norm(self._vectors[:n].astype(np.float64), axis=1)
+            assert np.allclose(norms, 1.0, atol=1e-4)
         if n == 0:
             assert self._meta[0] == -1
             return
         levels = self._levels[:n]
-        assert (levels >= 0).all()
+        assert (levels >= 0).all() and (levels <= MAX_LEVEL).all()
         assert levels[self._meta[0]] == self._meta[1] == levels.max()
+        owner = np.full(self._upper_rows, -1, dtype=np.int64)
         for s in range(n):
+            if levels[s] == 0:
+                assert self._upper_start[s] == -1
             for lev in range(int(levels[s]) + 1):
                 if lev == 0:
                     row, cap = self._links0[s], 2 * m
                 else:
-                    row, cap = self._upper_links[self._upper_start[s] + lev - 1], m
+                    r = int(self._upper_start[s]) + lev - 1
+                    assert 0 <= r < self._upper_rows and owner[r] == -1, (s, lev, r)
+                    owner[r] = s
+                    row, cap = self._upper_links[r], m
                 c = int(row[0])
                 assert 0 <= c <= cap, (s, lev, c)
                 nbs = row[1 : 1 + c]

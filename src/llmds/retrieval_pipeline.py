@@ -13,16 +13,26 @@ graph. A search takes the best ``lexical_depth`` BM25 candidates and the nearest
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmds._hnsw_file import check_path
+from llmds._persist import MANIFEST, read_bundle, read_container, write_bundle, write_container
+from llmds._validate import (
+    INT64_MAX,
+    INT64_MIN,
+    check_bool,
+    check_choice,
+    check_finite_array,
+    check_int,
+    check_str,
+    is_int,
+    show,
+)
 from llmds.analysis import Analyzer
 from llmds.cmsketch import CountMinSketch
 from llmds.embed import Embedder
@@ -31,6 +41,7 @@ from llmds.fusion import (
     _NO_IDS,
     _NO_SCORES,
     FUSIONS,
+    MAX_RRF_K,
     RRF_K,
     IdArray,
     ScoreArray,
@@ -41,7 +52,7 @@ from llmds.fusion import (
     fuse_weighted,
     minmax_normalize,
 )
-from llmds.hnsw import HNSW
+from llmds.hnsw import HNSW, MAX_DIM
 from llmds.inverted_index import InvertedIndex
 from llmds.token_lru import TokenLRU
 
@@ -49,10 +60,13 @@ __all__ = ["FUSIONS", "RRF_K", "RetrievalPipeline", "fuse_rrf", "fuse_weighted",
            "minmax_normalize", "normalize_query"]
 
 METRICS = ("cosine", "ip", "l2")
-_FORMAT = "llmds.retrieval_pipeline"
+_KIND = "llmds.RetrievalPipeline"
+_IDS_KIND = "llmds.RetrievalPipeline.ids"
 _VERSION = 1
-_INT64_MAX = 2**63 - 1
-
+_PARTS = ("lexical", "dense", "ids")
+_PARAMS = ("embedding_dim", "seed", "fusion", "metric", "lexical_depth", "dense_depth",
+           "rrf_k", "k1", "b", "M", "ef_construction", "ef_search", "brute_force_max",
+           "cache_budget", "hot_threshold", "sketch_width", "sketch_depth", "decay_every")
 
 
 def normalize_query(query: str) -> str:
@@ -68,31 +82,33 @@ def normalize_query(query: str) -> str:
 
 
 # ------------------------------------------------------------------------ validation
-def _is_int(x: object) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
-
-
 def _doc_id(doc_id: object, name: str = "doc_id") -> int:
-    if not _is_int(doc_id):
-        raise TypeError(f"{name} must be an int, got {type(doc_id).__name__}")
-    value = int(doc_id)  # type: ignore[call-overload]
-    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        raise ValueError(f"{name} must fit in int64, got {value}")
-    return value
+    return check_int(doc_id, name, minimum=INT64_MIN, maximum=INT64_MAX)
 
 
 def _text(text: object, name: str = "text") -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError(f"{name} must not be empty, got {text!r}")
-    return text
+    return check_str(text, name, nonempty=True)
 
 
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if not _is_int(value) or int(value) < minimum:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+def _sequence(values: object, name: str, what: str) -> list[Any]:
+    """``values`` (any iterable except a str/bytes/dict/set) as a list, or a TypeError."""
+    expected = f"{name} must be a sequence of {what}, got {show(values)}"
+    if isinstance(values, str | bytes | dict | set | frozenset) or not isinstance(
+            values, Iterable):
+        raise TypeError(expected)
+    try:
+        return list(values)
+    except TypeError:  # a 0-d array is Iterable but cannot be iterated
+        raise TypeError(expected) from None
+
+
+def _check_hooks(embedder: object, analyzer: object, query_normalizer: object) -> None:
+    if embedder is not None and not callable(getattr(embedder, "embed", None)):
+        raise TypeError(f"embedder must have an embed(texts) method, got {show(embedder)}")
+    if analyzer is not None and not callable(analyzer):
+        raise TypeError(f"analyzer must be callable, got {show(analyzer)}")
+    if not callable(query_normalizer):
+        raise TypeError(f"query_normalizer must be callable, got {show(query_normalizer)}")
 
 
 class RetrievalPipeline:
@@ -127,10 +143,15 @@ class RetrievalPipeline:
     the result cache; counts survive (``decay_every=N`` halves them every N
     searches, so queries that stop coming cool down). ``cache_budget=0`` disables it.
 
+    Doc ids are any int64 (negative ones too). The HNSW graph is keyed by the row of
+    each vector in the pipeline's vector store, never by doc id, so no doc id can be
+    confused with the graph's -1 padding; a delete moves the last row into the gap
+    and relabels it in the graph (O(1)).
+
     Invariants (asserted by ``_check``): every stored vector belongs to a document
-    of the inverted index, and the vector store and the HNSW graph hold the same
-    ids; the cache holds at most ``cache_budget`` entries' worth of results, all
-    computed since the last index change.
+    of the inverted index; row ``r`` of the vector store is the graph's id ``r`` with
+    the same vector; the cache holds at most ``cache_budget`` entries' worth of
+    results, all computed since the last index change.
 
     Complexity: ``add_document`` O(|text|) + one HNSW insert
     (O(ef_construction * M * dim * log n)) + the embedder; ``search`` O(BM25 postings
@@ -139,8 +160,14 @@ class RetrievalPipeline:
     depth of the sketch + top_k); ``delete_document`` O(|doc|) + O(1).
     Memory: the inverted index (~1.5 bytes per posting), the HNSW graph
     (``4 * dim + 4 * (2M + 1)`` bytes per vector) plus a second float32 copy of the
-    vectors (``4 * dim`` bytes each; the brute-force path and ``save`` read it), the
-    sketch (``8 * width * depth`` bytes) and the cached results. Not thread-safe.
+    vectors (``4 * dim`` bytes each, for the brute-force path; ``save`` writes only
+    the graph's), the sketch (``8 * width * depth`` bytes) and the cached results.
+
+    Every argument is checked before anything changes (a failed call leaves the
+    pipeline as it was); :meth:`save` writes a checksummed bundle and :meth:`load`
+    trusts nothing in it.
+
+    Thread safety: not thread-safe; guard it.
 
     >>> import numpy as np
     >>> p = RetrievalPipeline(embedding_dim=2, seed=0)
@@ -185,34 +212,37 @@ class RetrievalPipeline:
         decay_every: int | None = None,
         query_normalizer: Callable[[str], str] = normalize_query,
     ) -> None:
-        self._dim = _positive_int(embedding_dim, "embedding_dim")
-        if seed is not None and not _is_int(seed):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if embedder is not None and not callable(getattr(embedder, "embed", None)):
-            raise TypeError(f"embedder must have an embed(texts) method, got {embedder!r}")
-        if not callable(query_normalizer):
-            raise TypeError("query_normalizer must be callable")
-        self._lexical_depth = _positive_int(lexical_depth, "lexical_depth")
-        self._dense_depth = _positive_int(dense_depth, "dense_depth")
-        self._rrf_k = _positive_int(rrf_k, "rrf_k", 0)
-        self._brute_force_max = _positive_int(brute_force_max, "brute_force_max", 0)
-        self._cache_budget = _positive_int(cache_budget, "cache_budget", 0)
-        self._hot_threshold = _positive_int(hot_threshold, "hot_threshold")
-        self._seed = None if seed is None else int(seed)
-        self._fusion = fusion
-        self._metric = metric
+        # every argument is checked before anything is allocated
+        self._dim = check_int(embedding_dim, "embedding_dim", minimum=1, maximum=MAX_DIM)
+        self._seed = None if seed is None else check_int(seed, "seed", minimum=0,
+                                                         maximum=2**64 - 1)
+        self._fusion = check_choice(fusion, "fusion", FUSIONS)
+        self._metric = check_choice(metric, "metric", METRICS)
+        _check_hooks(embedder, analyzer, query_normalizer)
+        self._lexical_depth = check_int(lexical_depth, "lexical_depth", minimum=1,
+                                        maximum=INT64_MAX)
+        self._dense_depth = check_int(dense_depth, "dense_depth", minimum=1, maximum=INT64_MAX)
+        self._rrf_k = check_int(rrf_k, "rrf_k", minimum=0, maximum=MAX_RRF_K)
+        self._brute_force_max = check_int(brute_force_max, "brute_force_max", minimum=0,
+                                          maximum=INT64_MAX)
+        self._cache_budget = check_int(cache_budget, "cache_budget", minimum=0,
+                                       maximum=INT64_MAX)
+        self._hot_threshold = check_int(hot_threshold, "hot_threshold", minimum=1,
+                                        maximum=INT64_MAX)
+        self._decay_every = (None if decay_every is None
+                             else check_int(decay_every, "decay_every", minimum=1,
+                                       maximum=INT64_MAX))
+        check_int(sketch_width, "sketch_width", minimum=1)
+        check_int(sketch_depth, "sketch_depth", minimum=1)
         self._embedder = embedder
         self._normalize = query_normalizer
         self._index = InvertedIndex(k1, b, analyzer=analyzer)
         self._hnsw = HNSW(self._dim, M=M, ef_construction=ef_construction, ef_search=ef_search,
                           seed=self._seed, metric="l2" if metric == "l2" else "ip")
-        self._sketch = CountMinSketch(sketch_width, sketch_depth, seed=self._seed or 0)
-        self._decay_every = (None if decay_every is None
-                             else _positive_int(decay_every, "decay_every"))
+        try:
+            self._sketch = CountMinSketch(sketch_width, sketch_depth, seed=self._seed or 0)
+        except ValueError as exc:
+            raise ValueError(f"sketch_width/sketch_depth: {exc}") from None
         self._cache: TokenLRU[Any, tuple[tuple[int, float], ...]] | None = (
             TokenLRU(self._cache_budget, _entry_cost) if self._cache_budget else None)
         self._vecs = np.zeros((16, self._dim), dtype=np.float32)
@@ -237,9 +267,7 @@ class RetrievalPipeline:
 
     @fusion.setter
     def fusion(self, value: str) -> None:
-        if value not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {value!r}")
-        self._fusion = value
+        self._fusion = check_choice(value, "fusion", FUSIONS)
         self.clear_cache()
 
     @property
@@ -249,7 +277,7 @@ class RetrievalPipeline:
 
     @lexical_depth.setter
     def lexical_depth(self, value: int) -> None:
-        self._lexical_depth = _positive_int(value, "lexical_depth")
+        self._lexical_depth = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
         self.clear_cache()
 
     @property
@@ -259,7 +287,7 @@ class RetrievalPipeline:
 
     @dense_depth.setter
     def dense_depth(self, value: int) -> None:
-        self._dense_depth = _positive_int(value, "dense_depth")
+        self._dense_depth = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
         self.clear_cache()
 
     @property
@@ -271,7 +299,7 @@ class RetrievalPipeline:
         return len(self._index)
 
     def __contains__(self, doc_id: object) -> bool:
-        return _is_int(doc_id) and int(doc_id) in self._index  # type: ignore[call-overload]
+        return is_int(doc_id) and int(doc_id) in self._index  # type: ignore[call-overload]
 
     def has_embedding(self, doc_id: int) -> bool:
         """True if ``doc_id`` has a vector. O(1). Raises KeyError for an unknown id."""
@@ -283,40 +311,45 @@ class RetrievalPipeline:
     # ------------------------------------------------------------------ vectors
     def _vector(self, x: Any, name: str) -> npt.NDArray[np.float32]:
         """Validate one embedding: shape (dim,) or (1, dim), finite, non-zero for cosine."""
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from None
+        arr = check_finite_array(x, name, dtype=np.float64)
         if arr.ndim == 2 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.shape != (self._dim,):
             raise ValueError(f"{name} must have shape ({self._dim},), got {arr.shape}")
         return self._prepare(arr[None, :], name)[0]
 
-    def _prepare(self, arr: npt.NDArray[Any], name: str) -> npt.NDArray[np.float32]:
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or inf")
+    def _prepare(self, arr: npt.NDArray[np.float64], name: str) -> npt.NDArray[np.float32]:
+        """Finite float64 rows as float32 (unit length for cosine); nothing may overflow."""
         if self._metric == "cosine":
             norms = np.linalg.norm(arr, axis=1, keepdims=True)
             if (norms == 0).any():
                 raise ValueError(f"{name} has a zero vector, which has no cosine direction")
             arr = arr / norms
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(out).all():
-            raise ValueError(f"{name} overflows float32")
+            raise ValueError(f"{name} must fit in float32 (|x| < 3.4e38)")
         return out
 
     def _embed(self, texts: list[str], name: str) -> npt.NDArray[np.float32]:
         assert self._embedder is not None
-        out = np.asarray(self._embedder.embed(texts))
-        if out.ndim != 2 or out.shape != (len(texts), self._dim):
+        raw = self._embedder.embed(texts)
+        try:
+            out = np.asarray(raw)
+        except (TypeError, ValueError, OverflowError):
+            out = np.asarray(None)
+        if out.shape != (len(texts), self._dim):
             raise ValueError(f"embedder returned shape {out.shape} for {len(texts)} texts; "
                              f"expected ({len(texts)}, {self._dim})")
-        return self._prepare(out.astype(np.float64), f"embedder output for {name}")
+        return self._prepare(check_finite_array(out, f"embedder output for {name}",
+                                                dtype=np.float64),
+                             f"embedder output for {name}")
 
     def _store_vectors(self, ids: list[int], x: npt.NDArray[np.float32]) -> None:
+        """Append ``x`` under ``ids``; the HNSW ids are the rows of the vector store. O(n)."""
         n = self._num_vecs
         need = n + len(ids)
+        self._hnsw.add_items(x, np.arange(n, need, dtype=np.int64))
         if need > self._vecs.shape[0]:
             cap = max(need, 2 * self._vecs.shape[0])
             vecs = np.zeros((cap, self._dim), dtype=np.float32)
@@ -329,19 +362,19 @@ class RetrievalPipeline:
         for j, d in enumerate(ids):
             self._vec_row[d] = n + j
         self._num_vecs = need
-        self._hnsw.add_items(x, ids)
 
     def _drop_vector(self, doc_id: int) -> None:
-        """Swap-with-last removal from the vector store, then mark deleted in HNSW. O(dim)."""
+        """Swap-with-last removal from the vector store and the graph's row ids. O(dim)."""
         row = self._vec_row.pop(doc_id)
         last = self._num_vecs - 1
+        self._hnsw.mark_deleted(row)
         if row != last:
             moved = int(self._vec_ids[last])
             self._vecs[row] = self._vecs[last]
             self._vec_ids[row] = moved
             self._vec_row[moved] = row
+            self._hnsw._relabel(last, row)
         self._num_vecs = last
-        self._hnsw.mark_deleted(doc_id)
 
     # ------------------------------------------------------------------ adding
     def add_document(self, doc_id: int, text: str, embedding: npt.ArrayLike | None = None,
@@ -379,10 +412,9 @@ class RetrievalPipeline:
         ``None`` (the embedder, if any, fills the ``None`` ones). Everything is
         validated before the pipeline changes. O(total text + n HNSW inserts).
         """
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of str, not a str")
-        ids = [_doc_id(x, f"doc_ids[{i}]") for i, x in enumerate(doc_ids)]
-        docs = [_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        ids = [_doc_id(x, f"doc_ids[{i}]")
+               for i, x in enumerate(_sequence(doc_ids, "doc_ids", "int ids"))]
+        docs = [_text(t, f"texts[{i}]") for i, t in enumerate(_sequence(texts, "texts", "str"))]
         n = len(ids)
         if len(docs) != n:
             raise ValueError(f"doc_ids and texts differ in length: {n} and {len(docs)}")
@@ -397,13 +429,14 @@ class RetrievalPipeline:
             if self._embedder is not None and n:
                 rows, mats = list(range(n)), [self._embed(docs, "texts")]
         elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
-            if embeddings.shape != (n, self._dim):
+            arr = check_finite_array(embeddings, "embeddings", dtype=np.float64)
+            if arr.shape != (n, self._dim):
                 raise ValueError(f"embeddings must have shape ({n}, {self._dim}), "
-                                 f"got {embeddings.shape}")
+                                 f"got {arr.shape}")
             rows = list(range(n))
-            mats = [self._prepare(embeddings.astype(np.float64), "embeddings")]
+            mats = [self._prepare(arr, "embeddings")]
         else:
-            given = list(embeddings)  # type: ignore[arg-type]
+            given = _sequence(embeddings, "embeddings", "vectors or None")
             if len(given) != n:
                 raise ValueError(f"embeddings has {len(given)} entries for {n} documents")
             missing = [i for i, e in enumerate(given) if e is None]
@@ -439,32 +472,46 @@ class RetrievalPipeline:
     # ------------------------------------------------------------------ search
     def _dense_candidates(self, q: npt.NDArray[np.float32], depth: int,
                           ) -> tuple[IdArray, ScoreArray]:
-        """Up to ``depth`` nearest stored vectors, best first, ties by id (exact if small)."""
+        """Up to ``depth`` nearest stored vectors, best first, ties by id (exact if small).
+
+        Any doc id works, negative ones too: the graph's ids are vector-store rows, so
+        no doc id can collide with the graph's -1 padding.
+        """
         n = self._num_vecs
         if n == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        if n <= self._brute_force_max:
-            vecs = self._vecs[:n]
-            if self._metric == "l2":
-                diff = vecs - q
-                scores = -np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+        depth = min(depth, n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if n <= self._brute_force_max:
+                vecs = self._vecs[:n]
+                if self._metric == "l2":
+                    diff = vecs - q
+                    scores = -np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+                else:
+                    scores = (vecs @ q).astype(np.float64)
+                rows = None
             else:
-                scores = (vecs @ q).astype(np.float64)
-            ids = self._vec_ids[:n]
-            if depth < n:
-                part = np.argpartition(-scores, depth - 1)[:depth]
-                cut = scores[part].min()
-                # keep every candidate tied with the cut, then order by (-score, id)
-                part = np.flatnonzero(scores >= cut)
-                ids, scores = ids[part], scores[part]
-            order = np.lexsort((ids, -scores))[:depth]
+                ef = max(self._hnsw.ef_search, depth)
+                found, dist, counts = self._hnsw._search(q[None, :], depth, ef, None)
+                rows = found[0, : int(counts[0])]
+                d64 = dist[0, : rows.shape[0]].astype(np.float64)
+                scores = -d64 if self._metric == "l2" else 1.0 - d64
+        # float32 overflow (|x| near 3.4e38) gives inf or NaN: rank those last, finitely
+        if not np.isfinite(scores).all():
+            big = np.finfo(np.float64).max
+            scores = np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
+        if rows is not None:
+            ids = self._vec_ids[rows]
+            order = np.lexsort((ids, -scores))
             return ids[order], scores[order]
-        ef = max(self._hnsw.ef_search, depth)
-        found, dist = self._hnsw.search_batch(q[None, :], depth, ef=ef)
-        hit = found[0] >= 0
-        ids, d64 = found[0][hit], dist[0][hit].astype(np.float64)
-        scores = -d64 if self._metric == "l2" else 1.0 - d64
-        order = np.lexsort((ids, -scores))
+        ids = self._vec_ids[:n]
+        if depth < n:
+            part = np.argpartition(-scores, depth - 1)[:depth]
+            cut = scores[part].min()
+            # keep every candidate tied with the cut, then order by (-score, id)
+            part = np.flatnonzero(scores >= cut)
+            ids, scores = ids[part], scores[part]
+        order = np.lexsort((ids, -scores))[:depth]
         return ids[order], scores[order]
 
     def search(
@@ -484,46 +531,43 @@ class RetrievalPipeline:
         ``use_cache=False`` neither reads nor fills the hot-query cache (the query
         is still counted). See the class docstring for the cost.
         """
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        if not _is_int(top_k) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
-        k = int(top_k)
+        query = check_str(query, "query")
+        k = check_int(top_k, "top_k", minimum=1, maximum=INT64_MAX)
         w = _weight(fusion_weight)
-        mode = self._fusion if fusion is None else fusion
-        if mode not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        mode = self._fusion if fusion is None else check_choice(fusion, "fusion", FUSIONS)
+        cache = self._cache if check_bool(use_cache, "use_cache") else None
         q = None
         if query_embedding is not None:
             q = self._vector(query_embedding, "query_embedding")
-        self._searches += 1
-        if self._decay_every is not None and self._searches % self._decay_every == 0:
-            self._sketch.decay()  # aging: yesterday's hot queries cool down
-        cache = self._cache if use_cache else None
         key: Any = None
-        hot = False
+        norm = None
         if self._cache is not None:
             norm = self._normalize(query)
-            self._sketch.add(norm)
+            if not isinstance(norm, str):
+                raise TypeError(f"query_normalizer must return a str, got {show(norm)}")
             if cache is not None:
                 digest = (None if q is None or w == 0.0
                           else hashlib.blake2b(q.tobytes(), digest_size=16).digest())
                 key = (norm, digest, k, w, mode)
                 hit = cache.get(key)
                 if hit is not None:
+                    self._count(norm)
                     self._hits += 1
                     return list(hit)
-                self._misses += 1
-                hot = self._sketch.estimate(norm) >= self._hot_threshold
         if q is None and w > 0.0 and self._embedder is not None and self._num_vecs:
             q = self._embed([query], "query")[0]
+        self._count(norm)  # nothing below can fail on bad input: count the search now
+        hot = False
+        if cache is not None and norm is not None:
+            self._misses += 1
+            hot = self._sketch.estimate(norm) >= self._hot_threshold
         if q is None:
             w = 0.0  # no query vector: lexical only
         lex_ids = dense_ids = _NO_IDS
         lex_scores = dense_scores = _NO_SCORES
         if w < 1.0 and len(self._index):
-            ids2, scores2, counts = self._index.search_batch(
-                [query], max(self._lexical_depth, k), as_arrays=True)
+            depth = min(max(self._lexical_depth, k), len(self._index))
+            ids2, scores2, counts = self._index.search_batch([query], depth, as_arrays=True)
             n = int(counts[0])
             lex_ids, lex_scores = ids2[0, :n], scores2[0, :n]
         if w > 0.0 and q is not None:
@@ -534,13 +578,25 @@ class RetrievalPipeline:
             ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores,
                                 2.0 * (1.0 - w), 2.0 * w, 1, self._rrf_k)
         results = _top_k_sorted(ids, scores, k)
+        # a result list costlier than the whole budget is not cached (TokenLRU refuses it)
         if hot and cache is not None:
-            cache.put(key, tuple(results))
+            entry = tuple(results)
+            if _entry_cost(entry) <= self._cache_budget:
+                cache.put(key, entry)
         return results
+
+    def _count(self, norm: str | None) -> None:
+        """Count one search (and its normalised query in the sketch, when caching)."""
+        self._searches += 1
+        if self._decay_every is not None and self._searches % self._decay_every == 0:
+            self._sketch.decay()  # aging: yesterday's hot queries cool down
+        if norm is not None:
+            self._sketch.add(norm)
 
     # ------------------------------------------------------------------ cache
     def clear_cache(self, invalidate: bool = False) -> None:
         """Drop every cached result (query counts stay). O(cached queries)."""
+        invalidate = check_bool(invalidate, "invalidate")
         if self._cache is not None and len(self._cache):
             self._cache.clear()
             if invalidate:
@@ -605,29 +661,24 @@ class RetrievalPipeline:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the pipeline to the folder ``path`` (created; replaced files). O(index size).
+        """Write the pipeline to the folder ``path`` as one bundle. O(index size).
 
-        Layout: ``pipeline.json`` (format, version, parameters, counts, sha256 of the
-        vector files), ``lexical.idx`` (:meth:`InvertedIndex.save`), ``dense/``
-        (:meth:`HNSW.save`), ``vectors.npy`` and ``vector_ids.npy``. No pickle. The
-        embedder, a custom analyzer or query normaliser, and the result cache and
-        query counts are not saved.
+        A :mod:`llmds._persist` bundle: ``lexical`` (:meth:`InvertedIndex.save`),
+        ``dense`` (:meth:`HNSW.save`, whose ids are rows of the vector store) and
+        ``ids`` (the doc id of each row) container files, then a ``MANIFEST``
+        holding the parameters and counts and each part's SHA-256, written last by
+        rename: a reader sees the old save or the new one, never a mix, and saving
+        over the folder a pipeline was loaded from is safe. No pickle. The embedder,
+        a custom analyzer or query normaliser, and the result cache and query counts
+        are not saved.
         """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        path = check_path(path)
         n = self._num_vecs
-        self._index.save(folder / "lexical.idx")
-        if (folder / "dense").exists():
-            shutil.rmtree(folder / "dense")
-        self._hnsw.save(folder / "dense")
-        sums = {}
-        for name, arr in (("vectors", self._vecs[:n]), ("vector_ids", self._vec_ids[:n])):
-            file = folder / f"{name}.npy"
-            np.save(file, np.ascontiguousarray(arr), allow_pickle=False)
-            sums[name] = hashlib.sha256(file.read_bytes()).hexdigest()
-        header = {"format": _FORMAT, "version": _VERSION, "params": self._params(),
-                  "num_documents": len(self._index), "num_vectors": n, "sha256": sums}
-        (folder / "pipeline.json").write_text(json.dumps(header, indent=1), encoding="utf-8")
+        meta = {"params": self._params(), "num_documents": len(self._index), "num_vectors": n}
+        write_bundle(path, _KIND, _VERSION, meta, {
+            "lexical": self._index.save, "dense": self._hnsw.save,
+            "ids": lambda p: write_container(p, _IDS_KIND, 1, {},
+                                             {"ids": self._vec_ids[:n]})})
 
     @classmethod
     def load(
@@ -637,58 +688,73 @@ class RetrievalPipeline:
         embedder: Embedder | None = None,
         analyzer: Analyzer | Callable[[str], Sequence[str]] | None = None,
         query_normalizer: Callable[[str], str] = normalize_query,
+        mmap: bool = False,
     ) -> RetrievalPipeline:
-        """Read a pipeline written by :meth:`save`. O(index size).
+        """Read a pipeline written by :meth:`save`, trusting nothing in it. O(index size).
+
+        Checks the manifest and each part's SHA-256, every parameter (type, range,
+        choice; the error names the key), each part with its own loader, and that the
+        parts agree (documents, ids, dimension, metric, graph parameters).
+        ``mmap=True`` maps the parts' arrays. A folder saved by llmds 0.2
+        (``pipeline.json``) is refused with a CorruptFileError saying so.
 
         Raises FileNotFoundError if ``path`` holds no pipeline and CorruptFileError
         if any part is truncated, altered, of another version or inconsistent.
         """
-        folder = Path(path)
-        head = folder / "pipeline.json"
-        if not head.is_file():
-            raise FileNotFoundError(f"no RetrievalPipeline at {str(folder)!r} "
-                                    "(pipeline.json missing)")
+        path = check_path(path)
+        mmap = check_bool(mmap, "mmap")
+        _check_hooks(embedder, analyzer, query_normalizer)
+        if os.path.isfile(os.path.join(path, "pipeline.json")) and not os.path.exists(
+                os.path.join(path, MANIFEST)):
+            raise CorruptFileError(
+                f"{os.fspath(path)!r} holds a RetrievalPipeline of llmds 0.2 (pipeline.json), "
+                "a format this llmds no longer reads: rebuild the pipeline and save it again")
+        manifest, parts = read_bundle(path, _KIND, (_VERSION,), _PARTS)
+        meta = manifest.meta
+        p = meta.get("params")
+        if set(meta) != {"params", "num_documents", "num_vectors", "parts"} or \
+                not isinstance(p, dict):
+            raise manifest.fail("the manifest must hold params, num_documents and num_vectors")
+        if set(p) != set(_PARAMS):
+            missing, extra = sorted(set(_PARAMS) - set(p)), sorted(set(p) - set(_PARAMS))
+            raise manifest.fail(f"params: missing {missing}, unknown {extra}")
         try:
-            header = json.loads(head.read_text(encoding="utf-8"))
-            if not isinstance(header, dict) or header.get("format") != _FORMAT:
-                raise CorruptFileError(f"{folder}: not an llmds RetrievalPipeline")
-            if header.get("version") != _VERSION:
-                raise CorruptFileError(f"{folder}: unsupported version {header.get('version')}")
-            p = header["params"]
-            self = cls(p["embedding_dim"], p["seed"], fusion=p["fusion"], metric=p["metric"],
-                       lexical_depth=p["lexical_depth"], dense_depth=p["dense_depth"],
-                       rrf_k=p["rrf_k"], embedder=embedder, k1=p["k1"], b=p["b"],
-                       analyzer=analyzer, M=p["M"], ef_construction=p["ef_construction"],
-                       ef_search=p["ef_search"], brute_force_max=p["brute_force_max"],
-                       cache_budget=p["cache_budget"], hot_threshold=p["hot_threshold"],
-                       sketch_width=p["sketch_width"], sketch_depth=p["sketch_depth"],
-                       decay_every=p.get("decay_every"),
+            self = cls(**p, embedder=embedder, analyzer=analyzer,
                        query_normalizer=query_normalizer)
-            arrays = {}
-            for name in ("vectors", "vector_ids"):
-                file = folder / f"{name}.npy"
-                if hashlib.sha256(file.read_bytes()).hexdigest() != header["sha256"][name]:
-                    raise CorruptFileError(f"{file}: checksum mismatch")
-                arrays[name] = np.load(file, allow_pickle=False)
-            index = InvertedIndex.load(folder / "lexical.idx", analyzer=analyzer)
-            hnsw = HNSW.load(folder / "dense")
-        except CorruptFileError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CorruptFileError(f"{folder}: corrupt RetrievalPipeline ({exc})") from None
-        vecs, vids = arrays["vectors"], arrays["vector_ids"]
-        n = int(header["num_vectors"])
-        if vecs.shape != (n, self._dim) or vecs.dtype != np.float32 or \
-                vids.shape != (n,) or vids.dtype != np.int64:
-            raise CorruptFileError(f"{folder}: vector files do not match the header")
-        id_list = vids.tolist()
-        if len(index) != header["num_documents"] or len(set(id_list)) != n or \
-                len(hnsw) != n or hnsw.dim != self._dim or hnsw.metric != self._hnsw.metric or \
-                not all(d in hnsw and d in index for d in id_list):
-            raise CorruptFileError(f"{folder}: lexical, dense and vector parts disagree")
+        except (TypeError, ValueError) as exc:
+            raise manifest.fail(f"bad parameter: {exc}") from None
+        num_docs, n = meta["num_documents"], meta["num_vectors"]
+        for key, value in (("num_documents", num_docs), ("num_vectors", n)):
+            if not is_int(value) or not 0 <= value <= INT64_MAX:
+                raise manifest.fail(f"{key} must be an int >= 0, got {value!r}")
+        index = InvertedIndex.load(parts["lexical"], mmap=mmap, analyzer=analyzer)
+        hnsw = HNSW.load(parts["dense"], mmap=mmap)
+        ids_file = read_container(parts["ids"], _IDS_KIND, (1,), mmap=mmap)
+        ids = ids_file.array("ids", "int64", 1)
+        h = hnsw.stats()
+        graph = {"dim": self._dim, "metric": self._hnsw.metric, "M": p["M"],
+                 "ef_construction": p["ef_construction"], "ef_search": p["ef_search"]}
+        for key, want in (*graph.items(), ("num_vectors", n)):
+            if h[key] != want:
+                raise manifest.fail(f"the dense part has {key} {h[key]!r}, expected {want!r}")
+        if (index.k1, index.b) != (p["k1"], p["b"]) or len(index) != num_docs:
+            raise manifest.fail("the lexical part disagrees with the manifest (k1, b or "
+                                "number of documents)")
+        id_list = ids.tolist()
+        if len(id_list) != n or len(set(id_list)) != n or not all(d in index for d in id_list):
+            raise manifest.fail(f"the ids part must hold {n} distinct ids of indexed documents")
+        if any(r not in hnsw for r in range(n)):
+            raise manifest.fail("the dense part's ids must be the rows 0..num_vectors - 1")
+        vecs = hnsw._vectors[hnsw._slots_of(np.arange(n, dtype=np.int64))]
+        if self._metric == "cosine" and n and not np.allclose(
+                np.linalg.norm(vecs.astype(np.float64), axis=1), 1.0, atol=1e-4):
+            raise manifest.fail("cosine vectors must have unit length")
         self._index, self._hnsw = index, hnsw
-        self._vecs = np.ascontiguousarray(vecs) if n else np.zeros((16, self._dim), np.float32)
-        self._vec_ids = vids.copy() if n else np.zeros(16, dtype=np.int64)
+        cap = max(n, 16)
+        self._vecs = np.zeros((cap, self._dim), dtype=np.float32)
+        self._vecs[:n] = vecs
+        self._vec_ids = np.zeros(cap, dtype=np.int64)
+        self._vec_ids[:n] = ids
         self._vec_row = {d: i for i, d in enumerate(id_list)}
         self._num_vecs = n
         return self
@@ -702,8 +768,8 @@ class RetrievalPipeline:
         ids = self._vec_ids[:n].tolist()
         assert len(self._vec_row) == n == len(self._hnsw)
         for row, d in enumerate(ids):
-            assert self._vec_row[d] == row and d in self._hnsw and d in self._index
-            assert np.array_equal(self._hnsw.get_vector(d), self._vecs[row])
+            assert self._vec_row[d] == row and row in self._hnsw and d in self._index
+            assert np.array_equal(self._hnsw.get_vector(row), self._vecs[row])
         if self._metric == "cosine" and n:
             assert np.allclose(np.linalg.norm(self._vecs[:n], axis=1), 1.0, atol=1e-4)
         if self._cache is not None:

@@ -8,7 +8,8 @@ fused scores, written into preallocated arrays of length ``len(lex) + len(dense)
 the kernel returns how many entries it wrote.
 
 Modes: 0 = weighted relative-score fusion, ``w * (s - min) / (max - min)`` per side
-(1.0 for every candidate of a flat side); 1 = reciprocal rank fusion,
+(1.0 for every candidate of a flat side; computed on halves when ``max - min``
+overflows float64, so finite scores always give finite results); 1 = reciprocal rank fusion,
 ``w / (k + rank)`` with ranks from 1. Each document's score is accumulated as
 ``0.0 + lexical + dense`` in that order, so the result is bit-for-bit the plain
 Python reference's (no fastmath: the order of float operations is the contract).
@@ -33,10 +34,15 @@ def _contributions(ids, scores, weight, mode, rrf_k, out_ids, out_c, pos):
             if s > hi:
                 hi = s
         span = hi - lo
+        wide = span - span != 0.0  # inf or NaN: the span overflows float64, so halve
+        if wide:
+            span = hi / 2.0 - lo / 2.0
         for i in range(n):
             out_ids[pos] = ids[i]
             if span == 0.0:
                 out_c[pos] = weight * 1.0
+            elif wide:
+                out_c[pos] = weight * ((scores[i] / 2.0 - lo / 2.0) / span)
             else:
                 out_c[pos] = weight * ((scores[i] - lo) / span)
             pos += 1

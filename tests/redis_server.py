@@ -6,6 +6,7 @@
 * ``make_redis_server`` (function): ``make(**config)`` starts a private server
   (``maxmemory="2mb"``, ...) for a test that stops, restarts or fills it; every one
   is stopped by pid in teardown.
+* :func:`run_in_processes`: one forked worker process per argument tuple.
 
 Without the binary the tests are skipped with the reason, except under CI
 (``CI`` set), where ``.ci/run`` installs it and a missing binary is a failure.
@@ -13,8 +14,11 @@ Without the binary the tests are skipped with the reason, except under CI
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -61,3 +65,39 @@ def make_redis_server() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in servers:
             server.close()
+
+
+def run_in_processes(target: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+                     timeout_s: float = 60.0) -> list[Any]:
+    """``target(*a)`` in one forked process per ``a`` in ``args``; the return values.
+
+    Runs them at the same time; a worker's exception fails the test with its
+    traceback, and a worker still alive after ``timeout_s`` is killed by pid.
+    """
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child(i: int, a: tuple[Any, ...]) -> None:
+        try:
+            queue.put((i, True, target(*a)))
+        except BaseException:
+            queue.put((i, False, traceback.format_exc()))
+
+    procs = [ctx.Process(target=child, args=(i, a)) for i, a in enumerate(args)]
+    for p in procs:
+        p.start()
+    try:
+        results = {}
+        for _ in procs:
+            i, ok, value = queue.get(timeout=timeout_s)
+            if not ok:
+                pytest.fail(f"worker {i} failed:\n{value}")
+            results[i] = value
+    finally:
+        for p in procs:
+            p.join(timeout_s)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout_s)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [results[i] for i in range(len(procs))]

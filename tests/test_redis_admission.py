@@ -4,7 +4,6 @@ decisions, atomicity across threads and processes, the lease, reconcile, outages
 from __future__ import annotations
 
 import math
-import multiprocessing
 import threading
 import time
 
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 from llmds.admissions import AdmissionController
 from llmds.dist import RedisAdmissionController
 from llmds.errors import UnknownSequenceError
+from tests.redis_server import run_in_processes
 
 # A refill this slow is nothing during a test: decisions depend on the calls alone.
 FROZEN = {"qps_target": 1e-9, "token_rate_limit": 1e-9}
@@ -225,7 +225,7 @@ def test_threads_never_take_more_than_the_bucket(redis_url: str, lease: int) -> 
 RATE, BURST, TOKEN_RATE, TOKEN_BURST = 100.0, 10.0, 20_000.0, 2_000.0
 
 
-def _hammer(url: str, lease: int, seconds: float, seed: int, q: multiprocessing.Queue) -> None:
+def _hammer(url: str, lease: int, seconds: float, seed: int) -> tuple[float, float]:
     ac = RedisAdmissionController(url, RATE, TOKEN_RATE, burst=BURST, token_burst=TOKEN_BURST,
                                   name="shared", lease=lease)
     rng = np.random.default_rng(seed)
@@ -237,23 +237,14 @@ def _hammer(url: str, lease: int, seconds: float, seed: int, q: multiprocessing.
             admitted += 1
             tokens += n
     ac.close()
-    q.put((admitted, tokens))
+    return admitted, tokens
 
 
 @pytest.mark.slow
 def test_four_processes_share_one_budget(redis_url: str) -> None:
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue()
-    leases = [0, 0, 5, 5]
     t0 = time.monotonic()
-    procs = [ctx.Process(target=_hammer, args=(redis_url, lease, 1.5, i, q))
-             for i, lease in enumerate(leases)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = run_in_processes(_hammer, [(redis_url, lease, 1.5, i)
+                                         for i, lease in enumerate([0, 0, 5, 5])])
     elapsed = time.monotonic() - t0
     admitted = sum(r[0] for r in results)
     tokens = sum(r[1] for r in results)

@@ -4,7 +4,6 @@ restarts, corrupt values, processes and threads, and a stateful test against a d
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from llmds._kernels.xxh64 import xxh64
 from llmds.dist import RedisPageStore
+from tests.redis_server import run_in_processes
 
 SHAPE = (2, 4, 8)  # a small KV page: (k/v, page_size, head_dim)
 
@@ -272,24 +272,11 @@ def test_corrupt_and_foreign_values_are_misses(redis_url: str) -> None:
 # ------------------------------------------------------------ across processes
 def test_four_processes_share_one_store(redis_url: str) -> None:
     n = 6
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue()
-    writers = [ctx.Process(target=_write_prefix, args=(redis_url, r, n)) for r in range(4)]
-    for p in writers:
-        p.start()
-    for p in writers:
-        p.join(60)
-        assert p.exitcode == 0
-    readers = [ctx.Process(target=_read_all, args=(redis_url, r, n, q)) for r in range(4)]
-    for p in readers:
-        p.start()
-    results = [q.get(timeout=60) for _ in readers]
-    for p in readers:
-        p.join(60)
-        assert p.exitcode == 0
+    run_in_processes(_write_prefix, [(redis_url, r, n) for r in range(4)])
+    results = run_in_processes(_read_all, [(redis_url, r, n) for r in range(4)])
     want = {w: [hashlib.sha256(page(f"w{w}", i).tobytes()).hexdigest() for i in range(n)]
             for w in range(4)}
-    for rank, seen, prefix_lens, foreign in results:
+    for rank, (seen, prefix_lens, foreign) in enumerate(results):
         assert seen == want, rank  # every prefix written by one is a byte-identical hit
         assert prefix_lens == [n] * 4
         assert foreign == [0] * 4, rank  # other model/revision/dtype/namespace: no hits
@@ -299,7 +286,7 @@ def _write_prefix(url: str, rank: int, n: int) -> None:
     store(url).put_many(chain(f"w{rank}", n), [page(f"w{rank}", i) for i in range(n)])
 
 
-def _read_all(url: str, rank: int, n: int, q: multiprocessing.Queue) -> None:
+def _read_all(url: str, rank: int, n: int) -> tuple[dict, list[int], list[int]]:
     s = store(url)
     seen, prefix_lens = {}, []
     for w in range(4):
@@ -314,7 +301,7 @@ def _read_all(url: str, rank: int, n: int, q: multiprocessing.Queue) -> None:
         hits = sum(o.contains_prefix(chain(f"w{w}", n)) for w in range(4))
         hits += sum(g is not None for w in range(4) for g in o.get_many(chain(f"w{w}", n)))
         foreign.append(hits)
-    q.put((rank, seen, prefix_lens, foreign))
+    return seen, prefix_lens, foreign
 
 
 def test_threads_read_what_a_serial_run_reads(redis_url: str) -> None:

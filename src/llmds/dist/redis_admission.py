@@ -391,6 +391,8 @@ class RedisAdmissionController:
 
     def _decide(self, tokens: float, record: bool, request_id: Hashable | None
                 ) -> tuple[bool, str, float]:
+        if tokens > self.token_burst:  # never admissible: no need to ask Redis
+            return self._finish(False, REQUEST_TOO_LARGE, math.inf)
         if not self.lease:
             reply = self._eval("t" if record else "a", 1, tokens)
             if reply is None:

@@ -52,6 +52,9 @@ refused because Redis is full (``OOM command not allowed when used memory >
 'maxmemory'``, the ``noeviction`` policy) is counted in ``oom_skipped`` and skipped.
 Bad arguments (page hashes that are not digests, payloads of the wrong shape or
 dtype) raise ``TypeError``/``ValueError`` before any I/O, as everywhere in llmds.
+
+Redis Cluster is not supported yet: ``MGET`` and the prefix script address keys of
+many hash slots; use a standalone Redis server.
 """
 
 from __future__ import annotations

@@ -313,6 +313,12 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     steps = 4
     with RedisServer() as server:
+        probe = redis.Redis.from_url(server.url)
+        versions = {"redis_server": probe.info("server").get("redis_version"),
+                    "redis_py": harness.peer_version("redis"),
+                    "hiredis": harness.peer_version("hiredis") if _hiredis() else None,
+                    "limits": harness.peer_version("limits")}
+        probe.close()
         ctx.progress(0, steps, "lookup of 1,000 page keys")
         lookup_rows, lookup = _lookup(redis, RedisPageStore, server.url, ctx,
                                       sizes["lookup_keys"])
@@ -374,7 +380,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     return harness.result_record(
         NAME, TITLE, ctx=ctx, params={**sizes, "page_bytes": _PAGE_BYTES,
                                       "evict_page_bytes": _EVICT_PAGE_BYTES,
-                                      "hiredis": _hiredis(redis)},
+                                      "versions": versions},
         data=f"synthetic pages and token counts, seed {ctx.seed}; private redis-server on "
              "127.0.0.1",
         rows=rows, ratios=ratios, plots=plots,
@@ -393,7 +399,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     )
 
 
-def _hiredis(redis: Any) -> bool:
+def _hiredis() -> bool:
     try:
         from redis.utils import HIREDIS_AVAILABLE
     except ImportError:  # pragma: no cover

@@ -10,7 +10,7 @@ against the reference implementation's outputs in ``tests/test_redis_store.py``
 (``XXH64("") == 0xEF46DB3751D8E999`` with seed 0). It is a checksum, not a
 cryptographic hash: it finds torn, truncated and foreign values, not forgeries.
 It was chosen over ``zlib.crc32`` by measurement: 64 KiB in 7 us against 16 us
-(4 GB/s), on the loopback GET path where a 64 KiB page costs ~30 us.
+(4 GB/s), on the loopback MGET path where a 64 KiB page costs ~50 us.
 
 All arithmetic is on ``uint64`` and wraps modulo 2**64, in numba as in the
 pure-Python mode (``NUMBA_DISABLE_JIT=1``, where the caller silences NumPy's

@@ -113,7 +113,7 @@ def _dtype(value: object, shaped: bool) -> tuple[np.dtype[Any] | None, str]:
         raise TypeError("dtype must be a NumPy dtype or a dtype name, got None")
     try:
         dt = np.dtype(value)  # type: ignore[call-overload]
-    except TypeError:
+    except (TypeError, ValueError):
         dt = None
     if dt is not None:
         if dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
@@ -284,8 +284,8 @@ class RedisPageStore:
         self._breaker = breaker
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self._COUNTERS, 0)
-        # Stops at the first missing key: a 1,000-key lookup in one round trip took
-        # 1.1 ms against 5.8 ms for a pipeline of EXISTS and 39 ms one at a time.
+        # Stops at the first missing key. 1,000 stored keys (bench_redis, loopback):
+        # 1.9 ms, against 6.8 ms for a pipeline of EXISTS and 43 ms one at a time.
         self._exists_script = client.register_script(
             "for i = 1, #KEYS do "
             "if redis.call('EXISTS', KEYS[i]) == 0 then return i - 1 end "

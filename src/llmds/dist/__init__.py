@@ -1,0 +1,47 @@
+"""Scale-out on Redis: a KV page tier shared by engine processes, and cluster-wide admission.
+
+* :class:`RedisPageStore` (``llmds.dist.redis_store``): KV pages in Redis, one key per
+  page, identity-checked, batched; a Redis failure is a miss, never an error.
+* :class:`RedisAdmissionController` (``llmds.dist.redis_admission``): the
+  :class:`llmds.AdmissionController` API with its two token buckets kept in Redis and
+  charged atomically by one Lua script on the server's clock.
+
+Both need the ``redis`` extra (redis-py and hiredis): ``pip install 'llmds[redis]'``.
+Importing ``llmds`` or ``llmds.dist`` never imports redis-py; the first use of a
+class does, and without the extra raises ``ImportError`` naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmds.dist.redis_admission import RedisAdmissionController
+    from llmds.dist.redis_store import RedisPageStore
+
+__all__ = ["RedisAdmissionController", "RedisPageStore"]
+
+_MODULES = {
+    "RedisAdmissionController": "llmds.dist.redis_admission",
+    "RedisPageStore": "llmds.dist.redis_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmds.dist' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        if "llmds[redis]" in str(exc):
+            raise
+        raise ImportError(f"llmds.dist.{name} needs redis-py: pip install 'llmds[redis]' "
+                          f"({exc})") from exc
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -304,17 +304,17 @@ def test_bad_inputs():
     cache = KVCache(page_size=2, max_pages=4)
     with pytest.raises(ValueError, match="prefix_tokens has 3 tokens, more than the 2"):
         cache.attach(1, [1, 2], prefix_tokens=[1, 2, 3])
-    with pytest.raises(TypeError, match="kv_tokens must be numbers"):
+    with pytest.raises(TypeError, match="kv_tokens must hold numbers"):
         cache.attach(1, ["a", "b"])
     with pytest.raises(ValueError, match="kv_tokens must have shape"):
         cache.attach(1, [[1, 2]])
     with pytest.raises(TypeError, match="prefix_tokens must hold integer"):
         cache.attach(1, [1.0, 2.0], prefix_tokens=[1.5, 2.5])
-    with pytest.raises(ValueError, match="token_ids must be a 1-D"):
+    with pytest.raises(ValueError, match="token_ids must be 1-D"):
         cache.allocate(1, [[1, 2]])
     with pytest.raises(TypeError, match="token_ids must hold integer"):
         cache.allocate(1, [True, False])
-    with pytest.raises(TypeError, match="extra_key must be hashable"):
+    with pytest.raises(TypeError, match="extra_key must be None, int, str, bytes or a tuple"):
         cache.allocate(1, [1, 2], extra_key=[1])
     cache.attach(2, [1.0])
     with pytest.raises(ValueError, match="not created by allocate"):
@@ -335,7 +335,7 @@ def test_bad_inputs():
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises((TypeError, ValueError), match=msg):
         KVCache(**kwargs)
 
 

@@ -231,8 +231,8 @@ def test_append_tokens_after_fork_copies_partial_page():
     cache._check()
 
 
-def test_sha256_mode_behaves_the_same():
-    cache = KVCache(page_size=4, max_pages=8, hash_algorithm="sha256")
+def test_chain64_mode_behaves_the_same():
+    cache = KVCache(page_size=4, max_pages=8, hash_algorithm="chain64")
     cache.allocate(1, list(range(9)))
     cache.append_tokens(1, [1, 2, 3])
     cache.free(1)
@@ -521,18 +521,18 @@ KVCacheAgainstModel.TestCase.settings = settings(
 TestKVCacheAgainstModel = pytest.mark.slow(KVCacheAgainstModel.TestCase)
 
 
-class SHA256KVCacheAgainstModel(KVCacheAgainstModel):
-    """The same model test with SHA-256 page hashes."""
+class Chain64KVCacheAgainstModel(KVCacheAgainstModel):
+    """The same model test with the opt-in chain64 page hashes."""
 
     def __init__(self):
         super().__init__()
-        self.cache = KVCache(page_size=PS, max_pages=MAXP, hash_algorithm="sha256")
+        self.cache = KVCache(page_size=PS, max_pages=MAXP, hash_algorithm="chain64")
 
 
-SHA256KVCacheAgainstModel.TestCase.settings = settings(
+Chain64KVCacheAgainstModel.TestCase.settings = settings(
     max_examples=25, stateful_step_count=30, deadline=None
 )
-TestSHA256KVCacheAgainstModel = pytest.mark.slow(SHA256KVCacheAgainstModel.TestCase)
+TestChain64KVCacheAgainstModel = pytest.mark.slow(Chain64KVCacheAgainstModel.TestCase)
 
 
 def test_can_allocate():

@@ -18,6 +18,7 @@ from llmds._validate import (
     check_choice,
     check_int,
     check_size,
+    is_int,
     show,
 )
 from llmds.errors import CapacityError, UnknownSequenceError
@@ -439,7 +440,7 @@ class KVCache:
 
         The first write to a shared partial page copies it (copy-on-write).
         """
-        parent = self._seq(parent_id)
+        parent = self._seq(parent_id, "parent_id")
         self._require_new(child_id, "child_id")
         child = _Seq(list(parent.pages), parent.num_tokens, parent.extra_key)
         child.tracked = parent.tracked
@@ -551,13 +552,13 @@ class KVCache:
         return k
 
     # -------------------------------------------------------------- helpers
-    def _seq(self, seq_id: Hashable) -> _Seq:
+    def _seq(self, seq_id: Hashable, name: str = "seq_id") -> _Seq:
         try:
             return self._seqs[seq_id]
         except KeyError:
-            raise UnknownSequenceError(f"unknown seq_id {seq_id!r}") from None
+            raise UnknownSequenceError(f"unknown {name} {seq_id!r}") from None
         except TypeError:
-            raise TypeError(f"seq_id must be hashable, got {show(seq_id)}") from None
+            raise TypeError(f"{name} must be hashable, got {show(seq_id)}") from None
 
     def _require_new(self, seq_id: Hashable, name: str) -> None:
         try:
@@ -588,9 +589,12 @@ class KVCache:
             ) from None
         dt = self._dtype
         if arr.dtype.kind not in "iuf":
-            if arr.size or arr.dtype.kind not in "OUSb":
+            if arr.size == 0 and arr.dtype.kind in "OUSb":
+                arr = arr.astype(dt)  # an empty list of lists
+            elif arr.dtype.kind == "O" and all(is_int(v) for v in arr.flat):
+                arr = self._big_ints(arr, name)  # Python ints beyond int64
+            else:
                 raise TypeError(f"{name} must hold numbers (int or float), got dtype {arr.dtype}")
-            arr = arr.astype(dt)  # an empty list of lists
         tshape = self._token_shape
         if many is None and arr.ndim == len(tshape):
             arr = arr.reshape(1, *tshape)
@@ -613,6 +617,20 @@ class KVCache:
         if dt.kind == "f" and out.size and not np.isfinite(out).all():
             raise ValueError(f"{name} must be finite numbers (no NaN or inf) for a {dt} pool")
         return out
+
+    def _big_ints(self, arr: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
+        """An object array of Python ints (some beyond int64) in the pool's dtype."""
+        dt = self._dtype
+        if dt.kind == "f":
+            try:
+                return arr.astype(dt)
+            except OverflowError:
+                raise ValueError(f"{name} must be finite numbers for a {dt} pool") from None
+        info = np.iinfo(dt)
+        bad = next(int(v) for v in arr.flat if not info.min <= v <= info.max)
+        raise ValueError(
+            f"{name} must hold values in [{info.min}, {info.max}] for a {dt} pool, got {bad}"
+        )
 
     def _coerce_tokens(self, tokens: Any, name: str) -> npt.NDArray[np.uint32]:
         """Token ids as a 1-D uint32 array in ``[0, vocab_size or 2**32)``. O(T)."""

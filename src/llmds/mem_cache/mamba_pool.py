@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from llmds._validate import check_int
 from llmds.errors import CapacityError
 
 __all__ = ["MambaPool"]
@@ -37,8 +38,7 @@ class MambaPool:
     def __init__(
         self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise ValueError(f"size must be an int >= 0, got {size!r}")
+        size = check_int(size, "size", minimum=0, maximum=1 << 32)
         self.states = np.zeros((int(size), *state_shape), dtype=dtype)
         self._free = list(range(int(size) - 1, -1, -1))
         self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
@@ -60,6 +60,16 @@ class MambaPool:
         slot = self._free.pop()
         self._in_use[slot] = 1
         return slot
+
+    def is_allocated(self, slot: Any) -> bool:
+        """True if ``slot`` is an int slot id that is currently allocated. O(1).
+
+        :class:`~llmds.mem_cache.mamba_radix_cache.MambaRadixCache` checks it before
+        taking a state slot (``insert``) and before freeing the slots it evicts.
+        """
+        if isinstance(slot, bool | np.bool_) or not isinstance(slot, int | np.integer):
+            return False
+        return 0 <= int(slot) < len(self._in_use) and bool(self._in_use[int(slot)])
 
     def _valid(self, slot: Any, name: str) -> int:
         if type(slot) is not int:

@@ -56,6 +56,7 @@ class MambaTreeNode(TreeNode):
         self.kb = kb
         self.value = value
         self.lock_ref = 0
+        self.self_lock_ref = 0
         self.last_access = last_access
         self.id = node_id
         self.evicted = False
@@ -196,6 +197,7 @@ class MambaRadixCache(RadixCache):
         self._m_protected = 0
         self._flru = _Sentinel()
         self._mlru = _Sentinel()
+        self._slot_owner: dict[int, Any] = {}  # state slot -> the node holding it
         super().reset()
 
     # ---------------------------------------------------------------- public
@@ -255,6 +257,7 @@ class MambaRadixCache(RadixCache):
                 nbest = len(values)
                 best_node = node
             if end < 0:
+                self._touch_split_child(child, node, touched)
                 break
             children = node.children
         if touched:
@@ -301,7 +304,9 @@ class MambaRadixCache(RadixCache):
                     f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
                     f"(page_size {self.page_size})"
                 )
-        kb, extra, vals = _insert_args(key, value)
+        kb, extra, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
+        if mamba_value is not None:
+            mamba_value = self._check_slot(mamba_value)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb
@@ -347,6 +352,7 @@ class MambaRadixCache(RadixCache):
             if node.mamba_value is not None and node.mamba_lock_ref == 0:
                 touched.append(node)
             if end < 0:
+                self._touch_split_child(child, node, touched)
                 break
         if touched:
             self._m_touch(touched)
@@ -359,9 +365,14 @@ class MambaRadixCache(RadixCache):
             return InsertResult(prefix_len=prefix_len, last_node=node)
         if node.mamba_value is not None:  # already moved to the MRU end by the walk
             return InsertResult(prefix_len=prefix_len, last_node=node, mamba_exist=True)
-        node.mamba_value = int(mamba_value)
+        node.mamba_value = mamba_value
+        self._slot_owner[mamba_value] = node
         self._m_evictable += 1
+        # the MRU end, but before a deeper state of this touch (a split's lower half)
         ms = self._mlru
+        while ms.m_prev is not self._mlru and ms.m_prev.last_access == tick and (
+                ms.m_prev.parent is node):
+            ms = ms.m_prev
         p = ms.m_prev
         node.m_prev = p
         node.m_next = ms
@@ -387,31 +398,71 @@ class MambaRadixCache(RadixCache):
         freed: list[npt.NDArray[np.int64]] = []
         full = states = 0
         flru = self._flru
-        delete = self._delete_leaf
+        self._log = log = []
         while full < num_tokens:
             n: Any = flru.f_next  # always an unlocked leaf (see the class doc)
             if n is flru:
                 break
-            full += len(n.value)
-            freed.append(n.value)
             if n.mamba_value is not None:
                 states += 1
-            delete(n)
+            full += self._evict_leaf(n, freed)
         mlru = self._mlru
         while states < swa_num_tokens:
             n = mlru.m_next
             if n is mlru:
                 break
             if not n.children and n.lock_ref == 0:
-                full += len(n.value)
-                freed.append(n.value)
-                delete(n)  # frees the state too
+                full += self._evict_leaf(n, freed)  # frees the state too
             else:
                 self._drop_state(n)
             states += 1
-        if freed:
-            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+        self._log = None
+        if log:
+            self._commit_states(log, freed)
         return EvictResult(full_evicted=full, mamba_evicted=states)
+
+    def _evict_leaf(self, node: Any, freed: list[npt.NDArray[np.int64]]) -> int:
+        """Delete an unlocked leaf, then every stateless parent it leaves childless
+        (SGLang's tombstone-leaf cleanup: such a leaf can never end a match).
+        Appends the KV indices to ``freed``; returns the tokens removed. O(k)."""
+        parent = node.parent
+        freed.append(node.value)
+        total = len(node.value)
+        self._delete_leaf(node)
+        while (parent.parent is not None and parent.mamba_value is None
+               and not parent.children and parent.lock_ref == 0):
+            up = parent.parent
+            freed.append(parent.value)
+            total += len(parent.value)
+            self._delete_leaf(parent)
+            parent = up
+        return total
+
+    def _commit_states(self, log: list[tuple[Any, ...]], freed: list[Any]) -> None:
+        """Hand the evicted KV indices and state slots to their pools, all or nothing:
+        the slots are checked first, then the KV goes in one ``free`` call (undone
+        if refused), then the slots. O(k)."""
+        slots = [e[2] for e in log if e[0] == "state"]
+        pool = self.mamba_pool
+        owned = getattr(pool, "is_allocated", None)
+        if callable(owned):
+            bad = next((slot for slot in slots if not owned(slot)), None)
+            if bad is not None:
+                self._undo(log)
+                raise ValueError(
+                    f"state slot {bad} held by the cache is not allocated in mamba_pool "
+                    "(freed behind the cache's back?); nothing was evicted"
+                )
+        if freed:
+            try:
+                self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+            except BaseException:
+                self._undo(log)
+                raise
+        if pool is not None:
+            for slot in slots:
+                pool.free_track_slot(slot)
+        self._notify(log)
 
     def inc_lock_ref(self, node: TreeNode | None) -> bool | None:  # type: ignore[override]
         """Lock ``node``'s KV path and its own state. Returns the token for dec. O(d)."""
@@ -421,6 +472,7 @@ class MambaRadixCache(RadixCache):
         n: Any = node
         if n.parent is None:
             return False
+        n.self_lock_ref += 1
         moved = 0
         while n.parent is not None:
             if n.lock_ref == 0:  # leaves the full list
@@ -455,15 +507,15 @@ class MambaRadixCache(RadixCache):
         n: Any = node
         if n.parent is None:
             return
-        if n.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
+        self._check_release(n)
         if token and n.mamba_lock_ref <= 0:
             raise ValueError(f"dec_lock_ref: the state of {node!r} is not locked")
-        if not token and n.lock_ref <= n.mamba_lock_ref:
+        if not token and n.self_lock_ref <= n.mamba_lock_ref:
             raise ValueError(
                 f"dec_lock_ref: {node!r} holds a state lock; pass the token inc_lock_ref "
                 f"returned (its full lock count may not drop below its state lock count)"
             )
+        n.self_lock_ref -= 1
         if token:
             n.mamba_lock_ref -= 1
             if n.mamba_lock_ref == 0:
@@ -503,7 +555,8 @@ class MambaRadixCache(RadixCache):
 
     def _split_node(self, child: TreeNode, m: int) -> TreeNode:
         """Split as RadixCache; the upper half (no state) goes right after ``child``
-        in the full list (same time, and it is ``child``'s parent). O(1)."""
+        in the full list (same time, and it is ``child``'s parent). The walk that
+        split it then marks ``child`` just used (:meth:`_touch_split_child`). O(1)."""
         new: Any = super()._split_node(child, m)
         if new.lock_ref == 0:
             c: Any = child
@@ -513,6 +566,24 @@ class MambaRadixCache(RadixCache):
             c.f_next = new
             q.f_prev = new
         return new
+
+    def _touch_split_child(self, child: Any, new: Any, touched: list[Any]) -> None:
+        """Mark the lower half of a split just used, as SGLang's MambaRadixCache does:
+        its time becomes the walk's, it moves in front of ``new`` (its parent, just
+        moved to the MRU end) in the full list, and its unlocked state joins
+        ``touched`` (deepest, so last). O(1)."""
+        child.last_access = self._tick
+        if child.lock_ref == 0 and child.f_next is not new:
+            p, q = child.f_prev, child.f_next
+            p.f_next = q
+            q.f_prev = p
+            p = new.f_prev
+            child.f_prev = p
+            child.f_next = new
+            p.f_next = child
+            new.f_prev = child
+        if child.mamba_value is not None and child.mamba_lock_ref == 0:
+            touched.append(child)
 
     def _add_leaf(
         self, parent: TreeNode, kb: bytes, value: npt.NDArray[np.int64], tick: int
@@ -533,12 +604,33 @@ class MambaRadixCache(RadixCache):
         """Remove an unlocked leaf (and its state) from the tree and the lists. O(1)."""
         n: Any = node
         p, q = n.f_prev, n.f_next
+        self._log.append(("flink", n, p, q))  # type: ignore[union-attr]
         p.f_next = q
         q.f_prev = p
         n.f_prev = n.f_next = None
         if n.mamba_value is not None:
             self._drop_state(n)
         super()._delete_leaf(node)
+
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: a deleted leaf, a dropped state or a full-list
+        unlink (the neighbours recorded then are neighbours again). O(1)."""
+        kind, n = entry[0], entry[1]
+        if kind == "flink":
+            p, q = entry[2], entry[3]
+            n.f_prev, n.f_next = p, q
+            p.f_next = n
+            q.f_prev = n
+        elif kind == "state":
+            slot, p, q = entry[2], entry[3], entry[4]
+            n.mamba_value = slot
+            self._slot_owner[slot] = n
+            self._m_evictable += 1
+            n.m_prev, n.m_next = p, q
+            p.m_next = n
+            q.m_prev = n
+        else:
+            super()._undo_entry(entry)
 
     def _push(self, node: TreeNode) -> None:
         """No heap here: the full LRU list replaces RadixCache's lazy heap."""
@@ -570,14 +662,35 @@ class MambaRadixCache(RadixCache):
         n.m_prev = n.m_next = None
 
     def _drop_state(self, n: Any) -> None:
-        """Free an unlocked node's state slot. O(1)."""
+        """Take an unlocked node's state slot off it and log it; the slot goes back to
+        the pool when the eviction commits (:meth:`_commit_states`). O(1)."""
         assert n.mamba_lock_ref == 0
-        self._m_unlink(n)
         slot = n.mamba_value
+        self._log.append(("state", n, slot, n.m_prev, n.m_next))  # type: ignore[union-attr]
+        self._m_unlink(n)
         n.mamba_value = None
+        del self._slot_owner[slot]
         self._m_evictable -= 1
-        if self.mamba_pool is not None:
-            self.mamba_pool.free_track_slot(slot)
+
+    def _check_slot(self, slot: Any) -> int:
+        """``mamba_value`` checked: an int slot allocated in ``mamba_pool`` (when it
+        can tell) and held by no node yet. O(1)."""
+        if type(slot) is not int:
+            if isinstance(slot, bool | np.bool_) or not isinstance(slot, int | np.integer):
+                raise TypeError(f"mamba_value must be an int slot id, got {slot!r:.60}")
+            slot = int(slot)
+        if slot < 0:
+            raise ValueError(f"mamba_value must be a slot id >= 0, got {slot}")
+        owned = getattr(self.mamba_pool, "is_allocated", None)
+        if callable(owned) and not owned(slot):
+            raise ValueError(f"mamba_value {slot} is not allocated in mamba_pool")
+        holder = self._slot_owner.get(slot)
+        if holder is not None:
+            raise ValueError(
+                f"mamba_value {slot} is already held by {holder!r}; each node needs its own "
+                "state slot (the cache frees it on eviction)"
+            )
+        return slot
 
     def _walk_list(self, sentinel: Any, prev: str, nxt: str) -> list[Any]:
         out = []
@@ -622,6 +735,9 @@ class MambaRadixCache(RadixCache):
                     else:
                         evictable += len(c.value)
                         unlocked.add(c.id)
+                    assert c.self_lock_ref >= c.mamba_lock_ref
+                    if c.mamba_value is not None:
+                        assert self._slot_owner.get(c.mamba_value) is c, "slot owner map"
                     if c.mamba_value is None:
                         assert c.mamba_lock_ref == 0
                         assert c.m_prev is None and c.m_next is None
@@ -633,10 +749,15 @@ class MambaRadixCache(RadixCache):
                         free_states.add(c.id)
                     stack.append((c, d + 1))
                 if node.parent is not None:
-                    assert node.lock_ref >= child_locks, "lock does not cover the path"
+                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+        assert self._log is None, "an eviction log left open"
         assert evictable == self._evictable and protected == self._protected
         assert nodes == self._num_nodes
         assert m_ev == self._m_evictable and m_prot == self._m_protected
+        assert len(self._slot_owner) == m_ev + m_prot, "a slot held by no node"
+        owned = getattr(self.mamba_pool, "is_allocated", None)
+        if callable(owned):
+            assert all(owned(slot) for slot in self._slot_owner), "a held slot is free"
         full = self._walk_list(self._flru, "f_prev", "f_next")
         assert {n.id for n in full} == unlocked and len(full) == len(unlocked)
         rank = {n.id: i for i, n in enumerate(full)}

@@ -30,6 +30,7 @@ from llmds.mem_cache.base_prefix_cache import (
     InsertResult,
     MatchResult,
     RadixKey,
+    kv_indices,
 )
 
 __all__ = ["RadixCache", "TreeNode"]
@@ -49,6 +50,8 @@ class TreeNode:
     them as an array); ``value`` is the int64 KV index of each of those tokens.
     ``children`` maps the bytes of a child's first page to the child.
     ``lock_ref`` counts the locks held on this node or on a descendant;
+    ``self_lock_ref`` the locks taken on exactly this node (``inc_lock_ref(node)``),
+    which are the only ones ``dec_lock_ref(node)`` may release;
     ``last_access`` is the logical time of the last match/insert through it;
     ``evicted`` becomes True when the node leaves the tree.
     """
@@ -63,6 +66,7 @@ class TreeNode:
         "lock_ref",
         "parent",
         "root",
+        "self_lock_ref",
         "value",
     )
 
@@ -79,6 +83,7 @@ class TreeNode:
         self.kb = kb
         self.value = value
         self.lock_ref = 0
+        self.self_lock_ref = 0
         self.last_access = last_access
         self.id = node_id
         self.evicted = False
@@ -142,23 +147,15 @@ def _key_bytes(key: Any) -> tuple[bytes, Any]:
     return _token_bytes(key), None
 
 
-def _insert_args(key: Any, value: Any) -> tuple[bytes, Any, Any]:
+def _insert_args(key: Any, value: Any, pool: Any) -> tuple[bytes, Any, Any]:
     """``insert``'s arguments checked: the key's token bytes, its extra key, and one
-    integer KV index per token (the token ids themselves when ``value`` is None).
-    O(len(key)). Raises ``ValueError``/``TypeError`` on a bad ``value``."""
+    int64 KV index per token of ``pool`` (:func:`kv_indices`; the token ids themselves
+    when ``value`` is None). O(len(key)). Raises ``ValueError``/``TypeError``."""
     kb, extra = _key_bytes(key)
     ntok = len(kb) >> 2
     if value is None:
-        return kb, extra, np.frombuffer(kb, dtype=_U32).astype(np.int64)
-    vals = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if vals.ndim != 1 or vals.shape[0] != ntok:
-        raise ValueError(
-            f"value must be 1-D with one index per token: len(key)={ntok}, "
-            f"value shape {vals.shape}"
-        )
-    if ntok and vals.dtype.kind not in "iu":
-        raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
-    return kb, extra, vals
+        value = np.frombuffer(kb, dtype=_U32)
+    return kb, extra, kv_indices(value, ntok, pool)
 
 
 class RadixCache(BasePrefixCache):
@@ -173,8 +170,9 @@ class RadixCache(BasePrefixCache):
     Invariants (asserted by ``_check``):
       * every non-root node holds a non-empty whole number of pages and one
         int64 index per token; a child is filed under the bytes of its first page;
-      * ``lock_ref`` of a node >= the sum over its children (a lock covers the
-        whole path to the root); ``last_access`` of a parent >= its children's;
+      * ``lock_ref`` of a node == its ``self_lock_ref`` + the sum over its
+        children (a lock covers the whole path to the root), so it is never
+        negative; ``last_access`` of a parent >= its children's;
       * ``evictable_size()`` = tokens in nodes with ``lock_ref == 0``,
         ``protected_size()`` = tokens in locked nodes, and
         ``evictable_size() + protected_size() == total_size()`` at all times;
@@ -194,10 +192,23 @@ class RadixCache(BasePrefixCache):
     (index) per token; the eviction heap holds O(nodes) entries (compacted when it
     grows past twice its live size).
 
+    Failures change nothing: ``insert`` validates the key and every KV index
+    (:func:`~llmds.mem_cache.base_prefix_cache.kv_indices`: integers, ``>= 0``, below
+    the pool's ``size``, allocated in the pool) before touching the tree;
+    ``dec_lock_ref(node)`` releases only a lock taken by ``inc_lock_ref(node)`` on
+    that very node (an ancestor of a locked node is not itself locked); ``evict``
+    takes the victims out of the tree, hands their indices to the pool in one
+    ``free`` call and, if the pool refuses, puts every victim back as it was and
+    re-raises (``on_node_evict`` runs only after the pool accepted).
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
+
     Extension points for the sliding-window (tombstone) and Mamba-state variants:
     ``_split_node``, ``_add_leaf``, ``_delete_leaf`` and ``_free_indices`` are the
-    only places that change the tree or hand indices back; ``inc_lock_ref`` returns
-    an opaque token (``None`` here) that ``dec_lock_ref`` accepts.
+    only places that change the tree or hand indices back; eviction steps append
+    ``(kind, node, ...)`` entries to ``_log`` and ``_undo_entry`` reverts one;
+    ``inc_lock_ref`` returns an opaque token (``None`` here) that ``dec_lock_ref``
+    accepts.
 
     >>> cache = RadixCache()
     >>> cache.insert(RadixKey([1, 2, 3, 4]), np.array([10, 11, 12, 13])).prefix_len
@@ -276,6 +287,7 @@ class RadixCache(BasePrefixCache):
         self._num_nodes = 0
         self._heap: list[tuple[int, int, TreeNode]] = []
         self._heap_limit = 1024
+        self._log: list[tuple[Any, ...]] | None = None  # eviction steps, while evicting
         self.root_node = self._root(None)
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
@@ -336,7 +348,7 @@ class RadixCache(BasePrefixCache):
 
         Raises ``ValueError`` if ``len(value) != len(key)``; nothing changes then.
         """
-        kb, extra, vals = _insert_args(key, value)
+        kb, extra, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb
@@ -390,6 +402,7 @@ class RadixCache(BasePrefixCache):
         heappop, heappush = heapq.heappop, heapq.heappush
         freed: list[npt.NDArray[np.int64]] = []
         evicted = 0
+        self._log = log = []
         while evicted < num_tokens and heap:
             stamp, nid, node = heappop(heap)
             if node.evicted or node.lock_ref or node.children:
@@ -400,9 +413,44 @@ class RadixCache(BasePrefixCache):
             evicted += len(node.value)
             freed.append(node.value)
             self._delete_leaf(node)
+        self._log = None
         if freed:  # one call to the pool per evict, not one per node
-            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+            self._commit(log, freed[0] if len(freed) == 1 else np.concatenate(freed))
         return EvictResult(full_evicted=evicted)
+
+    def _commit(self, log: list[tuple[Any, ...]], indices: npt.NDArray[np.int64]) -> None:
+        """Hand ``indices`` to the pool; if it refuses, revert ``log`` and re-raise.
+        Then notify ``on_node_evict`` of every node that left the tree. O(k)."""
+        try:
+            self._free_indices(indices)
+        except BaseException:
+            self._undo(log)
+            raise
+        self._notify(log)
+
+    def _notify(self, log: list[tuple[Any, ...]]) -> None:
+        cb = self.on_node_evict
+        if cb is not None:
+            for entry in log:
+                if entry[0] == "leaf":
+                    cb(entry[1].id)
+
+    def _undo(self, log: list[tuple[Any, ...]], kinds: tuple[str, ...] | None = None) -> None:
+        """Revert the eviction steps in ``log`` (only those of ``kinds``), last first."""
+        for entry in reversed(log):
+            if kinds is None or entry[0] in kinds:
+                self._undo_entry(entry)
+
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: ``("leaf", node)`` puts a deleted leaf back."""
+        kind, node = entry[0], entry[1]
+        assert kind == "leaf", kind
+        parent = node.parent
+        parent.children[node.kb[: self._pb]] = node
+        node.evicted = False
+        self._evictable += len(node.value)
+        self._num_nodes += 1
+        self._push(node)
 
     def inc_lock_ref(self, node: TreeNode | None) -> None:
         """Lock ``node`` and its ancestors against eviction. O(depth).
@@ -413,6 +461,8 @@ class RadixCache(BasePrefixCache):
         if node is None:
             return None
         self._own(node)
+        if node.parent is not None:
+            node.self_lock_ref += 1
         moved = 0
         while node.parent is not None:
             if node.lock_ref == 0:
@@ -426,15 +476,16 @@ class RadixCache(BasePrefixCache):
     def dec_lock_ref(self, node: TreeNode | None, token: Any = None, **kwargs: Any) -> None:
         """Undo one ``inc_lock_ref(node)``. O(depth).
 
-        Raises ``ValueError`` if ``node`` is not locked; nothing changes then.
+        Raises ``ValueError`` unless ``inc_lock_ref(node)`` locked this very node
+        (a lock on a descendant does not count); nothing changes then.
         """
         if node is None:
             return
         self._own(node)
         if node.parent is None:
             return
-        if node.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
+        self._check_release(node)
+        node.self_lock_ref -= 1
         moved = 0
         start = node
         while node.parent is not None:
@@ -446,6 +497,14 @@ class RadixCache(BasePrefixCache):
         self._protected -= moved
         if start.lock_ref == 0 and not start.children:
             self._push(start)
+
+    @staticmethod
+    def _check_release(node: TreeNode) -> None:
+        if node.self_lock_ref <= 0:
+            raise ValueError(
+                f"dec_lock_ref: {node!r} was not locked by inc_lock_ref (a lock on a "
+                "descendant does not count; release the node you locked)"
+            )
 
     def all_values_flatten(self) -> npt.NDArray[np.int64]:
         """Every cached KV index (all namespaces), depth-first order. O(tree)."""
@@ -503,15 +562,15 @@ class RadixCache(BasePrefixCache):
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
-        """Remove an unlocked leaf and notify; the caller frees its indices. O(log h)."""
+        """Remove an unlocked leaf and log it; the caller frees its indices and
+        notifies once the pool accepted them (:meth:`_commit`). O(log h)."""
         parent = node.parent
         assert parent is not None and not node.children and node.lock_ref == 0
         del parent.children[node.kb[: self._pb]]
         self._evictable -= len(node.value)
         self._num_nodes -= 1
         node.evicted = True
-        if self.on_node_evict is not None:
-            self.on_node_evict(node.id)
+        self._log.append(("leaf", node))  # type: ignore[union-attr]
         if parent.parent is not None and not parent.children and parent.lock_ref == 0:
             self._push(parent)
 
@@ -608,7 +667,7 @@ class RadixCache(BasePrefixCache):
                     assert len(child.kb) > 0 and len(child.kb) % pb == 0, "not whole pages"
                     assert child.value.dtype == np.int64
                     assert len(child.value) * 4 == len(child.kb), "one index per token"
-                    assert child.lock_ref >= 0
+                    assert child.lock_ref >= 0 and child.self_lock_ref >= 0
                     assert child.last_access <= node.last_access, "parent older than child"
                     child_locks += child.lock_ref
                     nodes += 1
@@ -621,7 +680,8 @@ class RadixCache(BasePrefixCache):
                             assert heap_time[child.id] <= child.last_access
                     stack.append(child)
                 if node.parent is not None:
-                    assert node.lock_ref >= child_locks, "lock does not cover the path"
+                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+        assert self._log is None, "an eviction log left open"
         assert evictable == self._evictable, (evictable, self._evictable)
         assert protected == self._protected, (protected, self._protected)
         assert nodes == self._num_nodes

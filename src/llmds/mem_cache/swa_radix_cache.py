@@ -91,6 +91,13 @@ class SWARadixCache(RadixCache):
     indices) are never freed, so the usual replay -- free ``value[m:prefix_len]``
     where ``m`` is the matched length -- is safe.
 
+    Failures change nothing, as in RadixCache; ``evict`` calls the pool's
+    ``free_swa`` (tombstones) first and ``free`` second: if ``free_swa`` refuses,
+    every step is undone; if ``free`` refuses after ``free_swa`` accepted, the
+    deleted nodes are put back and the tombstones stay (their SWA KV is back in
+    the pool), so the tree and the pool still agree. When a match or an insert
+    splits a node, the lower half is marked just used (SGLang's behaviour).
+
     Locks: ``inc_lock_ref(node)`` locks the full KV of the whole path and the SWA KV
     of the nearest nodes covering ``W`` tokens (stopping early at a tombstone); the
     topmost of them carries a boundary marker (moved to the upper half on a split).
@@ -241,8 +248,7 @@ class SWARadixCache(RadixCache):
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
     ) -> InsertResult:
         """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        kb_full, _, vals = _insert_args(key, value)
-        vals = vals.astype(np.int64, copy=False)
+        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
         kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
         if not start:
             if nb == 0:
@@ -253,6 +259,7 @@ class SWARadixCache(RadixCache):
         first_tomb: int | None = None
         off = 0
         to_free: list[npt.NDArray[np.int64]] = []
+        restore: list[tuple[Any, npt.NDArray[np.int64]]] = []
         for n in path[1:]:
             t = n.num_tokens
             seg = vals[off : off + t]
@@ -263,15 +270,17 @@ class SWARadixCache(RadixCache):
                     to_free.append(seg[seg != n.value])  # the tombstone, as SGLang does
                 else:
                     to_free.append(n.value[n.value != seg])  # a caller passing the node's
-                    n.value = np.array(seg, dtype=np.int64)  # own indices frees nothing
-                    n.swa_tombstone = False
-                    self._swa_evictable += t
-                    self._swa_push(n)
+                    restore.append((n, seg))  # own indices frees nothing
             elif first_tomb is not None:
                 to_free.append(seg[seg != n.value])
             off += t
-        if to_free:
+        if to_free:  # before the restores: a pool that refuses leaves the tree as it was
             self._free_indices(np.concatenate(to_free))
+        for n, seg in restore:
+            n.value = np.array(seg, dtype=np.int64)
+            n.swa_tombstone = False
+            self._swa_evictable += len(seg)
+            self._swa_push(n)
         prefix_len = (pos >> 2) if first_tomb is None else first_tomb
         if pos < nb:
             node = self._add_leaf(
@@ -290,6 +299,7 @@ class SWARadixCache(RadixCache):
         heap = self._heap
         full_freed: list[npt.NDArray[np.int64]] = []
         full = swa = 0
+        self._log = log = []
         while full < num_tokens and heap:
             stamp, nid, node = heapq.heappop(heap)
             if node.evicted or node.lock_ref or node.children:
@@ -317,11 +327,23 @@ class SWARadixCache(RadixCache):
                 snode.swa_tombstone = True
                 self._swa_evictable -= t
                 swa_freed.append(snode.value)
-        if full_freed:
-            self._free_indices(np.concatenate(full_freed))
+                log.append(("tomb", snode))
+        self._log = None
         pool = self.token_to_kv_pool_allocator
         if swa_freed and pool is not None and callable(getattr(pool, "free_swa", None)):
-            pool.free_swa(np.concatenate(swa_freed))
+            try:  # first: if the pool refuses, nothing has been handed back yet
+                pool.free_swa(np.concatenate(swa_freed))
+            except BaseException:
+                self._undo(log)
+                raise
+        if full_freed:
+            try:
+                self._free_indices(np.concatenate(full_freed))
+            except BaseException:
+                # the pool took the tombstones' SWA KV: keep them, put the leaves back
+                self._undo(log, ("leaf",))
+                raise
+        self._notify(log)
         return EvictResult(full_evicted=full, swa_evicted=swa)
 
     def inc_lock_ref(self, node: TreeNode | None) -> int | None:  # type: ignore[override]
@@ -376,9 +398,11 @@ class SWARadixCache(RadixCache):
         self._own(node)
         if node.parent is None:
             return
-        if node.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
-        entry = self._swa_locks.get(swa_boundary_id)  # type: ignore[arg-type]
+        self._check_release(node)
+        try:
+            entry = self._swa_locks.get(swa_boundary_id)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable id
+            entry = None
         if entry is None or entry[0] is not node:
             raise ValueError(
                 f"dec_lock_ref: swa_boundary_id {swa_boundary_id!r} was not returned by "
@@ -418,7 +442,10 @@ class SWARadixCache(RadixCache):
     # ------------------------------------------------------ extension points
 
     def _split_node(self, child: TreeNode, m: int) -> TreeNode:
+        """Split as RadixCache; the lower half (``child``) is marked just used, as
+        SGLang's SWARadixCache does (its heap entries refresh lazily). O(log h)."""
         new: Any = super()._split_node(child, m)
+        child.last_access = self._tick
         c: Any = child
         new.swa_tombstone = c.swa_tombstone
         new.swa_lock_ref = c.swa_lock_ref
@@ -441,6 +468,19 @@ class SWARadixCache(RadixCache):
             assert n.swa_lock_ref == 0
             self._swa_evictable -= len(node.value)
         super()._delete_leaf(node)
+
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: a deleted leaf (RadixCache's) or a tombstoning."""
+        node: Any = entry[1]
+        if entry[0] == "tomb":
+            node.swa_tombstone = False
+            self._swa_evictable += len(node.value)
+            self._swa_push(node)
+            return
+        super()._undo_entry(entry)
+        if not node.swa_tombstone:
+            self._swa_evictable += len(node.value)
+            self._swa_push(node)
 
     # -------------------------------------------------------------- internals
 

@@ -18,6 +18,7 @@ from llmds.mem_cache import (
     RadixKey,
     TokenToKVPoolAllocator,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.hybrid import NaiveMambaCache
 
 
@@ -222,7 +223,7 @@ def test_lock_bad_inputs() -> None:
 TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=8)
 
 
-class MambaMachine(RuleBasedStateMachine):
+class MambaMachine(SafetyRules, RuleBasedStateMachine):
     chunk = 1
 
     def __init__(self) -> None:

@@ -23,6 +23,7 @@ from llmds.mem_cache import (
     TokenToKVPoolAllocator,
     TreeNode,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.radix import NaivePrefixCache
 
 
@@ -307,7 +308,7 @@ def test_token_pool() -> None:
     pool._check()
 
 
-class RadixMachine(RuleBasedStateMachine):
+class RadixMachine(SafetyRules, RuleBasedStateMachine):
     """RadixCache + a token pool against the dict-of-prefixes model."""
 
     page_size = 1

@@ -17,6 +17,7 @@ from llmds.mem_cache import (
     SWARadixCache,
     TokenToKVPoolAllocator,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.hybrid import NaiveSWACache
 
 
@@ -244,7 +245,7 @@ def test_with_token_pool_sizes_match() -> None:
 TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=9)
 
 
-class SWAMachine(RuleBasedStateMachine):
+class SWAMachine(SafetyRules, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ps = 1

@@ -116,12 +116,14 @@ class NaiveMambaCache:
         p = (extra, toks[:n])
         if n == 0 or p in self.ends:
             return
-        self.ends.add(p)
         cur = p[1]
-        while (extra, cur) not in self.ends:  # the node's lower half: a unary path
+        while True:  # the node's lower half: a unary path down to the node's end
             cur = next(q[1] for q in self.value if q[0] == extra and q[1][:-1] == cur
                        and len(q[1]) == len(cur) + 1)
             self.time[(extra, cur)] = self.tick
+            if (extra, cur) in self.ends:
+                break
+        self.ends.add(p)
 
     def cached_len(self, toks: tuple[int, ...], extra: Hashable) -> int:
         n = 0

@@ -237,6 +237,8 @@ class KVCache:
 
     @staticmethod
     def _check_dtype(dtype: Any) -> np.dtype[Any]:
+        if isinstance(dtype, bool | int | float | complex | np.generic):
+            raise TypeError(f"dtype must be a NumPy numeric dtype, got {show(dtype)}")
         try:
             dt = np.dtype(dtype)
         except (TypeError, ValueError):
@@ -353,9 +355,8 @@ class KVCache:
 
         Raises :class:`~llmds.errors.UnknownSequenceError` for an unknown id.
         """
-        seq = self._seqs.pop(seq_id, None)
-        if seq is None:
-            raise UnknownSequenceError(f"unknown seq_id {seq_id!r}")
+        seq = self._seq(seq_id)
+        del self._seqs[seq_id]
         self._release(seq.pages)
 
     def free(self, seq_id: Hashable) -> None:

@@ -10,6 +10,7 @@ the sizes and the token pool.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -162,10 +163,8 @@ class SafetyRules:
         notified = len(getattr(self, "evicted_ids", []))
         try:
             before = snapshot(cache, self._tokens)
-            try:
+            with contextlib.suppress(Refused):
                 cache.evict(n, s)
-            except Refused:
-                pass
             assert snapshot(cache, self._tokens) == before, "a refused evict changed the cache"
         finally:
             cache.token_to_kv_pool_allocator = real

@@ -283,7 +283,7 @@ def test_unknown_and_duplicate_sequence_ids():
         lambda: cache.num_tokens(9),
         lambda: cache.get_array(9),
     ):
-        with pytest.raises(UnknownSequenceError, match="unknown (seq_id|parent_id) 9"):
+        with pytest.raises(UnknownSequenceError, match=r"unknown (seq_id|parent_id) 9"):
             call()
     with pytest.raises(KeyError):
         cache.detach(9)

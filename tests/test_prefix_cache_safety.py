@@ -2,7 +2,7 @@
 locked, pools that refuse a free, bad Mamba slots; and SGLang's split / tombstone
 behaviour. Every failed call must raise a clear error and change nothing."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -125,7 +125,7 @@ def test_swa_free_refused_after_free_swa_keeps_tombstones_consistent():
     class HalfPool(TokenToKVPoolAllocator):
         """free_swa accepted (recorded), free refused."""
 
-        swa: list[int] = []
+        swa: ClassVar[list[int]] = []
 
         def free_swa(self, idx: Any) -> None:
             HalfPool.swa.extend(np.asarray(idx).tolist())

@@ -670,6 +670,8 @@ class KVCache:
         if not full:
             return found, [], [], parent
         get = self._table.get
+        keys: list[Any] = []
+        digests: list[Any] = []
         if self._hash_algorithm == "chain64":
             with np.errstate(over="ignore"):  # only matters under NUMBA_DISABLE_JIT
                 hashes = _kv.chain_hashes(tokens, self._page_size, full, np.uint64(parent))
@@ -679,13 +681,13 @@ class KVCache:
                 if page is None and leading:
                     break
                 found.append(page)
+            last = keys[-1]
             if leading:
                 keys = keys[len(found) :]
-            return found, keys, keys, hashes[-1]
+            return found, keys, keys, last
         raw = tokens.astype("<u4", copy=False).tobytes()
         step = 4 * self._page_size
         digest_of = self._page_digest
-        keys, digests = [], []
         pos = 0
         if leading:
             for pos in range(0, full * step, step):

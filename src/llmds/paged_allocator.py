@@ -89,9 +89,8 @@ class PagedAllocator:
     __slots__ = ("_free", "_num_shared", "_refcount")
 
     def __init__(self, num_pages: int) -> None:
-        num_pages = check_size(
-            num_pages, "num_pages", maximum=MAX_NUM_PAGES, why="~44 bytes of Python objects per page"
-        )
+        num_pages = check_size(num_pages, "num_pages", maximum=MAX_NUM_PAGES,
+                               why="~44 bytes of Python objects per page")
         self._refcount: list[int] = [0] * num_pages
         # LIFO stack: the end is handed out first, so the lowest id goes first.
         self._free: list[int] = list(range(num_pages - 1, -1, -1))

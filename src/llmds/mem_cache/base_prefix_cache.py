@@ -52,9 +52,9 @@ def kv_indices(value: Any, num_tokens: int, pool: Any = None) -> npt.NDArray[np.
 
     >>> kv_indices([3, 4], 2).tolist()
     [3, 4]
-    >>> kv_indices(np.array([2**64 - 1], dtype=np.uint64), 1)
+    >>> kv_indices(np.array([-1]), 1)
     Traceback (most recent call last):
-    ValueError: value must hold KV indices <= 2**63 - 1 (a wrapped negative?), got 18446744073709551615
+    ValueError: value must hold KV indices >= 0, got -1
     """
     try:
         vals = value if isinstance(value, np.ndarray) else np.asarray(value)

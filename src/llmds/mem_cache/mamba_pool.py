@@ -7,14 +7,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from llmds._validate import check_int
+from llmds._validate import check_int, show
 from llmds.errors import CapacityError
 
 __all__ = ["MambaPool"]
+
+_MAX_BYTES = 1 << 40  # the states array is made with np.zeros (mapped lazily)
 
 
 class MambaPool:
@@ -39,7 +42,19 @@ class MambaPool:
         self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32
     ) -> None:
         size = check_int(size, "size", minimum=0, maximum=1 << 32)
-        self.states = np.zeros((int(size), *state_shape), dtype=dtype)
+        if not isinstance(state_shape, tuple | list):
+            raise TypeError(f"state_shape must be a tuple of ints, got {show(state_shape)}")
+        state_shape = tuple(check_int(d, f"state_shape[{i}]", minimum=1, maximum=1 << 40)
+                            for i, d in enumerate(state_shape))
+        try:
+            dt = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"dtype must be a NumPy dtype, got {show(dtype)}") from None
+        nbytes = size * math.prod(state_shape) * dt.itemsize
+        if nbytes > _MAX_BYTES:
+            raise ValueError(f"the state pool would take {nbytes} bytes (size={size} * "
+                             f"state_shape={state_shape} * {dt}), more than {_MAX_BYTES}")
+        self.states = np.zeros((size, *state_shape), dtype=dt)
         self._free = list(range(int(size) - 1, -1, -1))
         self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
 

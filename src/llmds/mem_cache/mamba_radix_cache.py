@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
 from llmds.mem_cache.mamba_pool import MambaPool
 from llmds.mem_cache.radix_cache import (
@@ -155,11 +156,8 @@ class MambaRadixCache(RadixCache):
     ) -> None:
         if mamba_pool is not None and not callable(getattr(mamba_pool, "free_track_slot", None)):
             raise TypeError("mamba_pool must have free_track_slot(slot) (see MambaPool)")
-        c = mamba_cache_chunk_size
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-            raise TypeError(f"mamba_cache_chunk_size must be an int, got {c!r}")
-        if c < 1:
-            raise ValueError(f"mamba_cache_chunk_size must be >= 1, got {c}")
+        c = check_int(mamba_cache_chunk_size, "mamba_cache_chunk_size", minimum=1,
+                      maximum=1 << 40)
         self.mamba_pool = mamba_pool
         self.mamba_cache_chunk_size = int(c)
         super().__init__(
@@ -398,7 +396,8 @@ class MambaRadixCache(RadixCache):
         freed: list[npt.NDArray[np.int64]] = []
         full = states = 0
         flru = self._flru
-        self._log = log = []
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while full < num_tokens:
             n: Any = flru.f_next  # always an unlocked leaf (see the class doc)
             if n is flru:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
@@ -32,8 +33,11 @@ from llmds.mem_cache.base_prefix_cache import (
     RadixKey,
     kv_indices,
 )
+from llmds.page_hash import encode_namespace
 
 __all__ = ["RadixCache", "TreeNode"]
+
+MAX_PAGE_SIZE = 1 << 20  # tokens per page, as KVCache
 
 _TOKEN_LIMIT = 1 << 32
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
@@ -128,22 +132,50 @@ def _token_bytes(token_ids: Any) -> bytes:
     if dt == _I32:
         lo = _min_reduce(arr)  # the ufunc directly: ndarray.min() adds ~1 us of wrappers
         if lo < 0:
-            raise ValueError(f"token ids must be in [0, 2**32), got {int(lo)}")
+            raise ValueError(f"token_ids must be in [0, 2**32), got {int(lo)}")
         return arr.tobytes()
     if dt == _U32:
         return arr.tobytes()
     if dt.kind not in "iu":
-        raise TypeError(f"token ids must be integers, got dtype {dt}")
+        raise TypeError(f"token_ids must be integers, got dtype {dt}")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= _TOKEN_LIMIT:
-        raise ValueError(f"token ids must be in [0, 2**32), got {lo if lo < 0 else hi}")
+        raise ValueError(f"token_ids must be in [0, 2**32), got {lo if lo < 0 else hi}")
     return arr.astype(_U32).tobytes()
 
 
+_NS_TAG = "llmds/ns"
+
+
+def _namespace(extra: Any) -> Hashable:
+    """The tree a namespace key selects: one per canonical value. O(size of the key).
+
+    Namespaces follow :func:`llmds.page_hash.encode_namespace` (None, int, str,
+    bytes, tuples of those; anything else is a TypeError), not Python equality, so
+    ``True`` never aliases ``1`` (rejected) nor ``1.0`` (rejected), and
+    ``np.int64(3)`` is the namespace ``3``. Plain None/int/str/bytes are their own
+    key (the common, fast case); a tuple is keyed by its canonical bytes.
+
+    >>> _namespace("lora-1"), _namespace(np.int64(3))
+    ('lora-1', 3)
+    """
+    t = type(extra)
+    if extra is None or t is str or t is int or t is bytes:
+        return extra
+    enc = encode_namespace(extra)  # raises TypeError for a non-canonical key
+    if isinstance(extra, tuple):
+        return (_NS_TAG, enc)
+    if isinstance(extra, str):
+        return str(extra)
+    if isinstance(extra, bytes):
+        return bytes(extra)
+    return int(extra)
+
+
 def _key_bytes(key: Any) -> tuple[bytes, Any]:
-    """A :class:`RadixKey` or a token sequence as (uint32 token bytes, extra key). O(n)."""
+    """A :class:`RadixKey` or a token sequence as (uint32 token bytes, namespace). O(n)."""
     if isinstance(key, RadixKey):
-        return _token_bytes(key.token_ids), key.extra_key
+        return _token_bytes(key.token_ids), _namespace(key.extra_key)
     return _token_bytes(key), None
 
 
@@ -231,10 +263,7 @@ class RadixCache(BasePrefixCache):
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Callable[[int], None] | None = None,
     ) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
-            raise TypeError(f"page_size must be an int, got {page_size!r}")
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        page_size = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         if sliding_window_size is not None:
             raise NotImplementedError(
                 "sliding_window_size: use llmds.mem_cache.SWARadixCache(page_size, "
@@ -402,7 +431,8 @@ class RadixCache(BasePrefixCache):
         heappop, heappush = heapq.heappop, heapq.heappush
         freed: list[npt.NDArray[np.int64]] = []
         evicted = 0
-        self._log = log = []
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while evicted < num_tokens and heap:
             stamp, nid, node = heappop(heap)
             if node.evicted or node.lock_ref or node.children:

@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
 from llmds.mem_cache.radix_cache import (
     _EMPTY_I64,
     RadixCache,
     TreeNode,
     _insert_args,
+    _namespace,
     _token_bytes,
 )
 
@@ -127,12 +129,8 @@ class SWARadixCache(RadixCache):
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Any = None,
     ) -> None:
-        w = sliding_window_size
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
-            raise TypeError(f"sliding_window_size must be an int, got {w!r}")
-        if w < 1:
-            raise ValueError(f"sliding_window_size must be >= 1, got {w}")
-        self._window = int(w)
+        self._window = check_int(sliding_window_size, "sliding_window_size", minimum=1,
+                                 maximum=1 << 40)
         super().__init__(
             page_size=page_size,
             token_to_kv_pool_allocator=token_to_kv_pool_allocator,
@@ -176,7 +174,7 @@ class SWARadixCache(RadixCache):
         if isinstance(key, RadixKey):
             if kb is None:
                 kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
+            extra = _namespace(key.extra_key)
         else:
             if kb is None:
                 kb = _token_bytes(key)
@@ -299,7 +297,8 @@ class SWARadixCache(RadixCache):
         heap = self._heap
         full_freed: list[npt.NDArray[np.int64]] = []
         full = swa = 0
-        self._log = log = []
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while full < num_tokens and heap:
             stamp, nid, node = heapq.heappop(heap)
             if node.evicted or node.lock_ref or node.children:

@@ -66,7 +66,7 @@ class TokenToKVPoolAllocator:
 
     def can_allocate(self, n: int) -> bool:
         """True if ``alloc(n)`` would succeed. O(1)."""
-        return 0 <= check_int(n, "n") <= self._num_free
+        return check_int(n, "n", minimum=0) <= self._num_free
 
     def is_allocated(self, indices: npt.ArrayLike) -> bool:
         """True if every index is in range and currently allocated. O(n).

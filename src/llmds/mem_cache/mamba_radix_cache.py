@@ -312,6 +312,7 @@ class MambaRadixCache(RadixCache):
             node: Any = self._roots.get(extra)
         except TypeError:
             raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        self._check_new(node, kb, nb, vals)
         if node is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -750,6 +751,11 @@ class MambaRadixCache(RadixCache):
                 if node.parent is not None:
                     assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
         assert self._log is None, "an eviction log left open"
+        if self._held is not None:
+            vals = [n.value for n in self._iter_nodes()]
+            flat = np.concatenate(vals) if vals else np.empty(0, dtype=np.int64)
+            assert np.unique(flat).size == flat.size, "a KV index held twice"
+            assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
         assert evictable == self._evictable and protected == self._protected
         assert nodes == self._num_nodes
         assert m_ev == self._m_evictable and m_prot == self._m_protected

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmds._validate import check_int
+from llmds._validate import check_int, is_int
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
@@ -317,6 +317,10 @@ class RadixCache(BasePrefixCache):
         self._heap: list[tuple[int, int, TreeNode]] = []
         self._heap_limit = 1024
         self._log: list[tuple[Any, ...]] | None = None  # eviction steps, while evicting
+        # which pool slots the tree holds (when the pool has an int ``size``): an index
+        # held twice would be freed twice on eviction
+        size = getattr(self.token_to_kv_pool_allocator, "size", None)
+        self._held = np.zeros(int(size), dtype=np.bool_) if is_int(size) else None
         self.root_node = self._root(None)
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
@@ -385,6 +389,7 @@ class RadixCache(BasePrefixCache):
             node = self._roots.get(extra)
         except TypeError:
             raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        self._check_new(node, kb, nb, vals)
         if node is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -480,6 +485,8 @@ class RadixCache(BasePrefixCache):
         node.evicted = False
         self._evictable += len(node.value)
         self._num_nodes += 1
+        if self._held is not None:
+            self._held[node.value] = True
         self._push(node)
 
     def inc_lock_ref(self, node: TreeNode | None) -> None:
@@ -588,8 +595,40 @@ class RadixCache(BasePrefixCache):
         parent.children[kb[: self._pb]] = node
         self._evictable += len(value)
         self._num_nodes += 1
+        if self._held is not None:
+            self._held[value] = True
         self._push(node)
         return node
+
+    def _check_new(self, root: TreeNode | None, kb: bytes, nb: int, vals: Any) -> None:
+        """Before an insert changes anything: the indices it would add to the tree
+        (those past the cached prefix of ``kb[:nb]``, found by a read-only walk) must
+        be held by no node and appear once. O(d + n); only with a pool that has a size.
+        """
+        held = self._held
+        if held is None:
+            return
+        pos = 0
+        pb = self._pb
+        node = root
+        while node is not None and pos < nb:
+            child = node.children.get(kb[pos : pos + pb])
+            if child is None:
+                break
+            ckb = child.kb
+            end = pos + len(ckb)
+            if end <= nb and kb[pos:end] == ckb:
+                node, pos = child, end
+                continue
+            pos += self._first_diff(ckb, kb, pos, nb)
+            break
+        new = vals[pos >> 2 : nb >> 2]
+        if new.size and held[new].any():
+            bad = int(new[held[new]][0])
+            raise ValueError(f"value holds KV index {bad}, which the cache already holds "
+                             "for another key; each cached token needs its own slot")
+        if new.size > 1 and not (new[1:] > new[:-1]).all() and np.unique(new).size < new.size:
+            raise ValueError("value repeats a KV index; each token needs its own slot")
 
     def _delete_leaf(self, node: TreeNode) -> None:
         """Remove an unlocked leaf and log it; the caller frees its indices and
@@ -600,6 +639,8 @@ class RadixCache(BasePrefixCache):
         self._evictable -= len(node.value)
         self._num_nodes -= 1
         node.evicted = True
+        if self._held is not None:
+            self._held[node.value] = False
         self._log.append(("leaf", node))  # type: ignore[union-attr]
         if parent.parent is not None and not parent.children and parent.lock_ref == 0:
             self._push(parent)
@@ -712,6 +753,11 @@ class RadixCache(BasePrefixCache):
                 if node.parent is not None:
                     assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
         assert self._log is None, "an eviction log left open"
+        if self._held is not None:
+            vals = [n.value for n in self._iter_nodes()]
+            flat = np.concatenate(vals) if vals else _EMPTY_I64
+            assert np.unique(flat).size == flat.size, "a KV index held twice"
+            assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
         assert evictable == self._evictable, (evictable, self._evictable)
         assert protected == self._protected, (protected, self._protected)
         assert nodes == self._num_nodes

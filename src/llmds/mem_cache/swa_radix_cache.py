@@ -248,6 +248,7 @@ class SWARadixCache(RadixCache):
         """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
         kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
         kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
+        self._check_new(start[0] if start else None, kb, nb, vals)
         if not start:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -274,7 +275,11 @@ class SWARadixCache(RadixCache):
             off += t
         if to_free:  # before the restores: a pool that refuses leaves the tree as it was
             self._free_indices(np.concatenate(to_free))
+        held = self._held
         for n, seg in restore:
+            if held is not None:
+                held[n.value] = False
+                held[seg] = True
             n.value = np.array(seg, dtype=np.int64)
             n.swa_tombstone = False
             self._swa_evictable += len(seg)

@@ -319,7 +319,7 @@ class RadixCache(BasePrefixCache):
         self._log: list[tuple[Any, ...]] | None = None  # eviction steps, while evicting
         # which pool slots the tree holds (when the pool has an int ``size``): an index
         # held twice would be freed twice on eviction
-        size = getattr(self.token_to_kv_pool_allocator, "size", None)
+        size: Any = getattr(self.token_to_kv_pool_allocator, "size", None)
         self._held = np.zeros(int(size), dtype=np.bool_) if is_int(size) else None
         self.root_node = self._root(None)
 

@@ -63,7 +63,8 @@ def snapshot(cache: Any, pool: Any) -> tuple[Any, ...]:
             node, pre = stack.pop()
             for child in node.children.values():
                 row = [repr(extra), pre + child.kb, child.value.tolist(), child.lock_ref,
-                       child.self_lock_ref, child.last_access, child.evicted, child.id]
+                       getattr(child, "self_lock_ref", None), child.last_access,
+                       child.evicted, child.id]
                 for extra_field in ("swa_tombstone", "swa_lock_ref", "swa_boundary",
                                     "mamba_value", "mamba_lock_ref"):
                     row.append(getattr(child, extra_field, None))

@@ -162,27 +162,31 @@ PARAMS = [
     for label in VALUES
 ]
 
-_NAMES = {"seq_id": ("seq_id",), "parent_id": ("parent_id",), "num_pages": ("num_pages",)}
-
-
-@pytest.mark.parametrize(("case", "label"), PARAMS)
-def test_hostile_value(case: Any, label: str) -> None:
+def run_case(case: Any, label: str, names: tuple[str, ...] = ()) -> None:
+    """Call ``case`` with ``VALUES[label]``: success iff the value is meaningful, else a
+    clear error naming the argument (or one of ``names``) and no change."""
     _target, name, factory, state, call, valid = case
     value = VALUES[label]
     obj = factory() if factory else None
     before = state(obj) if state else None
     try:
         call(obj, value)
-    except (TypeError, ValueError, KeyError, LLMDSError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, LLMDSError) as exc:
         msg = str(exc)
-        if not isinstance(exc, LLMDSError) or isinstance(exc, KeyError):
+        capacity = isinstance(exc, LLMDSError) and not isinstance(exc, KeyError)
+        if not capacity:  # a full pool is a condition, not a rejected value
             assert not valid(value), f"rejected a meaningful value: {exc!r}"
-        assert any(n in msg for n in _NAMES.get(name, (name,))) or (
-            isinstance(exc, LLMDSError) and not isinstance(exc, KeyError)
-        ), f"the message does not name {name}: {msg!r}"
+        assert capacity or any(n in msg for n in (name, *names)), (
+            f"the message does not name {name}: {msg!r}"
+        )
         if obj is not None:
             assert state(obj) == before, "a failed call changed the structure"
     else:
         assert valid(value), f"accepted a meaningless {name}={label}"
     if obj is not None:
         obj._check()
+
+
+@pytest.mark.parametrize(("case", "label"), PARAMS)
+def test_hostile_value(case: Any, label: str) -> None:
+    run_case(case, label)

@@ -421,22 +421,11 @@ class MambaRadixCache(RadixCache):
             self._commit_states(log, freed)
         return EvictResult(full_evicted=full, mamba_evicted=states)
 
-    def _evict_leaf(self, node: Any, freed: list[npt.NDArray[np.int64]]) -> int:
-        """Delete an unlocked leaf, then every stateless parent it leaves childless
-        (SGLang's tombstone-leaf cleanup: such a leaf can never end a match).
-        Appends the KV indices to ``freed``; returns the tokens removed. O(k)."""
-        parent = node.parent
-        freed.append(node.value)
-        total = len(node.value)
-        self._delete_leaf(node)
-        while (parent.parent is not None and parent.mamba_value is None
-               and not parent.children and parent.lock_ref == 0):
-            up = parent.parent
-            freed.append(parent.value)
-            total += len(parent.value)
-            self._delete_leaf(parent)
-            parent = up
-        return total
+    @staticmethod
+    def _is_tombstone(node: Any) -> bool:
+        """A stateless node can end no match, so once childless it goes with its last
+        child (SGLang's tombstone-leaf cleanup, :meth:`_evict_leaf`)."""
+        return node.mamba_value is None
 
     def _commit_states(self, log: list[tuple[Any, ...]], freed: list[Any]) -> None:
         """Hand the evicted KV indices and state slots to their pools, all or nothing:
@@ -577,11 +566,7 @@ class MambaRadixCache(RadixCache):
             p, q = child.f_prev, child.f_next
             p.f_next = q
             q.f_prev = p
-            p = new.f_prev
-            child.f_prev = p
-            child.f_next = new
-            p.f_next = child
-            new.f_prev = child
+            self._f_link(child, new.f_prev, new)
         if child.mamba_value is not None and child.mamba_lock_ref == 0:
             touched.append(child)
 
@@ -617,10 +602,7 @@ class MambaRadixCache(RadixCache):
         unlink (the neighbours recorded then are neighbours again). O(1)."""
         kind, n = entry[0], entry[1]
         if kind == "flink":
-            p, q = entry[2], entry[3]
-            n.f_prev, n.f_next = p, q
-            p.f_next = n
-            q.f_prev = n
+            self._f_link(n, entry[2], entry[3])
         elif kind == "state":
             slot, p, q = entry[2], entry[3], entry[4]
             n.mamba_value = slot
@@ -654,6 +636,13 @@ class MambaRadixCache(RadixCache):
                 p.m_next = n
                 anchor.m_prev = n
             anchor = n
+
+    @staticmethod
+    def _f_link(n: Any, p: Any, q: Any) -> None:
+        """Link ``n`` into the full list between neighbours ``p`` and ``q``. O(1)."""
+        n.f_prev, n.f_next = p, q
+        p.f_next = n
+        q.f_prev = n
 
     def _m_unlink(self, n: Any) -> None:
         p, q = n.m_prev, n.m_next

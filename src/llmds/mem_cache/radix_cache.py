@@ -645,6 +645,28 @@ class RadixCache(BasePrefixCache):
         if parent.parent is not None and not parent.children and parent.lock_ref == 0:
             self._push(parent)
 
+    @staticmethod
+    def _is_tombstone(node: TreeNode) -> bool:
+        """A node that goes when its last child is evicted (none here). O(1)."""
+        return False
+
+    def _evict_leaf(self, node: TreeNode, freed: list[npt.NDArray[np.int64]]) -> int:
+        """Delete an unlocked leaf, then every unlocked ancestor it leaves childless
+        that :meth:`_is_tombstone` says can end no match. Appends the KV indices to
+        ``freed``; returns the tokens removed. O(k log h)."""
+        parent: Any = node.parent
+        freed.append(node.value)
+        total = len(node.value)
+        self._delete_leaf(node)
+        while (parent.parent is not None and self._is_tombstone(parent)
+               and not parent.children and parent.lock_ref == 0):
+            up = parent.parent
+            freed.append(parent.value)
+            total += len(parent.value)
+            self._delete_leaf(parent)
+            parent = up
+        return total
+
     def _free_indices(self, indices: npt.NDArray[np.int64]) -> None:
         """Hand evicted indices back to the pool, if there is one."""
         pool = self.token_to_kv_pool_allocator

@@ -488,32 +488,12 @@ class SWARadixCache(RadixCache):
 
     # -------------------------------------------------------------- internals
 
-    def _evict_leaf(self, node: TreeNode, freed: list[npt.NDArray[np.int64]]) -> int:
-        """Delete an unlocked leaf, then every tombstone it leaves childless. O(k log h).
-
-        A tombstoned leaf is useless: no match may end in it (0 live tokens behind
-        its end) and an insert over it adopts the caller's indices anyway. So, as
-        in SGLang's SWARadixCache, a tombstone whose last child goes is deleted at
-        once (its full KV is freed) unless locked, and so on up the chain; no
-        tombstone is ever a leaf. Appends the freed indices to ``freed``; returns
-        the full tokens removed.
-        """
-        parent: Any = node.parent
-        freed.append(node.value)
-        total = len(node.value)
-        self._delete_leaf(node)
-        while (
-            parent.parent is not None
-            and parent.swa_tombstone
-            and not parent.children
-            and parent.lock_ref == 0
-        ):
-            up = parent.parent
-            freed.append(parent.value)
-            total += len(parent.value)
-            self._delete_leaf(parent)
-            parent = up
-        return total
+    @staticmethod
+    def _is_tombstone(node: Any) -> bool:
+        """A tombstoned leaf is useless: no match may end in it (0 live tokens behind
+        its end) and an insert over it adopts the caller's indices anyway, so, as in
+        SGLang's SWARadixCache, it goes with its last child (:meth:`_evict_leaf`)."""
+        return bool(node.swa_tombstone)
 
     def _swa_push(self, node: SWATreeNode) -> None:
         heap = self._swa_heap

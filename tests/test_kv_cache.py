@@ -575,3 +575,56 @@ def test_vllm_style_baseline_matches_kvcache_hit_rate():
     )
     assert ours == pytest.approx(ideal_hit_rate(trace, 16))
     assert base == pytest.approx(ours, abs=0.01)  # vLLM caps a hit at len(prompt) - 1
+
+
+# ------------------------------------------------------ numbers and sizes (issue 12 §3)
+@pytest.mark.parametrize(
+    ("value", "exc", "msg"),
+    [(None, TypeError, "kv must be numbers"), ("7.5", TypeError, "kv must be numbers"),
+     (float("nan"), ValueError, "finite"), ([1.0, float("inf")], ValueError, "finite"),
+     (True, TypeError, "dtype bool"), ([1, None], TypeError, "dtype object")],
+)
+def test_append_rejects_non_numbers(value, exc, msg):
+    cache = KVCache(page_size=2, max_pages=4)
+    cache.attach(1, [1.0])
+    before = snapshot(cache)
+    with pytest.raises(exc, match=msg):
+        cache.append(1, value)
+    assert cache.get(1) == [1.0]
+    assert snapshot(cache)[:6] == before[:6]
+    cache._check()
+
+
+def test_integer_pools_take_integers_in_range():
+    cache = KVCache(page_size=2, max_pages=4, dtype=np.uint8)
+    cache.attach(1, [255, 0])
+    with pytest.raises(ValueError, match=r"in \[0, 255\]"):
+        cache.append(1, 256)
+    with pytest.raises(TypeError, match="integers for a uint8 pool"):
+        cache.append(1, 7.5)
+    assert cache.get(1) == [255, 0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [({"max_pages": 2**31}, "max_pages must be <= 16777216"),
+     ({"page_size": 2**21}, "page_size must be in"),
+     ({"max_pages": 2**20, "page_size": 2**20}, "more than MAX_POOL_BYTES"),
+     ({"token_shape": (2**20, 2**20)}, "more than MAX_POOL_BYTES"),
+     ({"vocab_size": 2**32 + 1}, "vocab_size")],
+)
+def test_sizes_are_capped_before_allocating(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        KVCache(**kwargs)
+
+
+def test_vocab_size_bounds_token_ids():
+    cache = KVCache(page_size=2, max_pages=4, vocab_size=100)
+    cache.allocate(1, [99, 0, 5])
+    for bad in ([100], [-1], [2**40]):
+        with pytest.raises(ValueError, match="token_ids must hold values"):
+            cache.append_tokens(1, bad)
+    with pytest.raises(ValueError, match="prefix_tokens must hold values"):
+        cache.attach(2, [1.0], prefix_tokens=[100])
+    assert cache.num_tokens(1) == 3 and 2 not in cache
+    cache._check()

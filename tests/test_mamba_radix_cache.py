@@ -358,16 +358,16 @@ class MambaMachine(SafetyRules, RuleBasedStateMachine):
         assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
 
 
-TestMambaModel = MambaMachine.TestCase
-TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40)
+TestMambaModel = pytest.mark.slow(MambaMachine.TestCase)
+TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
 class MambaMachineChunked(MambaMachine):
     chunk = 2
 
 
-TestMambaModelChunked = MambaMachineChunked.TestCase
-TestMambaModelChunked.settings = settings(max_examples=25, stateful_step_count=30)
+TestMambaModelChunked = pytest.mark.slow(MambaMachineChunked.TestCase)
+TestMambaModelChunked.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
 
 
 @pytest.mark.slow

@@ -62,3 +62,35 @@ def chain_hashes(tokens, page_size, num_pages, seed):
         out[p] = acc
         h = acc
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def all_set(idx, flags):
+    """True if every ``idx[i]`` is in ``[0, len(flags))`` with ``flags[idx[i]]`` set.
+
+    Preconditions: ``idx`` is a 1-D integer array, ``flags`` a 1-D bool array.
+    O(len(idx)); one pass, no temporaries (the NumPy form costs ~5 us per call).
+    """
+    n = flags.shape[0]
+    for i in range(idx.shape[0]):
+        x = idx[i]
+        if x < 0 or x >= n or not flags[x]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def claim(idx, held):
+    """Set ``held[idx]``, all or nothing; return -1, or the position of the first
+    index already set (held before, or repeated in ``idx``) after undoing the rest.
+
+    Preconditions: every ``idx[i]`` is in ``[0, len(held))``. O(len(idx)).
+    """
+    for i in range(idx.shape[0]):
+        x = idx[i]
+        if held[x]:
+            for j in range(i):
+                held[idx[j]] = False
+            return i
+        held[x] = True
+    return -1

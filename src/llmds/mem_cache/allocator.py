@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from llmds._kernels import kv as _kv
 from llmds._validate import check_int
 from llmds.errors import CapacityError
 
@@ -73,15 +74,10 @@ class TokenToKVPoolAllocator:
 
         The prefix caches call it before taking ownership of indices (``insert``).
         """
-        idx = np.asarray(indices)
-        if idx.size == 0:
-            return True
+        idx = indices if isinstance(indices, np.ndarray) else np.asarray(indices)
         if idx.dtype.kind not in "iu":
-            return False
-        idx = idx.reshape(-1)
-        if int(idx.min()) < 0 or int(idx.max()) >= self._in_use.shape[0]:
-            return False
-        return bool(self._in_use[idx].all())
+            return idx.size == 0
+        return bool(_kv.all_set(idx.reshape(-1), self._in_use))
 
     def alloc(self, n: int) -> npt.NDArray[np.int64]:
         """Take ``n`` free slots; all or nothing. O(n).

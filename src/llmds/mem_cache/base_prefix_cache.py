@@ -39,7 +39,9 @@ _max_reduce = np.maximum.reduce  # the ufuncs directly: ndarray.max() adds ~1 us
 _min_reduce = np.minimum.reduce
 
 
-def kv_indices(value: Any, num_tokens: int, pool: Any = None) -> npt.NDArray[np.int64]:
+def kv_indices(
+    value: Any, num_tokens: int, pool: Any = None, *, owned: bool = True
+) -> npt.NDArray[np.int64]:
     """``value`` checked as ``num_tokens`` KV-slot indices of ``pool``, as int64. O(n).
 
     Every prefix cache's ``insert`` runs this before changing anything: one
@@ -48,7 +50,9 @@ def kv_indices(value: Any, num_tokens: int, pool: Any = None) -> npt.NDArray[np.
     never wrapped), below ``pool.size`` when the pool has an int ``size``, and
     allocated when the pool has ``is_allocated(indices)`` (as
     :class:`~llmds.mem_cache.allocator.TokenToKVPoolAllocator` does): a cache that
-    held a free slot would hand it back to the pool twice.
+    held a free slot would hand it back to the pool twice. ``owned=False`` leaves
+    the allocation check to the caller (a radix cache checks only the indices it
+    takes, past the cached prefix).
 
     >>> kv_indices([3, 4], 2).tolist()
     [3, 4]
@@ -82,8 +86,8 @@ def kv_indices(value: Any, num_tokens: int, pool: Any = None) -> npt.NDArray[np.
     if isinstance(size, int | np.integer) and hi >= size:
         raise ValueError(f"value must hold KV indices < the pool size {int(size)}, got {hi}")
     out = vals.astype(np.int64, copy=False)
-    owned = getattr(pool, "is_allocated", None)
-    if callable(owned) and not owned(out):
+    check = getattr(pool, "is_allocated", None) if owned else None
+    if callable(check) and not check(out):
         raise ValueError(
             "value holds KV indices that are not allocated in token_to_kv_pool_allocator "
             "(free, or never handed out)"

@@ -312,7 +312,8 @@ class MambaRadixCache(RadixCache):
             node: Any = self._roots.get(extra)
         except TypeError:
             raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
-        self._check_new(node, kb, nb, vals)
+        path, pos, cut, m = self._find(node, kb, nb)  # read-only: validate, then change
+        self._check_new(vals[pos >> 2 : nb >> 2])
         if node is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -321,21 +322,9 @@ class MambaRadixCache(RadixCache):
         node.last_access = tick
         anchor: Any = self._flru
         touched: list[Any] = []
-        pos = 0
-        while pos < nb:
-            child = node.children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            ckb = child.kb
-            if kb.startswith(ckb, pos):  # the whole node matches; no slice copy
-                node = child
-                pos += len(ckb)
-                end = pos
-            else:
-                m = self._first_diff(ckb, kb, pos, nb)
-                node = self._split_node(child, m)
-                pos += m
-                end = -1
+        if cut is not None:
+            path.append(self._split_node(cut, m))
+        for node in path:
             node.last_access = tick
             if node.lock_ref == 0:
                 if node.f_next is not anchor:
@@ -350,9 +339,8 @@ class MambaRadixCache(RadixCache):
                 anchor = node
             if node.mamba_value is not None and node.mamba_lock_ref == 0:
                 touched.append(node)
-            if end < 0:
-                self._touch_split_child(child, node, touched)
-                break
+        if cut is not None:
+            self._touch_split_child(cut, node, touched)
         if touched:
             self._m_touch(touched)
         prefix_len = pos >> 2

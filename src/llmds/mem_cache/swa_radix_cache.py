@@ -246,9 +246,11 @@ class SWARadixCache(RadixCache):
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
     ) -> InsertResult:
         """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
+        # owned: the whole value, since a restored tombstone adopts cached positions too
+        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator, True)
         kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
-        self._check_new(start[0] if start else None, kb, nb, vals)
+        _path, pos, _cut, _m = self._find(start[0] if start else None, kb, nb)
+        self._check_new(vals[pos >> 2 : nb >> 2], owned=False)
         if not start:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -274,7 +276,12 @@ class SWARadixCache(RadixCache):
                 to_free.append(seg[seg != n.value])
             off += t
         if to_free:  # before the restores: a pool that refuses leaves the tree as it was
-            self._free_indices(np.concatenate(to_free))
+            try:
+                self._free_indices(np.concatenate(to_free))
+            except BaseException:
+                if self._held is not None:  # un-claim the new leaf's indices
+                    self._held[vals[pos >> 2 : nb >> 2]] = False
+                raise
         held = self._held
         for n, seg in restore:
             if held is not None:

@@ -233,3 +233,21 @@ def test_split_marks_the_lower_half_just_used(make):
     assert cache.evict(1).full_evicted == 1  # [9], the least recently used leaf
     assert cache.total_size() == 4
     cache._check()
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_claim_and_all_set_kernels(jit):
+    from llmds._kernels import kv as _kv
+
+    claim = _kv.claim if jit else _kv.claim.py_func
+    all_set = _kv.all_set if jit else _kv.all_set.py_func
+    held = np.zeros(8, dtype=np.bool_)
+    assert claim(np.array([1, 3], dtype=np.int64), held) == -1
+    assert held.tolist() == [False, True, False, True, False, False, False, False]
+    assert claim(np.array([5, 6, 5], dtype=np.int64), held) == 2  # repeated: undone
+    assert claim(np.array([0, 3], dtype=np.int64), held) == 1  # held before: undone
+    assert np.flatnonzero(held).tolist() == [1, 3]
+    assert all_set(np.array([1, 3], dtype=np.int64), held)
+    for bad in ([1, 2], [-1], [8]):
+        assert not all_set(np.array(bad, dtype=np.int64), held)
+    assert all_set(np.empty(0, dtype=np.int64), held)

@@ -13,14 +13,8 @@ import numpy.typing as npt
 
 from llmds import page_hash
 from llmds._kernels import kv as _kv
-from llmds._validate import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_size,
-    is_int,
-    show,
-)
+from llmds._kv_values import check_dtype, check_token_shape, coerce_values
+from llmds._validate import check_bool, check_choice, check_int, check_size, show
 from llmds.errors import CapacityError, UnknownSequenceError
 from llmds.paged_allocator import MAX_NUM_PAGES, PagedAllocator
 
@@ -181,8 +175,8 @@ class KVCache:
         ps = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         n = check_size(max_pages, "max_pages", maximum=MAX_NUM_PAGES,
                        why="see llmds.paged_allocator.MAX_NUM_PAGES")
-        shape = self._check_shape(token_shape)
-        dt = self._check_dtype(dtype)
+        shape = check_token_shape(token_shape)
+        dt = check_dtype(dtype)
         sharing = check_bool(enable_prefix_sharing, "enable_prefix_sharing")
         algo = check_choice(hash_algorithm, "hash_algorithm", _HASH_ALGORITHMS)
         vocab = None
@@ -223,29 +217,6 @@ class KVCache:
         self._hit_tokens = 0
         self._cow_copies = 0
         self._evictions = 0
-
-    @staticmethod
-    def _check_shape(token_shape: Any) -> tuple[int, ...]:
-        if isinstance(token_shape, int | np.integer) and not isinstance(token_shape, bool):
-            token_shape = (token_shape,)
-        if not isinstance(token_shape, tuple | list):
-            raise TypeError(f"token_shape must be a tuple of ints, got {show(token_shape)}")
-        if len(token_shape) > 8:
-            raise ValueError(f"token_shape may have at most 8 dimensions, got {len(token_shape)}")
-        return tuple(check_int(d, f"token_shape[{i}]", minimum=1, maximum=MAX_POOL_BYTES)
-                     for i, d in enumerate(token_shape))
-
-    @staticmethod
-    def _check_dtype(dtype: Any) -> np.dtype[Any]:
-        if isinstance(dtype, bool | int | float | complex | np.generic):
-            raise TypeError(f"dtype must be a NumPy numeric dtype, got {show(dtype)}")
-        try:
-            dt = np.dtype(dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"dtype must be a NumPy numeric dtype, got {show(dtype)}") from None
-        if dt.kind not in "iuf":
-            raise TypeError(f"dtype must be an integer or float dtype, got {dt}")
-        return dt
 
     # ----------------------------------------------------------- properties
     @property
@@ -299,7 +270,7 @@ class KVCache:
         :class:`~llmds.errors.CapacityError` when the pages do not fit.
         """
         self._require_new(seq_id, "seq_id")
-        data = self._coerce_values(kv_tokens, "kv_tokens", many=True)
+        data = coerce_values(kv_tokens, "kv_tokens", self._dtype, self._token_shape, True)
         seed = self._seed(extra_key)
         ps = self._page_size
         n = data.shape[0]
@@ -426,7 +397,7 @@ class KVCache:
         Raises :class:`~llmds.errors.CapacityError` when out of pages.
         """
         seq = self._seq(seq_id)
-        data = self._coerce_values(kv, "kv", many=None)
+        data = coerce_values(kv, "kv", self._dtype, self._token_shape, None)
         k = data.shape[0]
         if k == 0:
             return
@@ -574,64 +545,6 @@ class KVCache:
             return np.empty((0, *self._token_shape), dtype=self._dtype)
         out = self.pool[seq.pages].reshape(-1, *self._token_shape)
         return out[: seq.num_tokens]
-
-    def _coerce_values(self, values: Any, name: str, many: bool | None) -> npt.NDArray[Any]:
-        """Values as ``(k, *token_shape)`` in the pool's dtype; ``many=None`` also
-        accepts one token. Numbers only: ``None``, strings and bools raise
-        TypeError; an integer pool takes integers in its range, a float pool
-        finite values (NaN, inf and overflow raise ValueError)."""
-        if values is None or isinstance(values, str | bytes):
-            raise TypeError(f"{name} must be numbers, got {show(values)}")
-        try:
-            arr = np.asarray(values)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{name} must be a rectangular array of numbers, got {show(values)}"
-            ) from None
-        dt = self._dtype
-        if arr.dtype.kind not in "iuf":
-            if arr.size == 0 and arr.dtype.kind in "OUSb":
-                arr = arr.astype(dt)  # an empty list of lists
-            elif arr.dtype.kind == "O" and all(is_int(v) for v in arr.flat):
-                arr = self._big_ints(arr, name)  # Python ints beyond int64
-            else:
-                raise TypeError(f"{name} must hold numbers (int or float), got dtype {arr.dtype}")
-        tshape = self._token_shape
-        if many is None and arr.ndim == len(tshape):
-            arr = arr.reshape(1, *tshape)
-        if arr.ndim != len(tshape) + 1 or arr.shape[1:] != tshape:
-            raise ValueError(f"{name} must have shape (num_tokens, *{tshape}), got {arr.shape}")
-        if arr.dtype == dt or arr.size == 0:
-            out = arr.astype(dt, copy=False)
-        elif dt.kind in "iu":
-            if arr.dtype.kind == "f":
-                raise TypeError(f"{name} must hold integers for a {dt} pool, got dtype {arr.dtype}")
-            info = np.iinfo(dt)
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < info.min or hi > info.max:
-                raise ValueError(f"{name} must hold values in [{info.min}, {info.max}] for a "
-                                 f"{dt} pool, got {lo if lo < info.min else hi}")
-            out = arr.astype(dt)
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                out = arr.astype(dt)
-        if dt.kind == "f" and out.size and not np.isfinite(out).all():
-            raise ValueError(f"{name} must be finite numbers (no NaN or inf) for a {dt} pool")
-        return out
-
-    def _big_ints(self, arr: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
-        """An object array of Python ints (some beyond int64) in the pool's dtype."""
-        dt = self._dtype
-        if dt.kind == "f":
-            try:
-                return arr.astype(dt)
-            except OverflowError:
-                raise ValueError(f"{name} must be finite numbers for a {dt} pool") from None
-        info = np.iinfo(dt)
-        bad = next(int(v) for v in arr.flat if not info.min <= v <= info.max)
-        raise ValueError(
-            f"{name} must hold values in [{info.min}, {info.max}] for a {dt} pool, got {bad}"
-        )
 
     def _coerce_tokens(self, tokens: Any, name: str) -> npt.NDArray[np.uint32]:
         """Token ids as a 1-D uint32 array in ``[0, vocab_size or 2**32)``. O(T)."""

@@ -18,6 +18,7 @@ from llmds.mem_cache import (
     RadixKey,
     TokenToKVPoolAllocator,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.hybrid import NaiveMambaCache
 
 
@@ -127,15 +128,15 @@ def test_lru_lists_follow_uses_locks_and_evictions() -> None:
     c.dec_lock_ref(m.last_node, tok)  # an unlock is a use: the path is MRU again
     assert _full_list(c) == [[4], [3], [1, 2]] and _state_list(c) == [[4], [1, 2], [3]]
     c._check()
-    # a split puts the new upper half right after the lower one
+    # a split marks both halves just used (SGLang): the lower one right before the upper
     c.insert(RadixKey([5, 6, 7]))
     c.match_prefix(RadixKey([1, 2, 3]))
-    c.match_prefix(RadixKey([5, 9]))  # splits [5 | 6,7]; touches [5]
-    assert _full_list(c)[:2] == [[4], [6, 7]] and _full_list(c)[-1] == [5]
+    c.match_prefix(RadixKey([5, 9]))  # splits [5 | 6,7]; touches [5] and [6,7]
+    assert _full_list(c) == [[4], [3], [1, 2], [6, 7], [5]]
     c._check()
-    # phase 1 always pops the LRU leaf: [4], [6,7], then [3]; [5] (a leaf now) is newer
-    assert c.evict(4) == EvictResult(full_evicted=4, swa_evicted=0, mamba_evicted=2)
-    assert _full_list(c) == [[1, 2], [5]]
+    # phase 1 always pops the LRU leaf: [4], [3], then [1,2] (a leaf by then)
+    assert c.evict(4) == EvictResult(full_evicted=4, swa_evicted=0, mamba_evicted=3)
+    assert _full_list(c) == [[6, 7], [5]]
     c._check()
 
 
@@ -205,8 +206,10 @@ def test_lock_bad_inputs() -> None:
     assert c.match_prefix(RadixKey([1, 2])).last_node is c.root_node  # splits [1,2 | 3]
     upper = node.parent
     assert upper.mamba_value is None and upper.lock_ref == 1 and node.mamba_lock_ref == 1
-    with pytest.raises(ValueError, match="state"):
-        c.dec_lock_ref(upper, True)
+    for tok_ in (True, False, None):  # an ancestor the caller never locked
+        with pytest.raises(ValueError, match="was not locked by inc_lock_ref"):
+            c.dec_lock_ref(upper, tok_)
+    assert upper.lock_ref == 1 and node.lock_ref == 1
     with pytest.raises(ValueError, match="token"):
         c.dec_lock_ref(node)  # would leave the state locked under a free path
     c._check()
@@ -220,7 +223,7 @@ def test_lock_bad_inputs() -> None:
 TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=8)
 
 
-class MambaMachine(RuleBasedStateMachine):
+class MambaMachine(SafetyRules, RuleBasedStateMachine):
     chunk = 1
 
     def __init__(self) -> None:
@@ -317,11 +320,16 @@ class MambaMachine(RuleBasedStateMachine):
         # leaves, phase 2 the least recently used unlocked states
         time = self.model.time
         locked, state_locked = self._locked()
+        # stateless nodes deleted with their last child (SGLang's tombstone-leaf
+        # cleanup) may be newer; the LRU check is over the leaves eviction chose
+        chosen = {p for p in removed if self.model.is_leaf(p) or before[p][1]}
         self.model.sync(after)
         leaves = [p for p in after if p not in locked and self.model.is_leaf(p)]
         states = [p for p, (_v, st_) in after.items() if st_ and p not in state_locked]
-        if s == 0 and removed:
-            assert max(time[p] for p in removed) <= min((time[q] for q in leaves), default=1 << 60)
+        if s == 0 and chosen:
+            assert max(time[p] for p in chosen) <= min((time[q] for q in leaves), default=1 << 60)
+        for p in removed - chosen:  # deleted by the cleanup: stateless, its subtree gone
+            assert not before[p][1] and not any(q[1][: len(p[1])] == p[1] for q in after)
         if s == 0 and r.full_evicted < n:
             assert not leaves, "stopped while an unlocked leaf was left"
         if n == 0 and lost:
@@ -350,16 +358,16 @@ class MambaMachine(RuleBasedStateMachine):
         assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
 
 
-TestMambaModel = MambaMachine.TestCase
-TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40)
+TestMambaModel = pytest.mark.slow(MambaMachine.TestCase)
+TestMambaModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
 class MambaMachineChunked(MambaMachine):
     chunk = 2
 
 
-TestMambaModelChunked = MambaMachineChunked.TestCase
-TestMambaModelChunked.settings = settings(max_examples=25, stateful_step_count=30)
+TestMambaModelChunked = pytest.mark.slow(MambaMachineChunked.TestCase)
+TestMambaModelChunked.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
 
 
 @pytest.mark.slow

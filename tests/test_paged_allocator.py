@@ -59,10 +59,51 @@ def test_alloc_rejects_bad_counts(n, exc, msg):
     assert not a.can_allocate(0)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.0, True, "4"])
-def test_constructor_rejects_bad_sizes(bad):
-    with pytest.raises(ValueError, match="num_pages must be a positive int"):
+@pytest.mark.parametrize(
+    ("bad", "exc"),
+    [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError), ("4", TypeError),
+     (None, TypeError), (2**31, ValueError), (2**24 + 1, ValueError)],
+)
+def test_constructor_rejects_bad_sizes(bad, exc):
+    with pytest.raises(exc, match="num_pages must"):
         PagedAllocator(bad)
+
+
+def test_size_cap_is_checked_before_allocating():
+    with pytest.raises(ValueError, match=r"num_pages must be <= 16777216 \(~44 bytes"):
+        PagedAllocator(2**31)
+
+
+@pytest.mark.parametrize("call", ["free", "incref", "decref"])
+@pytest.mark.parametrize(
+    ("ids", "exc"),
+    [([True], TypeError), ([np.True_], TypeError), ([1.0], TypeError), (["1"], TypeError),
+     ([None], TypeError), ([[1]], TypeError), (1, TypeError), ("01", TypeError),
+     ({1: 1}, TypeError), (None, TypeError), ([2**70], ValueError), ([-1], ValueError)],
+)
+def test_page_ids_must_be_ints_never_bools(call, ids, exc):
+    a = PagedAllocator(4)
+    a.alloc(3)
+    before = snapshot(a)
+    with pytest.raises(exc, match="page"):
+        getattr(a, call)(ids)
+    assert snapshot(a) == before
+    a._check()
+
+
+@pytest.mark.parametrize(("n", "exc"), [(1.5, TypeError), (True, TypeError), ("2", TypeError),
+                                        (None, TypeError), (-1, ValueError)])
+def test_can_allocate_rejects_non_ints(n, exc):
+    with pytest.raises(exc, match="n must"):
+        PagedAllocator(4).can_allocate(n)
+
+
+def test_refcount_rejects_bools():
+    a = PagedAllocator(4)
+    a.alloc(2)
+    with pytest.raises(TypeError, match="page_id must be an int, got bool True"):
+        a.refcount(True)
+    assert a.refcount(np.int64(1)) == 1 and not a.is_shared(0)
 
 
 def test_free_rejects_double_free_and_unknown_ids_changing_nothing():
@@ -77,7 +118,7 @@ def test_free_rejects_double_free_and_unknown_ids_changing_nothing():
         a.free([pages[1], 9])
     with pytest.raises(ValueError, match="unknown page id -1"):
         a.free([-1])
-    with pytest.raises(TypeError, match="page id must be an int"):
+    with pytest.raises(TypeError, match=r"page_ids\[0\] must be an int"):
         a.free(["x"])
     with pytest.raises(ValueError, match="released 2 times but has 1"):
         a.free([pages[1], pages[1]])

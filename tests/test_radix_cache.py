@@ -23,6 +23,7 @@ from llmds.mem_cache import (
     TokenToKVPoolAllocator,
     TreeNode,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.radix import NaivePrefixCache
 
 
@@ -211,7 +212,7 @@ def test_bad_inputs_change_nothing() -> None:
         c.match_prefix(RadixKey([1.5, 2.0]))
     with pytest.raises(TypeError, match="tuple"):
         c.match_prefix(RadixKey([(1, 2), (2, 3)]))
-    with pytest.raises(TypeError, match="hashable"):
+    with pytest.raises(TypeError, match="extra_key must be None, int, str, bytes"):
         c.match_prefix(RadixKey([1], extra_key=[1]))
     with pytest.raises(ValueError, match="num_tokens"):
         c.evict(-1)
@@ -307,7 +308,7 @@ def test_token_pool() -> None:
     pool._check()
 
 
-class RadixMachine(RuleBasedStateMachine):
+class RadixMachine(SafetyRules, RuleBasedStateMachine):
     """RadixCache + a token pool against the dict-of-prefixes model."""
 
     page_size = 1

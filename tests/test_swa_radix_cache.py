@@ -17,6 +17,7 @@ from llmds.mem_cache import (
     SWARadixCache,
     TokenToKVPoolAllocator,
 )
+from tests.prefix_rules import SafetyRules
 from tests.reference.hybrid import NaiveSWACache
 
 
@@ -244,7 +245,7 @@ def test_with_token_pool_sizes_match() -> None:
 TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=9)
 
 
-class SWAMachine(RuleBasedStateMachine):
+class SWAMachine(SafetyRules, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ps = 1
@@ -371,8 +372,8 @@ class SWAMachine(RuleBasedStateMachine):
         assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
 
 
-TestSWAModel = SWAMachine.TestCase
-TestSWAModel.settings = settings(max_examples=60, stateful_step_count=40)
+TestSWAModel = pytest.mark.slow(SWAMachine.TestCase)
+TestSWAModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
 class SWAMachinePaged(SWAMachine):
@@ -394,8 +395,8 @@ class SWAMachinePaged(SWAMachine):
         self.pool.free(idx[n - n % self.ps :])  # the unaligned tail is not cached
 
 
-TestSWAModelPaged = SWAMachinePaged.TestCase
-TestSWAModelPaged.settings = settings(max_examples=40, stateful_step_count=40)
+TestSWAModelPaged = pytest.mark.slow(SWAMachinePaged.TestCase)
+TestSWAModelPaged.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 
 
 class SWAMachineNarrow(SWAMachine):
@@ -410,5 +411,5 @@ class SWAMachineNarrow(SWAMachine):
         self.model = NaiveSWACache(self.ps, self.w)
 
 
-TestSWAModelNarrow = SWAMachineNarrow.TestCase
-TestSWAModelNarrow.settings = settings(max_examples=40, stateful_step_count=40)
+TestSWAModelNarrow = pytest.mark.slow(SWAMachineNarrow.TestCase)
+TestSWAModelNarrow.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)

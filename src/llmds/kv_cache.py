@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -10,13 +11,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds import page_hash
 from llmds._kernels import kv as _kv
+from llmds._kv_values import check_dtype, check_token_shape, coerce_values
+from llmds._validate import check_bool, check_choice, check_int, check_size, show
 from llmds.errors import CapacityError, UnknownSequenceError
-from llmds.paged_allocator import PagedAllocator
+from llmds.paged_allocator import MAX_NUM_PAGES, PagedAllocator
 
-__all__ = ["KVCache"]
+__all__ = ["MAX_PAGE_SIZE", "MAX_POOL_BYTES", "KVCache"]
 
-_HASH_ALGORITHMS = ("chain64", "sha256")
+_HASH_ALGORITHMS = ("sha256", "chain64")
+MAX_PAGE_SIZE = 1 << 20  # tokens per page
+MAX_POOL_BYTES = 1 << 40  # 1 TiB of (lazily mapped) pool address space
+_MAX_SEEDS = 4096  # cached namespace roots; a cache of per-request keys must not grow forever
+_sha256 = hashlib.sha256
 
 
 class _Seq:
@@ -35,7 +43,7 @@ class _Seq:
         # whose token ids are unknown, so they are not tracked.
         self.tracked = False
         self.last_hash: Any = None
-        self.tail: npt.NDArray[np.uint64] = np.empty(0, dtype=np.uint64)
+        self.tail: npt.NDArray[np.uint32] = np.empty(0, dtype=np.uint32)
 
 
 class KVCache:
@@ -53,17 +61,29 @@ class KVCache:
     **Prefix sharing** (``enable_prefix_sharing=True``). Every *full* page whose
     token ids are known (the pages covered by ``prefix_tokens`` in
     :meth:`attach`, every full page of a token-level sequence from
-    :meth:`allocate`/:meth:`append_tokens`) is identified by a chained hash
-    ``H(parent_hash, page_token_ids)`` whose first parent is a seed derived from
-    the namespace ``extra_key`` (tenant, LoRA id), so different namespaces never
-    share. Two sequences whose prefixes hash alike share the page and its
-    reference count goes up. A partial page is never shared through the hash
-    table; it is shared only by :meth:`fork`, under copy-on-write. The default
-    hash, ``"chain64"``, is a stable 64-bit xxHash-style chain computed in a
-    numba kernel (:mod:`llmds._kernels.kv`; collision odds about
-    ``n**2 / 2**65`` for ``n`` cached pages); ``hash_algorithm="sha256"`` chains
-    SHA-256 digests instead (``sha256(parent_digest + int64 LE token bytes)``),
-    as vLLM does by default, at a higher cost per page.
+    :meth:`allocate`/:meth:`append_tokens`) gets an identity, a chained hash
+    ``H(parent, page_token_ids)`` whose first parent is the root of the namespace
+    ``extra_key`` (tenant, LoRA id, model) and the page size. Two sequences whose
+    prefixes have the same identity share the page and its reference count goes
+    up. A partial page is never shared through the hash table; it is shared only
+    by :meth:`fork`, under copy-on-write.
+
+    **Tenant isolation.** The default ``hash_algorithm="sha256"`` is the page
+    identity of :mod:`llmds.page_hash` (SHA-256 chained over the parent digest and
+    the page's token ids as uint32 little-endian; the root digests the page size
+    and a canonical, type-tagged encoding of ``extra_key``), so no token sequence
+    can be crafted to land on another namespace's or another prefix's page, and
+    distinct keys never alias (``1`` vs ``"1"`` vs ``True``, which is rejected).
+    The table is keyed by each page's exact preimage (parent digest + token
+    bytes), so a cached page is found without recomputing its digest and only new
+    pages are hashed. ``hash_algorithm="chain64"`` is a 64-bit xxHash-style chain
+    in a numba kernel (:mod:`llmds._kernels.kv`), about 2x faster on prompt-heavy
+    traces but **unsafe with untrusted token ids**: the chain is invertible, so a
+    tenant can compute a page whose hash equals another prefix's and be served
+    (or serve) that KV. Use it only when every token sequence is trusted.
+    ``extra_key`` must be ``None``, an int, str, bytes or a tuple of those.
+    Token ids must be ints in ``[0, 2**32)``; with ``vocab_size`` they must be
+    below it (both rejected, never wrapped).
 
     **Copy-on-write.** A page with more than one holder is never written: an
     :meth:`attach` whose values differ from the cached page with the same hash
@@ -95,9 +115,20 @@ class KVCache:
     Complexity (P = pages touched, T = tokens): ``attach`` O(T) (plus one
     equality check per shared page), ``get`` O(T), ``detach`` O(P),
     ``append`` O(T) amortised, ``fork`` O(P), ``block_table`` O(P),
-    ``allocate``/``append_tokens`` O(T) hashing + O(P) dictionary work,
-    ``evict`` O(1) per page, ``stats`` O(max_pages). Memory: the pool, plus
-    O(1) Python objects per page and per sequence.
+    ``allocate``/``append_tokens`` O(T) byte work + one SHA-256 per new full page +
+    O(P) dictionary work, ``evict`` O(1) per page, ``stats`` O(max_pages).
+    Memory: the pool (``max_pages * page_size * prod(token_shape) * itemsize``
+    bytes, capped at :data:`MAX_POOL_BYTES`), plus O(1) Python objects per page
+    and per sequence and, per cached page, its key (32 + 4 * page_size bytes) and
+    digest (32 bytes).
+
+    Every argument is validated before anything changes: values must be numbers
+    (``None``, strings and bools are rejected; integer pools take integers in
+    range, float pools finite values); sizes are capped before allocating
+    (``page_size <= MAX_PAGE_SIZE``, ``max_pages <= MAX_NUM_PAGES``, the pool
+    ``<= MAX_POOL_BYTES``).
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
 
     >>> cache = KVCache(page_size=4, max_pages=8)
     >>> cache.attach(1, [1, 2, 3, 4, 5], prefix_tokens=[1, 2, 3, 4])
@@ -116,7 +147,8 @@ class KVCache:
         "_evictions",
         "_hash_algorithm",
         "_hit_tokens",
-        "_page_hash",
+        "_page_digest",
+        "_page_key",
         "_page_size",
         "_queried_tokens",
         "_ref",
@@ -125,6 +157,7 @@ class KVCache:
         "_sharing",
         "_table",
         "_token_shape",
+        "_vocab_size",
         "pool",
     )
 
@@ -136,30 +169,47 @@ class KVCache:
         *,
         token_shape: tuple[int, ...] = (),
         dtype: npt.DTypeLike = np.float64,
-        hash_algorithm: str = "chain64",
+        hash_algorithm: str = "sha256",
+        vocab_size: int | None = None,
     ) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size <= 0:
-            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
-        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages <= 0:
-            raise ValueError(f"max_pages must be a positive int, got {max_pages!r}")
-        shape = tuple(token_shape)
-        if any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in shape):
-            raise ValueError(f"token_shape must be positive ints, got {token_shape!r}")
-        if hash_algorithm not in _HASH_ALGORITHMS:
+        ps = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
+        n = check_size(max_pages, "max_pages", maximum=MAX_NUM_PAGES,
+                       why="see llmds.paged_allocator.MAX_NUM_PAGES")
+        shape = check_token_shape(token_shape)
+        dt = check_dtype(dtype)
+        sharing = check_bool(enable_prefix_sharing, "enable_prefix_sharing")
+        algo = check_choice(hash_algorithm, "hash_algorithm", _HASH_ALGORITHMS)
+        vocab = None
+        if vocab_size is not None:
+            vocab = check_int(vocab_size, "vocab_size", minimum=1, maximum=page_hash.TOKEN_LIMIT)
+        nbytes = n * ps * math.prod(shape) * dt.itemsize
+        if nbytes > MAX_POOL_BYTES:
             raise ValueError(
-                f"hash_algorithm must be one of {_HASH_ALGORITHMS}, got {hash_algorithm!r}"
+                f"the pool would take {nbytes} bytes (max_pages={n} * page_size={ps} * "
+                f"token_shape={shape} * {dt.itemsize}-byte {dt}), more than MAX_POOL_BYTES="
+                f"{MAX_POOL_BYTES}"
             )
-        self._page_size = page_size
+        try:  # np.zeros: the OS maps these pages lazily (zero pages until written)
+            pool = np.zeros((n, ps, *shape), dtype=dt)
+        except MemoryError:
+            raise MemoryError(
+                f"could not reserve the {nbytes}-byte pool (max_pages={n}, page_size={ps}, "
+                f"token_shape={shape}, dtype={dt}); lower one of them"
+            ) from None
+        self._page_size = ps
         self._token_shape = shape
-        self._dtype = np.dtype(dtype)
-        self._sharing = bool(enable_prefix_sharing)
-        self._hash_algorithm = hash_algorithm
-        # np.zeros: the OS maps these pages lazily (zero pages until written).
-        self.pool = np.zeros((max_pages, page_size, *shape), dtype=self._dtype)
-        self._alloc = PagedAllocator(max_pages)
-        self._ref: list[int] = [0] * max_pages  # block-table entries naming each page
-        self._page_hash: list[Any] = [None] * max_pages
-        self._table: dict[Any, int] = {}  # chained page hash -> page id
+        self._dtype = dt
+        self._sharing = sharing
+        self._hash_algorithm = algo
+        self._vocab_size = vocab
+        self.pool = pool
+        self._alloc = PagedAllocator(n)
+        self._ref: list[int] = [0] * n  # block-table entries naming each page
+        self._page_key: list[Any] = [None] * n  # the page's key in _table (None: unhashed)
+        self._page_digest: list[Any] = [None] * n  # the page's chain value (its identity)
+        # sha256: page key = parent digest + page token bytes (the digest's preimage);
+        # chain64: page key = the 64-bit chain value itself
+        self._table: dict[Any, int] = {}
         self._evictable: OrderedDict[int, None] = OrderedDict()  # LRU first
         self._seqs: dict[Hashable, _Seq] = {}
         self._seeds: dict[Any, Any] = {}
@@ -186,17 +236,19 @@ class KVCache:
 
     def can_allocate(self, num_tokens: int) -> bool:
         """True if a new sequence of ``num_tokens`` tokens fits, even with no cache hit. O(1)."""
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
-            raise ValueError(f"num_tokens must be an int >= 0, got {num_tokens!r}")
-        return -(-num_tokens // self._page_size) <= self.num_free_pages
+        n = check_int(num_tokens, "num_tokens", minimum=0)
+        return -(-n // self._page_size) <= self.num_free_pages
 
     def __len__(self) -> int:
         """Number of live sequences. O(1)."""
         return len(self._seqs)
 
     def __contains__(self, seq_id: object) -> bool:
-        """True if ``seq_id`` is a live sequence. O(1)."""
-        return seq_id in self._seqs
+        """True if ``seq_id`` is a live sequence (False for an unhashable one). O(1)."""
+        try:
+            return seq_id in self._seqs
+        except TypeError:
+            return False
 
     # ------------------------------------------------------------- seed API
     def attach(
@@ -218,7 +270,8 @@ class KVCache:
         :class:`~llmds.errors.CapacityError` when the pages do not fit.
         """
         self._require_new(seq_id, "seq_id")
-        data = self._coerce_values(kv_tokens, "kv_tokens", many=True)
+        data = coerce_values(kv_tokens, "kv_tokens", self._dtype, self._token_shape, True)
+        seed = self._seed(extra_key)
         ps = self._page_size
         n = data.shape[0]
         num_pages = -(-n // ps)
@@ -230,16 +283,15 @@ class KVCache:
                     f"prefix_tokens has {prefix.shape[0]} tokens, more than the {n} in kv_tokens"
                 )
         slots: list[int | None] = [None] * num_pages
-        register: dict[int, Any] = {}
+        register: dict[int, tuple[Any, Any]] = {}  # page index -> (key, chain value)
         cow = 0
         if prefix is not None and self._sharing:
             full = prefix.shape[0] // ps
-            hashes = self._chain(prefix, full, self._seed(extra_key))
-            table, pool = self._table, self.pool
-            for i, h in enumerate(hashes):
-                page = table.get(h)
+            found, keys, digests, _ = self._lookup(prefix, full, seed, leading=False)
+            pool = self.pool
+            for i, page in enumerate(found):
                 if page is None:
-                    register[i] = h
+                    register[i] = (keys[i], digests[i])
                 elif np.array_equal(pool[page], data[i * ps : (i + 1) * ps]):
                     slots[i] = page
                 else:
@@ -256,11 +308,13 @@ class KVCache:
             if slots[i] is None:
                 chunk = data[i * ps : (i + 1) * ps]
                 pool[page, : chunk.shape[0]] = chunk
-        table, page_hash = self._table, self._page_hash
-        for i, h in register.items():
-            if h not in table:
-                table[h] = pages[i]
-                page_hash[pages[i]] = h
+        table, page_key, page_digest = self._table, self._page_key, self._page_digest
+        for i, (key, digest) in register.items():
+            if key not in table:
+                page = pages[i]
+                table[key] = page
+                page_key[page] = key
+                page_digest[page] = digest
         self._seqs[seq_id] = _Seq(pages, n, extra_key)
         if prefix is not None and self._sharing:
             self._queried_tokens += prefix.shape[0]
@@ -272,9 +326,8 @@ class KVCache:
 
         Raises :class:`~llmds.errors.UnknownSequenceError` for an unknown id.
         """
-        seq = self._seqs.pop(seq_id, None)
-        if seq is None:
-            raise UnknownSequenceError(f"unknown seq_id {seq_id!r}")
+        seq = self._seq(seq_id)
+        del self._seqs[seq_id]
         self._release(seq.pages)
 
     def free(self, seq_id: Hashable) -> None:
@@ -287,7 +340,10 @@ class KVCache:
         Returns a list of Python scalars (``token_shape == ()``) or of nested
         lists, one per token; changing it never touches the cache.
         """
-        seq = self._seqs.get(seq_id)
+        try:
+            seq = self._seqs.get(seq_id)
+        except TypeError:
+            raise TypeError(f"seq_id must be hashable, got {show(seq_id)}") from None
         if seq is None:
             return None
         return self._values(seq).tolist()
@@ -341,7 +397,7 @@ class KVCache:
         Raises :class:`~llmds.errors.CapacityError` when out of pages.
         """
         seq = self._seq(seq_id)
-        data = self._coerce_values(kv, "kv", many=None)
+        data = coerce_values(kv, "kv", self._dtype, self._token_shape, None)
         k = data.shape[0]
         if k == 0:
             return
@@ -356,7 +412,7 @@ class KVCache:
 
         The first write to a shared partial page copies it (copy-on-write).
         """
-        parent = self._seq(parent_id)
+        parent = self._seq(parent_id, "parent_id")
         self._require_new(child_id, "child_id")
         child = _Seq(list(parent.pages), parent.num_tokens, parent.extra_key)
         child.tracked = parent.tracked
@@ -393,31 +449,29 @@ class KVCache:
         """
         self._require_new(seq_id, "seq_id")
         tokens = self._coerce_tokens(token_ids, "token_ids")
+        seed = self._seed(extra_key)
         ps = self._page_size
         n = tokens.shape[0]
         num_pages = -(-n // ps)
         full = n // ps
-        seed = self._seed(extra_key)
         hits: list[int] = []
-        hashes: list[Any] = []
+        keys: list[Any] = []
+        digests: list[Any] = []
+        last = seed
         if self._sharing:
-            hashes = self._chain(tokens, full, seed)
-            table_get = self._table.get
-            for h in hashes:
-                page = table_get(h)
-                if page is None:
-                    break
-                hits.append(page)
+            hits, keys, digests, last = self._lookup(  # type: ignore[assignment]
+                tokens, full, seed, leading=True
+            )
         num_hit = len(hits)
         self._reserve(num_pages - num_hit, hits)
         # ---- nothing below raises: mutate
         self._acquire(hits)
         pages = hits + self._obtain(num_pages - num_hit)
-        if self._sharing:
-            self._register(pages, hashes, num_hit)
+        if keys:
+            self._register(pages[num_hit:], keys, digests)
         seq = _Seq(pages, n, extra_key)
         seq.tracked = True
-        seq.last_hash = hashes[-1] if hashes else seed
+        seq.last_hash = last
         seq.tail = tokens[full * ps :]
         self._seqs[seq_id] = seq
         self._queried_tokens += n
@@ -448,9 +502,9 @@ class KVCache:
         combined = np.concatenate((seq.tail, tokens)) if seq.tail.shape[0] else tokens
         full = combined.shape[0] // ps
         if self._sharing and full:
-            hashes = self._chain(combined, full, seq.last_hash)
-            self._register(seq.pages[first : first + full], hashes, 0)
-            seq.last_hash = hashes[-1]
+            keys, digests = self._digests(combined, 0, full, seq.last_hash)
+            self._register(seq.pages[first : first + full], keys, digests)
+            seq.last_hash = digests[-1]
         seq.tail = combined[full * ps :]
         seq.num_tokens += k
         self._cow_copies += cow
@@ -462,27 +516,27 @@ class KVCache:
         """
         if num_pages is None:
             num_pages = len(self._evictable)
-        elif isinstance(num_pages, bool) or not isinstance(num_pages, int) or num_pages < 0:
-            raise ValueError(f"num_pages must be an int >= 0, got {num_pages!r}")
+        else:
+            num_pages = check_int(num_pages, "num_pages", minimum=0)
         k = min(num_pages, len(self._evictable))
         if k:
             self._evict(k)
         return k
 
     # -------------------------------------------------------------- helpers
-    def _seq(self, seq_id: Hashable) -> _Seq:
+    def _seq(self, seq_id: Hashable, name: str = "seq_id") -> _Seq:
         try:
             return self._seqs[seq_id]
         except KeyError:
-            raise UnknownSequenceError(f"unknown seq_id {seq_id!r}") from None
+            raise UnknownSequenceError(f"unknown {name} {seq_id!r}") from None
         except TypeError:
-            raise TypeError(f"seq_id must be hashable, got {seq_id!r}") from None
+            raise TypeError(f"{name} must be hashable, got {show(seq_id)}") from None
 
     def _require_new(self, seq_id: Hashable, name: str) -> None:
         try:
             live = seq_id in self._seqs
         except TypeError:
-            raise TypeError(f"{name} must be hashable, got {seq_id!r}") from None
+            raise TypeError(f"{name} must be hashable, got {show(seq_id)}") from None
         if live:
             raise ValueError(f"{name} {seq_id!r} is already attached; detach it first")
 
@@ -492,72 +546,109 @@ class KVCache:
         out = self.pool[seq.pages].reshape(-1, *self._token_shape)
         return out[: seq.num_tokens]
 
-    def _coerce_values(self, values: Any, name: str, many: bool | None) -> npt.NDArray[Any]:
-        """Values as ``(k, *token_shape)``; ``many=None`` also accepts one token."""
-        try:
-            arr = np.asarray(values, dtype=self._dtype)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name} must be numbers convertible to {self._dtype}, got {exc}"
-            ) from None
-        tshape = self._token_shape
-        if many is None and arr.ndim == len(tshape):
-            arr = arr.reshape(1, *tshape)
-        if arr.ndim != len(tshape) + 1 or arr.shape[1:] != tshape:
-            raise ValueError(f"{name} must have shape (num_tokens, *{tshape}), got {arr.shape}")
-        return arr
-
-    @staticmethod
-    def _coerce_tokens(tokens: Any, name: str) -> npt.NDArray[np.uint64]:
-        """Token ids as a 1-D uint64 array (negative ids wrap, as int64 bits)."""
-        arr = np.asarray(tokens)
-        if arr.ndim != 1:
-            raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {arr.shape}")
-        if arr.size == 0:
-            return np.empty(0, dtype=np.uint64)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
-        if arr.dtype == np.uint64:
-            return arr
-        return arr.astype(np.int64, copy=False).view(np.uint64)
+    def _coerce_tokens(self, tokens: Any, name: str) -> npt.NDArray[np.uint32]:
+        """Token ids as a 1-D uint32 array in ``[0, vocab_size or 2**32)``. O(T)."""
+        return page_hash.token_array(tokens, vocab_size=self._vocab_size, name=name)
 
     def _seed(self, extra_key: Hashable | None) -> Any:
-        """The chain's root for namespace ``extra_key`` (stable across processes)."""
+        """The chain's root for namespace ``extra_key`` (:func:`llmds.page_hash.root_digest`;
+        its first 8 bytes for chain64). Raises TypeError for a non-canonical key. O(1)."""
+        cacheable = extra_key is None or type(extra_key) in (int, str, bytes)
         seeds = self._seeds
-        try:
-            return seeds[extra_key]
-        except KeyError:
-            pass
-        except TypeError:
-            raise TypeError(f"extra_key must be hashable, got {extra_key!r}") from None
-        tag = b"llmds-kv:" + (b"" if extra_key is None else repr(extra_key).encode())
-        digest = hashlib.sha256(tag).digest()
-        seed = digest if self._hash_algorithm == "sha256" else int.from_bytes(digest[:8], "little")
-        seeds[extra_key] = seed
+        if cacheable:
+            seed = seeds.get(extra_key)
+            if seed is not None:
+                return seed
+        root = page_hash.root_digest(self._page_size, extra_key)
+        seed = root if self._hash_algorithm == "sha256" else int.from_bytes(root[:8], "little")
+        if cacheable:
+            if len(seeds) >= _MAX_SEEDS:
+                seeds.clear()
+            seeds[extra_key] = seed
         return seed
 
-    def _chain(self, tokens: npt.NDArray[np.uint64], num_pages: int, parent: Any) -> list[Any]:
-        """Chained hashes of the first ``num_pages`` full pages of ``tokens``."""
-        if num_pages == 0:
-            return []
-        ps = self._page_size
+    def _lookup(
+        self, tokens: npt.NDArray[np.uint32], full: int, parent: Any, *, leading: bool
+    ) -> tuple[list[int | None], list[Any], list[Any], Any]:
+        """``(found, keys, digests, last)`` for the first ``full`` pages of ``tokens``. O(T).
+
+        ``found[i]`` is the cached page with page ``i``'s identity, else ``None``.
+        With ``leading`` the look-ups stop at the first miss: ``found`` is the run
+        of leading hits and ``keys``/``digests`` cover the pages after it; without,
+        they cover all ``full`` pages. ``last`` is the last page's chain value (or
+        ``parent`` when ``full == 0``). A hit's digest is read from its page, so
+        only pages that are not cached are hashed.
+        """
+        found: list[int | None] = []
+        if not full:
+            return found, [], [], parent
+        get = self._table.get
+        keys: list[Any] = []
+        digests: list[Any] = []
         if self._hash_algorithm == "chain64":
             with np.errstate(over="ignore"):  # only matters under NUMBA_DISABLE_JIT
-                return _kv.chain_hashes(tokens, ps, num_pages, np.uint64(parent)).tolist()
-        raw = tokens[: num_pages * ps].astype("<u8", copy=False).tobytes()
-        step = 8 * ps
-        out: list[Any] = []
-        append = out.append
-        sha = hashlib.sha256
+                hashes = _kv.chain_hashes(tokens, self._page_size, full, np.uint64(parent))
+            keys = hashes.tolist()
+            for h in keys:
+                page = get(h)
+                if page is None and leading:
+                    break
+                found.append(page)
+            last = keys[-1]
+            if leading:
+                keys = keys[len(found) :]
+            return found, keys, keys, last
+        raw = tokens.astype("<u4", copy=False).tobytes()
+        step = 4 * self._page_size
+        digest_of = self._page_digest
+        pos = 0
+        if leading:
+            for pos in range(0, full * step, step):
+                page = get(parent + raw[pos : pos + step])
+                if page is None:
+                    break
+                parent = digest_of[page]
+                found.append(page)
+            if len(found) < full:
+                keys, digests = self._digests(tokens, len(found), full, parent)
+                parent = digests[-1]
+            return found, keys, digests, parent
+        for _ in range(full):
+            key = parent + raw[pos : pos + step]
+            page = get(key)
+            parent = _sha256(key).digest() if page is None else digest_of[page]
+            found.append(page)
+            keys.append(key)
+            digests.append(parent)
+            pos += step
+        return found, keys, digests, parent
+
+    def _digests(
+        self, tokens: npt.NDArray[np.uint32], start: int, stop: int, parent: Any
+    ) -> tuple[list[Any], list[Any]]:
+        """``(keys, digests)`` of pages ``start..stop-1`` of ``tokens``, chained from
+        ``parent`` (the digest of page ``start - 1``), all computed. O(T)."""
+        ps = self._page_size
+        if self._hash_algorithm == "chain64":
+            with np.errstate(over="ignore"):
+                keys = _kv.chain_hashes(
+                    tokens[start * ps :], ps, stop - start, np.uint64(parent)
+                ).tolist()
+            return keys, keys
+        step = 4 * ps
+        raw = tokens[start * ps : stop * ps].astype("<u4", copy=False).tobytes()
+        keys, digests = [], []
         # Slicing every page first is ~10% faster per page than slicing inside the loop.
-        for page in [raw[i : i + step] for i in range(0, num_pages * step, step)]:
-            parent = sha(parent + page).digest()
-            append(parent)
-        return out
+        for page in [raw[i : i + step] for i in range(0, len(raw), step)]:
+            key = parent + page
+            parent = _sha256(key).digest()
+            keys.append(key)
+            digests.append(parent)
+        return keys, digests
 
     def _reserve(self, num_new: int, hits: list[int]) -> None:
         """Raise CapacityError unless ``num_new`` pages can be had besides ``hits``."""
-        if num_new <= 0:
+        if num_new <= self._alloc.num_free:  # enough free pages whatever the hits pin
             return
         ref = self._ref
         reused = sum(1 for p in hits if ref[p] == 0)  # cached pages we are about to pin
@@ -591,40 +682,41 @@ class KVCache:
         return pages
 
     def _evict(self, k: int) -> None:
-        evictable, table, page_hash = self._evictable, self._table, self._page_hash
+        evictable, table, page_key = self._evictable, self._table, self._page_key
+        page_digest = self._page_digest
         victims = []
         popitem = evictable.popitem
         for _ in range(k):
             page, _none = popitem(last=False)
-            del table[page_hash[page]]
-            page_hash[page] = None
+            del table[page_key[page]]
+            page_key[page] = page_digest[page] = None
             victims.append(page)
         self._alloc.free(victims)
         self._evictions += k
 
     def _release(self, pages: list[int]) -> None:
-        ref, page_hash, evictable = self._ref, self._page_hash, self._evictable
+        ref, page_key, evictable = self._ref, self._page_key, self._evictable
         to_free = []
         for page in reversed(pages):  # tail first: a chain is evicted from its end
             count = ref[page] - 1
             ref[page] = count
             if count == 0:
-                if page_hash[page] is None:
+                if page_key[page] is None:
                     to_free.append(page)
                 else:
                     evictable[page] = None
         if to_free:
             self._alloc.free(to_free)
 
-    def _register(self, pages: list[int], hashes: list[Any], start: int) -> None:
-        """Cache ``pages[i]`` under ``hashes[i]`` for ``i >= start`` (if not cached yet)."""
-        table, page_hash = self._table, self._page_hash
-        for i in range(start, len(hashes)):
-            h = hashes[i]
-            if h not in table:
-                page = pages[i]
-                table[h] = page
-                page_hash[page] = h
+    def _register(self, pages: list[int], keys: list[Any], digests: list[Any]) -> None:
+        """Cache ``pages[i]`` under ``keys[i]`` with chain value ``digests[i]`` (if not
+        cached yet). O(len(keys))."""
+        table, page_key, page_digest = self._table, self._page_key, self._page_digest
+        for page, key, digest in zip(pages, keys, digests, strict=False):
+            if key not in table:
+                table[key] = page
+                page_key[page] = key
+                page_digest[page] = digest
 
     def _grow(self, seq: _Seq, k: int) -> int:
         """Make room for ``k`` more tokens (COW of a shared partial last page).
@@ -675,13 +767,23 @@ class KVCache:
             held = counts[page] > 0
             assert (page in free) + cached + held == 1, f"page {page} state"
             if cached:
-                assert self._page_hash[page] is not None, "cached page without hash"
-        for h, page in self._table.items():
-            assert self._page_hash[page] == h, "hash table and page hash disagree"
-        assert sum(h is not None for h in self._page_hash) == len(self._table)
+                assert self._page_key[page] is not None, "cached page without hash"
+            assert (self._page_key[page] is None) == (self._page_digest[page] is None)
+        sha = self._hash_algorithm == "sha256"
+        for key, page in self._table.items():
+            assert self._page_key[page] == key, "hash table and page key disagree"
+            if sha:  # the key is the digest's preimage: parent digest + page token bytes
+                assert len(key) == page_hash.DIGEST_SIZE + 4 * ps, "key length"
+                assert self._page_digest[page] == _sha256(key).digest(), "digest of its key"
+            else:
+                assert self._page_digest[page] == key
+        assert sum(k is not None for k in self._page_key) == len(self._table)
         for seq in self._seqs.values():
             if seq.num_tokens % ps:
-                assert self._page_hash[seq.pages[-1]] is None, "a partial page is hashed"
+                assert self._page_key[seq.pages[-1]] is None, "a partial page is hashed"
+            if seq.tracked and sha:
+                assert isinstance(seq.last_hash, bytes), "chain value of a tracked sequence"
+                assert len(seq.last_hash) == page_hash.DIGEST_SIZE
 
     def __repr__(self) -> str:
         return (

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmds._validate import check_int, check_size, is_int, show
 from llmds.errors import CapacityError
 
-__all__ = ["PageStats", "PagedAllocator"]
+__all__ = ["MAX_NUM_PAGES", "PageStats", "PagedAllocator"]
+
+# A pool costs ~44 bytes of Python objects per page (a list slot for the refcount,
+# a list slot plus an int object on the free list), so 2**24 pages take ~0.7 GiB and
+# build in ~1 s; 2**31 (the int32 block-table limit) would ask for ~90 GiB and die
+# with a bare MemoryError. 2**24 pages of 16 tokens is 268M tokens of KV: larger
+# than any single GPU's KV pool today.
+MAX_NUM_PAGES = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,11 @@ class PagedAllocator:
     O(num_pages). Memory: one int refcount per page plus the free list.
 
     Every call validates its whole argument before changing anything, so a
-    call that raises leaves the allocator unchanged.
+    call that raises leaves the allocator unchanged. Page ids are ints (Python or
+    NumPy), never ``bool`` (``True`` is not page 1); ``num_pages`` is capped at
+    :data:`MAX_NUM_PAGES`, checked before anything is allocated.
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
 
     >>> a = PagedAllocator(4)
     >>> a.alloc(3)
@@ -78,8 +89,8 @@ class PagedAllocator:
     __slots__ = ("_free", "_num_shared", "_refcount")
 
     def __init__(self, num_pages: int) -> None:
-        if isinstance(num_pages, bool) or not isinstance(num_pages, int) or num_pages <= 0:
-            raise ValueError(f"num_pages must be a positive int, got {num_pages!r}")
+        num_pages = check_size(num_pages, "num_pages", maximum=MAX_NUM_PAGES,
+                               why="~44 bytes of Python objects per page")
         self._refcount: list[int] = [0] * num_pages
         # LIFO stack: the end is handed out first, so the lowest id goes first.
         self._free: list[int] = list(range(num_pages - 1, -1, -1))
@@ -112,15 +123,18 @@ class PagedAllocator:
 
     def refcount(self, page_id: int) -> int:
         """Current refcount of ``page_id`` (0 when free). O(1)."""
-        self._index(page_id)
-        return self._refcount[page_id]
+        return self._refcount[self._index(page_id)]
 
     def is_shared(self, page_id: int) -> bool:
         """True if more than one holder: writing requires copy-on-write. O(1)."""
         return self.refcount(page_id) > 1
 
     def can_allocate(self, n: int) -> bool:
-        """True if ``alloc(n)`` would succeed. O(1)."""
+        """True if ``alloc(n)`` would succeed (``n >= 1`` pages free). O(1).
+
+        Raises ``TypeError`` for a non-int ``n`` and ``ValueError`` for ``n < 0``.
+        """
+        n = check_int(n, "n", minimum=0)
         return 0 < n <= len(self._free)
 
     # ------------------------------------------------------------- mutation
@@ -131,11 +145,7 @@ class PagedAllocator:
         pages are free (nothing is allocated); ``ValueError`` when
         ``num_pages <= 0`` or larger than the whole pool.
         """
-        n = num_pages
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"num_pages must be an int, got {n!r}")
-        if n <= 0:
-            raise ValueError(f"num_pages must be >= 1, got {n}")
+        n = check_int(num_pages, "num_pages", minimum=1)
         if n > len(self._refcount):
             raise ValueError(f"num_pages={n} exceeds the pool size {len(self._refcount)}")
         free = self._free
@@ -168,10 +178,9 @@ class PagedAllocator:
 
         Raises ``ValueError`` for an unknown or free page; nothing changes then.
         """
-        ids = list(page_ids)
+        ids = self._ids(page_ids)
         refcount = self._refcount
         for page in ids:
-            self._index(page)
             if refcount[page] == 0:
                 raise ValueError(f"page {page} is free; only used pages can be shared")
         for page in ids:
@@ -225,10 +234,8 @@ class PagedAllocator:
 
     # -------------------------------------------------------------- helpers
     def _release(self, page_ids: Iterable[int], what: str) -> list[int]:
-        ids = list(page_ids)
+        ids = self._ids(page_ids)
         refcount = self._refcount
-        for page in ids:
-            self._index(page)
         wanted = Counter(ids) if len(ids) > 1 else None
         if wanted is None:
             for page in ids:
@@ -252,16 +259,24 @@ class PagedAllocator:
         self._free.extend(freed)
         return freed
 
-    def _index(self, page_id: int) -> None:
-        if isinstance(page_id, bool) or not isinstance(page_id, int):
-            try:
-                page_id = operator.index(page_id)
-            except TypeError:
-                raise TypeError(f"page id must be an int, got {page_id!r}") from None
-        if not 0 <= page_id < len(self._refcount):
+    def _index(self, page_id: object, name: str = "page_id") -> int:
+        """``page_id`` as a valid Python int page id, or TypeError/ValueError. O(1)."""
+        if type(page_id) is not int:
+            if not is_int(page_id):
+                raise TypeError(f"{name} must be an int, got {show(page_id)}")
+            page_id = int(page_id)  # type: ignore[call-overload]
+        if not 0 <= page_id < len(self._refcount):  # type: ignore[operator]
             raise ValueError(
-                f"unknown page id {page_id}: valid ids are 0..{len(self._refcount) - 1}"
+                f"unknown page id {page_id} ({name}): valid ids are 0..{len(self._refcount) - 1}"
             )
+        return page_id  # type: ignore[return-value]
+
+    def _ids(self, page_ids: object) -> list[int]:
+        """``page_ids`` (an iterable of page ids) as a validated list. O(n)."""
+        if isinstance(page_ids, str | bytes | dict) or not isinstance(page_ids, Iterable):
+            raise TypeError(f"page_ids must be an iterable of ints, got {show(page_ids)}")
+        index = self._index
+        return [index(p, f"page_ids[{i}]") for i, p in enumerate(page_ids)]
 
     def _check(self) -> None:
         """Assert the class invariants. O(num_pages); tests call it after each step."""

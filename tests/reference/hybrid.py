@@ -97,7 +97,10 @@ class NaiveMambaCache:
 
     ``time`` holds the logical time of the last use of every cached prefix (a
     match touches the KV-matched prefixes, an insert the key's, an unlock the
-    locked path's), for the LRU-order checks of eviction.
+    locked path's), for the LRU-order checks of eviction. ``ends`` holds the
+    prefixes where a tree node ends (page size 1): a match or insert that stops
+    inside a node splits it there, and the rest of that node is touched too
+    (SGLang marks the lower half of a split just used).
     """
 
     def __init__(self, chunk: int = 1) -> None:
@@ -105,7 +108,22 @@ class NaiveMambaCache:
         self.value: dict[Prefix, int] = {}
         self.state: dict[Prefix, bool] = {}
         self.time: dict[Prefix, int] = {}
+        self.ends: set[Prefix] = set()
         self.tick = 0
+
+    def _split(self, toks: tuple[int, ...], n: int, extra: Hashable) -> None:
+        """A walk stopped at ``toks[:n]`` (same tick): split its node there."""
+        p = (extra, toks[:n])
+        if n == 0 or p in self.ends:
+            return
+        cur = p[1]
+        while True:  # the node's lower half: a unary path down to the node's end
+            cur = next(q[1] for q in self.value if q[0] == extra and q[1][:-1] == cur
+                       and len(q[1]) == len(cur) + 1)
+            self.time[(extra, cur)] = self.tick
+            if (extra, cur) in self.ends:
+                break
+        self.ends.add(p)
 
     def cached_len(self, toks: tuple[int, ...], extra: Hashable) -> int:
         n = 0
@@ -125,6 +143,7 @@ class NaiveMambaCache:
         toks = tuple(int(t) for t in tokens)
         kv = self.cached_len(toks, extra)
         self.touch(toks[:kv], extra)
+        self._split(toks, kv, extra)
         n = kv
         while n > 0 and not self.state[(extra, toks[:n])]:
             n -= 1
@@ -152,11 +171,16 @@ class NaiveMambaCache:
     ) -> tuple[int, bool]:
         toks = tuple(int(t) for t in tokens)
         present = self.cached_len(toks, extra)
+        self.touch(toks[:present], extra)
+        self._split(toks, present, extra)
         for e in range(1, len(toks) + 1):
             p = (extra, toks[:e])
             if p not in self.value:
                 self.value[p] = int(values[e - 1])
                 self.state[p] = False
+        if len(toks) > present:
+            self.ends.add((extra, toks))
+        self.tick -= 1  # the same walk: one tick
         self.touch(toks, extra)
         exist = False
         if toks and with_state:
@@ -177,3 +201,4 @@ class NaiveMambaCache:
         self.value = {p: v for p, (v, _s) in pages.items()}
         self.state = {p: s for p, (_v, s) in pages.items()}
         self.time = {p: t for p, t in self.time.items() if p in self.value}
+        self.ends = {p for p in self.ends if p in self.value}

@@ -7,11 +7,12 @@ The hash is a 64-bit chained hash built from xxHash64's round function and
 MurmurHash3's 64-bit finaliser (``fmix64``): page ``i``'s hash is
 ``H(hash[i-1], tokens of page i)`` where ``hash[-1]`` is a seed derived from the
 namespace. It is stable across processes and machines (no salting), so the
-same tokens in the same namespace always give the same chain. It is not a
-cryptographic hash: with ``n`` cached pages the chance of any collision is about
-``n**2 / 2**65`` (3e-8 for a million pages). Callers who need a cryptographic
-guarantee (untrusted tenants sharing one namespace) use ``KVCache(...,
-hash_algorithm="sha256")`` instead.
+same tokens in the same namespace always give the same chain. It is **not** a
+cryptographic hash and it is invertible: with ``n`` cached pages the chance of an
+accidental collision is about ``n**2 / 2**65``, but a tenant who chooses token ids
+can construct a page whose hash equals another prefix's (``tests/test_page_hash.py``
+does it). ``KVCache`` therefore uses it only when asked (``hash_algorithm="chain64"``,
+trusted token ids); its default identity is SHA-256 (:mod:`llmds.page_hash`).
 
 All arithmetic is on ``uint64`` and wraps modulo 2**64, in numba as in the
 pure-Python mode (``NUMBA_DISABLE_JIT=1``, where the caller silences NumPy's
@@ -34,8 +35,8 @@ _R33 = np.uint64(33)
 def chain_hashes(tokens, page_size, num_pages, seed):
     """Chained 64-bit hashes of the first ``num_pages`` full pages of ``tokens``.
 
-    Preconditions: ``tokens`` is a 1-D ``uint64`` array (token ids, negative ids
-    already wrapped) with at least ``num_pages * page_size`` entries;
+    Preconditions: ``tokens`` is a 1-D unsigned integer array (``uint32`` token ids
+    from ``KVCache``) with at least ``num_pages * page_size`` entries;
     ``page_size >= 1``; ``seed`` is a ``uint64`` (the parent hash, or the
     namespace seed for the first page). O(num_pages * page_size).
 
@@ -61,3 +62,35 @@ def chain_hashes(tokens, page_size, num_pages, seed):
         out[p] = acc
         h = acc
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def all_set(idx, flags):
+    """True if every ``idx[i]`` is in ``[0, len(flags))`` with ``flags[idx[i]]`` set.
+
+    Preconditions: ``idx`` is a 1-D integer array, ``flags`` a 1-D bool array.
+    O(len(idx)); one pass, no temporaries (the NumPy form costs ~5 us per call).
+    """
+    n = flags.shape[0]
+    for i in range(idx.shape[0]):
+        x = idx[i]
+        if x < 0 or x >= n or not flags[x]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def claim(idx, held):
+    """Set ``held[idx]``, all or nothing; return -1, or the position of the first
+    index already set (held before, or repeated in ``idx``) after undoing the rest.
+
+    Preconditions: every ``idx[i]`` is in ``[0, len(held))``. O(len(idx)).
+    """
+    for i in range(idx.shape[0]):
+        x = idx[i]
+        if held[x]:
+            for j in range(i):
+                held[idx[j]] = False
+            return i
+        held[x] = True
+    return -1

@@ -117,16 +117,19 @@ def replay_mamba(
         value = np.concatenate((r.indices, pool.alloc(need)))
         # as SGLang's chunked prefill caches a request: each checkpoint's prefix in
         # increasing order (the last one is the whole sequence), each with its state
-        done = m  # value[:done] is the cache's or freed already
+        done = m  # value[:done] is the cache's or a duplicate already listed
+        dups = []  # freed after the last insert: every insert gets allocated indices
         inserts += len(cps)
         for p in cps:
             slot = states.alloc_track_slot()
             res = insert(RadixKey(full[:p]), value[:p], mamba_value=slot)
             if res.prefix_len > done:
-                free(value[done : res.prefix_len])
+                dups.append(value[done : res.prefix_len])
             done = p
             if res.mamba_exist:
                 states.free_track_slot(slot)
+        if dups:
+            free(np.concatenate(dups))
         cache.dec_lock_ref(node, tok)
     return {
         "hit": hit,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from llmds._kernels import kv as _kv
+from llmds._validate import check_int
 from llmds.errors import CapacityError
 
 __all__ = ["TokenToKVPoolAllocator"]
@@ -40,9 +42,7 @@ class TokenToKVPoolAllocator:
     __slots__ = ("_free", "_in_use", "_num_free", "_positions", "_scratch", "device")
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise ValueError(f"size must be an int >= 0, got {size!r}")
-        size = int(size)
+        size = check_int(size, "size", minimum=0, maximum=1 << 32)
         # LIFO: the most recently freed slots are handed out first (cache-warm).
         self._free = np.arange(size - 1, -1, -1, dtype=np.int64)
         self._in_use = np.zeros(size, dtype=np.bool_)
@@ -67,15 +67,24 @@ class TokenToKVPoolAllocator:
 
     def can_allocate(self, n: int) -> bool:
         """True if ``alloc(n)`` would succeed. O(1)."""
-        return 0 <= n <= self._num_free
+        return check_int(n, "n", minimum=0) <= self._num_free
+
+    def is_allocated(self, indices: npt.ArrayLike) -> bool:
+        """True if every index is in range and currently allocated. O(n).
+
+        The prefix caches call it before taking ownership of indices (``insert``).
+        """
+        idx = indices if isinstance(indices, np.ndarray) else np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            return idx.size == 0
+        return bool(_kv.all_set(idx.reshape(-1), self._in_use))
 
     def alloc(self, n: int) -> npt.NDArray[np.int64]:
         """Take ``n`` free slots; all or nothing. O(n).
 
         Raises ``CapacityError`` when fewer than ``n`` are free (nothing changes).
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        n = check_int(n, "n", minimum=0)
         top = self._num_free
         if n > top:
             raise CapacityError(f"requested {n} KV slots, {top} free")

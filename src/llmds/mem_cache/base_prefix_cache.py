@@ -30,10 +30,69 @@ __all__ = [
     "hash_bytes",
     "hash_to_int64",
     "hash_token_ids",
+    "kv_indices",
 ]
 
 _TOKEN_LIMIT = 1 << 32
 _INT64_SIGN = 1 << 63
+_max_reduce = np.maximum.reduce  # the ufuncs directly: ndarray.max() adds ~1 us of wrappers
+_min_reduce = np.minimum.reduce
+
+
+def kv_indices(
+    value: Any, num_tokens: int, pool: Any = None, *, owned: bool = True
+) -> npt.NDArray[np.int64]:
+    """``value`` checked as ``num_tokens`` KV-slot indices of ``pool``, as int64. O(n).
+
+    Every prefix cache's ``insert`` runs this before changing anything: one
+    integer index per token (bools, floats and objects are rejected by type),
+    every index ``>= 0`` (a uint64 above 2**63 - 1 is a wrapped negative, rejected,
+    never wrapped), below ``pool.size`` when the pool has an int ``size``, and
+    allocated when the pool has ``is_allocated(indices)`` (as
+    :class:`~llmds.mem_cache.allocator.TokenToKVPoolAllocator` does): a cache that
+    held a free slot would hand it back to the pool twice. ``owned=False`` leaves
+    the allocation check to the caller (a radix cache checks only the indices it
+    takes, past the cached prefix).
+
+    >>> kv_indices([3, 4], 2).tolist()
+    [3, 4]
+    >>> kv_indices(np.array([-1]), 1)
+    Traceback (most recent call last):
+    ValueError: value must hold KV indices >= 0, got -1
+    """
+    try:
+        vals = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"value must be a 1-D array of KV indices, got {value!r:.60}") from None
+    if vals.ndim != 1 or vals.shape[0] != num_tokens:
+        raise ValueError(
+            f"value must be 1-D with one index per token: len(key)={num_tokens}, "
+            f"value shape {vals.shape}"
+        )
+    if num_tokens == 0:
+        return np.empty(0, dtype=np.int64)
+    dt = vals.dtype
+    if dt.kind not in "iu":
+        raise TypeError(f"value must hold integer KV indices, got dtype {dt}")
+    hi = int(_max_reduce(vals))
+    if dt.kind == "u" and hi >= _INT64_SIGN:
+        raise ValueError(
+            f"value must hold KV indices <= 2**63 - 1 (a wrapped negative?), got {hi}"
+        )
+    lo = int(_min_reduce(vals))
+    if lo < 0:
+        raise ValueError(f"value must hold KV indices >= 0, got {lo}")
+    size = getattr(pool, "size", None)
+    if isinstance(size, int | np.integer) and hi >= size:
+        raise ValueError(f"value must hold KV indices < the pool size {int(size)}, got {hi}")
+    out = vals.astype(np.int64, copy=False)
+    check = getattr(pool, "is_allocated", None) if owned else None
+    if callable(check) and not check(out):
+        raise ValueError(
+            "value holds KV indices that are not allocated in token_to_kv_pool_allocator "
+            "(free, or never handed out)"
+        )
+    return out
 
 
 def _token_bytes(token: Any) -> bytes:

@@ -17,6 +17,7 @@ from llmds.mem_cache.base_prefix_cache import (
     InsertResult,
     MatchResult,
     RadixKey,
+    kv_indices,
 )
 
 __all__ = ["ChunkCache"]
@@ -49,13 +50,19 @@ class ChunkCache(BasePrefixCache):
     def insert(
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
     ) -> InsertResult:
-        """Store nothing; ``prefix_len`` is 0 so the caller keeps its indices. O(1)."""
+        """Store nothing; ``prefix_len`` is 0 so the caller keeps its indices. O(n).
+
+        ``value`` is still checked as the other caches check it (one integer index
+        per token, ``>= 0``, in the pool's range, allocated), so a caller bug shows
+        up with caching off too.
+        """
+        try:
+            n_key = len(key)
+        except TypeError:
+            raise TypeError(f"key must be a RadixKey or a sequence of token ids, got "
+                            f"{type(key).__name__}") from None
         if value is not None:
-            n_key, n_value = len(key), len(value)  # type: ignore[arg-type]
-            if n_key != n_value:
-                raise ValueError(
-                    f"value must have one index per token: len(key)={n_key}, len(value)={n_value}"
-                )
+            kv_indices(value, n_key, self.token_to_kv_pool_allocator)
         return InsertResult()
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:

@@ -7,13 +7,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from llmds._validate import check_int, show
 from llmds.errors import CapacityError
 
 __all__ = ["MambaPool"]
+
+_MAX_BYTES = 1 << 40  # the states array is made with np.zeros (mapped lazily)
 
 
 class MambaPool:
@@ -37,9 +41,20 @@ class MambaPool:
     def __init__(
         self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise ValueError(f"size must be an int >= 0, got {size!r}")
-        self.states = np.zeros((int(size), *state_shape), dtype=dtype)
+        size = check_int(size, "size", minimum=0, maximum=1 << 32)
+        if not isinstance(state_shape, tuple | list):
+            raise TypeError(f"state_shape must be a tuple of ints, got {show(state_shape)}")
+        state_shape = tuple(check_int(d, f"state_shape[{i}]", minimum=1, maximum=1 << 40)
+                            for i, d in enumerate(state_shape))
+        try:
+            dt = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"dtype must be a NumPy dtype, got {show(dtype)}") from None
+        nbytes = size * math.prod(state_shape) * dt.itemsize
+        if nbytes > _MAX_BYTES:
+            raise ValueError(f"the state pool would take {nbytes} bytes (size={size} * "
+                             f"state_shape={state_shape} * {dt}), more than {_MAX_BYTES}")
+        self.states = np.zeros((size, *state_shape), dtype=dt)
         self._free = list(range(int(size) - 1, -1, -1))
         self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
 
@@ -60,6 +75,16 @@ class MambaPool:
         slot = self._free.pop()
         self._in_use[slot] = 1
         return slot
+
+    def is_allocated(self, slot: Any) -> bool:
+        """True if ``slot`` is an int slot id that is currently allocated. O(1).
+
+        :class:`~llmds.mem_cache.mamba_radix_cache.MambaRadixCache` checks it before
+        taking a state slot (``insert``) and before freeing the slots it evicts.
+        """
+        if isinstance(slot, bool | np.bool_) or not isinstance(slot, int | np.integer):
+            return False
+        return 0 <= int(slot) < len(self._in_use) and bool(self._in_use[int(slot)])
 
     def _valid(self, slot: Any, name: str) -> int:
         if type(slot) is not int:

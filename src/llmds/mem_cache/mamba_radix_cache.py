@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
 from llmds.mem_cache.mamba_pool import MambaPool
 from llmds.mem_cache.radix_cache import (
@@ -56,6 +57,7 @@ class MambaTreeNode(TreeNode):
         self.kb = kb
         self.value = value
         self.lock_ref = 0
+        self.self_lock_ref = 0
         self.last_access = last_access
         self.id = node_id
         self.evicted = False
@@ -154,11 +156,8 @@ class MambaRadixCache(RadixCache):
     ) -> None:
         if mamba_pool is not None and not callable(getattr(mamba_pool, "free_track_slot", None)):
             raise TypeError("mamba_pool must have free_track_slot(slot) (see MambaPool)")
-        c = mamba_cache_chunk_size
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-            raise TypeError(f"mamba_cache_chunk_size must be an int, got {c!r}")
-        if c < 1:
-            raise ValueError(f"mamba_cache_chunk_size must be >= 1, got {c}")
+        c = check_int(mamba_cache_chunk_size, "mamba_cache_chunk_size", minimum=1,
+                      maximum=1 << 40)
         self.mamba_pool = mamba_pool
         self.mamba_cache_chunk_size = int(c)
         super().__init__(
@@ -196,6 +195,7 @@ class MambaRadixCache(RadixCache):
         self._m_protected = 0
         self._flru = _Sentinel()
         self._mlru = _Sentinel()
+        self._slot_owner: dict[int, Any] = {}  # state slot -> the node holding it
         super().reset()
 
     # ---------------------------------------------------------------- public
@@ -255,6 +255,7 @@ class MambaRadixCache(RadixCache):
                 nbest = len(values)
                 best_node = node
             if end < 0:
+                self._touch_split_child(child, node, touched)
                 break
             children = node.children
         if touched:
@@ -301,7 +302,9 @@ class MambaRadixCache(RadixCache):
                     f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
                     f"(page_size {self.page_size})"
                 )
-        kb, extra, vals = _insert_args(key, value)
+        kb, extra, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
+        if mamba_value is not None:
+            mamba_value = self._check_slot(mamba_value)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb
@@ -309,6 +312,8 @@ class MambaRadixCache(RadixCache):
             node: Any = self._roots.get(extra)
         except TypeError:
             raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        path, pos, cut, m = self._find(node, kb, nb)  # read-only: validate, then change
+        self._check_new(vals[pos >> 2 : nb >> 2])
         if node is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -317,21 +322,9 @@ class MambaRadixCache(RadixCache):
         node.last_access = tick
         anchor: Any = self._flru
         touched: list[Any] = []
-        pos = 0
-        while pos < nb:
-            child = node.children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            ckb = child.kb
-            if kb.startswith(ckb, pos):  # the whole node matches; no slice copy
-                node = child
-                pos += len(ckb)
-                end = pos
-            else:
-                m = self._first_diff(ckb, kb, pos, nb)
-                node = self._split_node(child, m)
-                pos += m
-                end = -1
+        if cut is not None:
+            path.append(self._split_node(cut, m))
+        for node in path:
             node.last_access = tick
             if node.lock_ref == 0:
                 if node.f_next is not anchor:
@@ -346,8 +339,8 @@ class MambaRadixCache(RadixCache):
                 anchor = node
             if node.mamba_value is not None and node.mamba_lock_ref == 0:
                 touched.append(node)
-            if end < 0:
-                break
+        if cut is not None:
+            self._touch_split_child(cut, node, touched)
         if touched:
             self._m_touch(touched)
         prefix_len = pos >> 2
@@ -359,9 +352,14 @@ class MambaRadixCache(RadixCache):
             return InsertResult(prefix_len=prefix_len, last_node=node)
         if node.mamba_value is not None:  # already moved to the MRU end by the walk
             return InsertResult(prefix_len=prefix_len, last_node=node, mamba_exist=True)
-        node.mamba_value = int(mamba_value)
+        node.mamba_value = mamba_value
+        self._slot_owner[mamba_value] = node
         self._m_evictable += 1
+        # the MRU end, but before a deeper state of this touch (a split's lower half)
         ms = self._mlru
+        while ms.m_prev is not self._mlru and ms.m_prev.last_access == tick and (
+                ms.m_prev.parent is node):
+            ms = ms.m_prev
         p = ms.m_prev
         node.m_prev = p
         node.m_next = ms
@@ -387,31 +385,61 @@ class MambaRadixCache(RadixCache):
         freed: list[npt.NDArray[np.int64]] = []
         full = states = 0
         flru = self._flru
-        delete = self._delete_leaf
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while full < num_tokens:
             n: Any = flru.f_next  # always an unlocked leaf (see the class doc)
             if n is flru:
                 break
-            full += len(n.value)
-            freed.append(n.value)
             if n.mamba_value is not None:
                 states += 1
-            delete(n)
+            full += self._evict_leaf(n, freed)
         mlru = self._mlru
         while states < swa_num_tokens:
             n = mlru.m_next
             if n is mlru:
                 break
             if not n.children and n.lock_ref == 0:
-                full += len(n.value)
-                freed.append(n.value)
-                delete(n)  # frees the state too
+                full += self._evict_leaf(n, freed)  # frees the state too
             else:
                 self._drop_state(n)
             states += 1
-        if freed:
-            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+        self._log = None
+        if log:
+            self._commit_states(log, freed)
         return EvictResult(full_evicted=full, mamba_evicted=states)
+
+    @staticmethod
+    def _is_tombstone(node: Any) -> bool:
+        """A stateless node can end no match, so once childless it goes with its last
+        child (SGLang's tombstone-leaf cleanup, :meth:`_evict_leaf`)."""
+        return node.mamba_value is None
+
+    def _commit_states(self, log: list[tuple[Any, ...]], freed: list[Any]) -> None:
+        """Hand the evicted KV indices and state slots to their pools, all or nothing:
+        the slots are checked first, then the KV goes in one ``free`` call (undone
+        if refused), then the slots. O(k)."""
+        slots = [e[2] for e in log if e[0] == "state"]
+        pool = self.mamba_pool
+        owned = getattr(pool, "is_allocated", None)
+        if callable(owned):
+            bad = next((slot for slot in slots if not owned(slot)), None)
+            if bad is not None:
+                self._undo(log)
+                raise ValueError(
+                    f"state slot {bad} held by the cache is not allocated in mamba_pool "
+                    "(freed behind the cache's back?); nothing was evicted"
+                )
+        if freed:
+            try:
+                self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+            except BaseException:
+                self._undo(log)
+                raise
+        if pool is not None:
+            for slot in slots:
+                pool.free_track_slot(slot)
+        self._notify(log)
 
     def inc_lock_ref(self, node: TreeNode | None) -> bool | None:  # type: ignore[override]
         """Lock ``node``'s KV path and its own state. Returns the token for dec. O(d)."""
@@ -421,6 +449,7 @@ class MambaRadixCache(RadixCache):
         n: Any = node
         if n.parent is None:
             return False
+        n.self_lock_ref += 1
         moved = 0
         while n.parent is not None:
             if n.lock_ref == 0:  # leaves the full list
@@ -455,15 +484,15 @@ class MambaRadixCache(RadixCache):
         n: Any = node
         if n.parent is None:
             return
-        if n.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
+        self._check_release(n)
         if token and n.mamba_lock_ref <= 0:
             raise ValueError(f"dec_lock_ref: the state of {node!r} is not locked")
-        if not token and n.lock_ref <= n.mamba_lock_ref:
+        if not token and n.self_lock_ref <= n.mamba_lock_ref:
             raise ValueError(
                 f"dec_lock_ref: {node!r} holds a state lock; pass the token inc_lock_ref "
                 f"returned (its full lock count may not drop below its state lock count)"
             )
+        n.self_lock_ref -= 1
         if token:
             n.mamba_lock_ref -= 1
             if n.mamba_lock_ref == 0:
@@ -503,7 +532,8 @@ class MambaRadixCache(RadixCache):
 
     def _split_node(self, child: TreeNode, m: int) -> TreeNode:
         """Split as RadixCache; the upper half (no state) goes right after ``child``
-        in the full list (same time, and it is ``child``'s parent). O(1)."""
+        in the full list (same time, and it is ``child``'s parent). The walk that
+        split it then marks ``child`` just used (:meth:`_touch_split_child`). O(1)."""
         new: Any = super()._split_node(child, m)
         if new.lock_ref == 0:
             c: Any = child
@@ -513,6 +543,20 @@ class MambaRadixCache(RadixCache):
             c.f_next = new
             q.f_prev = new
         return new
+
+    def _touch_split_child(self, child: Any, new: Any, touched: list[Any]) -> None:
+        """Mark the lower half of a split just used, as SGLang's MambaRadixCache does:
+        its time becomes the walk's, it moves in front of ``new`` (its parent, just
+        moved to the MRU end) in the full list, and its unlocked state joins
+        ``touched`` (deepest, so last). O(1)."""
+        child.last_access = self._tick
+        if child.lock_ref == 0 and child.f_next is not new:
+            p, q = child.f_prev, child.f_next
+            p.f_next = q
+            q.f_prev = p
+            self._f_link(child, new.f_prev, new)
+        if child.mamba_value is not None and child.mamba_lock_ref == 0:
+            touched.append(child)
 
     def _add_leaf(
         self, parent: TreeNode, kb: bytes, value: npt.NDArray[np.int64], tick: int
@@ -533,12 +577,30 @@ class MambaRadixCache(RadixCache):
         """Remove an unlocked leaf (and its state) from the tree and the lists. O(1)."""
         n: Any = node
         p, q = n.f_prev, n.f_next
+        self._log.append(("flink", n, p, q))  # type: ignore[union-attr]
         p.f_next = q
         q.f_prev = p
         n.f_prev = n.f_next = None
         if n.mamba_value is not None:
             self._drop_state(n)
         super()._delete_leaf(node)
+
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: a deleted leaf, a dropped state or a full-list
+        unlink (the neighbours recorded then are neighbours again). O(1)."""
+        kind, n = entry[0], entry[1]
+        if kind == "flink":
+            self._f_link(n, entry[2], entry[3])
+        elif kind == "state":
+            slot, p, q = entry[2], entry[3], entry[4]
+            n.mamba_value = slot
+            self._slot_owner[slot] = n
+            self._m_evictable += 1
+            n.m_prev, n.m_next = p, q
+            p.m_next = n
+            q.m_prev = n
+        else:
+            super()._undo_entry(entry)
 
     def _push(self, node: TreeNode) -> None:
         """No heap here: the full LRU list replaces RadixCache's lazy heap."""
@@ -563,6 +625,13 @@ class MambaRadixCache(RadixCache):
                 anchor.m_prev = n
             anchor = n
 
+    @staticmethod
+    def _f_link(n: Any, p: Any, q: Any) -> None:
+        """Link ``n`` into the full list between neighbours ``p`` and ``q``. O(1)."""
+        n.f_prev, n.f_next = p, q
+        p.f_next = n
+        q.f_prev = n
+
     def _m_unlink(self, n: Any) -> None:
         p, q = n.m_prev, n.m_next
         p.m_next = q
@@ -570,14 +639,35 @@ class MambaRadixCache(RadixCache):
         n.m_prev = n.m_next = None
 
     def _drop_state(self, n: Any) -> None:
-        """Free an unlocked node's state slot. O(1)."""
+        """Take an unlocked node's state slot off it and log it; the slot goes back to
+        the pool when the eviction commits (:meth:`_commit_states`). O(1)."""
         assert n.mamba_lock_ref == 0
-        self._m_unlink(n)
         slot = n.mamba_value
+        self._log.append(("state", n, slot, n.m_prev, n.m_next))  # type: ignore[union-attr]
+        self._m_unlink(n)
         n.mamba_value = None
+        del self._slot_owner[slot]
         self._m_evictable -= 1
-        if self.mamba_pool is not None:
-            self.mamba_pool.free_track_slot(slot)
+
+    def _check_slot(self, slot: Any) -> int:
+        """``mamba_value`` checked: an int slot allocated in ``mamba_pool`` (when it
+        can tell) and held by no node yet. O(1)."""
+        if type(slot) is not int:
+            if isinstance(slot, bool | np.bool_) or not isinstance(slot, int | np.integer):
+                raise TypeError(f"mamba_value must be an int slot id, got {slot!r:.60}")
+            slot = int(slot)
+        if slot < 0:
+            raise ValueError(f"mamba_value must be a slot id >= 0, got {slot}")
+        owned = getattr(self.mamba_pool, "is_allocated", None)
+        if callable(owned) and not owned(slot):
+            raise ValueError(f"mamba_value {slot} is not allocated in mamba_pool")
+        holder = self._slot_owner.get(slot)
+        if holder is not None:
+            raise ValueError(
+                f"mamba_value {slot} is already held by {holder!r}; each node needs its own "
+                "state slot (the cache frees it on eviction)"
+            )
+        return slot
 
     def _walk_list(self, sentinel: Any, prev: str, nxt: str) -> list[Any]:
         out = []
@@ -622,6 +712,9 @@ class MambaRadixCache(RadixCache):
                     else:
                         evictable += len(c.value)
                         unlocked.add(c.id)
+                    assert c.self_lock_ref >= c.mamba_lock_ref
+                    if c.mamba_value is not None:
+                        assert self._slot_owner.get(c.mamba_value) is c, "slot owner map"
                     if c.mamba_value is None:
                         assert c.mamba_lock_ref == 0
                         assert c.m_prev is None and c.m_next is None
@@ -633,10 +726,20 @@ class MambaRadixCache(RadixCache):
                         free_states.add(c.id)
                     stack.append((c, d + 1))
                 if node.parent is not None:
-                    assert node.lock_ref >= child_locks, "lock does not cover the path"
+                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+        assert self._log is None, "an eviction log left open"
+        if self._held is not None:
+            vals = [n.value for n in self._iter_nodes()]
+            flat = np.concatenate(vals) if vals else np.empty(0, dtype=np.int64)
+            assert np.unique(flat).size == flat.size, "a KV index held twice"
+            assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
         assert evictable == self._evictable and protected == self._protected
         assert nodes == self._num_nodes
         assert m_ev == self._m_evictable and m_prot == self._m_protected
+        assert len(self._slot_owner) == m_ev + m_prot, "a slot held by no node"
+        owned = getattr(self.mamba_pool, "is_allocated", None)
+        if callable(owned):
+            assert all(owned(slot) for slot in self._slot_owner), "a held slot is free"
         full = self._walk_list(self._flru, "f_prev", "f_next")
         assert {n.id for n in full} == unlocked and len(full) == len(unlocked)
         rank = {n.id: i for i, n in enumerate(full)}

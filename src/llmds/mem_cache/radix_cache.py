@@ -24,15 +24,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._kernels import kv as _kv
+from llmds._validate import check_int, is_int
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
     InsertResult,
     MatchResult,
     RadixKey,
+    kv_indices,
 )
+from llmds.page_hash import encode_namespace
 
 __all__ = ["RadixCache", "TreeNode"]
+
+MAX_PAGE_SIZE = 1 << 20  # tokens per page, as KVCache
 
 _TOKEN_LIMIT = 1 << 32
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
@@ -49,6 +55,8 @@ class TreeNode:
     them as an array); ``value`` is the int64 KV index of each of those tokens.
     ``children`` maps the bytes of a child's first page to the child.
     ``lock_ref`` counts the locks held on this node or on a descendant;
+    ``self_lock_ref`` the locks taken on exactly this node (``inc_lock_ref(node)``),
+    which are the only ones ``dec_lock_ref(node)`` may release;
     ``last_access`` is the logical time of the last match/insert through it;
     ``evicted`` becomes True when the node leaves the tree.
     """
@@ -63,6 +71,7 @@ class TreeNode:
         "lock_ref",
         "parent",
         "root",
+        "self_lock_ref",
         "value",
     )
 
@@ -79,6 +88,7 @@ class TreeNode:
         self.kb = kb
         self.value = value
         self.lock_ref = 0
+        self.self_lock_ref = 0
         self.last_access = last_access
         self.id = node_id
         self.evicted = False
@@ -123,42 +133,64 @@ def _token_bytes(token_ids: Any) -> bytes:
     if dt == _I32:
         lo = _min_reduce(arr)  # the ufunc directly: ndarray.min() adds ~1 us of wrappers
         if lo < 0:
-            raise ValueError(f"token ids must be in [0, 2**32), got {int(lo)}")
+            raise ValueError(f"token_ids must be in [0, 2**32), got {int(lo)}")
         return arr.tobytes()
     if dt == _U32:
         return arr.tobytes()
     if dt.kind not in "iu":
-        raise TypeError(f"token ids must be integers, got dtype {dt}")
+        raise TypeError(f"token_ids must be integers, got dtype {dt}")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= _TOKEN_LIMIT:
-        raise ValueError(f"token ids must be in [0, 2**32), got {lo if lo < 0 else hi}")
+        raise ValueError(f"token_ids must be in [0, 2**32), got {lo if lo < 0 else hi}")
     return arr.astype(_U32).tobytes()
 
 
+_NS_TAG = "llmds/ns"
+
+
+def _namespace(extra: Any) -> Hashable:
+    """The tree a namespace key selects: one per canonical value. O(size of the key).
+
+    Namespaces follow :func:`llmds.page_hash.encode_namespace` (None, int, str,
+    bytes, tuples of those; anything else is a TypeError), not Python equality, so
+    ``True`` never aliases ``1`` (rejected) nor ``1.0`` (rejected), and
+    ``np.int64(3)`` is the namespace ``3``. Plain None/int/str/bytes are their own
+    key (the common, fast case); a tuple is keyed by its canonical bytes.
+
+    >>> _namespace("lora-1"), _namespace(np.int64(3))
+    ('lora-1', 3)
+    """
+    t = type(extra)
+    if extra is None or t is str or t is int or t is bytes:
+        return extra
+    enc = encode_namespace(extra)  # raises TypeError for a non-canonical key
+    if isinstance(extra, tuple):
+        return (_NS_TAG, enc)
+    if isinstance(extra, str):
+        return str(extra)
+    if isinstance(extra, bytes):
+        return bytes(extra)
+    return int(extra)
+
+
 def _key_bytes(key: Any) -> tuple[bytes, Any]:
-    """A :class:`RadixKey` or a token sequence as (uint32 token bytes, extra key). O(n)."""
+    """A :class:`RadixKey` or a token sequence as (uint32 token bytes, namespace). O(n)."""
     if isinstance(key, RadixKey):
-        return _token_bytes(key.token_ids), key.extra_key
+        return _token_bytes(key.token_ids), _namespace(key.extra_key)
     return _token_bytes(key), None
 
 
-def _insert_args(key: Any, value: Any) -> tuple[bytes, Any, Any]:
+def _insert_args(
+    key: Any, value: Any, pool: Any, owned: bool = False
+) -> tuple[bytes, Any, Any]:
     """``insert``'s arguments checked: the key's token bytes, its extra key, and one
-    integer KV index per token (the token ids themselves when ``value`` is None).
-    O(len(key)). Raises ``ValueError``/``TypeError`` on a bad ``value``."""
+    int64 KV index per token of ``pool`` (:func:`kv_indices`; the token ids themselves
+    when ``value`` is None). O(len(key)). Raises ``ValueError``/``TypeError``."""
     kb, extra = _key_bytes(key)
     ntok = len(kb) >> 2
     if value is None:
-        return kb, extra, np.frombuffer(kb, dtype=_U32).astype(np.int64)
-    vals = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if vals.ndim != 1 or vals.shape[0] != ntok:
-        raise ValueError(
-            f"value must be 1-D with one index per token: len(key)={ntok}, "
-            f"value shape {vals.shape}"
-        )
-    if ntok and vals.dtype.kind not in "iu":
-        raise TypeError(f"value must hold integer indices, got dtype {vals.dtype}")
-    return kb, extra, vals
+        value = np.frombuffer(kb, dtype=_U32)
+    return kb, extra, kv_indices(value, ntok, pool, owned=owned)
 
 
 class RadixCache(BasePrefixCache):
@@ -173,8 +205,9 @@ class RadixCache(BasePrefixCache):
     Invariants (asserted by ``_check``):
       * every non-root node holds a non-empty whole number of pages and one
         int64 index per token; a child is filed under the bytes of its first page;
-      * ``lock_ref`` of a node >= the sum over its children (a lock covers the
-        whole path to the root); ``last_access`` of a parent >= its children's;
+      * ``lock_ref`` of a node == its ``self_lock_ref`` + the sum over its
+        children (a lock covers the whole path to the root), so it is never
+        negative; ``last_access`` of a parent >= its children's;
       * ``evictable_size()`` = tokens in nodes with ``lock_ref == 0``,
         ``protected_size()`` = tokens in locked nodes, and
         ``evictable_size() + protected_size() == total_size()`` at all times;
@@ -194,10 +227,23 @@ class RadixCache(BasePrefixCache):
     (index) per token; the eviction heap holds O(nodes) entries (compacted when it
     grows past twice its live size).
 
+    Failures change nothing: ``insert`` validates the key and every KV index
+    (:func:`~llmds.mem_cache.base_prefix_cache.kv_indices`: integers, ``>= 0``, below
+    the pool's ``size``, allocated in the pool) before touching the tree;
+    ``dec_lock_ref(node)`` releases only a lock taken by ``inc_lock_ref(node)`` on
+    that very node (an ancestor of a locked node is not itself locked); ``evict``
+    takes the victims out of the tree, hands their indices to the pool in one
+    ``free`` call and, if the pool refuses, puts every victim back as it was and
+    re-raises (``on_node_evict`` runs only after the pool accepted).
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
+
     Extension points for the sliding-window (tombstone) and Mamba-state variants:
     ``_split_node``, ``_add_leaf``, ``_delete_leaf`` and ``_free_indices`` are the
-    only places that change the tree or hand indices back; ``inc_lock_ref`` returns
-    an opaque token (``None`` here) that ``dec_lock_ref`` accepts.
+    only places that change the tree or hand indices back; eviction steps append
+    ``(kind, node, ...)`` entries to ``_log`` and ``_undo_entry`` reverts one;
+    ``inc_lock_ref`` returns an opaque token (``None`` here) that ``dec_lock_ref``
+    accepts.
 
     >>> cache = RadixCache()
     >>> cache.insert(RadixKey([1, 2, 3, 4]), np.array([10, 11, 12, 13])).prefix_len
@@ -220,10 +266,7 @@ class RadixCache(BasePrefixCache):
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Callable[[int], None] | None = None,
     ) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)):
-            raise TypeError(f"page_size must be an int, got {page_size!r}")
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        page_size = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         if sliding_window_size is not None:
             raise NotImplementedError(
                 "sliding_window_size: use llmds.mem_cache.SWARadixCache(page_size, "
@@ -276,6 +319,11 @@ class RadixCache(BasePrefixCache):
         self._num_nodes = 0
         self._heap: list[tuple[int, int, TreeNode]] = []
         self._heap_limit = 1024
+        self._log: list[tuple[Any, ...]] | None = None  # eviction steps, while evicting
+        # which pool slots the tree holds (when the pool has an int ``size``): an index
+        # held twice would be freed twice on eviction
+        size: Any = getattr(self.token_to_kv_pool_allocator, "size", None)
+        self._held = np.zeros(int(size), dtype=np.bool_) if is_int(size) else None
         self.root_node = self._root(None)
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
@@ -336,7 +384,7 @@ class RadixCache(BasePrefixCache):
 
         Raises ``ValueError`` if ``len(value) != len(key)``; nothing changes then.
         """
-        kb, extra, vals = _insert_args(key, value)
+        kb, extra, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
         pb = self._pb
         nb = len(kb)
         nb -= nb % pb
@@ -344,29 +392,19 @@ class RadixCache(BasePrefixCache):
             node = self._roots.get(extra)
         except TypeError:
             raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
+        path, pos, cut, m = self._find(node, kb, nb)  # read-only: validate, then change
+        self._check_new(vals[pos >> 2 : nb >> 2])
         if node is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
             node = self._root(extra)
         self._tick = tick = self._tick + 1
         node.last_access = tick
-        pos = 0
-        while pos < nb:
-            child = node.children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            ckb = child.kb
-            end = pos + len(ckb)
-            if end <= nb and kb[pos:end] == ckb:
-                child.last_access = tick
-                node = child
-                pos = end
-                continue
-            m = self._first_diff(ckb, kb, pos, nb)
-            node = self._split_node(child, m)
+        for node in path:
             node.last_access = tick
-            pos += m
-            break
+        if cut is not None:
+            node = self._split_node(cut, m)
+            node.last_access = tick
         if pos < nb:
             node = self._add_leaf(
                 node, kb[pos:nb], np.array(vals[pos >> 2 : nb >> 2], dtype=np.int64), tick
@@ -390,6 +428,8 @@ class RadixCache(BasePrefixCache):
         heappop, heappush = heapq.heappop, heapq.heappush
         freed: list[npt.NDArray[np.int64]] = []
         evicted = 0
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while evicted < num_tokens and heap:
             stamp, nid, node = heappop(heap)
             if node.evicted or node.lock_ref or node.children:
@@ -400,9 +440,46 @@ class RadixCache(BasePrefixCache):
             evicted += len(node.value)
             freed.append(node.value)
             self._delete_leaf(node)
+        self._log = None
         if freed:  # one call to the pool per evict, not one per node
-            self._free_indices(freed[0] if len(freed) == 1 else np.concatenate(freed))
+            self._commit(log, freed[0] if len(freed) == 1 else np.concatenate(freed))
         return EvictResult(full_evicted=evicted)
+
+    def _commit(self, log: list[tuple[Any, ...]], indices: npt.NDArray[np.int64]) -> None:
+        """Hand ``indices`` to the pool; if it refuses, revert ``log`` and re-raise.
+        Then notify ``on_node_evict`` of every node that left the tree. O(k)."""
+        try:
+            self._free_indices(indices)
+        except BaseException:
+            self._undo(log)
+            raise
+        self._notify(log)
+
+    def _notify(self, log: list[tuple[Any, ...]]) -> None:
+        cb = self.on_node_evict
+        if cb is not None:
+            for entry in log:
+                if entry[0] == "leaf":
+                    cb(entry[1].id)
+
+    def _undo(self, log: list[tuple[Any, ...]], kinds: tuple[str, ...] | None = None) -> None:
+        """Revert the eviction steps in ``log`` (only those of ``kinds``), last first."""
+        for entry in reversed(log):
+            if kinds is None or entry[0] in kinds:
+                self._undo_entry(entry)
+
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: ``("leaf", node)`` puts a deleted leaf back."""
+        kind, node = entry[0], entry[1]
+        assert kind == "leaf", kind
+        parent = node.parent
+        parent.children[node.kb[: self._pb]] = node
+        node.evicted = False
+        self._evictable += len(node.value)
+        self._num_nodes += 1
+        if self._held is not None:
+            self._held[node.value] = True
+        self._push(node)
 
     def inc_lock_ref(self, node: TreeNode | None) -> None:
         """Lock ``node`` and its ancestors against eviction. O(depth).
@@ -413,6 +490,8 @@ class RadixCache(BasePrefixCache):
         if node is None:
             return None
         self._own(node)
+        if node.parent is not None:
+            node.self_lock_ref += 1
         moved = 0
         while node.parent is not None:
             if node.lock_ref == 0:
@@ -426,15 +505,16 @@ class RadixCache(BasePrefixCache):
     def dec_lock_ref(self, node: TreeNode | None, token: Any = None, **kwargs: Any) -> None:
         """Undo one ``inc_lock_ref(node)``. O(depth).
 
-        Raises ``ValueError`` if ``node`` is not locked; nothing changes then.
+        Raises ``ValueError`` unless ``inc_lock_ref(node)`` locked this very node
+        (a lock on a descendant does not count); nothing changes then.
         """
         if node is None:
             return
         self._own(node)
         if node.parent is None:
             return
-        if node.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
+        self._check_release(node)
+        node.self_lock_ref -= 1
         moved = 0
         start = node
         while node.parent is not None:
@@ -446,6 +526,14 @@ class RadixCache(BasePrefixCache):
         self._protected -= moved
         if start.lock_ref == 0 and not start.children:
             self._push(start)
+
+    @staticmethod
+    def _check_release(node: TreeNode) -> None:
+        if node.self_lock_ref <= 0:
+            raise ValueError(
+                f"dec_lock_ref: {node!r} was not locked by inc_lock_ref (a lock on a "
+                "descendant does not count; release the node you locked)"
+            )
 
     def all_values_flatten(self) -> npt.NDArray[np.int64]:
         """Every cached KV index (all namespaces), depth-first order. O(tree)."""
@@ -498,22 +586,96 @@ class RadixCache(BasePrefixCache):
         self._next_id += 1
         parent.children[kb[: self._pb]] = node
         self._evictable += len(value)
-        self._num_nodes += 1
+        self._num_nodes += 1  # its indices were claimed in _held by _check_new
         self._push(node)
         return node
 
+    def _find(
+        self, node: TreeNode | None, kb: bytes, nb: int
+    ) -> tuple[list[TreeNode], int, TreeNode | None, int]:
+        """Read-only walk of ``kb[:nb]`` from ``node``: ``(path, pos, cut, m)`` -- the
+        nodes matched whole, the matched bytes, and the node the match ends inside
+        (``None`` if none) with the bytes of it matched (``m``, included in
+        ``pos``). O(d) dict look-ups and bytes comparisons."""
+        path: list[TreeNode] = []
+        pos = 0
+        pb = self._pb
+        while node is not None and pos < nb:
+            child = node.children.get(kb[pos : pos + pb])
+            if child is None:
+                break
+            ckb = child.kb
+            end = pos + len(ckb)
+            if end <= nb and kb.startswith(ckb, pos):
+                path.append(child)
+                node, pos = child, end
+                continue
+            m = self._first_diff(ckb, kb, pos, nb)
+            return path, pos + m, child, m
+        return path, pos, None, 0
+
+    def _check_new(self, new: npt.NDArray[np.int64], owned: bool = True) -> None:
+        """Before an insert changes anything: ``new``, the indices it would add to
+        the tree, must be allocated in the pool (``owned``, when it can tell), held
+        by no node and appear once; they are then marked held (the insert must not
+        fail after this, or unmark them). O(n), two small numba passes (a NumPy
+        version with ``np.unique`` cost ~20 us per insert of 1,000 tokens)."""
+        held = self._held
+        check = getattr(self.token_to_kv_pool_allocator, "is_allocated", None)
+        check = check if owned and callable(check) else None
+        if held is None and check is None:
+            return
+        if check is not None and not check(new):
+            raise ValueError(
+                "value holds KV indices that are not allocated in token_to_kv_pool_allocator "
+                "(free, or never handed out)"
+            )
+        if held is None or not new.size:
+            return
+        at = _kv.claim(new, held)  # the tree now holds them (see _add_leaf)
+        if at >= 0:
+            bad = int(new[at])
+            if bad in new[:at]:
+                raise ValueError(f"value repeats KV index {bad}; each token needs its own slot")
+            raise ValueError(f"value holds KV index {bad}, which the cache already holds "
+                             "for another key; each cached token needs its own slot")
+
     def _delete_leaf(self, node: TreeNode) -> None:
-        """Remove an unlocked leaf and notify; the caller frees its indices. O(log h)."""
+        """Remove an unlocked leaf and log it; the caller frees its indices and
+        notifies once the pool accepted them (:meth:`_commit`). O(log h)."""
         parent = node.parent
         assert parent is not None and not node.children and node.lock_ref == 0
         del parent.children[node.kb[: self._pb]]
         self._evictable -= len(node.value)
         self._num_nodes -= 1
         node.evicted = True
-        if self.on_node_evict is not None:
-            self.on_node_evict(node.id)
+        if self._held is not None:
+            self._held[node.value] = False
+        self._log.append(("leaf", node))  # type: ignore[union-attr]
         if parent.parent is not None and not parent.children and parent.lock_ref == 0:
             self._push(parent)
+
+    @staticmethod
+    def _is_tombstone(node: TreeNode) -> bool:
+        """A node that goes when its last child is evicted (none here). O(1)."""
+        return False
+
+    def _evict_leaf(self, node: TreeNode, freed: list[npt.NDArray[np.int64]]) -> int:
+        """Delete an unlocked leaf, then every unlocked ancestor it leaves childless
+        that :meth:`_is_tombstone` says can end no match. Appends the KV indices to
+        ``freed``; returns the tokens removed. O(k log h)."""
+        parent: Any = node.parent
+        freed.append(node.value)
+        total = len(node.value)
+        self._delete_leaf(node)
+        while (parent.parent is not None and self._is_tombstone(parent)
+               and not parent.children and parent.lock_ref == 0):
+            up = parent.parent
+            freed.append(parent.value)
+            total += len(parent.value)
+            self._delete_leaf(parent)
+            parent = up
+        return total
 
     def _free_indices(self, indices: npt.NDArray[np.int64]) -> None:
         """Hand evicted indices back to the pool, if there is one."""
@@ -608,7 +770,7 @@ class RadixCache(BasePrefixCache):
                     assert len(child.kb) > 0 and len(child.kb) % pb == 0, "not whole pages"
                     assert child.value.dtype == np.int64
                     assert len(child.value) * 4 == len(child.kb), "one index per token"
-                    assert child.lock_ref >= 0
+                    assert child.lock_ref >= 0 and child.self_lock_ref >= 0
                     assert child.last_access <= node.last_access, "parent older than child"
                     child_locks += child.lock_ref
                     nodes += 1
@@ -621,7 +783,13 @@ class RadixCache(BasePrefixCache):
                             assert heap_time[child.id] <= child.last_access
                     stack.append(child)
                 if node.parent is not None:
-                    assert node.lock_ref >= child_locks, "lock does not cover the path"
+                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+        assert self._log is None, "an eviction log left open"
+        if self._held is not None:
+            vals = [n.value for n in self._iter_nodes()]
+            flat = np.concatenate(vals) if vals else _EMPTY_I64
+            assert np.unique(flat).size == flat.size, "a KV index held twice"
+            assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
         assert evictable == self._evictable, (evictable, self._evictable)
         assert protected == self._protected, (protected, self._protected)
         assert nodes == self._num_nodes

@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
 from llmds.mem_cache.radix_cache import (
     _EMPTY_I64,
     RadixCache,
     TreeNode,
     _insert_args,
+    _namespace,
     _token_bytes,
 )
 
@@ -91,6 +93,13 @@ class SWARadixCache(RadixCache):
     indices) are never freed, so the usual replay -- free ``value[m:prefix_len]``
     where ``m`` is the matched length -- is safe.
 
+    Failures change nothing, as in RadixCache; ``evict`` calls the pool's
+    ``free_swa`` (tombstones) first and ``free`` second: if ``free_swa`` refuses,
+    every step is undone; if ``free`` refuses after ``free_swa`` accepted, the
+    deleted nodes are put back and the tombstones stay (their SWA KV is back in
+    the pool), so the tree and the pool still agree. When a match or an insert
+    splits a node, the lower half is marked just used (SGLang's behaviour).
+
     Locks: ``inc_lock_ref(node)`` locks the full KV of the whole path and the SWA KV
     of the nearest nodes covering ``W`` tokens (stopping early at a tombstone); the
     topmost of them carries a boundary marker (moved to the upper half on a split).
@@ -120,12 +129,8 @@ class SWARadixCache(RadixCache):
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Any = None,
     ) -> None:
-        w = sliding_window_size
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
-            raise TypeError(f"sliding_window_size must be an int, got {w!r}")
-        if w < 1:
-            raise ValueError(f"sliding_window_size must be >= 1, got {w}")
-        self._window = int(w)
+        self._window = check_int(sliding_window_size, "sliding_window_size", minimum=1,
+                                 maximum=1 << 40)
         super().__init__(
             page_size=page_size,
             token_to_kv_pool_allocator=token_to_kv_pool_allocator,
@@ -169,7 +174,7 @@ class SWARadixCache(RadixCache):
         if isinstance(key, RadixKey):
             if kb is None:
                 kb = _token_bytes(key.token_ids)
-            extra = key.extra_key
+            extra = _namespace(key.extra_key)
         else:
             if kb is None:
                 kb = _token_bytes(key)
@@ -241,9 +246,11 @@ class SWARadixCache(RadixCache):
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
     ) -> InsertResult:
         """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        kb_full, _, vals = _insert_args(key, value)
-        vals = vals.astype(np.int64, copy=False)
+        # owned: the whole value, since a restored tombstone adopts cached positions too
+        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator, True)
         kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
+        _path, pos, _cut, _m = self._find(start[0] if start else None, kb, nb)
+        self._check_new(vals[pos >> 2 : nb >> 2], owned=False)
         if not start:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -253,6 +260,7 @@ class SWARadixCache(RadixCache):
         first_tomb: int | None = None
         off = 0
         to_free: list[npt.NDArray[np.int64]] = []
+        restore: list[tuple[Any, npt.NDArray[np.int64]]] = []
         for n in path[1:]:
             t = n.num_tokens
             seg = vals[off : off + t]
@@ -263,15 +271,26 @@ class SWARadixCache(RadixCache):
                     to_free.append(seg[seg != n.value])  # the tombstone, as SGLang does
                 else:
                     to_free.append(n.value[n.value != seg])  # a caller passing the node's
-                    n.value = np.array(seg, dtype=np.int64)  # own indices frees nothing
-                    n.swa_tombstone = False
-                    self._swa_evictable += t
-                    self._swa_push(n)
+                    restore.append((n, seg))  # own indices frees nothing
             elif first_tomb is not None:
                 to_free.append(seg[seg != n.value])
             off += t
-        if to_free:
-            self._free_indices(np.concatenate(to_free))
+        if to_free:  # before the restores: a pool that refuses leaves the tree as it was
+            try:
+                self._free_indices(np.concatenate(to_free))
+            except BaseException:
+                if self._held is not None:  # un-claim the new leaf's indices
+                    self._held[vals[pos >> 2 : nb >> 2]] = False
+                raise
+        held = self._held
+        for n, seg in restore:
+            if held is not None:
+                held[n.value] = False
+                held[seg] = True
+            n.value = np.array(seg, dtype=np.int64)
+            n.swa_tombstone = False
+            self._swa_evictable += len(seg)
+            self._swa_push(n)
         prefix_len = (pos >> 2) if first_tomb is None else first_tomb
         if pos < nb:
             node = self._add_leaf(
@@ -290,6 +309,8 @@ class SWARadixCache(RadixCache):
         heap = self._heap
         full_freed: list[npt.NDArray[np.int64]] = []
         full = swa = 0
+        log: list[tuple[Any, ...]] = []
+        self._log = log
         while full < num_tokens and heap:
             stamp, nid, node = heapq.heappop(heap)
             if node.evicted or node.lock_ref or node.children:
@@ -317,11 +338,23 @@ class SWARadixCache(RadixCache):
                 snode.swa_tombstone = True
                 self._swa_evictable -= t
                 swa_freed.append(snode.value)
-        if full_freed:
-            self._free_indices(np.concatenate(full_freed))
+                log.append(("tomb", snode))
+        self._log = None
         pool = self.token_to_kv_pool_allocator
         if swa_freed and pool is not None and callable(getattr(pool, "free_swa", None)):
-            pool.free_swa(np.concatenate(swa_freed))
+            try:  # first: if the pool refuses, nothing has been handed back yet
+                pool.free_swa(np.concatenate(swa_freed))
+            except BaseException:
+                self._undo(log)
+                raise
+        if full_freed:
+            try:
+                self._free_indices(np.concatenate(full_freed))
+            except BaseException:
+                # the pool took the tombstones' SWA KV: keep them, put the leaves back
+                self._undo(log, ("leaf",))
+                raise
+        self._notify(log)
         return EvictResult(full_evicted=full, swa_evicted=swa)
 
     def inc_lock_ref(self, node: TreeNode | None) -> int | None:  # type: ignore[override]
@@ -376,9 +409,11 @@ class SWARadixCache(RadixCache):
         self._own(node)
         if node.parent is None:
             return
-        if node.lock_ref <= 0:
-            raise ValueError(f"dec_lock_ref: {node!r} is not locked")
-        entry = self._swa_locks.get(swa_boundary_id)  # type: ignore[arg-type]
+        self._check_release(node)
+        try:
+            entry = self._swa_locks.get(swa_boundary_id)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable id
+            entry = None
         if entry is None or entry[0] is not node:
             raise ValueError(
                 f"dec_lock_ref: swa_boundary_id {swa_boundary_id!r} was not returned by "
@@ -418,7 +453,10 @@ class SWARadixCache(RadixCache):
     # ------------------------------------------------------ extension points
 
     def _split_node(self, child: TreeNode, m: int) -> TreeNode:
+        """Split as RadixCache; the lower half (``child``) is marked just used, as
+        SGLang's SWARadixCache does (its heap entries refresh lazily). O(log h)."""
         new: Any = super()._split_node(child, m)
+        child.last_access = self._tick
         c: Any = child
         new.swa_tombstone = c.swa_tombstone
         new.swa_lock_ref = c.swa_lock_ref
@@ -442,34 +480,27 @@ class SWARadixCache(RadixCache):
             self._swa_evictable -= len(node.value)
         super()._delete_leaf(node)
 
+    def _undo_entry(self, entry: tuple[Any, ...]) -> None:
+        """Revert one eviction step: a deleted leaf (RadixCache's) or a tombstoning."""
+        node: Any = entry[1]
+        if entry[0] == "tomb":
+            node.swa_tombstone = False
+            self._swa_evictable += len(node.value)
+            self._swa_push(node)
+            return
+        super()._undo_entry(entry)
+        if not node.swa_tombstone:
+            self._swa_evictable += len(node.value)
+            self._swa_push(node)
+
     # -------------------------------------------------------------- internals
 
-    def _evict_leaf(self, node: TreeNode, freed: list[npt.NDArray[np.int64]]) -> int:
-        """Delete an unlocked leaf, then every tombstone it leaves childless. O(k log h).
-
-        A tombstoned leaf is useless: no match may end in it (0 live tokens behind
-        its end) and an insert over it adopts the caller's indices anyway. So, as
-        in SGLang's SWARadixCache, a tombstone whose last child goes is deleted at
-        once (its full KV is freed) unless locked, and so on up the chain; no
-        tombstone is ever a leaf. Appends the freed indices to ``freed``; returns
-        the full tokens removed.
-        """
-        parent: Any = node.parent
-        freed.append(node.value)
-        total = len(node.value)
-        self._delete_leaf(node)
-        while (
-            parent.parent is not None
-            and parent.swa_tombstone
-            and not parent.children
-            and parent.lock_ref == 0
-        ):
-            up = parent.parent
-            freed.append(parent.value)
-            total += len(parent.value)
-            self._delete_leaf(parent)
-            parent = up
-        return total
+    @staticmethod
+    def _is_tombstone(node: Any) -> bool:
+        """A tombstoned leaf is useless: no match may end in it (0 live tokens behind
+        its end) and an insert over it adopts the caller's indices anyway, so, as in
+        SGLang's SWARadixCache, it goes with its last child (:meth:`_evict_leaf`)."""
+        return bool(node.swa_tombstone)
 
     def _swa_push(self, node: SWATreeNode) -> None:
         heap = self._swa_heap

@@ -22,7 +22,8 @@ Both are the real llmds objects behind one small interface the engine calls
   already holds and its partial last page go back to the pool, and the path is
   unlocked (``dec_lock_ref``).
 
-**Token ids.** ``RadixCache`` keys are ``uint32``, but simulated token ids are not:
+**Token ids.** ``RadixCache`` keys and ``KVCache`` token ids are ``uint32`` (the page
+identity of :mod:`llmds.page_hash`), but simulated token ids are not:
 synthetic requests get unique ids ``(request_id + 1) * 2**32 + position`` and a
 trace may carry any int64 ids. :class:`TokenRemap` maps them to dense ``uint32``
 codes, built per simulation: ids that can repeat (a trace's ``token_ids``) go
@@ -55,7 +56,6 @@ from llmds.paged_allocator import PagedAllocator
 __all__ = ["KV_BACKENDS", "KVCacheBackend", "RadixBackend", "TokenRemap", "make_backend"]
 
 KV_BACKENDS = ("kvcache", "radix")
-_UNIQUE_BASE = 1 << 32  # synthetic token ids: (request_id + 1) * 2**32 + position
 _CODE_LIMIT = 1 << 32
 _TABLE_LIMIT = 1 << 22  # ids below this are remapped through a NumPy table
 
@@ -157,7 +157,7 @@ class KVCacheBackend:
     Each call is the KVCache call of the same name: O(T) hashing + O(P) pages.
     """
 
-    __slots__ = ("kv", "max_pages", "name")
+    __slots__ = ("kv", "max_pages", "name", "remap")
 
     def __init__(self, page_size: int, max_pages: int, prefix_caching: bool) -> None:
         self.name = "kvcache" if prefix_caching else "off"
@@ -166,13 +166,13 @@ class KVCacheBackend:
             page_size=page_size, max_pages=max_pages, enable_prefix_sharing=prefix_caching,
             dtype=np.float32,
         )
+        self.remap = TokenRemap()  # KVCache token ids are uint32, as RadixCache keys
 
-    def token_ids(self, req: Any) -> npt.NDArray[Any]:
-        """The request's token ids as uint64 (synthetic ones made unique). O(T)."""
+    def token_ids(self, req: Any) -> npt.NDArray[np.uint32]:
+        """The request's token ids as dense uint32 codes (synthetic ones unique). O(T)."""
         if req.token_ids is not None:
-            return np.asarray(req.token_ids, dtype=np.uint64)
-        n = req.prompt_tokens + req.output_tokens
-        return np.arange(n, dtype=np.uint64) + np.uint64((req.request_id + 1) * _UNIQUE_BASE)
+            return self.remap.encode(req.token_ids)
+        return self.remap.fresh(req.prompt_tokens + req.output_tokens)
 
     def allocate(self, sid: int, ids: npt.NDArray[Any]) -> int:
         return self.kv.allocate(sid, ids)

@@ -348,6 +348,14 @@ class IndexAgainstModel(RuleBasedStateMachine):
         with tempfile.TemporaryDirectory() as tmp:
             self.index.save(Path(tmp) / "ix.llmds")
 
+    @rule(mmap=st.booleans())
+    def save_and_load(self, mmap):
+        # the loaded copy (validated, maybe memory-mapped) replaces the index
+        with tempfile.TemporaryDirectory() as tmp:
+            self.index.save(Path(tmp) / "ix.llmds")
+            self.index = InvertedIndex.load(Path(tmp) / "ix.llmds", mmap=mmap, analyzer=PLAIN)
+        self.index._check()
+
     @rule(q=st.lists(st.sampled_from([*WORDS, "zzz"]), min_size=1, max_size=4),
           k=st.integers(1, 8))
     def search(self, q, k):

@@ -84,6 +84,12 @@ class InvertedIndex:
     bytes per posting, plus 4 bytes per (segment, vocabulary term) of directory and
     ~25 bytes per document; the buffer costs 8 bytes per posting.
 
+    Files (:meth:`save` / :meth:`load`) are untrusted: ``load`` checks every
+    structural fact the kernels rely on before any search (see
+    :mod:`llmds._index_file`) and takes the analyzer only by name and options from
+    fixed sets, so a hostile file gives CorruptFileError, never a crash, a hang or
+    a regex of its choosing.
+
     Not thread-safe: searches share one score accumulator (the kernels release the
     GIL, so use one index per thread, or a lock).
 
@@ -119,7 +125,8 @@ class InvertedIndex:
             raise TypeError(f"analyzer must be callable or None, got {show(analyzer)}")
         self._k1 = k1
         self._b = b
-        self._analyzer: Callable[[str], Sequence[str]] = analyzer or Analyzer()
+        self._analyzer: Callable[[str], Sequence[str]] = (
+            analyzer if analyzer is not None else Analyzer())
         # Every search scans the whole buffer, so it stays small: with 65,536 the
         # SciFact "90% bulk + 10% one at a time" index answered 6.0k queries/CPU-s
         # (50k postings unsealed) against 12.9k for a sealed one.
@@ -195,10 +202,12 @@ class InvertedIndex:
         return path
 
     @staticmethod
-    def _check_sequence(values: object, name: str, what: str) -> None:
-        """Reject a str, a non-iterable and an unordered collection (dict, set)."""
-        if isinstance(values, str | bytes | Mapping | Set) or not isinstance(values, Iterable):
-            raise TypeError(f"{name} must be a sequence of {what}, got {show(values)}")
+    def _check_sequence(values: object, name: str, what: str, *, ordered: bool = True) -> None:
+        """Reject a str, a non-iterable and (if ``ordered``) a dict or set."""
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable) or (
+                ordered and isinstance(values, Mapping | Set)):
+            kind = "sequence" if ordered else "iterable"
+            raise TypeError(f"{name} must be a {kind} of {what}, got {show(values)}")
 
     def _analyze(self, text: str) -> list[str]:
         """Terms of ``text``; a custom analyzer's output is checked (list of UTF-8 str)."""
@@ -549,9 +558,7 @@ class InvertedIndex:
     def _mask(self, allowed_ids: Iterable[int] | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed_ids is None:
             return self._dummy_mask, self._ints
-        if isinstance(allowed_ids, str | bytes) or not isinstance(allowed_ids, Iterable):
-            raise TypeError(f"allowed_ids must be an iterable of ints or None, "
-                            f"got {show(allowed_ids)}")
+        self._check_sequence(allowed_ids, "allowed_ids", "ints (or None)", ordered=False)
         mask = np.zeros(max(self._num_ids, 1), dtype=np.uint8)
         get = self._ext2int.get
         for i, doc_id in enumerate(allowed_ids):

@@ -399,6 +399,12 @@ def test_kernels_run_without_jit():
         "assert [d for d, _ in ix.search('aa cc', 3)] == [4, 1, 2], ix.search('aa cc', 3)\n"
         "assert ix.search_batch(['aa', 'cc'], 2)[1] == ix.search('cc', 2)\n"
         "assert ix.get_term_frequency('cc', 1) == 2\n"
+        "import tempfile, os\n"
+        "path = os.path.join(tempfile.mkdtemp(), 'ix.llmds')\n"
+        "ix.save(path)\n"
+        "back = InvertedIndex.load(path, analyzer=ix.analyzer)\n"
+        "back._check()\n"
+        "assert back.search('aa cc', 3) == ix.search('aa cc', 3)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}

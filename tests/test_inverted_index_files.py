@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmds._kernels import bm25 as _k
 from llmds.analysis import TOKEN_PATTERNS, Analyzer
 from llmds.errors import CorruptFileError
 from llmds.inverted_index import InvertedIndex
@@ -432,19 +434,29 @@ def _random_term_range(raw: Raw, rng: np.random.Generator) -> tuple[int, int]:
 
 
 FUZZ_FILES = 6000
+# numba bounds checking turns any out-of-range read or write of any kernel into an
+# IndexError (an "error" outcome) instead of silent garbage or a lucky non-crash; its
+# own cache folder keeps the checked machine code apart from the normal one (the
+# first run compiles every kernel: ~15 s).
+BOUNDSCHECK_ENV = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
+                   "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir())
+                                          / f"llmds-numba-boundscheck-{os.getuid()}")}
 
 
 @pytest.mark.slow
-def test_fuzz_inverted_index_files(tmp_path):
+@pytest.mark.parametrize(("seed", "num_files", "env"), [
+    (12, FUZZ_FILES, None), (13, 1500, BOUNDSCHECK_ENV)], ids=["fast", "boundscheck"])
+def test_fuzz_inverted_index_files(tmp_path, seed, num_files, env):
     """Load + search + _check on mutated files with recomputed checksums, in a subprocess.
 
     Pass: every file gives a clean CorruptFileError or a valid index; no "error"
-    (another exception, a failing _check), no "crash" (signal), no "hang".
+    (another exception, a failing _check, an out-of-bounds access under the bounds
+    check), no "crash" (signal), no "hang".
     """
-    rng = np.random.default_rng(12)
+    rng = np.random.default_rng(seed)
     bases = [read_raw(p) for p in seeds(tmp_path)]
     paths, notes = [], {}
-    for i in range(FUZZ_FILES):
+    for i in range(num_files):
         raw = bases[int(rng.choice(len(bases), p=[0.55, 0.3, 0.1, 0.05]))].clone()
         what = _mutate(raw, rng)
         path = tmp_path / f"f{i:04d}.llmds"
@@ -453,7 +465,7 @@ def test_fuzz_inverted_index_files(tmp_path):
         notes[str(path)] = what
     # keep a few offenders for inspection when this fails
     outcomes = run_isolated("tests.test_inverted_index_files:load_and_search", paths,
-                            per_file_timeout=20.0)
+                            per_file_timeout=20.0 if env is None else 120.0, env=env)
     counts = Counter(o.kind for o in outcomes)
     bad = [(o.kind, notes[o.path], o.detail[:400]) for o in outcomes
            if o.kind not in ("clean", "valid")]
@@ -467,7 +479,47 @@ def test_fuzz_inverted_index_files(tmp_path):
             if o.kind not in ("clean", "valid"):
                 shutil.copy(o.path, keep / Path(o.path).name)
     assert not bad, bad[:5]
-    assert counts["clean"] > FUZZ_FILES // 2 and counts["valid"] > 0
+    assert counts["clean"] > num_files // 2 and counts["valid"] > 0
+
+
+def validate_random_tables(seed: str) -> None:
+    """Random arrays straight into the validation kernel (no Python pre-checks).
+
+    Run under NUMBA_BOUNDSCHECK=1: the kernel must answer with a code, never index
+    outside its arrays, whatever the table says.
+    """
+    rng = np.random.default_rng(int(seed))
+    codes = Counter()
+    for _ in range(4000):
+        na = int(rng.integers(0, 40))
+        arena = np.where(rng.random(na) < 0.7, rng.integers(0, 128, na),
+                         rng.integers(128, 256, na)).astype(np.uint8)
+        nd = int(rng.integers(1, 12))
+        if rng.random() < 0.7:
+            dirs = np.sort(rng.integers(0, na + 3, nd)).astype(np.uint32)
+            dirs[0] = 0
+        else:
+            dirs = rng.integers(0, 2**32, nd, dtype=np.uint64).astype(np.uint32)
+        n, v, m = (int(x) for x in rng.integers(0, 10, 3))
+        if rng.random() < 0.5 and n:  # a plausible single-segment table
+            segs = np.array([[0, 0, min(nd - 1, v), 0, n, int(dirs[min(nd - 1, v)]), 0]])
+        else:
+            segs = rng.integers(-2, 12, (m, 7))
+            segs[rng.random((m, 7)) < 0.05] = 2**62
+        live = rng.integers(0, 3, n).astype(np.uint8)
+        code, *_ = _k.validate_segments(
+            arena, dirs, np.ascontiguousarray(segs, dtype=np.int64), n, v, live,
+            np.zeros(v, np.int64), np.zeros(n, np.int64), np.zeros(segs.shape[0], np.int64))
+        assert 0 <= code <= 6, code
+        codes[code] += 1
+    assert len(codes) >= 5, codes  # the generator reaches most verdicts
+
+
+@pytest.mark.slow
+def test_validation_kernel_never_reads_outside_its_arrays():
+    outcomes = run_isolated("tests.test_inverted_index_files:validate_random_tables",
+                            ["1", "2", "3"], per_file_timeout=120.0, env=BOUNDSCHECK_ENV)
+    assert [o.kind for o in outcomes] == ["valid"] * 3, [o.detail for o in outcomes]
 
 
 def _probe_target(path: str) -> None:

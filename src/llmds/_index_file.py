@@ -119,7 +119,7 @@ def _setting(c: Container, check: Callable[..., Any], value: object, name: str,
     try:
         return check(value, name, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise c.fail(f"setting {exc}") from None
+        raise c.fail(f"meta {exc}") from None
 
 
 def _analyzer(c: Container, stored: object,
@@ -217,7 +217,7 @@ def read_index(path: str | os.PathLike[str], *, mmap: bool,
         k1, b, seal, merge = check_settings(meta["k1"], meta["b"], meta["seal_postings"],
                                             meta["merge_factor"])
     except (TypeError, ValueError) as exc:
-        raise c.fail(f"setting {exc}") from None
+        raise c.fail(f"meta {exc}") from None
     n = _setting(c, check_int, meta["num_ids"], "num_ids", minimum=0, maximum=MAX_IDS)
     v = _setting(c, check_int, meta["num_terms"], "num_terms", minimum=0, maximum=MAX_TERMS)
     num_live = _setting(c, check_int, meta["num_live"], "num_live", minimum=0, maximum=n)

@@ -67,7 +67,9 @@ class InvertedIndex:
         idf(t) = log(1 + (N - df + 0.5) / (df + 0.5))
 
     ``N``, ``df`` and ``avgdl`` count live documents only (deleted ones drop out at
-    once). Defaults ``k1=1.5, b=0.75`` are bm25s's, with which the reference
+    once). ``k1`` is in [0, 1000] (larger values would let a contribution underflow
+    to 0, which the kernels read as "untouched"), ``b`` in [0, 1]. Defaults
+    ``k1=1.5, b=0.75`` are bm25s's, with which the reference
     figures in the datasets README were measured (Lucene itself defaults to 0.9/0.4).
     ``search`` returns exactly the ``top_k`` best scores, ties by smaller doc id,
     only documents that contain a query term.

@@ -2,7 +2,7 @@ import bm25s
 import pytest
 import Stemmer
 
-from llmds.analysis import ENGLISH_STOPWORDS, Analyzer
+from llmds.analysis import ENGLISH_STOPWORDS, TOKEN_PATTERNS, Analyzer
 
 
 def test_default_chain():
@@ -53,3 +53,50 @@ def test_config_round_trip():
 def test_bad_config(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         Analyzer(**kwargs)
+
+
+def test_spec_names_every_option_and_round_trips():
+    a = Analyzer(lowercase=False, token_pattern=r"\w+", stopwords=["b", "a"], stemmer="porter")
+    spec = a.spec()
+    assert spec == {"name": "llmds.Analyzer", "version": 1, "lowercase": False,
+                    "token_pattern": "word1", "stopwords": ["a", "b"], "stemmer": "porter"}
+    b = Analyzer.from_spec(spec)
+    assert b("Running A b Cats") == a("Running A b Cats")
+    assert Analyzer().spec()["token_pattern"] == "word2"
+    for name, regex in TOKEN_PATTERNS.items():
+        assert Analyzer(token_pattern=regex).spec()["token_pattern"] == name
+    # not nameable: a custom regex or tokenizer
+    assert Analyzer(token_pattern=r"[a-z]+").spec() is None
+    assert Analyzer(tokenizer=str.split).spec() is None
+
+
+@pytest.mark.parametrize("change", [
+    {"token_pattern": r"(\w+\s?)+$"}, {"token_pattern": r"\w\w+"}, {"stemmer": "klingon"},
+    {"stemmer": ["english"]}, {"stopwords": "french"}, {"stopwords": [None]},
+    {"lowercase": "yes"}, {"name": "x"}, {"version": True}, {"extra": 1},
+])
+def test_from_spec_accepts_only_fixed_options(change):
+    spec = {**Analyzer().spec(), **change}
+    with pytest.raises(ValueError, match="analyzer"):
+        Analyzer.from_spec(spec)
+    with pytest.raises(ValueError, match="analyzer spec must be an object"):
+        Analyzer.from_spec([spec])
+
+
+def test_named_patterns_are_linear_on_hostile_text():
+    """No named pattern backtracks: a long adversarial text analyses quickly."""
+    import time
+
+    text = ("a " * 20_000) + "!" + ("\u00e9" * 20_000)
+    for regex in TOKEN_PATTERNS.values():
+        start = time.perf_counter()
+        Analyzer(token_pattern=regex, stemmer=None)(text)
+        assert time.perf_counter() - start < 2  # generous: catastrophic would be minutes
+
+
+def test_lone_surrogates_are_rejected_with_the_argument_named():
+    bad = "ab" + chr(0xD800)
+    with pytest.raises(ValueError, match="text must be valid Unicode"):
+        Analyzer(token_pattern=r"\S+")(bad)
+    with pytest.raises(ValueError, match=r"tokens\[0\] must be valid Unicode"):
+        Analyzer().normalize([bad])

@@ -141,7 +141,7 @@ def bad_input_cases():
         (lambda ix: ix.add_document(1, "dup"), ValueError, "already indexed"),
         (lambda ix: ix.add_document("7", "x yy"), TypeError, "doc_id must be an int"),
         (lambda ix: ix.add_document(True, "x yy"), TypeError, "doc_id must be an int"),
-        (lambda ix: ix.add_document(2**63, "x yy"), ValueError, "int64"),
+        (lambda ix: ix.add_document(2**63, "x yy"), ValueError, "doc_id must be in"),
         (lambda ix: ix.add_document(7, ""), ValueError, "text must not be empty"),
         (lambda ix: ix.add_document(7, "   "), ValueError, "text must not be empty"),
         (lambda ix: ix.add_document(7, b"bytes"), TypeError, "text must be a str"),
@@ -348,6 +348,14 @@ class IndexAgainstModel(RuleBasedStateMachine):
         with tempfile.TemporaryDirectory() as tmp:
             self.index.save(Path(tmp) / "ix.llmds")
 
+    @rule(mmap=st.booleans())
+    def save_and_load(self, mmap):
+        # the loaded copy (validated, maybe memory-mapped) replaces the index
+        with tempfile.TemporaryDirectory() as tmp:
+            self.index.save(Path(tmp) / "ix.llmds")
+            self.index = InvertedIndex.load(Path(tmp) / "ix.llmds", mmap=mmap, analyzer=PLAIN)
+        self.index._check()
+
     @rule(q=st.lists(st.sampled_from([*WORDS, "zzz"]), min_size=1, max_size=4),
           k=st.integers(1, 8))
     def search(self, q, k):
@@ -391,6 +399,12 @@ def test_kernels_run_without_jit():
         "assert [d for d, _ in ix.search('aa cc', 3)] == [4, 1, 2], ix.search('aa cc', 3)\n"
         "assert ix.search_batch(['aa', 'cc'], 2)[1] == ix.search('cc', 2)\n"
         "assert ix.get_term_frequency('cc', 1) == 2\n"
+        "import tempfile, os\n"
+        "path = os.path.join(tempfile.mkdtemp(), 'ix.llmds')\n"
+        "ix.save(path)\n"
+        "back = InvertedIndex.load(path, analyzer=ix.analyzer)\n"
+        "back._check()\n"
+        "assert back.search('aa cc', 3) == ix.search('aa cc', 3)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
@@ -466,14 +480,19 @@ def test_search_batch_as_arrays():
     index = plain_index()
     index.add_documents([(5, "cat dog"), (9, "cat"), (2, "eel")])
     ids, scores, counts = index.search_batch(["cat", "zzz", "eel cat"], 4, as_arrays=True)
-    assert ids.shape == scores.shape == (3, 4) and counts.tolist() == [2, 0, 3]
+    # width min(top_k, len(index)): no query can have more hits than there are documents
+    assert ids.shape == scores.shape == (3, 3) and counts.tolist() == [2, 0, 3]
     for row, q in enumerate(["cat", "zzz", "eel cat"]):
         expected = index.search(q, 4)
         assert list(zip(ids[row, : counts[row]].tolist(), scores[row, : counts[row]].tolist(),
                         strict=True)) == expected
         assert (ids[row, counts[row]:] == -1).all() and (scores[row, counts[row]:] == 0).all()
     ids, scores, counts = InvertedIndex().search_batch(["x"], 3, as_arrays=True)
-    assert ids.tolist() == [[-1, -1, -1]] and counts.tolist() == [0]
+    assert ids.tolist() == [[-1]] and counts.tolist() == [0]
+    ids, scores, counts = index.search_batch(["cat", "eel"], 2**62, as_arrays=True)
+    assert ids.shape == (2, 3) and counts.tolist() == [2, 1]
+    ids, scores, counts = index.search_batch(["cat"], 1, as_arrays=True)
+    assert ids.tolist() == [[9]] and counts.tolist() == [1]
 
 
 def test_query_token_cache_sees_terms_added_later():

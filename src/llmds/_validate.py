@@ -37,6 +37,7 @@ __all__ = [
     "check_positive_int",
     "check_size",
     "check_str",
+    "check_text",
     "check_top_k",
     "is_int",
     "show",
@@ -169,6 +170,28 @@ def check_str(value: object, name: str, *, nonempty: bool = False) -> str:
     return value
 
 
+def check_text(value: object, name: str, *, nonempty: bool = False) -> str:
+    """``value`` as a str that encodes to UTF-8 (no lone surrogates). O(len).
+
+    Text that reaches an index must survive ``encode("utf-8")`` (saving, C stemmers).
+
+    >>> check_text("a" + chr(0xD800), "text")
+    Traceback (most recent call last):
+    ValueError: text must be valid Unicode, got a lone surrogate '\ud800' at position 1
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {show(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{name} must be valid Unicode, got a lone surrogate "
+                             f"{value[exc.start]!r} at position {exc.start}") from None
+    if nonempty and not value.strip():
+        raise ValueError(f"{name} must not be empty, got {show(value)}")
+    return value
+
+
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     """``value`` as one of ``choices`` (strings). O(len(choices)).
 
@@ -232,16 +255,19 @@ def check_int_array(
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
         return np.empty(0, dtype=dtype)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "O" and all(is_int(v) for v in arr.tolist()):
-            try:
-                arr = np.array([int(v) for v in arr.tolist()], dtype=np.int64)
-            except OverflowError:
-                raise ValueError(f"{name} must fit in int64, got {show(values)}") from None
-        else:
-            raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
-    lo = int(arr.min())
-    hi = int(arr.max())
+    ints = None
+    if arr.dtype.kind == "O":
+        ints = arr.tolist()
+    elif arr.dtype.kind == "f" and isinstance(values, list | tuple):
+        ints = list(values)  # NumPy turns [1, 2**63] into float64: keep the exact ints
+    if arr.dtype.kind not in "iu" and (ints is None or not all(is_int(v) for v in ints)):
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if ints is not None:
+        ints = [int(v) for v in ints]
+        lo, hi = min(ints), max(ints)
+    else:
+        lo = int(arr.min())
+        hi = int(arr.max())
     if minimum is not None and lo < minimum:
         raise ValueError(f"{name} must hold values >= {minimum}, got {lo}")
     if maximum is not None and hi > maximum:
@@ -250,6 +276,8 @@ def check_int_array(
     if lo < info.min or hi > info.max:
         raise ValueError(f"{name} must hold values in [{info.min}, {info.max}], "
                          f"got {lo if lo < info.min else hi}")
+    if ints is not None:
+        return np.array(ints, dtype=dtype)
     return arr.astype(dtype, copy=False)
 
 

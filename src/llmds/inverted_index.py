@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import bisect
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmds._index_file import SEGMENT_LIMIT, check_settings, read_index, write_index
 from llmds._kernels import bm25 as _k
+from llmds._validate import (
+    INT64_MAX,
+    INT64_MIN,
+    check_bool,
+    check_int,
+    check_text,
+    check_top_k,
+    is_int,
+    show,
+)
 from llmds.analysis import Analyzer
 from llmds.errors import CorruptFileError
-from llmds.postings import read_container, write_container
 
 __all__ = ["InvertedIndex"]
-
-_INT64_MAX = 2**63 - 1
-_SEGMENT_LIMIT = 2**32 - 1  # directory offsets are uint32
 
 
 class _Segment:
@@ -60,7 +67,9 @@ class InvertedIndex:
         idf(t) = log(1 + (N - df + 0.5) / (df + 0.5))
 
     ``N``, ``df`` and ``avgdl`` count live documents only (deleted ones drop out at
-    once). Defaults ``k1=1.5, b=0.75`` are bm25s's, with which the reference
+    once). ``k1`` is in [0, 1000] (larger values would let a contribution underflow
+    to 0, which the kernels read as "untouched"), ``b`` in [0, 1]. Defaults
+    ``k1=1.5, b=0.75`` are bm25s's, with which the reference
     figures in the datasets README were measured (Lucene itself defaults to 0.9/0.4).
     ``search`` returns exactly the ``top_k`` best scores, ties by smaller doc id,
     only documents that contain a query term.
@@ -76,6 +85,12 @@ class InvertedIndex:
     of its segment) once sealed; ``get_term_frequency`` O(df). Memory: about 1.5
     bytes per posting, plus 4 bytes per (segment, vocabulary term) of directory and
     ~25 bytes per document; the buffer costs 8 bytes per posting.
+
+    Files (:meth:`save` / :meth:`load`) are untrusted: ``load`` checks every
+    structural fact the kernels rely on before any search (see
+    :mod:`llmds._index_file`) and takes the analyzer only by name and options from
+    fixed sets, so a hostile file gives CorruptFileError, never a crash, a hang or
+    a regex of its choosing.
 
     Not thread-safe: searches share one score accumulator (the kernels release the
     GIL, so use one index per thread, or a lock).
@@ -107,26 +122,18 @@ class InvertedIndex:
         seal_postings: int = 16_384,
         merge_factor: float = 2.0,
     ) -> None:
-        if isinstance(k1, bool) or not isinstance(k1, int | float) or not (
-                math.isfinite(k1) and k1 >= 0):
-            raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
-        if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 1:
-            raise ValueError(f"b must be in [0, 1], got {b!r}")
+        k1, b, seal_postings, merge_factor = check_settings(k1, b, seal_postings, merge_factor)
         if analyzer is not None and not callable(analyzer):
-            raise TypeError(f"analyzer must be callable, got {type(analyzer).__name__}")
-        if isinstance(seal_postings, bool) or not isinstance(seal_postings, int) or (
-                seal_postings < 1):
-            raise ValueError(f"seal_postings must be an int >= 1, got {seal_postings!r}")
-        if not isinstance(merge_factor, int | float) or not merge_factor >= 1:
-            raise ValueError(f"merge_factor must be >= 1, got {merge_factor!r}")
-        self._k1 = float(k1)
-        self._b = float(b)
-        self._analyzer: Callable[[str], Sequence[str]] = analyzer or Analyzer()
+            raise TypeError(f"analyzer must be callable or None, got {show(analyzer)}")
+        self._k1 = k1
+        self._b = b
+        self._analyzer: Callable[[str], Sequence[str]] = (
+            analyzer if analyzer is not None else Analyzer())
         # Every search scans the whole buffer, so it stays small: with 65,536 the
         # SciFact "90% bulk + 10% one at a time" index answered 6.0k queries/CPU-s
         # (50k postings unsealed) against 12.9k for a sealed one.
         self._seal_postings = seal_postings
-        self._merge_factor = float(merge_factor)
+        self._merge_factor = merge_factor
         self._vocab: dict[str, int] = {}
         self._terms: list[str] = []
         self._token_cache: dict[str, int] = {}
@@ -178,7 +185,8 @@ class InvertedIndex:
         return self._num_live
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._ext2int
+        """True if ``doc_id`` is indexed (False for anything that is not an int). O(1)."""
+        return is_int(doc_id) and doc_id in self._ext2int
 
     @property
     def num_segments(self) -> int:
@@ -186,35 +194,38 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ validation
     @staticmethod
-    def _check_doc_id(doc_id: object) -> int:
-        if isinstance(doc_id, bool) or not isinstance(doc_id, int | np.integer):
-            raise TypeError(f"doc_id must be an int, got {type(doc_id).__name__}")
-        value = int(doc_id)
-        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-            raise ValueError(f"doc_id must fit in int64, got {value}")
-        return value
+    def _check_doc_id(doc_id: object, name: str = "doc_id") -> int:
+        return check_int(doc_id, name, minimum=INT64_MIN, maximum=INT64_MAX)
 
     @staticmethod
-    def _check_text(text: object, name: str = "text") -> str:
-        if not isinstance(text, str):
-            raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"{name} must not be empty, got {text!r}")
-        return text
+    def _check_path(path: object) -> str | os.PathLike[str]:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {show(path)}")
+        return path
 
     @staticmethod
-    def _check_top_k(top_k: object) -> int:
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer):
-            raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        return int(top_k)
+    def _check_sequence(values: object, name: str, what: str, *, ordered: bool = True) -> None:
+        """Reject a str, a non-iterable and (if ``ordered``) a dict or set."""
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable) or (
+                ordered and isinstance(values, Mapping | Set)):
+            kind = "sequence" if ordered else "iterable"
+            raise TypeError(f"{name} must be a {kind} of {what}, got {show(values)}")
 
     def _analyze(self, text: str) -> list[str]:
-        terms = self._analyzer(text)
-        if isinstance(terms, str) or not all(isinstance(t, str) for t in terms):
-            raise TypeError("the analyzer must return a sequence of str")
-        return list(terms)
+        """Terms of ``text``; a custom analyzer's output is checked (list of UTF-8 str)."""
+        out = self._analyzer(text)
+        if type(self._analyzer) is Analyzer:
+            return out  # type: ignore[return-value]
+        self._check_sequence(out, "the analyzer's output", "str")
+        terms = list(out)
+        try:
+            joined = "".join(terms)
+        except TypeError:
+            bad = next(t for t in terms if not isinstance(t, str))
+            raise TypeError(f"the analyzer must return a sequence of str, got an item "
+                            f"{show(bad)}") from None
+        check_text(joined, "the analyzer's output")
+        return terms
 
     # ------------------------------------------------------------------ growth helpers
     @staticmethod
@@ -303,13 +314,14 @@ class InvertedIndex:
         (then the old version is replaced, as :meth:`update_document`).
         """
         doc_id = self._check_doc_id(doc_id)
-        text = self._check_text(text)
+        text = check_text(text, "text", nonempty=True)
+        update = check_bool(update, "update")
         if doc_id in self._ext2int and not update:
             raise ValueError(
                 f"doc_id {doc_id} is already indexed; pass update=True or call update_document")
         terms = self._analyze(text)
         if len(terms) > 2**31 - 1:
-            raise ValueError("document too long")
+            raise ValueError(f"text must have fewer than 2**31 terms, got {len(terms)}")
         uniq, tfs = self._term_counts(terms)
         if doc_id in self._ext2int:
             self._delete(doc_id)
@@ -324,7 +336,7 @@ class InvertedIndex:
         Raises KeyError if ``doc_id`` is not indexed.
         """
         doc_id = self._check_doc_id(doc_id)
-        self._check_text(text)
+        check_text(text, "text", nonempty=True)
         if doc_id not in self._ext2int:
             raise KeyError(f"doc_id {doc_id} is not indexed")
         self.add_document(doc_id, text, update=True)
@@ -339,20 +351,25 @@ class InvertedIndex:
         ``update=True``) raises and leaves the index as it was. The batch is sealed
         once at the end instead of every ``seal_postings``.
         """
+        update = check_bool(update, "update")
+        self._check_sequence(documents, "documents", "(doc_id, text) pairs")
         prepared = []
         seen: set[int] = set()
         for pos, item in enumerate(documents):
             if not isinstance(item, tuple | list) or len(item) != 2:
-                raise TypeError(f"documents[{pos}] must be a (doc_id, text) pair, got {item!r}")
-            doc_id = self._check_doc_id(item[0])
-            text = self._check_text(item[1], f"documents[{pos}] text")
+                raise TypeError(f"documents[{pos}] must be a (doc_id, text) pair, "
+                                f"got {show(item)}")
+            doc_id = self._check_doc_id(item[0], f"documents[{pos}] doc_id")
+            text = check_text(item[1], f"documents[{pos}] text", nonempty=True)
             if doc_id in seen:
-                raise ValueError(f"doc_id {doc_id} appears twice in documents")
+                raise ValueError(f"documents[{pos}] doc_id {doc_id} appears twice in documents")
             if doc_id in self._ext2int and not update:
-                raise ValueError(
-                    f"doc_id {doc_id} is already indexed; pass update=True to replace it")
+                raise ValueError(f"documents[{pos}] doc_id {doc_id} is already indexed; pass "
+                                 "update=True to replace it")
             seen.add(doc_id)
             terms = self._analyze(text)
+            if len(terms) > 2**31 - 1:
+                raise ValueError(f"documents[{pos}] text must have fewer than 2**31 terms")
             uniq, tfs = self._term_counts(terms)
             prepared.append((doc_id, uniq, tfs, len(terms)))
         for doc_id, uniq, tfs, length in prepared:
@@ -463,7 +480,7 @@ class InvertedIndex:
 
     def _merge_range(self, i: int, j: int) -> bool:
         segs = self._segments[i:j]
-        if sum(s.nbytes for s in segs) + 20 * len(self._terms) * len(segs) > _SEGMENT_LIMIT:
+        if sum(s.nbytes for s in segs) + 20 * len(self._terms) * len(segs) > SEGMENT_LIMIT:
             return False  # the merged directory offsets would overflow uint32
         rows = np.array([[s.data_start, s.dir_start, s.nterms, s.doc_base] for s in segs],
                         dtype=np.int64)
@@ -534,7 +551,7 @@ class InvertedIndex:
                     counts[tid] = counts.get(tid, 0) + 1
         else:
             get = self._vocab.get
-            for t in analyzer(query):
+            for t in self._analyze(query):
                 tid = get(t, -1)
                 if tid >= 0:
                     counts[tid] = counts.get(tid, 0) + 1
@@ -543,9 +560,12 @@ class InvertedIndex:
     def _mask(self, allowed_ids: Iterable[int] | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed_ids is None:
             return self._dummy_mask, self._ints
+        self._check_sequence(allowed_ids, "allowed_ids", "ints (or None)", ordered=False)
         mask = np.zeros(max(self._num_ids, 1), dtype=np.uint8)
         get = self._ext2int.get
-        for doc_id in allowed_ids:
+        for i, doc_id in enumerate(allowed_ids):
+            if not is_int(doc_id):
+                raise TypeError(f"allowed_ids[{i}] must be an int, got {show(doc_id)}")
             internal = get(doc_id)
             if internal is not None:
                 mask[internal] = 1
@@ -562,9 +582,9 @@ class InvertedIndex:
         ``top_k``). ``allowed_ids`` restricts results to those doc ids (unknown ids are
         ignored). O(postings of the query terms + buffer + hits * log top_k).
         """
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        k = self._check_top_k(top_k)
+        if type(query) is not str or not query.isascii():
+            check_text(query, "query")
+        k = check_top_k(top_k)
         mask, ints = self._mask(allowed_ids)
         q_terms, q_counts = self._query_arrays(query)
         if q_terms.shape[0] == 0 or self._num_live == 0:
@@ -587,23 +607,26 @@ class InvertedIndex:
 
         Returns one ``[(doc_id, score), ...]`` list per query, or with
         ``as_arrays=True`` the arrays ``(doc_ids, scores, counts)``: row ``i`` of the
-        ``(len(queries), top_k)`` int64/float64 arrays holds query ``i``'s results in
-        its first ``counts[i]`` entries (the rest is padding: id -1, score 0.0).
+        ``(len(queries), w)`` int64/float64 arrays holds query ``i``'s results in its
+        first ``counts[i]`` entries (the rest is padding: id -1, score 0.0). The width
+        is ``w = min(top_k, max(len(index), 1))``: no query has more hits than the
+        index has documents, so a huge ``top_k`` allocates nothing extra.
         Building Python tuples costs about as much as scoring on SciFact, so bulk
         callers should prefer arrays. O(sum of the per-query costs).
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of str, not a str")
-        k = self._check_top_k(top_k)
+        self._check_sequence(queries, "queries", "str")
+        k = check_top_k(top_k)
+        as_arrays = check_bool(as_arrays, "as_arrays")
         queries = list(queries)
         for i, q in enumerate(queries):
-            if not isinstance(q, str):
-                raise TypeError(f"queries[{i}] must be a str, got {type(q).__name__}")
+            if type(q) is not str or not q.isascii():
+                check_text(q, f"queries[{i}]")
         mask, ints = self._mask(allowed_ids)
         nq = len(queries)
+        k_out = min(k, max(self._num_live, 1))
         if nq == 0 or self._num_live == 0:
             if as_arrays:
-                return (np.full((nq, k), -1, dtype=np.int64), np.zeros((nq, k)),
+                return (np.full((nq, k_out), -1, dtype=np.int64), np.zeros((nq, k_out)),
                         np.zeros(nq, dtype=np.int64))
             return [[] for _ in queries]
         # Plain lists, one conversion at the end (no per-query arrays).
@@ -618,8 +641,7 @@ class InvertedIndex:
         q_ptr = np.array(ptr, dtype=np.int64)
         q_terms = np.array(tids, dtype=np.int64)
         q_counts = np.array(cnts, dtype=np.int64)
-        k_out = k
-        k = min(k, self._num_ids)
+        k = k_out
         out_ids = np.full((nq, k_out), -1, dtype=np.int64)
         out_scores = np.zeros((nq, k_out), dtype=np.float64)
         out_n = np.zeros(nq, dtype=np.int64)
@@ -636,9 +658,7 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ statistics
     def _single_term(self, term: str) -> int | None:
-        if not isinstance(term, str):
-            raise TypeError(f"term must be a str, got {type(term).__name__}")
-        terms = self._analyze(term)
+        terms = self._analyze(check_text(term, "term"))
         if not terms:
             return None
         if len(set(terms)) > 1:
@@ -705,11 +725,23 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> int:
-        """Write the index to ``path`` (seals the buffer first); return the file size.
+        """Write the index to ``path`` atomically (seals the buffer first); return the size.
 
-        Format: :mod:`llmds.postings` container (versioned, CRC-32 checked, no
-        pickle). A custom analyzer is not stored: pass it again to :meth:`load`.
+        O(index bytes). Format: an :mod:`llmds._persist` container (see
+        :mod:`llmds._index_file`): versioned, checksummed, no pickle, written to a
+        temporary file, fsynced and renamed, so saving over a file another index
+        has open with ``mmap=True`` is safe. The analyzer is stored by name and
+        options (:meth:`Analyzer.spec`); one that cannot be named (a custom callable,
+        tokenizer or token pattern, or an Analyzer subclass) is not stored: pass it
+        again to :meth:`load`.
         """
+        target = Path(self._check_path(path))
+        # fail before sealing: a save that cannot happen leaves the index as it was
+        if target.is_dir():
+            raise IsADirectoryError(f"cannot save to {os.fspath(path)!r}: it is a folder")
+        if not (target.parent if str(target.parent) else Path(".")).is_dir():
+            raise FileNotFoundError(f"cannot save to {os.fspath(path)!r}: no folder "
+                                    f"{os.fspath(target.parent)!r}")
         self.seal()
         self._compact()
         n, v = self._num_ids, len(self._terms)
@@ -718,15 +750,12 @@ class InvertedIndex:
         segs = np.array([[s.data_start, s.dir_start, s.nterms, s.doc_base, s.doc_end, s.nbytes,
                           s.num_postings] for s in self._segments], dtype=np.int64).reshape(-1, 7)
         analyzer = self._analyzer
-        if isinstance(analyzer, Analyzer) and not analyzer.custom:
-            analyzer_cfg: Any = analyzer.config()
-        else:
-            analyzer_cfg = None
         meta = {
-            "kind": "llmds.InvertedIndex", "k1": self._k1, "b": self._b,
-            "seal_postings": self._seal_postings, "merge_factor": self._merge_factor,
-            "analyzer": analyzer_cfg, "num_ids": n, "num_live": self._num_live,
-            "total_len": self._total_len, "num_terms": v,
+            "k1": self._k1, "b": self._b, "seal_postings": self._seal_postings,
+            "merge_factor": self._merge_factor,
+            "analyzer": analyzer.spec() if type(analyzer) is Analyzer else None,
+            "num_ids": n, "num_live": self._num_live, "total_len": self._total_len,
+            "num_terms": v,
         }
         arrays: dict[str, np.ndarray] = {
             "arena": self._arena[: self._arena_used], "dir": self._dir[: self._dir_used],
@@ -734,79 +763,50 @@ class InvertedIndex:
             "ext_ids": self._ext_ids[:n], "df": self._df[:v],
             "vocab_blob": np.frombuffer(blob, dtype=np.uint8), "vocab_lens": lens,
         }
-        return write_container(path, meta, arrays)
+        return write_index(path, meta, arrays)
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], *, mmap: bool = False,
         analyzer: Analyzer | Callable[[str], Sequence[str]] | None = None,
     ) -> InvertedIndex:
-        """Read an index written by :meth:`save`. O(file size) (CRC check).
+        """Read an index written by :meth:`save`, trusting nothing in it. O(file size).
 
-        ``mmap=True`` maps the big arrays (copy-on-write) instead of reading them.
-        Raises CorruptFileError for a truncated, corrupted or foreign file.
+        ``mmap=True`` maps the big arrays copy-on-write instead of reading them. The
+        file's checksums and then every structural fact the kernels rely on are
+        checked before any search can run (see :mod:`llmds._index_file`); the
+        analyzer comes from fixed named options, never a regex or code from the
+        file. ``analyzer`` replaces the stored one and is required when the index
+        was saved with a custom analyzer. Only regular files are opened.
+
+        Raises CorruptFileError (a ValueError) for a truncated, corrupted, hostile
+        or foreign file, or a FIFO, device or folder; FileNotFoundError if missing.
         """
-        meta, arr = read_container(path, mmap=mmap)
-        where = os.fspath(path)
-        try:
-            if meta.get("kind") != "llmds.InvertedIndex":
-                raise CorruptFileError(f"{where!r} does not hold an InvertedIndex")
-            cfg = meta["analyzer"]
-            if analyzer is None:
-                if cfg is None:
-                    raise ValueError(f"{where!r} was saved with a custom analyzer; pass "
-                                     "analyzer= to load")
-                analyzer = Analyzer(**cfg)
-            self = cls(meta["k1"], meta["b"], analyzer=analyzer,
-                       seal_postings=meta["seal_postings"], merge_factor=meta["merge_factor"])
-            n, v = int(meta["num_ids"]), int(meta["num_terms"])
-            lens = arr["vocab_lens"]
-            blob = bytes(arr["vocab_blob"])
-            if lens.shape != (v,) or int(lens.sum()) != len(blob):
-                raise CorruptFileError(f"{where!r}: vocabulary does not match its header")
-            ends = np.cumsum(lens).tolist()
-            starts = [0, *ends[:-1]] if v else []
-            terms = [blob[s:e].decode("utf-8") for s, e in zip(starts, ends, strict=True)]
-            for name, shape in (("live", (n,)), ("doc_len", (n,)), ("ext_ids", (n,)),
-                                ("df", (v,))):
-                if arr[name].shape != shape:
-                    raise CorruptFileError(f"{where!r}: array {name!r} has the wrong shape")
-            segs = arr["segments"]
-            arena, dirs = arr["arena"], arr["dir"]
-            if segs.ndim != 2 or segs.shape[1] != 7:
-                raise CorruptFileError(f"{where!r}: bad segment table")
-            prev_end = 0
-            for row in segs.tolist():
-                ds, dr, nt, base, end, nb, _ = row
-                if not (ds >= 0 and ds + nb <= arena.shape[0] and dr >= 0
-                        and dr + nt + 1 <= dirs.shape[0] and nt <= v
-                        and prev_end <= base < end <= n):
-                    raise CorruptFileError(f"{where!r}: segment table out of bounds")
-                d = dirs[dr : dr + nt + 1].astype(np.int64)
-                if d[0] != 0 or d[-1] != nb or (nt and np.diff(d).min() < 0):
-                    raise CorruptFileError(f"{where!r}: bad segment directory")
-                prev_end = end
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-            if isinstance(exc, CorruptFileError):
-                raise
-            raise CorruptFileError(f"{where!r}: inconsistent index file ({exc})") from None
-        self._terms = terms
-        self._vocab = {t: i for i, t in enumerate(terms)}
-        if len(self._vocab) != v:
-            raise CorruptFileError(f"{where!r}: duplicate vocabulary terms")
-        self._df = np.array(arr["df"], dtype=np.int32)
+        cls._check_path(path)
+        mmap = check_bool(mmap, "mmap")
+        if analyzer is not None and not callable(analyzer):
+            raise TypeError(f"analyzer must be callable or None, got {show(analyzer)}")
+        f = read_index(path, mmap=mmap, analyzer=analyzer)
+        if f.analyzer is None:
+            raise CorruptFileError(f"{os.fspath(path)!r} was saved with a custom analyzer; "
+                                   "pass analyzer= to load")
+        self = cls(f.k1, f.b, analyzer=f.analyzer, seal_postings=f.seal_postings,
+                   merge_factor=f.merge_factor)
+        n, v = f.num_ids, len(f.terms)
+        self._terms = f.terms
+        self._vocab = {t: i for i, t in enumerate(f.terms)}
+        self._df = np.array(f.df, dtype=np.int32)
         self._ensure_terms(max(v, 1))
         self._qmark = np.zeros(self._df.shape[0], dtype=np.int32)
-        self._live, self._doc_len, self._ext_ids = arr["live"], arr["doc_len"], arr["ext_ids"]
-        self._num_ids, self._num_live = n, int(meta["num_live"])
-        self._total_len = int(meta["total_len"])
+        self._live, self._doc_len, self._ext_ids = f.live, f.doc_len, f.ext_ids
+        self._num_ids, self._num_live, self._total_len = n, f.num_live, f.total_len
         self._scores = np.zeros(max(n, 1), dtype=np.float64)
         self._touched = np.zeros(max(n, 1) + 1, dtype=np.int32)
         self._ext2int = {e: i for i, e in enumerate(self._ext_ids.tolist()) if self._live[i]}
-        self._arena, self._arena_used = arena, int(arena.shape[0])
-        self._dir, self._dir_used = dirs, int(dirs.shape[0])
+        self._arena, self._arena_used = f.arena, int(f.arena.shape[0])
+        self._dir, self._dir_used = f.dir, int(f.dir.shape[0])
         self._segments = [_Segment(ds, dr, nt, base, end, nb, np_)
-                          for ds, dr, nt, base, end, nb, np_ in segs.tolist()]
+                          for ds, dr, nt, base, end, nb, np_ in f.segments.tolist()]
         self._rebuild_segs_arr()
         self._buf_base = n
         self._refresh_scalars()

@@ -158,8 +158,8 @@ def test_mamba_slots_come_from_the_pool_one_node_each():
         (slot, ValueError, "already held"),  # the same node again: would be freed twice
         (3, ValueError, "not allocated in mamba_pool"),
         (-1, ValueError, ">= 0"),
-        (True, TypeError, "int slot id"),
-        (1.0, TypeError, "int slot id"),
+        (True, TypeError, "mamba_value must be an int"),
+        (1.0, TypeError, "mamba_value must be an int"),
     ]
     for bad, exc, msg in cases:
         for key in ([1, 2], [5, 6]):

@@ -26,15 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._validate import check_int
-from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
-from llmds.mem_cache.radix_cache import (
-    _EMPTY_I64,
-    RadixCache,
-    TreeNode,
-    _insert_args,
-    _namespace,
-    _token_bytes,
-)
+from llmds.mem_cache._keys import EMPTY_I64, evict_counts
+from llmds.mem_cache._tree import TreeNode
+from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult
+from llmds.mem_cache.radix_cache import RadixCache
 
 __all__ = ["SWARadixCache", "SWATreeNode"]
 
@@ -48,6 +43,8 @@ class SWATreeNode(TreeNode):
     """
 
     __slots__ = ("swa_boundary", "swa_lock_ref", "swa_tombstone")
+
+    STATE = (*TreeNode.STATE, "swa_tombstone", "swa_lock_ref", "swa_boundary")
 
     def __init__(
         self,
@@ -121,6 +118,8 @@ class SWARadixCache(RadixCache):
     """
 
     _node_cls = SWATreeNode
+    _owns_whole_value = True  # a restored tombstone adopts the caller's cached positions too
+    _NODE_ATTRS = (*RadixCache._NODE_ATTRS, "_swa_heap", "_swa_locks")
 
     def __init__(
         self,
@@ -162,72 +161,16 @@ class SWARadixCache(RadixCache):
         self._swa_locks: dict[int, tuple[Any, int | None]] = {}
         super().reset()
 
-    # ---------------------------------------------------------------- public
+    # ------------------------------------------------------ walk hooks
 
-    def _walk(
-        self, key: Any, *, insert: bool, kb: bytes | None = None
-    ) -> tuple[bytes, Any, list[Any], int]:
-        """Shared match/insert walk: (key bytes, extra, path nodes, matched bytes).
-
-        ``kb``: the key's token bytes when the caller has converted them already.
-        """
-        if isinstance(key, RadixKey):
-            if kb is None:
-                kb = _token_bytes(key.token_ids)
-            extra = _namespace(key.extra_key)
-        else:
-            if kb is None:
-                kb = _token_bytes(key)
-            extra = None
-        pb = self._pb
-        nb = len(kb) - len(kb) % pb
-        try:
-            node = self._roots.get(extra)
-        except TypeError:
-            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
-        return kb[:nb], extra, [node] if node is not None else [], nb
-
-    def _descend(self, root: SWATreeNode, kb: bytes) -> tuple[list[SWATreeNode], int]:
-        """Follow ``kb`` from ``root``, splitting where it ends inside a node."""
-        pb = self._pb
-        nb = len(kb)
-        self._tick = tick = self._tick + 1
-        root.last_access = tick
-        path = [root]
-        node = root
-        pos = 0
-        while pos < nb:
-            child = node.children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            end = pos + len(child.kb)
-            if end <= nb and kb[pos:end] == child.kb:
-                node = child  # type: ignore[assignment]
-                pos = end
-            else:
-                node = self._split_node(child, self._first_diff(child.kb, kb, pos, nb))  # type: ignore[assignment]
-                pos += len(node.kb)
-            node.last_access = tick
-            path.append(node)
-            if pos < end:
-                break
-        return path, pos  # SWA heap entries are refreshed lazily (stamp check)
-
-    def match_prefix(self, key: RadixKey | Any) -> MatchResult:
-        """Longest usable cached prefix (whole pages, window rule). O(d + n)."""
-        kb, _extra, start, nb = self._walk(key, insert=False)
-        if not start or nb == 0:
-            return MatchResult(
-                indices=_EMPTY_I64.copy(), last_node=start[0] if start else self.root_node
-            )
-        path, _pos = self._descend(start[0], kb)
-        # cut back: largest node end with >= W live tokens since the last tombstone
+    def _match_result(self, root: TreeNode, path: list[TreeNode], pos: int) -> MatchResult:
+        """Cut the match back to the largest node end with >= W live tokens since the
+        last tombstone on ``path`` (or no tombstone at all). O(d + n)."""
         w = self._window
         best = 0
         since: int | None = None  # live tokens since the last tombstone (None: none seen)
-        for i in range(1, len(path)):
-            n = path[i]
-            if n.swa_tombstone:
+        for i, n in enumerate(path, 1):
+            if n.swa_tombstone:  # type: ignore[attr-defined]
                 since = 0
                 continue
             if since is not None:
@@ -235,36 +178,26 @@ class SWARadixCache(RadixCache):
                 if since < w:
                     continue
             best = i
-        keep = path[1 : best + 1]
-        if not keep:
-            return MatchResult(indices=_EMPTY_I64.copy(), last_node=path[0])
-        vals = [n.value for n in keep]
+        if not best:
+            return MatchResult(indices=EMPTY_I64.copy(), last_node=root)
+        vals = [n.value for n in path[:best]]
         indices = np.concatenate(vals) if len(vals) > 1 else vals[0].copy()
-        return MatchResult(indices=indices, last_node=keep[-1], prefix_len=len(indices))
+        return MatchResult(indices=indices, last_node=path[best - 1], prefix_len=len(indices))
 
-    def insert(
-        self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
+    def _finish_insert(
+        self, node: TreeNode, path: list[TreeNode], pos: int, kb: bytes, nb: int,
+        vals: npt.NDArray[np.int64], state: Any,
     ) -> InsertResult:
-        """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        # owned: the whole value, since a restored tombstone adopts cached positions too
-        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator, True)
-        kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
-        _path, pos, _cut, _m = self._find(start[0] if start else None, kb, nb)
-        self._check_new(vals[pos >> 2 : nb >> 2], owned=False)
-        if not start:
-            if nb == 0:
-                return InsertResult(prefix_len=0, last_node=self.root_node)
-            start = [self._root(extra)]
-        path, pos = self._descend(start[0], kb)
-        node: Any = path[-1]
+        """Restore the unlocked tombstones on ``path`` with the caller's indices, free
+        what the class doc says, then add the uncached rest as a leaf. O(d + n)."""
         first_tomb: int | None = None
         off = 0
         to_free: list[npt.NDArray[np.int64]] = []
         restore: list[tuple[Any, npt.NDArray[np.int64]]] = []
-        for n in path[1:]:
+        for n in path:
             t = n.num_tokens
             seg = vals[off : off + t]
-            if n.swa_tombstone:
+            if n.swa_tombstone:  # type: ignore[attr-defined]
                 if first_tomb is None:
                     first_tomb = off
                 if n.lock_ref:  # a running request reads its full KV: keep it, and
@@ -298,29 +231,18 @@ class SWARadixCache(RadixCache):
             )
         return InsertResult(prefix_len=prefix_len, last_node=node)
 
+    # ---------------------------------------------------------------- public
+
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
         """Two-phase eviction: full leaves for ``num_tokens``, then SWA KV for
         ``swa_num_tokens`` (tombstoning internal nodes). O((k + s) log h)."""
-        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
-        heap = self._heap
+        num_tokens, swa_num_tokens = evict_counts(num_tokens, swa_num_tokens)
         full_freed: list[npt.NDArray[np.int64]] = []
-        full = swa = 0
         log: list[tuple[Any, ...]] = []
         self._log = log
-        while full < num_tokens and heap:
-            stamp, nid, node = heapq.heappop(heap)
-            if node.evicted or node.lock_ref or node.children:
-                continue
-            if stamp != node.last_access:
-                heapq.heappush(heap, (node.last_access, nid, node))
-                continue
-            if not node.swa_tombstone:  # type: ignore[attr-defined]
-                swa += len(node.value)
-            full += self._evict_leaf(node, full_freed)
+        live = self._swa_evictable
+        full = self._evict_leaves(num_tokens, full_freed)
+        swa = live - self._swa_evictable  # the live (non-tombstone) tokens phase 1 took
         sheap = self._swa_heap
         swa_freed: list[npt.NDArray[np.int64]] = []
         while swa < swa_num_tokens and sheap:
@@ -515,14 +437,30 @@ class SWARadixCache(RadixCache):
             heapq.heapify(heap)
             self._swa_heap_limit = max(1024, 2 * len(heap))
 
-    def _check(self) -> None:
-        """Assert RadixCache's invariants and the SWA ones. O(tree); tests only."""
-        super()._check()
+    def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
+        refs = super()._dump_refs(index)
+        refs["_swa_heap"] = [(t, nid, index[id(n)]) for t, nid, n in self._swa_heap
+                             if id(n) in index]
+        refs["_swa_locks"] = {k: (index[id(n)], marker)
+                              for k, (n, marker) in self._swa_locks.items()}
+        return refs
+
+    def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
+        super()._load_refs(refs, nodes)
+        sheap = [(t, nid, nodes[row]) for t, nid, row in refs["_swa_heap"]]
+        heapq.heapify(sheap)
+        self._swa_heap = sheap
+        self._swa_locks = {k: (nodes[row], marker)
+                           for k, (row, marker) in refs["_swa_locks"].items()}
+
+    def _check_order(self, nodes: list[tuple[TreeNode, int]]) -> None:
+        """Assert RadixCache's heap invariant and the SWA ones. O(tree); tests only."""
+        super()._check_order(nodes)
         ev = prot = 0
         heap_time: dict[int, int] = {}
         for stamp, nid, _n in self._swa_heap:
             heap_time[nid] = min(stamp, heap_time.get(nid, stamp))
-        for n in self._iter_nodes():
+        for n, _ in nodes:
             s: Any = n
             assert s.lock_ref >= s.swa_lock_ref >= 0
             if s.swa_tombstone:

@@ -22,10 +22,10 @@ from tests.reference.kv import NaiveKV, ideal_prefix_hits
 def snapshot(cache: KVCache):
     return (
         {k: (list(s.pages), s.num_tokens) for k, s in cache._seqs.items()},
-        list(cache._ref),
-        dict(cache._table),
-        list(cache._evictable),
-        list(cache._alloc._free),
+        cache._pages.alloc.refcounts(),
+        dict(cache._pages.table),
+        list(cache._pages.evictable),
+        list(cache._pages.alloc._free),
         cache.stats(),
         cache.pool.copy(),
     )

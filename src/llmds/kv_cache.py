@@ -107,17 +107,17 @@ class KVCache:
     live id raises ``ValueError``.
 
     **Who owns what.** The :class:`~llmds.paged_allocator.PagedAllocator` owns
-    every page's reference count and the free list; the prefix table (page
-    identity and the LRU of cached pages) is a private part, ``llmds._page_cache``,
-    and counts as one more holder of each page it caches; this class owns the
-    sequences, the values and the counters.
+    which pages are free; a private part (``llmds._page_cache``) owns each taken
+    page's holder count, its identity (the prefix table) and the LRU of cached
+    pages (its module docstring gives the measurement behind counting holders
+    there rather than in the allocator); this class owns the sequences, the
+    values and the counters.
 
-    Invariants (asserted by :meth:`_check`): each page's reference count equals
-    the number of block-table entries naming it, plus one if the prefix table
-    caches it; a page is exactly one of free (count 0, on the allocator's free
-    list), held (named by a block table) or cached (count 1, in the table and in
-    the LRU list); the hash table and each page's hash agree; no partial page is
-    hashed.
+    Invariants (asserted by :meth:`_check`): each page's holder count equals the
+    number of block-table entries naming it; a page is exactly one of free (on
+    the allocator's free list), held (count >= 1) or cached (count 0, hashed, in
+    the LRU list), and taken from the allocator unless free; the hash table and
+    each page's hash agree; no partial page is hashed.
 
     Complexity (P = pages touched, T = tokens): ``attach`` O(T) (plus one
     equality check per shared page), ``get`` O(T), ``detach`` O(P),
@@ -361,7 +361,7 @@ class KVCache:
         ``prefix_hit_rate`` (hit / queried, 0.0 before any query); ``cow_copies``,
         ``evictions``; ``utilisation`` (used / max_pages) and ``bytes_per_page``.
         """
-        holders = self._pages.holders()
+        holders = self._pages.holders
         used = sum(1 for c in holders if c)
         refs = sum(holders)
         shared = sum(1 for c in holders if c > 1)
@@ -415,7 +415,7 @@ class KVCache:
         child.tracked = parent.tracked
         child.last_hash = parent.last_hash
         child.tail = parent.tail
-        self._pages.alloc.incref(child.pages)
+        self._pages.share(child.pages)
         self._seqs[child_id] = child
 
     def block_table(self, seq_id: Hashable) -> npt.NDArray[np.int32]:
@@ -511,11 +511,9 @@ class KVCache:
         Returns how many were dropped, least recently used first.
         """
         available = len(self._pages.evictable)
-        if num_pages is None:
-            num_pages = available
-        else:
-            num_pages = check_int(num_pages, "num_pages", minimum=0)
-        k = min(num_pages, available)
+        if num_pages is not None:
+            available = min(available, check_int(num_pages, "num_pages", minimum=0))
+        k = available
         if k:
             self._pages.evict(k)
         return k
@@ -554,9 +552,7 @@ class KVCache:
         """
         ps = self._page_size
         fill = seq.num_tokens % ps
-        alloc = self._pages.alloc
-        # a partial page is never in the prefix table: its refcount is its holders
-        cow = fill > 0 and alloc.refcount(seq.pages[-1]) > 1
+        cow = fill > 0 and self._pages.holders[seq.pages[-1]] > 1
         room = ps - fill if fill else 0
         num_new = -(-max(0, k - room) // ps) + (1 if cow else 0)
         self._pages.reserve(num_new, [], self.max_pages)
@@ -565,7 +561,7 @@ class KVCache:
             old = seq.pages[-1]
             page = fresh.pop()
             self.pool[page, :fill] = self.pool[old, :fill]
-            alloc.decref([old])  # still >= 1: someone else holds it
+            self._pages.drop(old)  # still >= 1: someone else holds it
             seq.pages[-1] = page
         seq.pages.extend(fresh)
         return 1 if cow else 0

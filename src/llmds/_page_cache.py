@@ -120,8 +120,10 @@ class PageCache:
         only pages that are not cached are hashed.
         """
         found: list[int | None] = []
+        keys: list[Any] = []
+        digests: list[Any] = []
         if not full:
-            return found, [], [], parent
+            return found, keys, digests, parent
         get = self.table.get
         if self.algorithm == "chain64":
             keys = self.digests(tokens, 0, full, parent)[0]
@@ -144,13 +146,10 @@ class PageCache:
                     break
                 parent = digest_of[page]
                 found.append(page)
-            keys: list[Any] = []
-            digests: list[Any] = []
             if len(found) < full:
                 keys, digests = self.digests(tokens, len(found), full, parent)
                 parent = digests[-1]
             return found, keys, digests, parent
-        keys, digests = [], []
         for pos in range(0, full * step, step):
             key = parent + raw[pos : pos + step]
             page = get(key)

@@ -294,7 +294,7 @@ class PagedAllocator:
             if isinstance(page_ids, str | bytes | dict) or not isinstance(page_ids, Iterable):
                 raise TypeError(f"page_ids must be an iterable of ints, got {show(page_ids)}")
             page_ids = list(page_ids)
-        ids: list[Any] = page_ids  # type: ignore[assignment]
+        ids: list[Any] = page_ids
         if not ids or (set(map(type, ids)) == _INT_ONLY and min(ids) >= 0
                        and max(ids) < len(self._refcount)):
             return ids

@@ -255,7 +255,7 @@ def test_heap_compaction_keeps_lru_correct() -> None:
     rng = np.random.default_rng(0)
     for i in range(3000):  # many inserts under a few parents: lots of stale heap entries
         ins(c, [i % 3, int(rng.integers(0, 50)), i], i * 3)
-    assert len(c._heap) <= max(1024, 2 * c.num_nodes) + 1
+    assert len(c._heap) <= max(1024, 2 * c.num_nodes) + 1  # compacted
     c._check()
     total = c.total_size()
     assert c.evict(total).full_evicted == total
@@ -390,7 +390,7 @@ def test_heap_compaction_during_evict() -> None:
     for k in range(299, 0, -1):
         assert c.match_prefix(list(range(k))).prefix_len == k
     assert c.num_nodes == 300
-    c._heap_limit = 0
+    c._heap.limit = 0
     assert c.evict(150).full_evicted == 150
     c._check()
     assert c.match_prefix(list(range(300))).prefix_len == 150

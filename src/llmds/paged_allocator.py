@@ -32,6 +32,8 @@ class PageStats:
     free page ids. It is 0.0 when the free pages form one contiguous run (or
     there are none) and approaches 1.0 when free pages are scattered one by one
     between used pages.
+
+    Thread safety: frozen.
     """
 
     total: int
@@ -77,6 +79,15 @@ class PagedAllocator:
     call that raises leaves the allocator unchanged. Page ids are ints (Python or
     NumPy), never ``bool`` (``True`` is not page 1); ``num_pages`` is capped at
     :data:`MAX_NUM_PAGES`, checked before anything is allocated.
+
+    Names: ``num_pages`` is the pool size (the vocabulary of every llmds page
+    pool; ``KVCache(max_pages=...)`` keeps its original name for it). In
+    ``alloc(num_pages)`` the same word means the pages asked for, as in the API
+    this library started from. ``free`` is that API's name for releasing
+    holders; ``decref`` does the same and returns the pages that became free.
+
+    Copies: pickles and deep-copies (refcounts and free list) to an independent
+    allocator that hands out the same pages in the same order.
 
     Thread safety: not thread-safe; guard it with a lock when shared.
 

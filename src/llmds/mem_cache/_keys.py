@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._kernels import kv as _kv
 from llmds._validate import check_int
 from llmds.mem_cache.base_prefix_cache import RadixKey, kv_indices
 from llmds.page_hash import TOKEN_LIMIT, encode_namespace
 
 __all__ = [
     "EMPTY_I64",
+    "claim_indices",
     "evict_counts",
     "insert_args",
     "key_bytes",
@@ -122,3 +124,34 @@ def evict_counts(num_tokens: Any, swa_num_tokens: Any) -> tuple[int, int]:
     if type(swa_num_tokens) is not int or swa_num_tokens < 0:
         swa_num_tokens = check_int(swa_num_tokens, "swa_num_tokens", minimum=0)
     return num_tokens, swa_num_tokens
+
+
+def claim_indices(
+    new: npt.NDArray[np.int64], held: npt.NDArray[np.bool_] | None, pool: Any, owned: bool
+) -> None:
+    """Claim ``new``, the KV indices an insert would add to a tree, or raise ValueError.
+
+    They must be allocated in ``pool`` (``owned``, when it has ``is_allocated``),
+    held by no node (``held``: the tree's flags per pool slot, ``None`` when the
+    pool has no int ``size``) and appear once; on success they are marked held (the
+    insert must not fail after this, or unmark them). O(n), two small numba passes
+    (a NumPy version with ``np.unique`` cost ~20 us per insert of 1,000 tokens).
+    """
+    check = getattr(pool, "is_allocated", None)
+    check = check if owned and callable(check) else None
+    if held is None and check is None:
+        return
+    if check is not None and not check(new):
+        raise ValueError(
+            "value holds KV indices that are not allocated in token_to_kv_pool_allocator "
+            "(free, or never handed out)"
+        )
+    if held is None or not new.size:
+        return
+    at = _kv.claim(new, held)
+    if at >= 0:
+        bad = int(new[at])
+        if bad in new[:at]:
+            raise ValueError(f"value repeats KV index {bad}; each token needs its own slot")
+        raise ValueError(f"value holds KV index {bad}, which the cache already holds "
+                         "for another key; each cached token needs its own slot")

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["TreeNode", "dump_tree", "find", "first_diff", "iter_nodes", "load_tree"]
+__all__ = [
+    "TreeNode", "check_tree", "dump_tree", "find", "first_diff", "iter_nodes", "load_tree",
+]
 
 _U32 = np.dtype("<u4")
 
@@ -252,3 +254,39 @@ def load_tree(
             parent.children[kb[:pb]] = node
         nodes.append(node)
     return roots, nodes
+
+
+def check_tree(
+    roots: dict[Hashable, TreeNode], owner: Any, pb: int
+) -> list[tuple[TreeNode, int]]:
+    """Assert the structure of a forest owned by ``owner`` with ``pb``-byte pages;
+    return ``(node, depth)`` for every non-root node. O(tree); tests only.
+
+    Every non-root node holds a non-empty whole number of pages and one int64
+    index per token, is filed under its first page, links back to its parent and
+    root, is no newer than its parent, and has ``lock_ref == self_lock_ref + the
+    children's lock_ref``.
+    """
+    out: list[tuple[TreeNode, int]] = []
+    for root in roots.values():
+        assert root.parent is None and root._owner is owner and root.root is root
+        assert root.lock_ref == 0 and len(root.kb) == 0
+        stack: list[tuple[TreeNode, int]] = [(root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            child_locks = 0
+            for ck, child in node.children.items():
+                assert ck == child.kb[:pb], "child filed under the wrong first page"
+                assert child.parent is node and child.root is root
+                assert not child.evicted
+                assert len(child.kb) > 0 and len(child.kb) % pb == 0, "not whole pages"
+                assert child.value.dtype == np.int64
+                assert len(child.value) * 4 == len(child.kb), "one index per token"
+                assert child.lock_ref >= 0 and child.self_lock_ref >= 0
+                assert child.last_access <= node.last_access, "parent older than child"
+                child_locks += child.lock_ref
+                out.append((child, depth + 1))
+                stack.append((child, depth + 1))
+            if node.parent is not None:
+                assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+    return out

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from llmds._validate import check_int
 from llmds.mem_cache._keys import EMPTY_I64, evict_counts
+from llmds.mem_cache._lru import Sentinel, f_link, f_unlink, m_link, m_unlink, walk
 from llmds.mem_cache._tree import TreeNode
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult
 from llmds.mem_cache.mamba_pool import MambaPool
@@ -34,6 +35,8 @@ class MambaTreeNode(TreeNode):
     ``f_prev`` / ``f_next``: links in the cache's full-KV LRU list (unlocked nodes);
     ``m_prev`` / ``m_next``: links in its state LRU list (unlocked states).
     A link is ``None`` while the node is not in that list.
+
+    Thread safety: not thread-safe; guard it (with its cache) when shared.
     """
 
     __slots__ = ("f_next", "f_prev", "m_next", "m_prev", "mamba_lock_ref", "mamba_value")
@@ -56,19 +59,6 @@ class MambaTreeNode(TreeNode):
         self.f_next: Any = None
         self.m_prev: Any = None
         self.m_next: Any = None
-
-
-class _Sentinel:
-    """Head-and-tail of a circular intrusive list: ``next`` is the LRU end,
-    ``prev`` the MRU end; an empty list links the sentinel to itself."""
-
-    __slots__ = ("f_next", "f_prev", "m_next", "m_prev")
-
-    def __init__(self) -> None:
-        self.f_prev: Any = self
-        self.f_next: Any = self
-        self.m_prev: Any = self
-        self.m_next: Any = self
 
 
 class MambaRadixCache(RadixCache):
@@ -129,6 +119,12 @@ class MambaRadixCache(RadixCache):
     Complexity: match/insert as RadixCache (O(d + n)) plus O(1) list moves per path
     node; locks O(d); ``evict`` O(1) per evicted node or state; sizes O(1).
     Memory: RadixCache's, plus 6 slots per node.
+
+    Copies: as RadixCache (both lists are copied in order; ``mamba_pool`` comes
+    along). Names: ``swa_evictable_size`` / ``swa_protected_size`` are the state
+    counts under the names of the shared prefix-cache interface.
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
     """
 
     _node_cls = MambaTreeNode
@@ -181,8 +177,8 @@ class MambaRadixCache(RadixCache):
         """Drop every node (slots are not freed). O(1)."""
         self._m_evictable = 0
         self._m_protected = 0
-        self._flru = _Sentinel()
-        self._mlru = _Sentinel()
+        self._flru = Sentinel()
+        self._mlru = Sentinel()
         self._slot_owner: dict[int, Any] = {}  # state slot -> the node holding it
         super().reset()
 
@@ -204,8 +200,8 @@ class MambaRadixCache(RadixCache):
             node.last_access = tick
             if node.lock_ref == 0:
                 if node.f_next is not anchor:  # move in front of the anchor, O(1)
-                    _f_unlink(node)
-                    _f_link(node, anchor.f_prev, anchor)
+                    f_unlink(node)
+                    f_link(node, anchor.f_prev, anchor)
                 anchor = node
             if node.mamba_value is not None and node.mamba_lock_ref == 0:
                 touched.append(node)
@@ -286,7 +282,7 @@ class MambaRadixCache(RadixCache):
         while ms.m_prev is not self._mlru and ms.m_prev.last_access == tick and (
                 ms.m_prev.parent is end):
             ms = ms.m_prev
-        _m_link(end, ms.m_prev, ms)
+        m_link(end, ms.m_prev, ms)
         return res
 
     # ---------------------------------------------------------------- public
@@ -370,7 +366,7 @@ class MambaRadixCache(RadixCache):
         while n.parent is not None:
             if n.lock_ref == 0:  # leaves the full list
                 moved += len(n.value)
-                _f_unlink(n)
+                f_unlink(n)
             n.lock_ref += 1
             n = n.parent
         self._evictable -= moved
@@ -379,7 +375,7 @@ class MambaRadixCache(RadixCache):
         if n.mamba_value is None:
             return False
         if n.mamba_lock_ref == 0:
-            _m_unlink(n)
+            m_unlink(n)
             self._m_evictable -= 1
             self._m_protected += 1
         n.mamba_lock_ref += 1
@@ -421,10 +417,10 @@ class MambaRadixCache(RadixCache):
             n.last_access = tick
             if n.lock_ref == 0:  # back into the full list at the MRU end, child first
                 moved += len(n.value)
-                _f_link(n, flru.f_prev, flru)
+                f_link(n, flru.f_prev, flru)
             if n.mamba_value is not None and n.mamba_lock_ref == 0:
-                _m_unlink(n)
-                _m_link(n, anchor.m_prev, anchor)
+                m_unlink(n)
+                m_link(n, anchor.m_prev, anchor)
                 anchor = n
             n = n.parent
         n.last_access = tick
@@ -440,7 +436,7 @@ class MambaRadixCache(RadixCache):
         new: Any = super()._split_node(child, m)
         if new.lock_ref == 0:
             c: Any = child
-            _f_link(new, c, c.f_next)
+            f_link(new, c, c.f_next)
         return new
 
     def _touch_split_child(self, child: Any, new: Any, touched: list[Any]) -> None:
@@ -450,8 +446,8 @@ class MambaRadixCache(RadixCache):
         ``touched`` (deepest, so last). O(1)."""
         child.last_access = self._tick
         if child.lock_ref == 0 and child.f_next is not new:
-            _f_unlink(child)
-            _f_link(child, new.f_prev, new)
+            f_unlink(child)
+            f_link(child, new.f_prev, new)
         if child.mamba_value is not None and child.mamba_lock_ref == 0:
             touched.append(child)
 
@@ -463,14 +459,14 @@ class MambaRadixCache(RadixCache):
         node: Any = super()._add_leaf(parent, kb, value, tick)
         par: Any = parent
         anchor = par if par.parent is not None and par.lock_ref == 0 else self._flru
-        _f_link(node, anchor.f_prev, anchor)
+        f_link(node, anchor.f_prev, anchor)
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
         """Remove an unlocked leaf (and its state) from the tree and the lists. O(1)."""
         n: Any = node
         self._log.append(("flink", n, n.f_prev, n.f_next))  # type: ignore[union-attr]
-        _f_unlink(n)
+        f_unlink(n)
         if n.mamba_value is not None:
             self._drop_state(n)
         super()._delete_leaf(node)
@@ -480,13 +476,13 @@ class MambaRadixCache(RadixCache):
         unlink (the neighbours recorded then are neighbours again). O(1)."""
         kind, n = entry[0], entry[1]
         if kind == "flink":
-            _f_link(n, entry[2], entry[3])
+            f_link(n, entry[2], entry[3])
         elif kind == "state":
             slot = entry[2]
             n.mamba_value = slot
             self._slot_owner[slot] = n
             self._m_evictable += 1
-            _m_link(n, entry[3], entry[4])
+            m_link(n, entry[3], entry[4])
         else:
             super()._undo_entry(entry)
 
@@ -503,8 +499,8 @@ class MambaRadixCache(RadixCache):
         for i in range(len(nodes) - 1, -1, -1):
             n = nodes[i]
             if n.m_next is not anchor:
-                _m_unlink(n)
-                _m_link(n, anchor.m_prev, anchor)
+                m_unlink(n)
+                m_link(n, anchor.m_prev, anchor)
             anchor = n
 
     def _drop_state(self, n: Any) -> None:
@@ -513,7 +509,7 @@ class MambaRadixCache(RadixCache):
         assert n.mamba_lock_ref == 0
         slot = n.mamba_value
         self._log.append(("state", n, slot, n.m_prev, n.m_next))  # type: ignore[union-attr]
-        _m_unlink(n)
+        m_unlink(n)
         n.mamba_value = None
         del self._slot_owner[slot]
         self._m_evictable -= 1
@@ -522,16 +518,16 @@ class MambaRadixCache(RadixCache):
 
     def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
         """Both LRU lists as row numbers, LRU end first (the links are not copied). O(n)."""
-        return {"full": [index[id(n)] for n in _walk(self._flru, "f_next")],
-                "state": [index[id(n)] for n in _walk(self._mlru, "m_next")]}
+        return {"full": [index[id(n)] for n in walk(self._flru, "f_next")],
+                "state": [index[id(n)] for n in walk(self._mlru, "m_next")]}
 
     def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
-        self._flru = flru = _Sentinel()
-        self._mlru = mlru = _Sentinel()
+        self._flru = flru = Sentinel()
+        self._mlru = mlru = Sentinel()
         for row in refs["full"]:
-            _f_link(nodes[row], flru.f_prev, flru)
+            f_link(nodes[row], flru.f_prev, flru)
         for row in refs["state"]:
-            _m_link(nodes[row], mlru.m_prev, mlru)
+            m_link(nodes[row], mlru.m_prev, mlru)
         self._slot_owner = {n.mamba_value: n for n in nodes  # type: ignore[attr-defined]
                             if n.mamba_value is not None}  # type: ignore[attr-defined]
 
@@ -569,7 +565,7 @@ class MambaRadixCache(RadixCache):
         owned = getattr(self.mamba_pool, "is_allocated", None)
         if callable(owned):
             assert all(owned(slot) for slot in self._slot_owner), "a held slot is free"
-        full = _walk(self._flru, "f_next", "f_prev", self._num_nodes)
+        full = walk(self._flru, "f_next", "f_prev", self._num_nodes)
         assert {n.id for n in full} == unlocked and len(full) == len(unlocked)
         rank = {n.id: i for i, n in enumerate(full)}
         for i, n in enumerate(full):
@@ -580,58 +576,8 @@ class MambaRadixCache(RadixCache):
                 assert rank[n.parent.id] > i, "a node before one of its descendants"
         if full:
             assert not full[0].children, "the LRU end of the full list is not a leaf"
-        st = _walk(self._mlru, "m_next", "m_prev", self._num_nodes)
+        st = walk(self._mlru, "m_next", "m_prev", self._num_nodes)
         assert {n.id for n in st} == free_states and len(st) == len(free_states)
         for i in range(1, len(st)):  # sorted by time; equal times: root-side first
             a, n = st[i - 1], st[i]
             assert (a.last_access, depth[a.id]) <= (n.last_access, depth[n.id])
-
-
-# ---------------------------------------------------------------- intrusive lists
-# The two lists share one shape (circular, sentinel-rooted, links in the node's
-# slots) but not their link names; these helpers are written out per list rather
-# than through getattr, which would cost ~3x per link on the hot paths.
-
-
-def _f_link(n: Any, p: Any, q: Any) -> None:
-    """Link ``n`` into the full list between neighbours ``p`` and ``q``. O(1)."""
-    n.f_prev, n.f_next = p, q
-    p.f_next = n
-    q.f_prev = n
-
-
-def _f_unlink(n: Any) -> None:
-    """Take ``n`` out of the full list. O(1)."""
-    p, q = n.f_prev, n.f_next
-    p.f_next = q
-    q.f_prev = p
-    n.f_prev = n.f_next = None
-
-
-def _m_link(n: Any, p: Any, q: Any) -> None:
-    """Link ``n`` into the state list between neighbours ``p`` and ``q``. O(1)."""
-    n.m_prev, n.m_next = p, q
-    p.m_next = n
-    q.m_prev = n
-
-
-def _m_unlink(n: Any) -> None:
-    """Take ``n`` out of the state list. O(1)."""
-    p, q = n.m_prev, n.m_next
-    p.m_next = q
-    q.m_prev = p
-    n.m_prev = n.m_next = None
-
-
-def _walk(sentinel: Any, nxt: str, prev: str | None = None, limit: int = -1) -> list[Any]:
-    """The nodes of a list from its LRU end; with ``prev``, assert its links. O(n)."""
-    out: list[Any] = []
-    n = getattr(sentinel, nxt)
-    while n is not sentinel:
-        if prev is not None:
-            assert getattr(getattr(n, nxt), prev) is n, "broken back link"
-            assert getattr(getattr(n, prev), nxt) is n, "broken forward link"
-            assert len(out) < limit, "cycle in an LRU list"
-        out.append(n)
-        n = getattr(n, nxt)
-    return out

@@ -19,17 +19,22 @@ both are shared with the sliding-window and Mamba variants.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmds._kernels import kv as _kv
 from llmds._validate import check_int, is_int, show
-from llmds.mem_cache._keys import EMPTY_I64, evict_counts, insert_args, key_bytes
-from llmds.mem_cache._tree import TreeNode, dump_tree, find, iter_nodes, load_tree
+from llmds.mem_cache._keys import (
+    EMPTY_I64,
+    claim_indices,
+    evict_counts,
+    insert_args,
+    key_bytes,
+)
+from llmds.mem_cache._lru import LazyHeap, unlocked_leaf
+from llmds.mem_cache._tree import TreeNode, check_tree, dump_tree, find, iter_nodes, load_tree
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
@@ -74,8 +79,8 @@ class RadixCache(BasePrefixCache):
         h heap entries; never a scan of the tree;
       * sizes O(1); ``_check`` O(tree).
     Memory: per node ~200 bytes of Python object plus 4 bytes (key) and 8 bytes
-    (index) per token; the eviction heap holds O(nodes) entries (compacted when it
-    grows past twice its live size).
+    (index) per token; the eviction heap (:class:`~llmds.mem_cache._lru.LazyHeap`)
+    holds O(nodes) entries.
 
     Failures change nothing: ``insert`` validates the key and every KV index
     (:func:`~llmds.mem_cache.base_prefix_cache.kv_indices`: integers, ``>= 0``, below
@@ -183,8 +188,7 @@ class RadixCache(BasePrefixCache):
         self._evictable = 0
         self._protected = 0
         self._num_nodes = 0
-        self._heap: list[tuple[int, int, TreeNode]] = []
-        self._heap_limit = 1024
+        self._heap = LazyHeap(unlocked_leaf)  # unlocked leaves, LRU first
         self._log: list[tuple[Any, ...]] | None = None  # eviction steps, while evicting
         # which pool slots the tree holds (when the pool has an int ``size``): an index
         # held twice would be freed twice on eviction
@@ -261,16 +265,12 @@ class RadixCache(BasePrefixCache):
         """Evict LRU unlocked leaves (and the tombstones they leave childless, see
         :meth:`_evict_leaf`) until ``num_tokens`` tokens left the tree; append their
         indices to ``freed``. Returns the tokens removed. O((k + s) log h)."""
-        heap = self._heap
-        heappop, heappush = heapq.heappop, heapq.heappush
+        pop = self._heap.pop
         evicted = 0
-        while evicted < num_tokens and heap:
-            stamp, nid, node = heappop(heap)
-            if node.evicted or node.lock_ref or node.children:
-                continue
-            if stamp != node.last_access:  # touched since it was filed: refile
-                heappush(heap, (node.last_access, nid, node))
-                continue
+        while evicted < num_tokens:
+            node = pop()
+            if node is None:
+                break
             evicted += self._evict_leaf(node, freed)
         return evicted
 
@@ -466,30 +466,9 @@ class RadixCache(BasePrefixCache):
         return node
 
     def _check_new(self, new: npt.NDArray[np.int64], owned: bool = True) -> None:
-        """Before an insert changes anything: ``new``, the indices it would add to
-        the tree, must be allocated in the pool (``owned``, when it can tell), held
-        by no node and appear once; they are then marked held (the insert must not
-        fail after this, or unmark them). O(n), two small numba passes (a NumPy
-        version with ``np.unique`` cost ~20 us per insert of 1,000 tokens)."""
-        held = self._held
-        check = getattr(self.token_to_kv_pool_allocator, "is_allocated", None)
-        check = check if owned and callable(check) else None
-        if held is None and check is None:
-            return
-        if check is not None and not check(new):
-            raise ValueError(
-                "value holds KV indices that are not allocated in token_to_kv_pool_allocator "
-                "(free, or never handed out)"
-            )
-        if held is None or not new.size:
-            return
-        at = _kv.claim(new, held)  # the tree now holds them (see _add_leaf)
-        if at >= 0:
-            bad = int(new[at])
-            if bad in new[:at]:
-                raise ValueError(f"value repeats KV index {bad}; each token needs its own slot")
-            raise ValueError(f"value holds KV index {bad}, which the cache already holds "
-                             "for another key; each cached token needs its own slot")
+        """Before an insert changes anything: claim ``new``, the indices it adds to the
+        tree (:func:`~llmds.mem_cache._keys.claim_indices`). O(n)."""
+        claim_indices(new, self._held, self.token_to_kv_pool_allocator, owned)
 
     def _delete_leaf(self, node: TreeNode) -> None:
         """Remove an unlocked leaf and log it; the caller frees its indices and
@@ -553,22 +532,8 @@ class RadixCache(BasePrefixCache):
             raise ValueError(f"{node!r} belongs to another cache (or to before reset())")
 
     def _push(self, node: TreeNode) -> None:
-        heap = self._heap
-        heapq.heappush(heap, (node.last_access, node.id, node))
-        if len(heap) > self._heap_limit:
-            self._compact_heap()
-
-    def _compact_heap(self) -> None:
-        """Keep one entry per unlocked leaf, at its current time. O(h)."""
-        live: dict[int, TreeNode] = {}
-        for _, nid, node in self._heap:
-            if not node.evicted and not node.lock_ref and not node.children:
-                live[nid] = node
-        heap = self._heap
-        # In place: ``evict`` may be iterating over this very list.
-        heap[:] = [(n.last_access, nid, n) for nid, n in live.items()]
-        heapq.heapify(heap)
-        self._heap_limit = max(1024, 2 * len(heap))
+        """File an unlocked leaf for eviction (Mamba keeps lists instead). O(log h)."""
+        self._heap.push(node)
 
     def _iter_nodes(self) -> Iterator[TreeNode]:
         return iter_nodes(self._roots)
@@ -597,13 +562,11 @@ class RadixCache(BasePrefixCache):
     def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
         """The references to nodes outside the tree, as row numbers. Entries of
         evicted nodes are left out of the heap (eviction skips them anyway). O(h)."""
-        return {"_heap": [(t, nid, index[id(n)]) for t, nid, n in self._heap
-                          if id(n) in index]}
+        return {"_heap": self._heap.dump(index)}
 
     def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
-        heap = [(t, nid, nodes[row]) for t, nid, row in refs["_heap"]]
-        heapq.heapify(heap)
-        self._heap = heap
+        self._heap = LazyHeap(unlocked_leaf)
+        self._heap.load(refs["_heap"], nodes)
 
     # ------------------------------------------------------------ invariants
 
@@ -612,54 +575,26 @@ class RadixCache(BasePrefixCache):
         self._check_order(self._check_tree())
 
     def _check_tree(self) -> list[tuple[TreeNode, int]]:
-        """Assert the tree invariants every variant shares; return ``(node, depth)``
-        for every non-root node. O(tree)."""
-        pb = self._pb
-        evictable = protected = 0
-        out: list[tuple[TreeNode, int]] = []
-        for root in self._roots.values():
-            assert root.parent is None and root._owner is self and root.root is root
-            assert root.lock_ref == 0 and len(root.kb) == 0
-            stack: list[tuple[TreeNode, int]] = [(root, 0)]
-            while stack:
-                node, depth = stack.pop()
-                child_locks = 0
-                for ck, child in node.children.items():
-                    assert ck == child.kb[:pb], "child filed under the wrong first page"
-                    assert child.parent is node and child.root is root
-                    assert not child.evicted
-                    assert len(child.kb) > 0 and len(child.kb) % pb == 0, "not whole pages"
-                    assert child.value.dtype == np.int64
-                    assert len(child.value) * 4 == len(child.kb), "one index per token"
-                    assert child.lock_ref >= 0 and child.self_lock_ref >= 0
-                    assert child.last_access <= node.last_access, "parent older than child"
-                    child_locks += child.lock_ref
-                    if child.lock_ref:
-                        protected += len(child.value)
-                    else:
-                        evictable += len(child.value)
-                    out.append((child, depth + 1))
-                    stack.append((child, depth + 1))
-                if node.parent is not None:
-                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
+        """Assert the tree and size invariants every variant shares; return ``(node,
+        depth)`` for every non-root node. O(tree)."""
+        out = check_tree(self._roots, self, self._pb)
         assert self._log is None, "an eviction log left open"
         if self._held is not None:
             vals = [n.value for n, _ in out]
             flat = np.concatenate(vals) if vals else EMPTY_I64
             assert np.unique(flat).size == flat.size, "a KV index held twice"
             assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
+        protected = sum(len(n.value) for n, _ in out if n.lock_ref)
+        evictable = sum(len(n.value) for n, _ in out if not n.lock_ref)
         assert evictable == self._evictable, (evictable, self._evictable)
         assert protected == self._protected, (protected, self._protected)
         assert len(out) == self._num_nodes
-        assert self._evictable >= 0 and self._protected >= 0
         return out
 
     def _check_order(self, nodes: list[tuple[TreeNode, int]]) -> None:
         """Assert the eviction order's invariant: every unlocked leaf has a heap entry
         no newer than its time. O(tree + h)."""
-        heap_time: dict[int, int] = {}
-        for stamp, nid, _node in self._heap:
-            heap_time[nid] = min(stamp, heap_time.get(nid, stamp))
+        heap_time = self._heap.times()
         for node, _ in nodes:
             if not node.lock_ref and not node.children:
                 assert node.id in heap_time, "unlocked leaf missing from heap"

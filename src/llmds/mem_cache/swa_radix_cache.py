@@ -19,7 +19,6 @@ behind it (or no tombstone at all on the way from the root).
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy.typing as npt
 
 from llmds._validate import check_int
 from llmds.mem_cache._keys import EMPTY_I64, evict_counts
+from llmds.mem_cache._lru import LazyHeap
 from llmds.mem_cache._tree import TreeNode
 from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult
 from llmds.mem_cache.radix_cache import RadixCache
@@ -40,6 +40,8 @@ class SWATreeNode(TreeNode):
     ``swa_tombstone``: the node's SWA KV was freed (full KV kept);
     ``swa_lock_ref``: SWA locks held through this node;
     ``swa_boundary``: a lock boundary id, set on the topmost node of a SWA lock.
+
+    Thread safety: not thread-safe; guard it (with its cache) when shared.
     """
 
     __slots__ = ("swa_boundary", "swa_lock_ref", "swa_tombstone")
@@ -65,6 +67,11 @@ class SWATreeNode(TreeNode):
             f"swa_lock_ref={self.swa_lock_ref}, tombstone={self.swa_tombstone}, "
             f"children={len(self.children)}, evicted={self.evicted})"
         )
+
+
+def _swa_unlocked(node: Any) -> bool:
+    """Eligible for the SWA phase: in the tree, not a tombstone, no SWA lock. O(1)."""
+    return not node.evicted and not node.swa_tombstone and not node.swa_lock_ref
 
 
 class SWARadixCache(RadixCache):
@@ -115,6 +122,10 @@ class SWARadixCache(RadixCache):
     Complexity: match/insert O(d + n) as in RadixCache plus O(d) for the window cut;
     locks O(d); ``evict`` O((k + s) log h) over two lazily refreshed heaps (one per
     phase; separate LRU orders), never a tree scan; sizes O(1).
+
+    Copies: as RadixCache (both heaps and the open SWA locks are copied).
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
     """
 
     _node_cls = SWATreeNode
@@ -155,8 +166,7 @@ class SWARadixCache(RadixCache):
         """Drop every node (indices are not freed). O(1)."""
         self._swa_evictable = 0
         self._swa_protected = 0
-        self._swa_heap: list[tuple[int, int, SWATreeNode]] = []
-        self._swa_heap_limit = 1024
+        self._swa_heap = LazyHeap(_swa_unlocked)  # SWA-unlocked live nodes, LRU first
         self._next_boundary = 1
         self._swa_locks: dict[int, tuple[Any, int | None]] = {}
         super().reset()
@@ -223,7 +233,7 @@ class SWARadixCache(RadixCache):
             n.value = np.array(seg, dtype=np.int64)
             n.swa_tombstone = False
             self._swa_evictable += len(seg)
-            self._swa_push(n)
+            self._swa_heap.push(n)
         prefix_len = (pos >> 2) if first_tomb is None else first_tomb
         if pos < nb:
             node = self._add_leaf(
@@ -243,15 +253,12 @@ class SWARadixCache(RadixCache):
         live = self._swa_evictable
         full = self._evict_leaves(num_tokens, full_freed)
         swa = live - self._swa_evictable  # the live (non-tombstone) tokens phase 1 took
-        sheap = self._swa_heap
+        pop = self._swa_heap.pop
         swa_freed: list[npt.NDArray[np.int64]] = []
-        while swa < swa_num_tokens and sheap:
-            stamp, nid, snode = heapq.heappop(sheap)
-            if snode.evicted or snode.swa_tombstone or snode.swa_lock_ref:
-                continue
-            if stamp != snode.last_access:
-                heapq.heappush(sheap, (snode.last_access, nid, snode))
-                continue
+        while swa < swa_num_tokens:
+            snode = pop()
+            if snode is None:
+                break
             t = len(snode.value)
             swa += t
             if not snode.children and snode.lock_ref == 0:
@@ -366,7 +373,7 @@ class SWARadixCache(RadixCache):
             n.swa_lock_ref -= 1
             if n.swa_lock_ref == 0:
                 moved += len(n.value)
-                self._swa_push(n)
+                self._swa_heap.push(n)
         del self._swa_locks[swa_boundary_id]  # type: ignore[arg-type]
         self._swa_evictable += moved
         self._swa_protected -= moved
@@ -384,7 +391,7 @@ class SWARadixCache(RadixCache):
         new.swa_lock_ref = c.swa_lock_ref
         new.swa_boundary, c.swa_boundary = c.swa_boundary, None  # boundary = top half
         if not new.swa_tombstone and new.swa_lock_ref == 0:
-            self._swa_push(new)
+            self._swa_heap.push(new)
         return new
 
     def _add_leaf(
@@ -392,7 +399,7 @@ class SWARadixCache(RadixCache):
     ) -> TreeNode:
         node = super()._add_leaf(parent, kb, value, tick)
         self._swa_evictable += len(value)
-        self._swa_push(node)  # type: ignore[arg-type]
+        self._swa_heap.push(node)
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
@@ -408,12 +415,12 @@ class SWARadixCache(RadixCache):
         if entry[0] == "tomb":
             node.swa_tombstone = False
             self._swa_evictable += len(node.value)
-            self._swa_push(node)
+            self._swa_heap.push(node)
             return
         super()._undo_entry(entry)
         if not node.swa_tombstone:
             self._swa_evictable += len(node.value)
-            self._swa_push(node)
+            self._swa_heap.push(node)
 
     # -------------------------------------------------------------- internals
 
@@ -424,32 +431,17 @@ class SWARadixCache(RadixCache):
         SGLang's SWARadixCache, it goes with its last child (:meth:`_evict_leaf`)."""
         return bool(node.swa_tombstone)
 
-    def _swa_push(self, node: SWATreeNode) -> None:
-        heap = self._swa_heap
-        heapq.heappush(heap, (node.last_access, node.id, node))
-        if len(heap) > self._swa_heap_limit:
-            live = {
-                nid: n
-                for _, nid, n in heap
-                if not n.evicted and not n.swa_tombstone and not n.swa_lock_ref
-            }
-            heap[:] = [(n.last_access, nid, n) for nid, n in live.items()]
-            heapq.heapify(heap)
-            self._swa_heap_limit = max(1024, 2 * len(heap))
-
     def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
         refs = super()._dump_refs(index)
-        refs["_swa_heap"] = [(t, nid, index[id(n)]) for t, nid, n in self._swa_heap
-                             if id(n) in index]
+        refs["_swa_heap"] = self._swa_heap.dump(index)
         refs["_swa_locks"] = {k: (index[id(n)], marker)
                               for k, (n, marker) in self._swa_locks.items()}
         return refs
 
     def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
         super()._load_refs(refs, nodes)
-        sheap = [(t, nid, nodes[row]) for t, nid, row in refs["_swa_heap"]]
-        heapq.heapify(sheap)
-        self._swa_heap = sheap
+        self._swa_heap = LazyHeap(_swa_unlocked)
+        self._swa_heap.load(refs["_swa_heap"], nodes)
         self._swa_locks = {k: (nodes[row], marker)
                            for k, (row, marker) in refs["_swa_locks"].items()}
 
@@ -457,9 +449,7 @@ class SWARadixCache(RadixCache):
         """Assert RadixCache's heap invariant and the SWA ones. O(tree); tests only."""
         super()._check_order(nodes)
         ev = prot = 0
-        heap_time: dict[int, int] = {}
-        for stamp, nid, _n in self._swa_heap:
-            heap_time[nid] = min(stamp, heap_time.get(nid, stamp))
+        heap_time = self._swa_heap.times()
         for n, _ in nodes:
             s: Any = n
             assert s.lock_ref >= s.swa_lock_ref >= 0

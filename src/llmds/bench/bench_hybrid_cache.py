@@ -45,6 +45,16 @@ STATE_EVERY = 256
 CAPACITIES: tuple[int | None, ...] = (None, 200_000)
 
 
+def _evict(cache: Any, short: int, second: int, counts: dict[str, int], key: str) -> None:
+    """Evict ``short`` KV tokens and ``second`` second-phase units (SWA tokens or
+    states, counted under ``key``) when either is positive; count the call."""
+    if short > 0 or second > 0:
+        e = cache.evict(max(short, 0), max(second, 0))
+        counts["evict_calls"] += 1
+        counts[key] += getattr(e, key)
+        counts["full_evicted"] += e.full_evicted
+
+
 def replay_swa(
     pool: TokenToKVPoolAllocator, reqs: list[Request], swa_capacity: int
 ) -> dict[str, int]:
@@ -54,12 +64,7 @@ def replay_swa(
 
     def make_room(need: int, full: Any, m: int, c: dict[str, int]) -> bool:
         over = cache.swa_total_size() + need - swa_capacity
-        short = need - pool.num_free
-        if over > 0 or short > 0:
-            e = cache.evict(max(short, 0), max(over, 0))
-            counts["evict_calls"] += 1
-            counts["swa_evicted"] += e.swa_evicted
-            counts["full_evicted"] += e.full_evicted
+        _evict(cache, need - pool.num_free, over, counts, "swa_evicted")
         return need <= pool.num_free
 
     def store(full: Any, value: Any, m: int, c: dict[str, int]) -> None:
@@ -85,13 +90,7 @@ def replay_mamba(
 
     def make_room(need: int, full: Any, m: int, c: dict[str, int]) -> bool:
         cps = len(checkpoints(full, m))
-        short = need - pool.num_free
-        s_short = cps - states.num_free
-        if short > 0 or s_short > 0:
-            e = cache.evict(max(short, 0), max(s_short, 0))
-            counts["evict_calls"] += 1
-            counts["mamba_evicted"] += e.mamba_evicted
-            counts["full_evicted"] += e.full_evicted
+        _evict(cache, need - pool.num_free, cps - states.num_free, counts, "mamba_evicted")
         return need <= pool.num_free and cps <= states.num_free
 
     def store(full: Any, value: Any, m: int, c: dict[str, int]) -> None:

@@ -48,15 +48,9 @@ class SWATreeNode(TreeNode):
 
     STATE = (*TreeNode.STATE, "swa_tombstone", "swa_lock_ref", "swa_boundary")
 
-    def __init__(
-        self,
-        node_id: int,
-        parent: TreeNode | None,
-        kb: bytes,
-        value: npt.NDArray[np.int64],
-        last_access: int,
-    ) -> None:
-        super().__init__(node_id, parent, kb, value, last_access)
+    def __init__(self, *args: Any) -> None:
+        """TreeNode's arguments; live (not a tombstone), no SWA lock. O(1)."""
+        TreeNode.__init__(self, *args)
         self.swa_tombstone = False
         self.swa_lock_ref = 0
         self.swa_boundary: int | None = None

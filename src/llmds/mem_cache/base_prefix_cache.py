@@ -65,7 +65,7 @@ def kv_indices(
     try:
         vals = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError, OverflowError):
-        raise TypeError(f"value must be a 1-D array of KV indices, got {value!r:.60}") from None
+        raise TypeError(f"value must be a 1-D array of KV indices, got {show(value)}") from None
     if vals.ndim != 1 or vals.shape[0] != num_tokens:
         raise ValueError(
             f"value must be 1-D with one index per token: len(key)={num_tokens}, "

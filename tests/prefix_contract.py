@@ -44,23 +44,30 @@ class Lock(NamedTuple):
     indices: Any
 
 
-def tree_pages(cache: Any, info: Any) -> dict[Prefix, Any]:
-    """``{(namespace, tokens up to a page end): info(node, page values, at node end)}``
-    for every cached page of ``cache``."""
-    ps = cache.page_size
-    out: dict[Prefix, Any] = {}
+def walk_nodes(cache: Any) -> list[tuple[Any, tuple[int, ...], Any]]:
+    """``(namespace, tokens before the node, node)`` for every node of ``cache``."""
+    out = []
     for extra, root in cache._roots.items():
         stack: list[tuple[Any, tuple[int, ...]]] = [(root, ())]
         while stack:
             node, pre = stack.pop()
             for child in node.children.values():
-                toks = pre + tuple(child.key.tolist())
-                vals = child.value.tolist()
-                for end in range(ps, child.num_tokens + 1, ps):
-                    page = tuple(vals[end - ps : end])
-                    out[(extra, toks[: len(pre) + end])] = info(
-                        child, page, end == child.num_tokens)
-                stack.append((child, toks))
+                out.append((extra, pre, child))
+                stack.append((child, pre + tuple(child.key.tolist())))
+    return out
+
+
+def tree_pages(cache: Any, info: Any) -> dict[Prefix, Any]:
+    """``{(namespace, tokens up to a page end): info(node, page values, at node end)}``
+    for every cached page of ``cache``."""
+    ps = cache.page_size
+    out: dict[Prefix, Any] = {}
+    for extra, pre, node in walk_nodes(cache):
+        toks = pre + tuple(node.key.tolist())
+        vals = node.value.tolist()
+        for end in range(ps, node.num_tokens + 1, ps):
+            out[(extra, toks[: len(pre) + end])] = info(
+                node, tuple(vals[end - ps : end]), end == node.num_tokens)
     return out
 
 

@@ -17,7 +17,22 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from llmds.mem_cache import RadixKey
+from llmds.mem_cache import MambaPool, MambaRadixCache, RadixCache, RadixKey, SWARadixCache
+
+
+def make_radix(pool: Any) -> Any:
+    return RadixCache(token_to_kv_pool_allocator=pool)
+
+
+def make_swa(pool: Any) -> Any:
+    return SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
+
+
+def make_mamba(pool: Any) -> Any:
+    return MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=MambaPool(8))
+
+
+FACTORIES = [make_radix, make_swa, make_mamba]  # one of each radix cache over ``pool``
 
 
 class Refused(RuntimeError):

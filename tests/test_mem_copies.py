@@ -15,7 +15,6 @@ import pytest
 
 from llmds.kv_cache import KVCache
 from llmds.mem_cache import (
-    MambaPool,
     MambaRadixCache,
     RadixCache,
     RadixKey,
@@ -23,7 +22,7 @@ from llmds.mem_cache import (
     TokenToKVPoolAllocator,
 )
 from llmds.paged_allocator import PagedAllocator
-from tests.prefix_rules import snapshot
+from tests.prefix_rules import FACTORIES, snapshot
 
 ROUND_TRIPS: list[Callable[[Any], Any]] = [
     lambda obj: pickle.loads(pickle.dumps(obj)),
@@ -94,25 +93,13 @@ def test_paged_allocator_round_trip(trip: Any) -> None:
     b._check()
 
 
-def _radix(pool: Any) -> Any:
-    return RadixCache(token_to_kv_pool_allocator=pool)
-
-
-def _swa(pool: Any) -> Any:
-    return SWARadixCache(sliding_window_size=64, token_to_kv_pool_allocator=pool)
-
-
-def _mamba(pool: Any) -> Any:
-    return MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=MambaPool(64))
-
-
 def _state(cache: Any) -> dict[str, Any]:
     return {} if not isinstance(cache, MambaRadixCache) else {
         "mamba_value": cache.mamba_pool.alloc_track_slot()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [_radix, _swa, _mamba], ids=["radix", "swa", "mamba"])
+@pytest.mark.parametrize("make", FACTORIES, ids=["radix", "swa", "mamba"])
 @pytest.mark.parametrize("trip", ROUND_TRIPS, ids=IDS)
 def test_deep_chain_round_trip(make: Any, trip: Any) -> None:
     """A chain of 10,000 one-token nodes (deeper than the recursion limit) copies, and

@@ -20,9 +20,8 @@ from llmds.mem_cache import (
     RadixCache,
     RadixKey,
     TokenToKVPoolAllocator,
-    TreeNode,
 )
-from tests.prefix_contract import Lock, PrefixCacheMachine
+from tests.prefix_contract import Lock, PrefixCacheMachine, walk_nodes
 from tests.reference.radix import NaivePrefixCache
 
 
@@ -357,16 +356,11 @@ class RadixMachine(PrefixCacheMachine):
         assert c.protected_size() == self.model.protected()
         ps = c.page_size
         times: dict[int, int] = {}
-        for extra, root in c._roots.items():
-            stack: list[tuple[TreeNode, tuple[int, ...]]] = [(root, ())]
-            while stack:
-                node, prefix = stack.pop()
-                for child in node.children.values():
-                    toks = prefix + tuple(child.key.tolist())
-                    for end in range(len(prefix) + ps, len(toks) + 1, ps):
-                        m = self.model.stamp[(extra, toks[:end])]
-                        assert times.setdefault(m, child.last_access) == child.last_access
-                    stack.append((child, toks))
+        for extra, prefix, node in walk_nodes(c):
+            toks = prefix + tuple(node.key.tolist())
+            for end in range(len(prefix) + ps, len(toks) + 1, ps):
+                m = self.model.stamp[(extra, toks[:end])]
+                assert times.setdefault(m, node.last_access) == node.last_access
         pairs = sorted(times.items())
         assert all(a[1] < b[1] for a, b in itertools.pairwise(pairs))
 

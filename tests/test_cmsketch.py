@@ -308,7 +308,7 @@ def test_add_many_with_huge_counts_saturates(conservative: bool) -> None:
     assert cms.estimate(1) == MAX and cms.estimate(2) == MAX
     assert int(cms._table.min()) >= 0
     cms._check()
-    with pytest.raises(ValueError, match="counts must be <= 9223372036854775807"):
+    with pytest.raises(ValueError, match="counts must hold values <= 9223372036854775807"):
         cms.add_many([1], counts=np.array([2**63], dtype=np.uint64))
     with pytest.raises(ValueError, match=r"count must be in \[0, 9223372036854775807\]"):
         cms.add("a", 2**63)

@@ -14,6 +14,7 @@ from llmds._validate import (
     INT64_MAX,
     check_bool,
     check_int,
+    check_int_array,
     check_number,
     check_positive_int,
     is_int,
@@ -319,26 +320,22 @@ class CountMinSketch:
                 f"counts must be None, an int or a sequence of ints, got {show(counts)}"
             )
         try:
-            arr = np.asarray(counts)
+            raw = np.asarray(counts)
         except (TypeError, ValueError, OverflowError):
             raise TypeError(f"counts must be a sequence of ints, got {show(counts)}") from None
-        if arr.size == 0 and n == 0 and arr.ndim == 1:
+        if raw.dtype.kind == "f" and isinstance(counts, list | tuple) and all(map(is_int, counts)):
+            raw = np.asarray(counts, dtype=object)  # NumPy made floats of ints above int64
+        if raw.size == 0 and n == 0 and raw.ndim == 1:
             return _EMPTY_COUNTS, 1, 0
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"counts must be integers, got dtype {arr.dtype}")
-        if arr.shape != (n,):
-            raise ValueError(f"counts must have shape ({n},) like items, got {arr.shape}")
-        if n and int(arr.min()) < 0:
-            raise ValueError(f"counts must be >= 0, got {int(arr.min())}")
-        high = int(arr.max()) if n else 0
-        if high > INT64_MAX:
-            raise ValueError(f"counts must be <= {INT64_MAX}, got {high}")
-        arr64 = np.ascontiguousarray(arr, dtype=np.int64)
+        arr64 = check_int_array(raw, "counts", minimum=0, maximum=INT64_MAX)
+        if arr64.shape != (n,):
+            raise ValueError(f"counts must have shape ({n},) like items, got {arr64.shape}")
+        high = int(arr64.max()) if n else 0
         if high <= INT64_MAX // max(n, 1):
             total = int(arr64.sum(dtype=np.int64)) if n else 0  # cannot overflow
         else:
             total = sum(arr64.tolist())  # exact Python ints; saturated by the caller
-        return (arr64 if n else _EMPTY_COUNTS), 1, total
+        return (np.ascontiguousarray(arr64) if n else _EMPTY_COUNTS), 1, total
 
     # ----------------------------------------------------------------- updates
     def add(self, item: Item, count: int = 1) -> None:

@@ -30,9 +30,10 @@ REASONS = (ADMITTED, RATE_LIMITED_REQUESTS, RATE_LIMITED_TOKENS, REQUEST_TOO_LAR
 
 _INF = math.inf
 _REJECTED_REQUESTS = (False, RATE_LIMITED_REQUESTS)
-# The int fast paths stop here: the buckets are floats, and an int too large for a
-# float (10**400) must get check_number's ValueError, not an OverflowError.
-_MAX_TOKENS = 2**53
+# The int fast paths stop at 2**53 (written as the literal 9007199254740992 there: a
+# constant is cheaper than a global): the buckets are floats, and an int too large
+# for a float (10**400) must get check_number's ValueError, not an OverflowError.
+# ``1e999`` in the hot paths is the constant inf, for the same reason.
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,7 @@ class AdmissionController:
         except TypeError:
             _bad_clock(now)
         if elapsed > 0.0:
-            if elapsed == _INF:
+            if elapsed == 1e999:
                 _bad_clock(now)
             level = self._req_level + elapsed * self._req_rate
             self._req_level = level if level < self._req_burst else self._req_burst
@@ -256,7 +257,8 @@ class AdmissionController:
         Returns ``(admitted, reason)``; the retry-after hint is in
         ``last_retry_after``. Follow an admission with ``record_request``.
         """
-        if type(estimated_tokens) is not int or not 0 <= estimated_tokens <= _MAX_TOKENS:
+        if (type(estimated_tokens) is not int or estimated_tokens < 0
+                or estimated_tokens > 9007199254740992):
             estimated_tokens = _tokens_arg("estimated_tokens", estimated_tokens)
         self._acquire()
         try:
@@ -266,7 +268,7 @@ class AdmissionController:
             except TypeError:
                 _bad_clock(now)
             if elapsed > 0.0:
-                if elapsed == _INF:
+                if elapsed == 1e999:
                     _bad_clock(now)
                 level = self._req_level + elapsed * self._req_rate
                 self._req_level = level if level < self._req_burst else self._req_burst
@@ -297,7 +299,7 @@ class AdmissionController:
         Safe for concurrent callers: two threads can never both take the last
         request or token. Returns ``(admitted, reason)`` like ``should_admit``.
         """
-        if type(tokens) is not int or not 0 <= tokens <= _MAX_TOKENS:
+        if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
             tokens = _tokens_arg("tokens", tokens)
         self._acquire()
         try:
@@ -309,7 +311,7 @@ class AdmissionController:
             req_level = self._req_level
             tok_level = self._tok_level
             if elapsed > 0.0:
-                if elapsed == _INF:
+                if elapsed == 1e999:
                     _bad_clock(now)
                 req_level += elapsed * self._req_rate
                 if req_level > self._req_burst:
@@ -353,7 +355,7 @@ class AdmissionController:
         Never refuses: buckets may go negative, and that debt delays later
         admissions. Counts towards ``stats()['recorded_requests']``.
         """
-        if type(tokens) is not int or not 0 <= tokens <= _MAX_TOKENS:
+        if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
             tokens = _tokens_arg("tokens", tokens)
         with self._lock:
             self._refill()

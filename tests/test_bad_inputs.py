@@ -38,6 +38,7 @@ from llmds.utils import (
     memory_profiler,
     student_t_ppf,
 )
+from tests.test_admissions import FakeClock
 
 NAN, INF = math.nan, math.inf
 T, V = TypeError, ValueError
@@ -133,12 +134,13 @@ def heap_state(h: IndexedHeap) -> Any:
     return sorted(h._entries(), key=repr), len(h)
 
 
-class FakeClock:
-    def __init__(self, value: Any = 0.0) -> None:
-        self.value = value
-
-    def __call__(self) -> Any:
-        return self.value
+def clock_reads(make: Callable[[], Any], value: Any) -> Callable[[], Any]:
+    """``make()``, then its fake clock reads ``value`` (the object was built on a good one)."""
+    def build() -> Any:
+        obj = make()
+        obj._clock.t = value
+        return obj
+    return build
 
 
 def make_sched() -> Scheduler:
@@ -338,20 +340,13 @@ def cases() -> Iterator[Case]:
                       lambda o, v: o.get_batch(block=True, timeout=v),
                       no_none([*NUMBER, (-1, V)]), "timeout")
 
-    def sched_bad_clock(value: Any) -> Callable[[], Scheduler]:
-        def make() -> Scheduler:
-            s = make_sched()
-            s._clock.value = value  # type: ignore[attr-defined]
-            return s
-        return make
-
     for i, (value, exc) in enumerate([(None, T), ("1", T), (NAN, V), (INF, V), ([1], T)]):
         for method, call in [("submit", lambda o, v: o.submit(1)),
                              ("get_batch", lambda o, v: o.get_batch()),
                              ("next_release_time", lambda o, v: o.next_release_time()),
                              ("complete_batch", lambda o, v: o.complete_batch([0]))]:
-            yield Case(f"sched.{method}.clock_result[{i}]", sched_bad_clock(value), call, None,
-                       exc, "clock()", sched_state)
+            yield Case(f"sched.{method}.clock_result[{i}]", clock_reads(make_sched, value), call,
+                       None, exc, "clock()", sched_state)
 
     # AdmissionController
     for arg, bad in [("qps_target", FINITE_GT0), ("token_rate_limit", FINITE_GT0),
@@ -370,20 +365,13 @@ def cases() -> Iterator[Case]:
     yield from expand("ac.check.record", make_ac, ac_state,
                       lambda o, v: o.check(1, record=v), NOT_BOOL, "record")
 
-    def ac_bad_clock(value: Any) -> Callable[[], AdmissionController]:
-        def make() -> AdmissionController:
-            ac = make_ac()
-            ac._clock.value = value  # type: ignore[attr-defined]
-            return ac
-        return make
-
     for i, (value, exc) in enumerate([(None, T), ("1", T), (NAN, V), (INF, V)]):
         for method in ("should_admit", "try_admit", "check", "record_request", "stats",
                        "reset"):
             call = (lambda o, v, m=method: getattr(o, m)()) if method in ("stats", "reset") \
                 else (lambda o, v, m=method: getattr(o, m)(1))
-            yield Case(f"ac.{method}.clock_result[{i}]", ac_bad_clock(value), call, None, exc,
-                       "clock()", ac_state)
+            yield Case(f"ac.{method}.clock_result[{i}]", clock_reads(make_ac, value), call, None,
+                       exc, "clock()", ac_state)
 
     # utils
     interval = [*FINITE_GT0, (1e300, V)]
@@ -414,16 +402,10 @@ def cases() -> Iterator[Case]:
     yield from expand("utils.MetricsCollector.record_latency", make_mc, len,
                       lambda o, v: o.record_latency(v), FINITE_GE0, "latency_ms")
 
-    def mc_bad_clock(value: Any) -> Callable[[], MetricsCollector]:
-        def make() -> MetricsCollector:
-            mc = make_mc()
-            mc._clock = FakeClock(value)
-            return mc
-        return make
-
     for i, (value, exc) in enumerate([(None, T), ("1", T), (NAN, V)]):
         for method in ("get_metrics", "reset"):
-            yield Case(f"utils.MetricsCollector.{method}.clock_result[{i}]", mc_bad_clock(value),
+            yield Case(f"utils.MetricsCollector.{method}.clock_result[{i}]",
+                       clock_reads(make_mc, value),
                        lambda o, v, m=method: getattr(o, m)(), None, exc, "clock()",
                        lambda o: (list(o._latencies), o._start))
 

@@ -17,20 +17,71 @@ from typing import Any
 __all__ = ["build_report", "load_results", "report_blocks"]
 
 
+_MAX_RESULT_BYTES = 64 << 20
+# Fields the report reads, and the JSON types they must have when present.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "title": (str,), "error": (str,), "rows": (list,), "ratios": (list,), "plots": (list,),
+    "notes": (list,), "params": (dict,), "env": (dict,),
+}
+
+
+def _check_record(rec: dict[str, Any], where: str) -> None:
+    """``ValueError`` naming the file and field if ``rec`` lacks the shape the report reads."""
+    from llmds._validate import show
+
+    def bad(field: str, want: str, value: Any) -> ValueError:
+        return ValueError(f"result file {where}: {field} must be {want}, got {show(value)}")
+
+    if not isinstance(rec["benchmark"], str) or not rec["benchmark"]:
+        raise bad("'benchmark'", "a non-empty str", rec["benchmark"])
+    for key, types in _FIELD_TYPES.items():
+        if key in rec and not isinstance(rec[key], types):
+            raise bad(f"{key!r}", f"a JSON {'object' if types == (dict,) else types[0].__name__}",
+                      rec[key])
+    for key in ("rows", "ratios", "plots"):
+        for i, item in enumerate(rec.get(key, [])):
+            if not isinstance(item, dict):
+                raise bad(f"{key}[{i}]", "a JSON object", item)
+    for i, note in enumerate(rec.get("notes", [])):
+        if not isinstance(note, str):
+            raise bad(f"notes[{i}]", "a str", note)
+    for i, ratio in enumerate(rec.get("ratios", [])):
+        if not isinstance(ratio.get("name"), str):
+            raise bad(f"ratios[{i}].name", "a str", ratio.get("name"))
+        met = ratio.get("met")
+        if met is not None and not isinstance(met, bool):
+            raise bad(f"ratios[{i}].met", "true, false or null", met)
+    for i, plot in enumerate(rec.get("plots", [])):
+        series = plot.get("series", [])
+        if not isinstance(series, list) or not all(isinstance(x, dict) for x in series):
+            raise bad(f"plots[{i}].series", "a list of JSON objects", series)
+
+
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Load every ``*.json`` result record (and ``*.error.json``), in suite order."""
+    """Load every ``*.json`` result record (and ``*.error.json``), in suite order.
+
+    ``*.json`` files that are not result records (no ``"benchmark"`` key) are ignored.
+    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` naming the
+    file for one that is not a regular file, larger than 64 MiB, not JSON, nested
+    too deeply, or a record of the wrong shape.
+    """
     from llmds.bench import BENCHMARKS
+    from llmds.sim.config import read_text_file
 
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {str(results_dir)!r} does not exist; "
                                 "run `llmds bench` first")
     records = []
     for path in sorted(results_dir.glob("*.json")):
+        text = read_text_file(path, "result file", _MAX_RESULT_BYTES)
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+            rec = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"result file {str(path)!r} is nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"result file {str(path)!r} is not valid JSON: {exc}") from None
         if isinstance(rec, dict) and "benchmark" in rec:
+            _check_record(rec, repr(str(path)))
             rec["_file"] = path.name
             records.append(rec)
     order = {name: i for i, name in enumerate(BENCHMARKS)}
@@ -217,7 +268,7 @@ def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], b
     title = rec.get("title", rec["benchmark"])
     out: list[Block] = [("h3", title)]
     if "error" in rec:
-        last = rec["error"].strip().splitlines()[-1]
+        last = (rec["error"].strip().splitlines() or ["(no message)"])[-1]
         return [*out, ("p", f"This benchmark failed: {last}")], False
     size = rec.get("size", "quick" if rec.get("quick") else "default")
     out.append(("p", f"Data: {rec.get('data')}. Size: {size}; {rec.get('repeat')} timed "

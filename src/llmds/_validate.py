@@ -133,7 +133,9 @@ def check_number(
     TypeError: x must be a number, got str '7.5'
     >>> check_number(float("nan"), "x")
     Traceback (most recent call last):
-    ValueError: x must be a finite number, got nan
+    ValueError: x must be a finite number, not NaN
+    >>> check_number(float("inf"), "x", finite=False)
+    inf
     """
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer
                                                           | np.floating):
@@ -142,7 +144,9 @@ def check_number(
         out = float(value)
     except OverflowError:
         raise ValueError(f"{name} must be a finite number, got {show(value)}") from None
-    if math.isnan(out) or (finite and math.isinf(out)):
+    if math.isnan(out):
+        raise ValueError(f"{name} must be a {'finite ' if finite else ''}number, not NaN")
+    if finite and math.isinf(out):
         raise ValueError(f"{name} must be a finite number, got {out}")
     if minimum is not None:
         if exclusive_minimum and not out > minimum:

@@ -345,7 +345,7 @@ def test_decay_clear_copy_repr() -> None:
     cms.clear()
     assert cms.total == 0 and cms.estimate("a") == 0
     assert "conservative" in repr(cms) and cms.conservative and cms.seed == 0
-    with pytest.raises(ValueError, match=r"threshold.*nan"):
+    with pytest.raises(ValueError, match=r"threshold.*NaN"):
         cms.is_hot("a", float("nan"))
     with pytest.raises(TypeError, match="threshold"):
         cms.is_hot("a", "3")  # type: ignore[arg-type]

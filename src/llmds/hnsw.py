@@ -254,9 +254,6 @@ class HNSW:
         """Link ``slots`` into the graph on ``threads`` threads (write lock held)."""
         # a beam wider than the graph behaves exactly like one as wide as the graph
         ef_c = min(self._ef_construction, self.capacity)
-        if threads > 1:
-            _kb.clear_rows(self._links0, self._upper_links, self._upper_start, self._levels,
-                           slots)
         locks = np.zeros(self.capacity + 1 if threads > 1 else 1, dtype=np.int32)
         next_item = np.zeros(1, dtype=np.int64)
         self._pool.run(threads, ef_c, lambda s: _kb.insert_batch(

@@ -31,7 +31,7 @@ from llmds._kernels.hnsw import _FAST, _beam, _dist, _greedy, _next_tag, _pop
 # one row of chosen neighbours per layer, and loaders refuse higher levels.
 MAX_LEVEL = 64
 
-__all__ = ["MAX_LEVEL", "clear_rows", "insert_batch"]
+__all__ = ["MAX_LEVEL", "insert_batch"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -141,12 +141,17 @@ def _insert_one(vectors, links0, upper_links, upper_start, deleted, cur, level, 
     up to 3% of nodes ended unreachable with 4 threads on 2 cores). A layer's search
     reads only that layer's lists, so one thread builds the same graph either way.
     """
+    top = min(level, max_level)
+    if use_locks:  # a re-inserted node drops its old lists now (see the merge below)
+        spin_lock(locks, cur)
+        for lev in range(top + 1):
+            _row(links0, upper_links, upper_start, cur, lev)[0] = 0
+        spin_unlock(locks, cur)
     ep = entry
     ep_d = _dist(vectors, ep, vectors, cur, metric)
     if level < max_level:
         ep, ep_d = _greedy(vectors, upper_links, upper_start, vectors, cur, ep, ep_d,
                            max_level, level, metric, locks, use_locks)
-    top = min(level, max_level)
     for lev in range(top, -1, -1):
         links = links0 if lev == 0 else upper_links
         kept = _select(vectors, links, upper_start, lev, cur, ep, ep_d, ef_construction,
@@ -164,7 +169,9 @@ def _insert_one(vectors, links0, upper_links, upper_start, deleted, cur, level, 
         else:  # one thread: the new list replaces an updated node's old one
             _row(links0, upper_links, upper_start, cur, lev)[0] = 0
         # Merged, not overwritten: with several threads, nodes inserted meanwhile may
-        # already link back here.
+        # already link back here. (A re-inserted node's old lists are dropped when its
+        # insertion starts, not for the whole batch up front: that left every reused
+        # slot a dead end until its turn, and recall at ef=80 fell from 0.9997 to 0.98.)
         for r in range(num_chosen[lev]):
             _connect(vectors, links0, upper_links, upper_start, cur, chosen[lev, r], lev, maxm,
                      metric, wd, wi)
@@ -178,19 +185,6 @@ def _insert_one(vectors, links0, upper_links, upper_start, deleted, cur, level, 
                      wd, wi)
             if use_locks:
                 spin_unlock(locks, nb)
-
-
-@numba.njit(cache=True, nogil=True)
-def clear_rows(links0, upper_links, upper_start, levels, slots):
-    """Empty every link row of ``slots`` (before a parallel batch re-inserts them). O(len * L).
-
-    With several threads a node's own list is merged with the links other threads add
-    meanwhile (see ``_insert_one``), so an updated node's old list must go first.
-    """
-    for s in slots:
-        links0[s, 0] = 0
-        for lev in range(1, levels[s] + 1):
-            upper_links[upper_start[s] + lev - 1, 0] = 0
 
 
 @numba.njit(cache=True, nogil=True)

@@ -85,40 +85,38 @@ def _dist(a, i, b, j, metric):
 
 @numba.njit(cache=True, nogil=True)
 def _push(hd, hi, n, d, i):
-    """Push ``(d, i)`` on the max-heap ``hd[:n], hi[:n]``; return the new size. O(log n)."""
+    """Push ``(d, i)`` on the max-heap ``hd[:n], hi[:n]``; return the new size. O(log n).
+
+    The new entry sifts up from the end while its parent is smaller.
+    """
     pos = n
     while pos > 0:
         parent = (pos - 1) >> 1
         if hd[parent] >= d:
             break
-        hd[pos] = hd[parent]
-        hi[pos] = hi[parent]
+        hd[pos], hi[pos] = hd[parent], hi[parent]
         pos = parent
-    hd[pos] = d
-    hi[pos] = i
+    hd[pos], hi[pos] = d, i
     return n + 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _pop(hd, hi, n):
-    """Drop the root of the max-heap of size ``n`` (read it first); return ``n - 1``."""
+    """Drop the root of the max-heap of size ``n`` (read it first); return ``n - 1``.
+
+    The last entry sifts down from the root while a child is larger. O(log n).
+    """
     n -= 1
-    d = hd[n]
-    i = hi[n]
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= n:
-            break
+    d, i = hd[n], hi[n]
+    pos, child = 0, 1
+    while child < n:
         if child + 1 < n and hd[child + 1] > hd[child]:
             child += 1
         if hd[child] <= d:
             break
-        hd[pos] = hd[child]
-        hi[pos] = hi[child]
-        pos = child
-    hd[pos] = d
-    hi[pos] = i
+        hd[pos], hi[pos] = hd[child], hi[child]
+        pos, child = child, 2 * child + 1
+    hd[pos], hi[pos] = d, i
     return n
 
 
@@ -178,8 +176,11 @@ def _beam(vectors, links, upper_start, lev, q, qi, ep, ep_d, ef, visited, tag, c
     results (hnswlib's rule for filters and deletions; without blocked slots the results
     hold every node seen until ``ef`` are found, so this is hnswlib's unfiltered rule).
 
-    One loop serves search and construction: the flags cost nothing measurable next
-    to the distance computations (see ``HNSW``'s notes on the shared beam search).
+    One loop serves search (filtered or not) and construction, where there were three
+    copies. The flags cost nothing measurable next to the distance computations:
+    Fashion-MNIST 20k, M=16, one thread, interleaved with the copies it replaced,
+    batch search ran 0 to +2% more queries per CPU-second at ef 10-50, with
+    identical results and, built on one thread, identical graphs.
     """
     visited[ep] = tag
     nc = _push(cd, ci, 0, -ep_d, ep)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from llmds._hnsw_threads import RWLock, run_parallel
 from llmds.bench.ann_data import clustered_gaussians, exact_knn
 from llmds.errors import CorruptFileError
 from llmds.hnsw import HNSW
@@ -88,6 +89,47 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, tuple):  # search_batch: (ids, distances)
         return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+# ----------------------------------------------------------------- the pieces
+def test_rwlock_writer_waits_for_readers_and_holds_off_new_ones():
+    lock = RWLock()
+    lock.acquire_read()
+    lock.acquire_read()  # two readers at once
+    wrote, read = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with lock.writing():
+            wrote.set()
+
+    def late_reader() -> None:
+        with lock.reading():
+            read.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    for _ in range(10_000):  # until the writer waits for the two readers
+        if lock._writer:
+            break
+        threading.Event().wait(0.001)
+    r = threading.Thread(target=late_reader)
+    r.start()
+    assert not wrote.wait(0.05) and not read.is_set()  # a failure here is never a fluke
+    lock.release_read()
+    lock.release_read()
+    w.join(10)
+    r.join(10)
+    assert wrote.is_set() and read.is_set() and lock._readers == 0 and not lock._writer
+
+
+def test_run_parallel_runs_every_task_and_reraises():
+    seen: list[int] = []
+    run_parallel(seen.append, 5)
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    with pytest.raises(ZeroDivisionError):
+        run_parallel(lambda i: 1 // (i - 2), 4)  # a worker fails
+    with pytest.raises(ZeroDivisionError):
+        run_parallel(lambda i: 1 // i, 3)  # the calling thread's task fails
 
 
 # ------------------------------------------------------------------------- readers

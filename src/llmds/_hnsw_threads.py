@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -236,5 +236,23 @@ def run_parallel(task: Callable[[int], None], num_tasks: int) -> None:
     try:
         task(0)
     finally:
-        for f in futures:
-            f.result()
+        _wait_all(futures)
+
+
+def _wait_all(futures: list[Future[None]]) -> None:
+    """Wait for every task, even through Ctrl-C, then re-raise the first failure.
+
+    The tasks write arrays under a lock their caller holds: returning early (and
+    releasing it) while a worker still writes would let readers see a half-done write.
+    """
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            wait(futures)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+    for f in futures:
+        f.result()

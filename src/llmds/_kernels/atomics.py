@@ -10,6 +10,9 @@ on one element of an integer array, which is what lets several threads run one
   int32 ``locks[i]`` (0 = free). Acquire/release ordering: what one thread writes while
   holding lock ``i`` is seen by the next thread that takes lock ``i``. Only for short
   critical sections (a few microseconds), never held while waiting for another lock.
+  After ``_SPINS`` failed attempts the waiter calls ``sched_yield``: on a machine with
+  more busy threads than cores the holder may have lost its core, and spinning on
+  would only keep it from getting one back.
 
 Under ``NUMBA_DISABLE_JIT=1`` they are plain Python functions made atomic by one
 ``threading.Lock``, so the kernels keep working (slowly) without the JIT.
@@ -19,6 +22,9 @@ Preconditions: ``arr`` is a 1-D integer array, ``0 <= i < len(arr)`` (not checke
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import threading
 from typing import Any
 
@@ -26,6 +32,8 @@ import numba
 import numpy as np
 
 __all__ = ["fetch_add", "spin_lock", "spin_unlock"]
+
+_SPINS = 100  # ~2-5 us of failed compare-and-swaps, about one critical section
 
 if getattr(numba.config, "DISABLE_JIT", False):  # pragma: no cover - the no-JIT test
     _GUARD = threading.Lock()
@@ -49,10 +57,23 @@ if getattr(numba.config, "DISABLE_JIT", False):  # pragma: no cover - the no-JIT
         with _GUARD:
             arr[i] = v
 
+    def _yield_cpu() -> None:
+        """Give up the CPU (``os.sched_yield`` where it exists)."""
+        if hasattr(os, "sched_yield"):
+            os.sched_yield()
+
 else:
+    import llvmlite.binding as llvm
+    from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic
+
+    # The JIT's linker does not see libc's sched_yield by itself: register its address
+    # (on every import, so kernels loaded from numba's cache link too).
+    _SCHED_YIELD = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "sched_yield", None)
+    if _SCHED_YIELD is not None:
+        llvm.add_symbol("sched_yield", ctypes.cast(_SCHED_YIELD, ctypes.c_void_p).value)
 
     def _pointer(context: Any, builder: Any, arrty: Any, arrval: Any, idxty: Any,
                  idxval: Any) -> Any:
@@ -110,11 +131,29 @@ else:
         return types.none(arr, i, v), codegen
 
 
+    @intrinsic
+    def _yield_cpu(typingctx: Any) -> Any:
+        """Call libc's ``sched_yield()`` (nothing where libc has none)."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            if _SCHED_YIELD is not None:
+                fnty = ir.FunctionType(ir.IntType(32), [])
+                builder.call(cgutils.get_or_insert_function(builder.module, fnty,
+                                                            "sched_yield"), [])
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
+
 @numba.njit(cache=True, nogil=True)
 def spin_lock(locks: Any, i: Any) -> None:
-    """Take lock ``i`` (0 -> 1), spinning until it is free."""
+    """Take lock ``i`` (0 -> 1), spinning until it is free (yielding now and then)."""
+    spins = 0
     while _cas(locks, i, 0, 1) != 0:
-        pass
+        spins += 1
+        if spins == _SPINS:
+            _yield_cpu()
+            spins = 0
 
 
 @numba.njit(cache=True, nogil=True)

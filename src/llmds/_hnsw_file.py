@@ -16,8 +16,14 @@ raises :class:`~llmds.errors.CorruptFileError` naming the first one that fails:
 * every link row has a count in ``[0, capacity]`` (2M at layer 0, M above) and its
   links point to other slots (no self-link, no repeat) that have that layer.
 
-Together these are what ``HNSW._check`` asserts, so a loaded index passes it.
-O(n * M) time; temporary memory bounded by processing link rows in chunks.
+``HNSW._check`` runs the same function on the live arrays, so these facts are the
+class invariants and a loaded index passes it. O(n * M) time; temporary memory
+bounded by processing link rows in chunks.
+
+:func:`open_graph` reads a file and checks its header (kind, version, keys,
+parameter names); :func:`state_container` does the same for the state ``pickle`` and
+``copy.deepcopy`` carry (``HNSW.__getstate__``), so an unpickled index passes the same
+checks as a loaded one.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class HNSW:
 
     Determinism: the same ``seed`` and insertion order give an identical graph
     (per-instance RNG) when it is built on one thread (``num_threads=1``, or batches
-    under 256 new items per thread); a parallel build links nodes in an order that
+    under 256 items per thread); a parallel build links nodes in an order that
     depends on thread timing, with the serial build's recall.
 
     Files: :meth:`save` writes one checksummed container (atomic: temporary file,
@@ -203,7 +203,7 @@ class HNSW:
 
         An id already present is updated (its slot gets the new vector and fresh links);
         new ids reuse the slots of deleted items first. ``num_threads`` threads link the
-        batch (-1: all cores; batches under 256 new items per thread use fewer); with
+        batch (-1: all cores; batches under 256 items per thread use fewer); with
         one thread the graph is deterministic. Raises ``ValueError`` (shape, NaN/inf,
         duplicate or negative ids, ``num_threads``) or ``TypeError`` before anything
         changes. Holds the write lock for the whole batch.

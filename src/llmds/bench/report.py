@@ -170,7 +170,8 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-_NUMERIC_CELL = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
+#: A table cell that holds a number (or a goal such as ">= 0.3"): right-aligned, never wrapped.
+NUMERIC_CELL = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
 
 
 def _html_table(header: list[str], body: list[list[str]]) -> str:
@@ -178,7 +179,7 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
         return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     def cell(c: str) -> str:
-        css = (' class="num"' if _NUMERIC_CELL.match(c) else
+        css = (' class="num"' if NUMERIC_CELL.match(c) else
                ' class="missed"' if c == "missed" else "")
         return f"<td{css}>{html.escape(c)}</td>"
 

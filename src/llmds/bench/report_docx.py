@@ -18,7 +18,6 @@ font shrinks for wide tables, and header rows repeat across pages. Needs python-
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from llmds.bench.report import (
     CLAIMS,
     GOALS,
     MEMORY,
+    NUMERIC_CELL,
     RESULTS,
     SUMMARY,
     run_facts,
@@ -138,7 +138,6 @@ _CELL_PADDING_IN = 0.16  # Word's default left + right cell margins
 # Average advance of a character in Calibri, in ems (digits are 0.507; a little slack
 # covers capitals and bold headers).
 _EM_PER_CHAR = 0.53
-_NUMBER = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
 _VERDICT_SHADES = {"HOLDS": "D7F0D7", "HOLDS IN PART": "FBEECB", "DOES NOT HOLD": "F6D3D3",
                    "NOT MEASURED": "E4E4E4"}
 
@@ -188,7 +187,7 @@ def column_widths(header: list[str], body: list[list[str]],
     cols = list(zip(header, *body, strict=True))
 
     def unbroken(cell: str) -> int:  # the longest run of characters that must not wrap
-        return len(cell) if _NUMBER.match(cell) else max(map(len, cell.split()), default=1)
+        return len(cell) if NUMERIC_CELL.match(cell) else max(map(len, cell.split()), default=1)
 
     for size in (9.0, 8.5, 8.0, 7.5, 7.0):
         char = size * _EM_PER_CHAR / 72
@@ -205,7 +204,7 @@ def column_widths(header: list[str], body: list[list[str]],
     # Columns of text share the spare width in proportion to their unwrapped width
     # (numbers have all they need); as much as a column needs to not wrap at all, and
     # then, if the table is narrower than the page, a share of the rest.
-    text = [0.0 if all(_NUMBER.match(c) for c in col[1:]) else n
+    text = [0.0 if all(NUMERIC_CELL.match(c) for c in col[1:]) else n
             for n, col in zip(natural, cols, strict=True)]
     if sum(natural) <= text_width:
         spare, base, weight = text_width - sum(natural), natural, text
@@ -334,7 +333,7 @@ class _Writer:
                 if i == 0:
                     run.bold = True
                     prop(tc_pr, "w:shd", val="clear", color="auto", fill="E8EDF4")
-                elif _NUMBER.match(text):
+                elif NUMERIC_CELL.match(text):
                     prop(tc_pr, "w:noWrap")
                     par.alignment = WD_ALIGN_PARAGRAPH.RIGHT
                 elif text == "missed":

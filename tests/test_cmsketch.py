@@ -93,7 +93,8 @@ def test_out_of_range_ints(bad: int) -> None:
 
 
 @pytest.mark.parametrize(("count", "exc"), [(-1, ValueError), (1.0, TypeError), (True, TypeError),
-                                            (2**62, ValueError)])
+                                            (2**63, ValueError), (1.5, TypeError),
+                                            ("1", TypeError), (float("nan"), TypeError)])
 def test_bad_counts(count: object, exc: type[Exception]) -> None:
     cms = CountMinSketch(64, 3)
     with pytest.raises(exc, match="count"):
@@ -275,6 +276,64 @@ def test_merge() -> None:
     assert np.array_equal(a._table, before)
 
 
+MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+def test_counters_and_total_saturate(conservative: bool) -> None:
+    cms = CountMinSketch(8, 3, conservative=conservative)
+    cms.add("a", MAX)
+    cms.add("a", 1)
+    cms.add("a", MAX)
+    assert cms.estimate("a") == MAX and cms.total == MAX
+    assert int(cms._table.min()) >= 0
+    cms._check()
+    cms.add("b", 5)  # total stays saturated; other cells are untouched by saturation
+    assert cms.total == MAX and cms.estimate("a") == MAX
+    cms.decay()
+    assert cms.total == MAX >> 1 and cms.estimate("a") == MAX >> 1
+    cms._check()
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+def test_add_many_with_huge_counts_saturates(conservative: bool) -> None:
+    # The int64 sum of these counts wraps to -4 (the bug: ``total == -4``).
+    cms = CountMinSketch(64, 3, conservative=conservative)
+    cms.add_many(["x", "y", "z", "w"], counts=[2**62 - 1] * 4)
+    assert cms.total == MAX
+    assert all(cms.estimate(k) >= 2**62 - 1 for k in "xyzw")
+    cms.add_many(["x", "x", "x"], MAX)  # one count for all: c * n is above int64
+    assert cms.total == MAX and cms.estimate("x") == MAX
+    cms.add_many(np.array([1, 2], dtype=np.uint64), counts=np.array([MAX, MAX], dtype=np.uint64))
+    assert cms.estimate(1) == MAX and cms.estimate(2) == MAX
+    assert int(cms._table.min()) >= 0
+    cms._check()
+    with pytest.raises(ValueError, match="counts must hold values <= 9223372036854775807"):
+        cms.add_many([1], counts=np.array([2**63], dtype=np.uint64))
+    with pytest.raises(ValueError, match=r"count must be in \[0, 9223372036854775807\]"):
+        cms.add("a", 2**63)
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+def test_merge_of_near_max_sketches_saturates(conservative: bool) -> None:
+    a = CountMinSketch(16, 3, conservative=conservative)
+    b = CountMinSketch(16, 3, conservative=conservative)
+    a.add("x", MAX - 1)
+    b.add("x", MAX - 1)
+    b.add("y", 3)
+    a.merge(b)
+    assert a.estimate("x") == MAX and a.estimate("y") >= 3 and a.total == MAX
+    assert b.estimate("x") == MAX - 1  # the merged-in sketch is unchanged
+    a._check()
+    a.merge(a)  # merging a sketch into itself doubles it, saturated
+    assert a.total == MAX and int(a._table.min()) >= 0
+    c = CountMinSketch(16, 3, conservative=conservative)
+    c.add("x", 5)
+    c.merge(c)
+    assert c.estimate("x") == 10 and c.total == 10
+    c._check()
+
+
 def test_decay_clear_copy_repr() -> None:
     cms = CountMinSketch(64, 3)
     cms.add("a", 7)
@@ -286,7 +345,7 @@ def test_decay_clear_copy_repr() -> None:
     cms.clear()
     assert cms.total == 0 and cms.estimate("a") == 0
     assert "conservative" in repr(cms) and cms.conservative and cms.seed == 0
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"threshold.*NaN"):
         cms.is_hot("a", float("nan"))
     with pytest.raises(TypeError, match="threshold"):
         cms.is_hot("a", "3")  # type: ignore[arg-type]
@@ -359,6 +418,67 @@ class SketchMachine(RuleBasedStateMachine):
 TestSketchStateful = pytest.mark.slow(SketchMachine.TestCase)
 
 
+class SaturatingCounter(ExactCounter):
+    """Exact counts capped at INT64_MAX, the sketch's saturation (cells >= these)."""
+
+    def add(self, item: object, count: int = 1) -> None:
+        super().add(item, count)
+        for key in self.counts:
+            self.counts[key] = min(self.counts[key], MAX)
+        self.total = min(self.total, MAX)
+
+
+HUGE = st.one_of(st.integers(0, 3), st.integers(MAX - 3, MAX), st.integers(2**61, 2**62))
+
+
+class SaturationMachine(RuleBasedStateMachine):
+    """Counts near INT64_MAX: never negative, never below the saturated true count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sketches = (CountMinSketch(4, 2), CountMinSketch(4, 2, conservative=False))
+        self.model = SaturatingCounter()
+
+    @rule(item=ITEMS, count=HUGE)
+    def add(self, item: object, count: int) -> None:
+        for s in self.sketches:
+            s.add(item, count)  # type: ignore[arg-type]
+        self.model.add(item, count)
+
+    @rule(items=st.lists(ITEMS, max_size=4), counts=st.lists(HUGE, min_size=4, max_size=4))
+    def add_many(self, items: list, counts: list[int]) -> None:
+        for s in self.sketches:
+            s.add_many(list(items), counts[: len(items)])
+        for item, count in zip(items, counts, strict=False):
+            self.model.add(item, count)
+
+    @rule(item=ITEMS, count=HUGE)
+    def merge(self, item: object, count: int) -> None:
+        for s in self.sketches:
+            other = CountMinSketch(s.width, s.depth, conservative=s.conservative, seed=s.seed)
+            other.add(item, count)  # type: ignore[arg-type]
+            s.merge(other)
+        self.model.add(item, count)
+
+    @rule()
+    def decay(self) -> None:
+        for s in self.sketches:
+            s.decay()
+        self.model.decay()
+
+    @invariant()
+    def bounds(self) -> None:
+        for s in self.sketches:
+            s._check()
+            assert s.total == self.model.total
+            assert int(s._table.min()) >= 0
+            for key, true in self.model.counts.items():
+                assert true <= s.estimate(key) <= MAX
+
+
+TestSaturationStateful = pytest.mark.slow(SaturationMachine.TestCase)
+
+
 @given(st.lists(st.text(max_size=8), max_size=30), st.integers(0, 2**32))
 def test_estimate_many_str_matches_scalar(items: list[str], seed: int) -> None:
     cms = CountMinSketch(16, 3, seed=seed)
@@ -379,6 +499,8 @@ def test_kernels_without_jit() -> None:
             c.add_many([1, 2, 2, -7]); c.add_many(["ab", "é"], counts=[2, 3]); c.add(b"ab")
             print(cons, c.estimate_many([1, 2, -7, 99]).tolist(), c.estimate("ab"),
                   c.estimate("é"), c._table.sum(axis=1).tolist())
+            c.add(1, 2**63 - 1); c.add_many([1, 2], counts=[2**63 - 1] * 2)
+            print(c.estimate(1), c.estimate(2), c.total, int(c._table.min()))
         """
     )
     results = []
@@ -397,3 +519,18 @@ def test_many_keys_all_types_consistent() -> None:
     cms.add_many(keys, counts=np.arange(500))
     assert (cms.estimate_many(keys) >= np.arange(500)).all()
     assert all(cms.estimate(k) >= i for i, k in itertools.islice(enumerate(keys), 0, 500, 50))
+
+
+def test_pickle_and_deepcopy_are_independent() -> None:
+    import copy
+    import pickle
+
+    cms = CountMinSketch(16, 3, seed=7)
+    cms.add("a", MAX)
+    cms.add("a", 1)
+    for clone in (pickle.loads(pickle.dumps(cms)), copy.deepcopy(cms), cms.copy()):
+        assert clone.estimate("a") == MAX and clone.total == MAX and clone.seed == 7
+        clone.clear()
+        clone._check()
+        assert cms.estimate("a") == MAX
+    cms._check()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -124,8 +125,31 @@ def test_load_config_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_config(bad)
-    with pytest.raises(ValueError, match="cannot read config file"):
+    with pytest.raises(ValueError, match=r"config file .*missing\.json' does not exist"):
         load_config(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        load_config(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_config(deep)
+    if sys.version_info >= (3, 11):
+        deep_toml = tmp_path / "deep.toml"
+        deep_toml.write_text("a = " + "[" * 100_000 + "]" * 100_000)
+        with pytest.raises(ValueError, match="nested too deeply"):
+            load_config(deep_toml)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20) + "{}")
+    with pytest.raises(ValueError, match="more than 1,048,576"):
+        load_config(big)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"seed": 1}\xff')
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_config(latin)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_config(fifo)  # refused without blocking on the FIFO
 
 
 def test_cli_simulate_config(tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import strategies as st
@@ -239,3 +242,137 @@ class LRUMachine(RuleBasedStateMachine):
 
 
 TestLRUStateful = LRUMachine.TestCase
+
+
+def _filled() -> TokenLRU[str, list[str]]:
+    cache: TokenLRU[str, list[str]] = TokenLRU(10, len)
+    cache.put("a", ["x", "y"])
+    cache.put("b", ["z"])
+    cache.get("a")  # order: b, a
+    return cache
+
+
+def _assert_independent(orig: TokenLRU, clone: TokenLRU) -> None:
+    assert type(clone) is type(orig)
+    assert list(clone.items()) == list(orig.items()) and clone.keys() == ["b", "a"]
+    assert clone.total_tokens() == orig.total_tokens() == 3
+    assert clone.token_budget == orig.token_budget
+    clone._check()
+    # Writes through every entry point of the clone leave the original alone, and back.
+    clone.put("c", ["1"] * 8)
+    assert clone.get("b") is None and "b" not in clone  # evicted from the clone only
+    clone["d"] = []
+    del clone["a"]
+    assert orig.keys() == ["b", "a"] and orig.total_tokens() == 3
+    orig.put("e", ["q"])
+    orig.get("b")
+    assert "e" not in clone and clone.keys() == ["c", "d"]
+    assert clone.total_tokens() == 8
+    orig._check()
+    clone._check()
+
+
+def test_deepcopy_is_independent() -> None:
+    orig = _filled()
+    clone = copy.deepcopy(orig)
+    assert clone.peek("a") == ["x", "y"] and clone.peek("a") is not orig.peek("a")
+    _assert_independent(orig, clone)
+
+
+def test_shallow_copy_is_independent() -> None:
+    orig = _filled()
+    for clone in (copy.copy(orig), orig.copy()):
+        assert clone.peek("a") is orig.peek("a")  # values shared, like dict.copy
+    _assert_independent(orig, orig.copy())
+
+
+def test_pickle_round_trip_is_independent() -> None:
+    orig = _filled()
+    clone = pickle.loads(pickle.dumps(orig))
+    _assert_independent(orig, clone)
+
+
+def test_deepcopy_works_with_a_lambda_token_of() -> None:
+    cache: TokenLRU[str, str] = TokenLRU(4, lambda v: len(v))
+    cache.put("a", "xx")
+    clone = copy.deepcopy(cache)
+    clone.put("b", "yyy")  # evicts "a" in the clone only
+    assert cache.keys() == ["a"] and clone.keys() == ["b"]
+    cache._check()
+    clone._check()
+
+
+def test_pickle_with_a_lambda_token_of_names_it() -> None:
+    cache: TokenLRU[str, str] = TokenLRU(4, lambda v: len(v))
+    # The standard library's own error names the function; a local lambda gives
+    # AttributeError("Can't pickle local object ...<lambda>"), a global one PicklingError.
+    with pytest.raises((pickle.PicklingError, AttributeError), match="lambda"):
+        pickle.dumps(cache)
+    assert cache.keys() == [] and copy.deepcopy(cache).token_budget == 4
+
+
+def test_deepcopy_keeps_self_references() -> None:
+    cache: TokenLRU[str, object] = TokenLRU(4, lambda v: 1)
+    cache.put("me", [cache])
+    clone = copy.deepcopy(cache)
+    assert clone.peek("me")[0] is clone  # type: ignore[index]
+
+
+def test_hand_made_pickle_over_budget_is_refused() -> None:
+    from llmds.token_lru import _restore
+
+    with pytest.raises(ValueError, match="token_budget"):
+        _restore(TokenLRU, 2, len, [("a", "xx", 2), ("b", "y", 1)])
+    with pytest.raises(ValueError, match="token_of"):
+        _restore(TokenLRU, 2, len, [("a", "xx", -2)])
+
+
+class CopyMachine(RuleBasedStateMachine):
+    """A cache and its copies (deepcopy, copy, pickle) evolve independently, each like a model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caches: list[TokenLRU[int, str]] = [TokenLRU(20, len)]
+        self.models = [ListLRU(20, len)]
+
+    @rule(which=st.integers(0, 7), key=KEYS, value=VALUES)
+    def put(self, which: int, key: int, value: str) -> None:
+        i = which % len(self.caches)
+        assert self.caches[i].put(key, value) == self.models[i].put(key, value)
+
+    @rule(which=st.integers(0, 7), key=KEYS)
+    def get(self, which: int, key: int) -> None:
+        i = which % len(self.caches)
+        assert self.caches[i].get(key) == self.models[i].get(key)
+
+    @rule(which=st.integers(0, 7), key=KEYS)
+    def pop(self, which: int, key: int) -> None:
+        i = which % len(self.caches)
+        assert self.caches[i].pop(key, None) == self.models[i].pop(key)
+
+    @precondition(lambda self: len(self.caches) < 6)
+    @rule(which=st.integers(0, 7), how=st.sampled_from(["deepcopy", "copy", "pickle"]))
+    def clone(self, which: int, how: str) -> None:
+        i = which % len(self.caches)
+        cache = self.caches[i]
+        if how == "deepcopy":
+            new = copy.deepcopy(cache)
+        elif how == "copy":
+            new = cache.copy()
+        else:
+            new = pickle.loads(pickle.dumps(cache))
+        model = ListLRU(20, len)
+        for k, v in self.models[i].items():
+            model.put(k, v)
+        self.caches.append(new)
+        self.models.append(model)
+
+    @invariant()
+    def agree(self) -> None:
+        for cache, model in zip(self.caches, self.models, strict=True):
+            cache._check()
+            assert list(cache.items()) == model.items()
+            assert cache.total_tokens() == model.total_tokens()
+
+
+TestCopyStateful = CopyMachine.TestCase

@@ -16,8 +16,14 @@ raises :class:`~llmds.errors.CorruptFileError` naming the first one that fails:
 * every link row has a count in ``[0, capacity]`` (2M at layer 0, M above) and its
   links point to other slots (no self-link, no repeat) that have that layer.
 
-Together these are what ``HNSW._check`` asserts, so a loaded index passes it.
-O(n * M) time; temporary memory bounded by processing link rows in chunks.
+``HNSW._check`` runs the same function on the live arrays, so these facts are the
+class invariants and a loaded index passes it. O(n * M) time; temporary memory
+bounded by processing link rows in chunks.
+
+:func:`open_graph` reads a file and checks its header (kind, version, keys,
+parameter names); :func:`state_container` does the same for the state ``pickle`` and
+``copy.deepcopy`` carry (``HNSW.__getstate__``), so an unpickled index passes the same
+checks as a loaded one.
 """
 
 from __future__ import annotations
@@ -28,20 +34,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmds._persist import Container
-from llmds._validate import is_int, show
+from llmds._kernels.hnsw_build import MAX_LEVEL
+from llmds._persist import Container, read_container
+from llmds._validate import check_bool, check_path, is_int
+from llmds.errors import CorruptFileError
 
-__all__ = ["MAX_LEVEL", "check_graph", "check_path", "check_rng_state"]
+__all__ = ["KIND", "MAX_LEVEL", "PARAMS", "VERSION", "check_graph", "check_path",
+           "check_rng_state", "open_graph", "state_container"]
 
-MAX_LEVEL = 64  # levels are drawn capped at this; ml = 1/ln(2) reaches ~53 at most
+KIND = "llmds.HNSW"
+VERSION = 1
+PARAMS = ("dim", "M", "ef_construction", "ef_search", "ml", "seed", "metric")
+_META = frozenset({"params", "num_slots", "upper_rows", "entry_point", "max_level",
+                   "rng_state"})
 _CHUNK = 1 << 16  # link rows validated per step (bounds the temporary arrays)
-
-
-def check_path(path: object, name: str = "path") -> str | os.PathLike[str]:
-    """``path`` if it is a ``str`` or ``os.PathLike``, else a TypeError naming ``name``. O(1)."""
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{name} must be a str or os.PathLike, got {show(path)}")
-    return path
 
 
 def _int(c: Container, meta: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -159,3 +165,39 @@ def check_rng_state(c: Container, state: Any) -> dict[str, Any]:
     if not ok:
         raise c.fail("rng_state is not a NumPy PCG64 state")
     return state
+
+
+def _check_header(c: Container) -> Container:
+    """``c`` if its header holds exactly the HNSW keys and parameter names."""
+    meta = c.meta
+    if set(meta) != _META:
+        raise c.fail(f"the header must hold exactly {sorted(_META)}, got {sorted(meta)}")
+    p = meta["params"]
+    if not isinstance(p, dict) or set(p) != set(PARAMS):
+        raise c.fail(f"params must hold exactly {list(PARAMS)}")
+    return c
+
+
+def open_graph(path: object, mmap: object) -> Container:
+    """The container at ``path`` with a well-formed HNSW header (arrays not yet checked).
+
+    Refuses a folder saved by llmds 0.2 (``header.json`` + ``.npy`` files) with a
+    CorruptFileError saying so. O(file size) (checksums).
+    """
+    where = check_path(path)
+    mmap = check_bool(mmap, "mmap")
+    if os.path.isdir(where) and os.path.exists(os.path.join(where, "header.json")):
+        raise CorruptFileError(
+            f"{os.fspath(where)!r} is an HNSW folder of llmds 0.2 (header.json + .npy "
+            "files), a format this llmds no longer reads: rebuild the index and save it "
+            "again (one checksummed file)")
+    return _check_header(read_container(where, KIND, (VERSION,), mmap=mmap))
+
+
+def state_container(state: object, where: str) -> Container:
+    """A pickled state ``{"meta", "arrays"}`` as a Container the loader's checks can read."""
+    if not (isinstance(state, dict) and set(state) == {"meta", "arrays"}
+            and isinstance(state["meta"], dict) and isinstance(state["arrays"], dict)
+            and all(isinstance(a, np.ndarray) for a in state["arrays"].values())):
+        raise CorruptFileError(f"{where!r}: not a pickled HNSW state")
+    return _check_header(Container(where, KIND, VERSION, state["meta"], state["arrays"]))

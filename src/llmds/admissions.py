@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
+
+from llmds._validate import check_bool, check_number, show
 
 __all__ = [
     "ADMITTED",
@@ -28,6 +30,10 @@ REASONS = (ADMITTED, RATE_LIMITED_REQUESTS, RATE_LIMITED_TOKENS, REQUEST_TOO_LAR
 
 _INF = math.inf
 _REJECTED_REQUESTS = (False, RATE_LIMITED_REQUESTS)
+# The int fast paths stop at 2**53 (written as the literal 9007199254740992 there: a
+# constant is cheaper than a global): the buckets are floats, and an int too large
+# for a float (10**400) must get check_number's ValueError, not an OverflowError.
+# ``1e999`` in the hot paths is the constant inf, for the same reason.
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +52,20 @@ class AdmissionDecision:
 
 
 def _rate(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not (v > 0.0 and v < _INF):  # also rejects NaN
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
+    return check_number(value, name, minimum=0.0, exclusive_minimum=True)
 
 
 def _tokens_arg(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be an int or float, got {type(value).__name__}")
-    if not (value >= 0 and value < _INF):  # also rejects NaN
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
+    return check_number(value, name, minimum=0.0)
+
+
+def _bad_clock(now: object) -> NoReturn:
+    """Raise the error for a ``clock()`` reading that is not a finite number of seconds."""
+    try:
+        check_number(now, "clock()")
+    except (TypeError, ValueError) as exc:
+        raise exc from None  # not the arithmetic error that led here
+    raise ValueError(f"clock() must return finite seconds, got {show(now)}")
 
 
 class AdmissionController:
@@ -145,10 +151,9 @@ class AdmissionController:
             raise ValueError(f"request_burst must be >= 1 (one request), got {request_burst!r}")
         tok_burst = _rate("token_burst", tok_rate if token_burst is None else token_burst)
         if not callable(clock):
-            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+            raise TypeError(f"clock must be callable, got {show(clock)}")
         now = clock()
-        if not isinstance(now, (int, float)) or now != now:
-            raise TypeError(f"clock() must return a number of seconds, got {now!r}")
+        now = check_number(now, "clock()")
         self._req_rate = req_rate
         self._tok_rate = tok_rate
         self._req_burst = req_burst
@@ -193,13 +198,20 @@ class AdmissionController:
     def _refill(self) -> None:
         """Bring both buckets up to ``clock()``. O(1); caller holds the lock."""
         now = self._clock()
-        elapsed = now - self._last
+        try:
+            elapsed = now - self._last
+        except TypeError:
+            _bad_clock(now)
         if elapsed > 0.0:
+            if elapsed == 1e999:
+                _bad_clock(now)
             level = self._req_level + elapsed * self._req_rate
             self._req_level = level if level < self._req_burst else self._req_burst
             level = self._tok_level + elapsed * self._tok_rate
             self._tok_level = level if level < self._tok_burst else self._tok_burst
             self._last = now
+        elif elapsed != elapsed:
+            _bad_clock(now)
 
     def _reject(self, tokens: float) -> tuple[bool, str, float]:
         """Count and return the rejection of a request of ``tokens``. Caller holds the lock."""
@@ -245,18 +257,26 @@ class AdmissionController:
         Returns ``(admitted, reason)``; the retry-after hint is in
         ``last_retry_after``. Follow an admission with ``record_request``.
         """
-        if type(estimated_tokens) is not int or estimated_tokens < 0:
+        if (type(estimated_tokens) is not int or estimated_tokens < 0
+                or estimated_tokens > 9007199254740992):
             estimated_tokens = _tokens_arg("estimated_tokens", estimated_tokens)
         self._acquire()
         try:
             now = self._clock()
-            elapsed = now - self._last
+            try:
+                elapsed = now - self._last
+            except TypeError:
+                _bad_clock(now)
             if elapsed > 0.0:
+                if elapsed == 1e999:
+                    _bad_clock(now)
                 level = self._req_level + elapsed * self._req_rate
                 self._req_level = level if level < self._req_burst else self._req_burst
                 level = self._tok_level + elapsed * self._tok_rate
                 self._tok_level = level if level < self._tok_burst else self._tok_burst
                 self._last = now
+            elif elapsed != elapsed:
+                _bad_clock(now)
             if (
                 self._req_level >= 1.0
                 and self._tok_level >= estimated_tokens
@@ -279,15 +299,20 @@ class AdmissionController:
         Safe for concurrent callers: two threads can never both take the last
         request or token. Returns ``(admitted, reason)`` like ``should_admit``.
         """
-        if type(tokens) is not int or tokens < 0:
+        if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
             tokens = _tokens_arg("tokens", tokens)
         self._acquire()
         try:
             now = self._clock()
-            elapsed = now - self._last
+            try:
+                elapsed = now - self._last
+            except TypeError:
+                _bad_clock(now)
             req_level = self._req_level
             tok_level = self._tok_level
             if elapsed > 0.0:
+                if elapsed == 1e999:
+                    _bad_clock(now)
                 req_level += elapsed * self._req_rate
                 if req_level > self._req_burst:
                     req_level = self._req_burst
@@ -295,6 +320,8 @@ class AdmissionController:
                 if tok_level > self._tok_burst:
                     tok_level = self._tok_burst
                 self._last = now
+            elif elapsed != elapsed:
+                _bad_clock(now)
             if req_level >= 1.0 and tok_level >= tokens and tokens <= self._tok_burst:
                 self._req_level = req_level - 1.0
                 self._tok_level = tok_level - tokens
@@ -317,8 +344,9 @@ class AdmissionController:
     def check(self, estimated_tokens: float = 0, *, record: bool = False) -> AdmissionDecision:
         """Decide with a retry-after hint; ``record=True`` is ``try_admit``. O(1)."""
         estimated_tokens = _tokens_arg("estimated_tokens", estimated_tokens)
+        record = check_bool(record, "record")
         with self._lock:
-            admitted, reason, retry = self._decide(estimated_tokens, bool(record))
+            admitted, reason, retry = self._decide(estimated_tokens, record)
         return AdmissionDecision(admitted, reason, retry)
 
     def record_request(self, tokens: float) -> None:
@@ -327,7 +355,7 @@ class AdmissionController:
         Never refuses: buckets may go negative, and that debt delays later
         admissions. Counts towards ``stats()['recorded_requests']``.
         """
-        if type(tokens) is not int or tokens < 0:
+        if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
             tokens = _tokens_arg("tokens", tokens)
         with self._lock:
             self._refill()
@@ -338,8 +366,11 @@ class AdmissionController:
 
     def reset(self) -> None:
         """Refill both buckets and zero the statistics. O(1)."""
+        now = self._clock()
+        if type(now) is not float or now - now != 0.0:
+            now = check_number(now, "clock()")
         with self._lock:
-            self._last = float(self._clock())
+            self._last = now
             self._req_level = self._req_burst
             self._tok_level = self._tok_burst
             self._admitted = 0

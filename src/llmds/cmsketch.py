@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import cmsketch as _k
+from llmds._validate import (
+    INT64_MAX,
+    check_bool,
+    check_int,
+    check_int_array,
+    check_number,
+    check_positive_int,
+    is_int,
+    show,
+)
 
 __all__ = ["CountMinSketch"]
 
@@ -18,6 +28,8 @@ Item = str | bytes | int
 _UINT64_MOD = 1 << 64
 _EMPTY_COUNTS = np.empty(0, dtype=np.int64)
 _MAX_WIDTH = (1 << 31) - 1  # the row hash reduces into [0, width) with 32-bit multiply-shift
+_MAX_DEPTH = 64
+_MAX_CELLS = 1 << 31  # 16 GiB of int64 counters: checked before np.zeros is asked for more
 
 
 def _row_seeds(seed: int, depth: int) -> npt.NDArray[np.uint64]:
@@ -38,24 +50,9 @@ def _row_seeds(seed: int, depth: int) -> npt.NDArray[np.uint64]:
     return out
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def _count_arg(count: object) -> int:
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
-        raise TypeError(f"count must be an int, got {type(count).__name__}")
-    count = int(count)
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if count >= 1 << 62:
-        raise ValueError(f"count must be < 2**62, got {count}")
-    return count
+    """A count to add: an int in ``[0, INT64_MAX]`` (counters saturate there anyway)."""
+    return check_int(count, "count", minimum=0, maximum=INT64_MAX)
 
 
 class CountMinSketch:
@@ -78,18 +75,26 @@ class CountMinSketch:
     over bytes, then MurmurHash3's ``fmix64`` of ``key ^ seed_i`` per row, with
     row seeds drawn from ``seed`` by SplitMix64; never Python's salted ``hash``.
 
+    Counters and ``total`` saturate at ``2**63 - 1`` (``INT64_MAX``) instead of
+    wrapping: a count that would pass it stops there, in ``add``, ``add_many``,
+    ``merge`` and ``decay`` alike, so a heavy hitter never turns negative. Counts
+    are ints in ``[0, 2**63 - 1]``.
+
     Invariants (asserted by ``_check``):
-      * every counter is ``>= 0``; ``total`` is the sum of the added counts
-        (halved with ``decay``, summed with ``merge``);
-      * standard update: each row sums to ``total`` (before any ``decay``);
-        conservative update: no row sums to more than ``total``;
-      * ``estimate(x) >= true count of x`` (never an under-estimate; after
-        ``decay`` the true count is the floor-halved count).
+      * every counter is in ``[0, INT64_MAX]``; ``total`` is the sum of the added
+        counts (halved with ``decay``, summed with ``merge``), capped at ``INT64_MAX``;
+      * standard update: each row sums to ``total`` (before any ``decay`` or
+        saturation); conservative update: no row sums to more than ``total``
+        (unless ``total`` saturated);
+      * ``estimate(x) >= min(true count of x, INT64_MAX)`` (never an
+        under-estimate; after ``decay`` the true count is the floor-halved count).
 
     Complexity: ``add``/``estimate``/``is_hot`` O(depth); ``add_many`` and
     ``estimate_many`` O(n * depth) in a compiled loop (plus O(total bytes) for
     str/bytes items); ``merge`` and ``decay`` O(width * depth). Memory:
-    ``8 * width * depth`` bytes. Not thread-safe.
+    ``8 * width * depth`` bytes (at most 2**31 counters). Thread safety: not
+    thread-safe; guard it with a lock if shared. Copies (``copy()``,
+    ``copy.deepcopy``) and pickles are independent sketches.
 
     >>> cms = CountMinSketch(width=1024, depth=4)
     >>> cms.add("hello", 3)
@@ -102,7 +107,7 @@ class CountMinSketch:
     (5, 272)
     """
 
-    __slots__ = ("_conservative", "_one", "_seed", "_seeds", "_table", "_total")
+    __slots__ = ("_capped", "_conservative", "_one", "_seed", "_seeds", "_table", "_total")
 
     def __init__(
         self,
@@ -120,19 +125,21 @@ class CountMinSketch:
             width, depth = self.size_for(
                 0.001 if epsilon is None else epsilon, 0.01 if delta is None else delta
             )
-        width = _positive_int("width", 2048 if width is None else width)
-        depth = _positive_int("depth", 4 if depth is None else depth)
-        if width > _MAX_WIDTH:
-            raise ValueError(f"width must be <= {_MAX_WIDTH}, got {width}")
-        if depth > 64:
-            raise ValueError(f"depth must be <= 64, got {depth}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        width = check_positive_int(2048 if width is None else width, "width", maximum=_MAX_WIDTH)
+        depth = check_positive_int(4 if depth is None else depth, "depth", maximum=_MAX_DEPTH)
+        if width * depth > _MAX_CELLS:
+            raise ValueError(
+                f"width * depth must be <= {_MAX_CELLS} counters (16 GiB), got "
+                f"{width} * {depth} = {width * depth}"
+            )
+        seed = check_int(seed, "seed")
+        conservative = check_bool(conservative, "conservative")
         self._table = np.zeros((depth, width), dtype=np.int64)
         self._seed = seed
         self._seeds = _row_seeds(seed, depth)
-        self._conservative = bool(conservative)
+        self._conservative = conservative
         self._total = 0
+        self._capped = False  # total ever saturated (then row sums may exceed it)
         self._one = np.zeros(1, dtype=np.uint64)
 
     @staticmethod
@@ -143,11 +150,16 @@ class CountMinSketch:
         (2719, 5)
         """
         for name, v in (("epsilon", epsilon), ("delta", delta)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"{name} must be a float, got {type(v).__name__}")
-            if not 0.0 < v < 1.0:  # also rejects NaN
-                raise ValueError(f"{name} must be in (0, 1), got {v}")
-        return math.ceil(math.e / epsilon), max(1, math.ceil(math.log(1.0 / delta)))
+            x = check_number(v, name)
+            if not 0.0 < x < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+        width = math.e / float(epsilon)
+        if width > _MAX_WIDTH:  # also catches e / 5e-324 = inf before math.ceil sees it
+            raise ValueError(
+                f"epsilon must be >= {math.e / _MAX_WIDTH:.3g} (width <= {_MAX_WIDTH}), "
+                f"got {epsilon!r}"
+            )
+        return math.ceil(width), max(1, math.ceil(math.log(1.0 / float(delta))))
 
     # ---------------------------------------------------------------- properties
     @property
@@ -183,7 +195,7 @@ class CountMinSketch:
 
     @property
     def total(self) -> int:
-        """Sum of all counts added (halved by ``decay``). O(1)."""
+        """Sum of all counts added (halved by ``decay``), capped at ``2**63 - 1``. O(1)."""
         return self._total
 
     def get_error_bound(self) -> float:
@@ -224,7 +236,7 @@ class CountMinSketch:
         elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
             value = int(item)
         else:
-            raise TypeError(f"item must be str, bytes or int, got {type(item).__name__}")
+            raise TypeError(f"item must be a str, bytes or int, got {show(item)}")
         if not -(1 << 63) <= value < _UINT64_MOD:  # type: ignore[operator]
             raise ValueError(f"int item must be in [-2**63, 2**64), got {value}")
         self._one[0] = value % _UINT64_MOD  # type: ignore[operator]
@@ -246,9 +258,16 @@ class CountMinSketch:
             if items.dtype.kind in "US" or items.dtype == object:
                 items = items.tolist()
             else:
-                raise TypeError(f"items must be an integer, str or bytes array, got {items.dtype}")
+                raise TypeError(
+                    f"items must be an integer, str or bytes array, got dtype {items.dtype}"
+                )
+        if isinstance(items, Mapping):
+            raise TypeError(
+                f"items must be a sequence of items, got {show(items)}; for a Counter "
+                "pass add_many(list(c), counts=list(c.values()))"
+            )
         if isinstance(items, (str, bytes, bytearray)) or not isinstance(items, Iterable):
-            raise TypeError(f"items must be a sequence of items, got {type(items).__name__}")
+            raise TypeError(f"items must be a sequence of items, got {show(items)}")
         if not isinstance(items, (list, tuple)):
             items = list(items)
         if len(items) == 0:
@@ -296,20 +315,27 @@ class CountMinSketch:
         if isinstance(counts, (int, np.integer)) and not isinstance(counts, (bool, np.bool_)):
             c = _count_arg(counts)
             return _EMPTY_COUNTS, c, c * n
-        arr = np.asarray(counts)
-        if arr.size == 0 and n == 0 and arr.ndim == 1:
+        if isinstance(counts, (str, bytes, Mapping)) or not isinstance(counts, Iterable):
+            raise TypeError(
+                f"counts must be None, an int or a sequence of ints, got {show(counts)}"
+            )
+        try:
+            raw = np.asarray(counts)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"counts must be a sequence of ints, got {show(counts)}") from None
+        if raw.dtype.kind == "f" and isinstance(counts, list | tuple) and all(map(is_int, counts)):
+            raw = np.asarray(counts, dtype=object)  # NumPy made floats of ints above int64
+        if raw.size == 0 and n == 0 and raw.ndim == 1:
             return _EMPTY_COUNTS, 1, 0
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"counts must be integers, got dtype {arr.dtype}")
-        if arr.shape != (n,):
-            raise ValueError(f"counts must have shape ({n},) like items, got {arr.shape}")
-        if n and int(arr.min()) < 0:
-            raise ValueError(f"counts must be >= 0, got {int(arr.min())}")
-        if n and int(arr.max()) >= 1 << 62:
-            raise ValueError("counts must be < 2**62")
-        arr64 = np.ascontiguousarray(arr, dtype=np.int64)
-        total = int(arr64.sum(dtype=np.int64)) if n else 0
-        return (arr64 if n else _EMPTY_COUNTS), 1, total
+        arr64 = check_int_array(raw, "counts", minimum=0, maximum=INT64_MAX)
+        if arr64.shape != (n,):
+            raise ValueError(f"counts must have shape ({n},) like items, got {arr64.shape}")
+        high = int(arr64.max()) if n else 0
+        if high <= INT64_MAX // max(n, 1):
+            total = int(arr64.sum(dtype=np.int64)) if n else 0  # cannot overflow
+        else:
+            total = sum(arr64.tolist())  # exact Python ints; saturated by the caller
+        return (np.ascontiguousarray(arr64) if n else _EMPTY_COUNTS), 1, total
 
     # ----------------------------------------------------------------- updates
     def add(self, item: Item, count: int = 1) -> None:
@@ -318,14 +344,18 @@ class CountMinSketch:
         Each call crosses into compiled code once (~1 us); for many items,
         ``add_many`` is one to two orders of magnitude faster per item.
         """
-        if type(count) is not int or count < 0 or count >= 1 << 62:
+        if type(count) is not int or count < 0 or count > INT64_MAX:
             count = _count_arg(count)
         buf = self._bytes_of(item)
         if buf is None:
             _k.add_one(self._table, self._seeds, self._one, count, self._conservative)
         else:
             _k.add_one_bytes(self._table, self._seeds, buf, count, self._conservative)
-        self._total += count
+        total = self._total + count
+        if total > INT64_MAX:
+            total = INT64_MAX
+            self._capped = True
+        self._total = total
 
     def add_many(
         self, items: Sequence[Item] | npt.ArrayLike, counts: int | npt.ArrayLike | None = None
@@ -346,7 +376,7 @@ class CountMinSketch:
             _k.add_keys(self._table, self._seeds, a, arr, count, self._conservative)
         else:
             _k.add_bytes(self._table, self._seeds, a, b, arr, count, self._conservative)
-        self._total += total
+        self._saturate_total(self._total + total)
 
     def estimate(self, item: Item) -> int:
         """Estimated count of ``item``: never below its true count. O(depth)."""
@@ -364,10 +394,8 @@ class CountMinSketch:
 
     def is_hot(self, item: Item, threshold: int) -> bool:
         """True if ``estimate(item) >= threshold``. O(depth)."""
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-            raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
-        if threshold != threshold:
-            raise ValueError("threshold must not be NaN")
+        if not is_int(threshold):  # ints compare exactly; anything else must be a number
+            check_number(threshold, "threshold", finite=False)
         return self.estimate(item) >= threshold
 
     def __getitem__(self, item: Item) -> int:
@@ -383,15 +411,26 @@ class CountMinSketch:
         (each conservative cell is >= the count of every item hashed to it).
         """
         if not isinstance(other, CountMinSketch):
-            raise TypeError(f"can only merge a CountMinSketch, got {type(other).__name__}")
+            raise TypeError(f"other must be a CountMinSketch, got {show(other)}")
         if other.shape != self.shape:
             raise ValueError(f"cannot merge sketches of shape {other.shape} into {self.shape}")
         if other._seed != self._seed:
             raise ValueError(
                 f"cannot merge sketches with different seeds ({other._seed} vs {self._seed})"
             )
-        self._table += other._table
-        self._total += other._total
+        theirs = other._table.copy() if other is self else other._table
+        # Saturating add, min(a, MAX - b) + b, in place with one temporary.
+        room = np.subtract(INT64_MAX, theirs)
+        np.minimum(self._table, room, out=self._table)
+        self._table += theirs
+        self._capped |= other._capped
+        self._saturate_total(self._total + other._total)
+
+    def _saturate_total(self, total: int) -> None:
+        if total > INT64_MAX:
+            total = INT64_MAX
+            self._capped = True
+        self._total = total
 
     def decay(self) -> None:
         """Halve every counter and the total (floor), for aging (TinyLFU reset). O(w * d).
@@ -405,6 +444,7 @@ class CountMinSketch:
         """Reset every counter to zero. O(width * depth)."""
         self._table.fill(0)
         self._total = 0
+        self._capped = False
 
     def copy(self) -> CountMinSketch:
         """An independent copy (same shape, seed and mode). O(width * depth)."""
@@ -413,6 +453,7 @@ class CountMinSketch:
         )
         new._table[...] = self._table
         new._total = self._total
+        new._capped = self._capped
         return new
 
     def _check(self) -> None:
@@ -421,6 +462,9 @@ class CountMinSketch:
         assert table.dtype == np.int64 and table.flags.c_contiguous
         assert int(table.min(initial=0)) >= 0, "negative counter"
         assert self._total >= 0
-        row_sums = table.sum(axis=1)
-        assert all(int(s) <= self._total for s in row_sums), "a row holds more than total"
+        assert self._total <= INT64_MAX, "total above INT64_MAX"
+        assert int(table.max(initial=0)) <= self._total, "a counter holds more than total"
+        if not self._capped:  # exact row sums (int64 sums could wrap)
+            for row in table:
+                assert sum(row.tolist()) <= self._total, "a row holds more than total"
 

@@ -1,54 +1,48 @@
 """Hierarchical Navigable Small World graph index (Malkov & Yashunin 2018) over NumPy arrays.
 
-The class validates input and owns the arrays; the search and build loops are numba
-kernels in :mod:`llmds._kernels.hnsw` (layout documented there).
+The class validates input, owns the arrays and serialises writers with readers; the
+search and build loops are numba kernels in :mod:`llmds._kernels.hnsw` and
+:mod:`llmds._kernels.hnsw_build` (layout documented there). Saved-file checks live in
+:mod:`llmds._hnsw_file`, filters in :mod:`llmds._hnsw_filter`, and the lock, scratch
+pool and worker threads in :mod:`llmds._hnsw_threads`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmds._hnsw_file import MAX_LEVEL, check_graph, check_path, check_rng_state
-from llmds._kernels import hnsw as _k
-from llmds._persist import read_container, write_container
-from llmds._validate import (
-    INT64_MAX,
-    check_bool,
-    check_choice,
-    check_finite_array,
-    check_int,
-    check_int_array,
-    check_number,
-    is_int,
-    show,
+from llmds import _hnsw_file as _file
+from llmds._hnsw_args import (
+    MAX_DIM,
+    MAX_EF,
+    METRICS,
+    check_ef,
+    check_ids,
+    check_k,
+    check_params,
+    check_results,
+    coerce_vectors,
 )
+from llmds._hnsw_filter import BRUTE_FORCE_MAX, allowed_slots, exact_search
+from llmds._hnsw_slots import assign_slots, draw_levels, upper_starts
+from llmds._hnsw_threads import RWLock, ScratchPool, num_threads_for
+from llmds._kernels import hnsw as _k
+from llmds._kernels import hnsw_build as _kb
+from llmds._persist import Container, write_container
+from llmds._validate import INT64_MAX, check_int, check_path, is_int
 from llmds.errors import CorruptFileError
 
-__all__ = ["HNSW"]
+__all__ = ["HNSW", "MAX_DIM"]  # MAX_DIM: RetrievalPipeline checks its dim
 
-_METRICS = {"l2": 0, "ip": 1, "cosine": 1}
 _F32 = np.dtype(np.float32)
-_KIND = "llmds.HNSW"
-_VERSION = 1
-_PARAMS = ("dim", "M", "ef_construction", "ef_search", "ml", "seed", "metric")
-_META = frozenset({"params", "num_slots", "upper_rows", "entry_point", "max_level",
-                   "rng_state"})
-# Size caps checked before anything is allocated (the largest embedding models have a
-# few thousand dimensions; hnswlib suggests M in 2..100).
-MAX_DIM = 2**16
-MAX_M = 1024
-MAX_EF = 2**31 - 1  # also the largest k
-_MAX_RESULTS = 2**28  # len(queries) * k of one search_batch (3 GiB of results)
-_MAX_SEED = 2**64 - 1
-# A filter that admits at most this many items is answered exactly by brute force: a
-# graph search would have to walk most of the graph to find that few admitted nodes.
-_BRUTE_FORCE_MAX = 512
+# Below these a batch runs on one thread: waking a worker costs ~50 us, as much as a
+# few inserts or queries. The build threshold also keeps small batches deterministic.
+_MIN_INSERTS_PER_THREAD = 256
+_MIN_QUERIES_PER_THREAD = 16
 
 
 class HNSW:
@@ -82,18 +76,35 @@ class HNSW:
     Complexity: ``add`` / ``add_items`` O(ef_construction * M * dim * log n) per vector
     (expected, as in the paper); ``search`` O(ef * M * dim * log n) expected;
     ``mark_deleted``, ``__contains__``, ``__len__`` O(1); ``save``/``load`` O(n * dim).
-    Memory: ``4 * dim + 4 * (2M + 1) + 12`` bytes per slot plus ``4 * (M + 1)`` per
-    upper-layer link list (about ``n / M`` of them) and the id map; ``stats()`` reports it.
-    Caps checked before allocating: ``dim <= 65536``, ``M <= 1024``.
+    Memory: ``4 * dim + 4 * (2M + 1) + 17`` bytes per slot, ``4 * (M + 1)`` per
+    upper-layer link list (about ``n / M`` of them), the id map, and ``10`` bytes per
+    slot per scratch set (one per search or build thread that ran at once, kept for
+    reuse); ``stats()`` reports it. Caps checked before allocating: ``dim <= 65536``,
+    ``M <= 1024``. Every method validates its arguments before changing anything, so
+    a call that raises leaves the index as it was.
 
-    Same ``seed`` and same insertion order give an identical graph (per-instance RNG).
-    Every method validates its arguments before changing anything, so a call that
-    raises leaves the index as it was.
+    Determinism: the same ``seed`` and insertion order give an identical graph
+    (per-instance RNG) when it is built on one thread (``num_threads=1``, or batches
+    under 256 items per thread); a parallel build links nodes in an order that
+    depends on thread timing, with the serial build's recall.
 
-    Files: :meth:`save` writes one checksummed container file (atomic: temporary
-    file, fsync, rename); :meth:`load` trusts nothing in it (see :mod:`llmds._hnsw_file`).
+    Files: :meth:`save` writes one checksummed container (atomic: temporary file,
+    fsync, rename); :meth:`load` trusts nothing in it (:mod:`llmds._hnsw_file`).
+    ``pickle`` and ``copy.deepcopy`` carry the same header and arrays through the same
+    checks, to an independent index with identical results.
 
-    Thread safety: not thread-safe (searches share scratch buffers); guard it.
+    Thread safety: safe for concurrent readers; writers are serialised with readers by
+    an internal readers-writer lock. Any number of threads may call ``search``,
+    ``search_batch``, ``get_vector``, ``stats``, ``save`` or pickle it at once and get
+    a serial run's answers exactly (scratch arrays are per call, from a pool; kernels
+    release the GIL, so they run in parallel). ``add``, ``add_items`` and
+    ``mark_deleted`` hold the lock alone: a search sees the index before or after a
+    write, never a mix, never arrays being reallocated. A lock rather than
+    copy-on-write snapshots, because an insert rewrites link rows all over the graph
+    (a snapshot would copy O(n * M) per add). Cost: ~0.3 us per call, and searches
+    wait while a write runs (``add_items`` holds the lock for its whole batch).
+    ``search_batch`` and ``add_items`` split a batch over ``num_threads`` threads
+    (hnswlib's convention: -1 = all cores).
 
     >>> import numpy as np
     >>> index = HNSW(dim=4, seed=0)
@@ -102,38 +113,10 @@ class HNSW:
     (10, 0.01...)
     """
 
-    __slots__ = (
-        "_M",
-        "_cd",
-        "_ci",
-        "_deleted",
-        "_dim",
-        "_ef_construction",
-        "_ef_search",
-        "_free",
-        "_id_to_slot",
-        "_labels",
-        "_levels",
-        "_links0",
-        "_meta",
-        "_metric",
-        "_metric_code",
-        "_ml",
-        "_num_slots",
-        "_out_d",
-        "_out_ids",
-        "_qshape",
-        "_rng",
-        "_seed",
-        "_tag",
-        "_td",
-        "_ti",
-        "_upper_links",
-        "_upper_rows",
-        "_upper_start",
-        "_vectors",
-        "_visited",
-    )
+    __slots__ = ("_M", "_deleted", "_dim", "_ef_construction", "_ef_search", "_free",
+                 "_id_to_slot", "_labels", "_levels", "_links0", "_lock", "_meta", "_metric",
+                 "_metric_code", "_ml", "_num_slots", "_pool", "_qshape", "_rng", "_seed",
+                 "_upper_links", "_upper_rows", "_upper_start", "_vectors")
 
     def __init__(
         self,
@@ -145,38 +128,27 @@ class HNSW:
         seed: int | None = None,
         metric: str = "l2",
     ) -> None:
-        dim = check_int(dim, "dim", minimum=1, maximum=MAX_DIM)
-        M = check_int(M, "M", minimum=2, maximum=MAX_M)
-        ef_construction = check_int(ef_construction, "ef_construction", minimum=1,
-                                    maximum=MAX_EF)
-        ef_search = check_int(ef_search, "ef_search", minimum=1, maximum=MAX_EF)
-        ml = 1.0 / math.log(M) if ml is None else check_number(ml, "ml", minimum=0.0,
-                                                               exclusive_minimum=True)
-        metric = check_choice(metric, "metric", _METRICS)
-        if seed is not None:
-            seed = check_int(seed, "seed", minimum=0, maximum=_MAX_SEED)
+        dim, M, ef_construction, ef_search, ml, seed, metric = check_params(
+            dim, M, ef_construction, ef_search, ml, seed, metric)
         self._dim = int(dim)
         self._M = int(M)
         self._ef_construction = int(ef_construction)
         self._ef_search = int(ef_search)
         self._ml = float(ml)
         self._metric = metric
-        self._metric_code = _METRICS[metric]
+        self._metric_code = METRICS[metric]
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._num_slots = 0
         self._id_to_slot: dict[int, int] = {}
         self._free: list[int] = []
         self._meta = np.array([-1, -1], dtype=np.int64)
-        self._tag = np.zeros(1, dtype=np.uint16)
         self._upper_rows = 0
         self._upper_links = np.zeros((0, self._M + 1), dtype=np.int32)
-        self._allocate(0)
-        self._td = np.empty(0, dtype=np.float32)
-        self._ti = np.empty(0, dtype=np.int32)
-        self._out_ids = np.empty(0, dtype=np.int64)
-        self._out_d = np.empty(0, dtype=np.float32)
         self._qshape = (self._dim,)
+        self._lock = RWLock()
+        self._pool = ScratchPool(0)
+        self._allocate(0)
 
     # ------------------------------------------------------------------ storage
     def _allocate(self, capacity: int) -> None:
@@ -187,9 +159,7 @@ class HNSW:
         self._upper_start = np.full(capacity, -1, dtype=np.int32)
         self._deleted = np.zeros(capacity, dtype=np.uint8)
         self._labels = np.full(capacity, -1, dtype=np.int64)
-        self._visited = np.zeros(capacity, dtype=np.uint16)
-        self._cd = np.empty(capacity, dtype=np.float32)
-        self._ci = np.empty(capacity, dtype=np.int32)
+        self._pool.resize(capacity)
 
     @property
     def capacity(self) -> int:
@@ -201,10 +171,9 @@ class HNSW:
         cap = self.capacity
         if num_slots <= cap:
             return
-        new_cap = max(num_slots, 2 * cap, 16)
         old: list[np.ndarray] = [self._vectors, self._links0, self._levels, self._upper_start,
                                  self._deleted, self._labels]
-        self._allocate(new_cap)
+        self._allocate(max(num_slots, 2 * cap, 16))
         n = self._num_slots
         new: list[np.ndarray] = [self._vectors, self._links0, self._levels, self._upper_start,
                                  self._deleted, self._labels]
@@ -219,122 +188,78 @@ class HNSW:
         grown[: self._upper_rows] = self._upper_links[: self._upper_rows]
         self._upper_links = grown
 
-    def _scratch_top(self, ef: int) -> None:
-        if self._td.shape[0] < ef + 1:
-            self._td = np.empty(ef + 1, dtype=np.float32)
-            self._ti = np.empty(ef + 1, dtype=np.int32)
-
-    # --------------------------------------------------------------- validation
     def _coerce(self, x: Any, name: str, ndim: int) -> npt.NDArray[np.float32]:
-        """``x`` as a C-contiguous float32 array of ``ndim`` dimensions and ``dim`` columns.
-
-        A 1-D request also takes one row ``(1, dim)``; a 2-D request takes an empty
-        sequence as an empty batch. Finite values only; cosine rows are normalised
-        (in float64, so large finite values cannot overflow to a zero vector).
-        """
-        out = check_finite_array(x, name)
-        if ndim == 1 and out.ndim == 2 and out.shape[0] == 1:
-            out = out[0]
-        elif ndim == 2 and out.ndim == 1 and out.size == 0:
-            out = out.reshape(0, self._dim)
-        if out.ndim != ndim or out.shape[-1] != self._dim:
-            want = f"({self._dim},)" if ndim == 1 else f"(n, {self._dim})"
-            raise ValueError(f"{name} must have shape {want}, got {out.shape}")
-        if self._metric == "cosine":
-            x64 = out.astype(np.float64)
-            norms = np.linalg.norm(x64, axis=-1, keepdims=True)
-            if (norms == 0).any():
-                raise ValueError(f"{name} has a zero vector, which has no cosine direction")
-            out = np.ascontiguousarray(x64 / norms, dtype=np.float32)
-        return out
-
-    @staticmethod
-    def _check_k(k: Any) -> int:
-        return check_int(k, "k", minimum=1, maximum=MAX_EF)
-
-    def _check_ef(self, ef: Any) -> int:
-        if ef is None:
-            return self._ef_search
-        return check_int(ef, "ef", minimum=1, maximum=MAX_EF)
-
-    def _check_ids(self, ids: Any, n: int) -> npt.NDArray[np.int64]:
-        arr = check_int_array(ids, "ids", maximum=INT64_MAX)  # uint64 is never wrapped
-        if arr.shape[0] != n:
-            raise ValueError(f"ids must hold one id per vector ({n}), got {arr.shape[0]}")
-        if n and arr.min() < 0:
-            raise ValueError(f"ids must be in [0, {INT64_MAX}] (-1 pads search results), "
-                             f"got {int(arr.min())}")
-        return arr
+        return coerce_vectors(x, name, ndim, self._dim, self._metric == "cosine")
 
     # --------------------------------------------------------------------- add
     def add(self, vec: npt.ArrayLike, vec_id: int) -> None:
         """Insert ``vec`` under ``vec_id`` (an existing id is updated). See ``add_items``."""
         vec_id = check_int(vec_id, "vec_id", minimum=0, maximum=INT64_MAX)
-        self.add_items(self._coerce(vec, "vec", 1)[None, :], [vec_id])
+        self.add_items(self._coerce(vec, "vec", 1)[None, :], [vec_id], num_threads=1)
 
-    def add_items(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
-        """Insert rows of ``vectors`` under ``ids`` in order; the whole loop runs in one kernel.
+    def add_items(self, vectors: npt.ArrayLike, ids: npt.ArrayLike,
+                  num_threads: int = -1) -> None:
+        """Insert rows of ``vectors`` under ``ids`` in order; the build loop runs in kernels.
 
         An id already present is updated (its slot gets the new vector and fresh links);
-        new ids reuse the slots of deleted items first. Raises ``ValueError`` (shape,
-        NaN/inf, duplicate or negative ids) or ``TypeError`` before anything changes.
-        O(n * ef_construction * M * dim * log N) expected.
+        new ids reuse the slots of deleted items first. ``num_threads`` threads link the
+        batch (-1: all cores; batches under 256 items per thread use fewer); with
+        one thread the graph is deterministic. Raises ``ValueError`` (shape, NaN/inf,
+        duplicate or negative ids, ``num_threads``) or ``TypeError`` before anything
+        changes. Holds the write lock for the whole batch.
+        O(n * ef_construction * M * dim * log N) expected, divided among the threads.
         """
         x = self._coerce(vectors, "vectors", 2)
         n = x.shape[0]
-        ids_arr = self._check_ids(ids, n)
+        ids_arr = check_ids(ids, n)
+        threads = num_threads_for(num_threads, n, _MIN_INSERTS_PER_THREAD)
         if n == 0:
             return
-        id_list = ids_arr.tolist()
-        if len(set(id_list)) != n:
-            raise ValueError("ids must be unique within one call, got a repeated id")
-        # slots: updates keep theirs; new ids take freed slots (LIFO), then fresh ones
-        id_to_slot, free = self._id_to_slot, self._free
-        slots = np.empty(n, dtype=np.int32)
-        num_free = len(free)
-        fresh_ids = []
-        for j, i in enumerate(id_list):
-            s = id_to_slot.get(i)
-            if s is None:
-                if num_free > 0:
-                    num_free -= 1
-                    s = free[num_free]
-                else:
-                    s = -1
-                    fresh_ids.append(j)
-            slots[j] = s
-        num_fresh = len(fresh_ids)
-        first = self._num_slots
+        self._lock.acquire_write()
+        try:
+            self._insert(self._place(x, ids_arr), threads)
+        finally:
+            self._lock.release_write()
+
+    def _place(self, x: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
+               ) -> npt.NDArray[np.int32]:
+        """Give each row a slot (and new slots a level), write them; return the slots.
+
+        See :mod:`llmds._hnsw_slots`. Raises before changing anything. O(n * dim).
+        """
+        id_list = ids.tolist()
+        slots, fresh_ids, num_free = assign_slots(id_list, self._id_to_slot, self._free)
+        first, num_fresh = self._num_slots, len(fresh_ids)
         if first + num_fresh > 2**31 - 1:
             raise ValueError(f"an HNSW holds at most {2**31 - 1} slots (int32 links)")
-        draws = -np.log1p(-self._rng.random(num_fresh)) * self._ml
-        levels = np.minimum(draws, MAX_LEVEL).astype(np.int32)
+        levels = draw_levels(self._rng, num_fresh, self._ml)
         self._reserve(first + num_fresh)
-        need_rows = int(levels.sum())
-        self._reserve_upper(self._upper_rows + need_rows)
+        self._reserve_upper(self._upper_rows + int(levels.sum()))
         fresh = np.arange(first, first + num_fresh, dtype=np.int32)
         slots[fresh_ids] = fresh
-        starts = np.full(num_fresh, -1, dtype=np.int32)
-        up = levels > 0
-        starts[up] = self._upper_rows + np.concatenate(([0], np.cumsum(levels[up])[:-1]))
         self._levels[fresh] = levels
-        self._upper_start[fresh] = starts
+        self._upper_start[fresh] = upper_starts(levels, self._upper_rows)
         self._links0[fresh, 0] = 0
-        self._upper_rows += need_rows
+        self._upper_rows += int(levels.sum())
         self._num_slots = first + num_fresh
-        del free[num_free:]
+        del self._free[num_free:]
         self._vectors[slots] = x
         self._deleted[slots] = 0
-        self._labels[slots] = ids_arr
+        self._labels[slots] = ids
         for j, i in enumerate(id_list):
-            id_to_slot[i] = int(slots[j])
+            self._id_to_slot[i] = int(slots[j])
+        return slots
+
+    def _insert(self, slots: npt.NDArray[np.int32], threads: int) -> None:
+        """Link ``slots`` into the graph on ``threads`` threads (write lock held)."""
         # a beam wider than the graph behaves exactly like one as wide as the graph
         ef_c = min(self._ef_construction, self.capacity)
-        self._scratch_top(ef_c)
-        _k.insert_batch(self._vectors, self._links0, self._upper_links, self._upper_start,
-                        self._levels, self._deleted, slots, self._meta, self._M,
-                        ef_c, self._visited, self._tag, self._cd, self._ci,
-                        self._td, self._ti, self._metric_code)
+        locks = np.zeros(self.capacity + 1 if threads > 1 else 1, dtype=np.int32)
+        next_item = np.zeros(1, dtype=np.int64)
+        self._pool.run(threads, ef_c, lambda s: _kb.insert_batch(
+            self._vectors, self._links0, self._upper_links, self._upper_start, self._levels,
+            self._deleted, slots, self._meta, self._M, ef_c, s.visited, s.tag, s.cd, s.ci,
+            s.td, s.ti, self._metric_code, locks, next_item, threads > 1))
 
     # ------------------------------------------------------------------ search
     def search(self, query: npt.ArrayLike, k: int, ef: int | None = None,
@@ -354,58 +279,85 @@ class HNSW:
                 or self._metric == "cosine" or not q.flags.c_contiguous):
             q = self._coerce(query, "query", 1)
         if type(k) is not int or k < 1 or k > MAX_EF:
-            k = self._check_k(k)
+            k = check_k(k)
         if ef is None:
             ef = self._ef_search
         elif type(ef) is not int or ef < 1 or ef > MAX_EF:
-            ef = self._check_ef(ef)
-        if filter is not None or not self._id_to_slot:
-            ids, dists, counts = self._search(q[None, :], k, ef, filter)
-            n = int(counts[0])
-            return list(zip(ids[0, :n].tolist(), dists[0, :n].tolist(), strict=True))
-        # no more results than slots, and a beam as wide as the graph is exhaustive
-        slots = self._num_slots
-        if k > slots:
-            k = slots
-        if ef < k:
-            ef = k
-        elif ef > slots:
-            ef = slots
-        if self._td.shape[0] <= ef:
-            self._scratch_top(ef)
-        out_ids, out_d = self._out_ids, self._out_d
-        if out_ids.shape[0] != k:
-            out_ids = self._out_ids = np.empty(k, dtype=np.int64)
-            out_d = self._out_d = np.empty(k, dtype=np.float32)
-        n = _k.search_one(self._vectors, self._links0, self._upper_links, self._upper_start,
-                          self._meta, q, k, ef, self._deleted, len(self._free) > 0,
-                          self._visited, self._tag, self._cd, self._ci, self._td, self._ti,
-                          self._metric_code, self._labels, out_ids, out_d)
-        if n == k:
-            return list(zip(out_ids.tolist(), out_d.tolist(), strict=True))
-        if n < 0:
-            raise ValueError("query must be finite (no NaN or inf)")
-        return list(zip(out_ids[:n].tolist(), out_d[:n].tolist(), strict=True))
+            ef = check_ef(ef, self._ef_search)
+        lock = self._lock
+        lock.acquire_read()
+        try:
+            if filter is not None or not self._id_to_slot:
+                ids, dists, counts = self._query(q[None, :], k, ef, filter, 1)
+                n = int(counts[0])
+                return list(zip(ids[0, :n].tolist(), dists[0, :n].tolist(), strict=True))
+            # no more results than slots, and a beam as wide as the graph is exhaustive
+            slots = self._num_slots
+            if k > slots:
+                k = slots
+            if ef < k:
+                ef = k
+            elif ef > slots:
+                ef = slots
+            s = self._pool.take()
+            try:
+                if s.td.shape[0] <= ef:
+                    s.top(ef)
+                if s.out_ids.shape[0] != k:
+                    s.out(k)
+                out_ids, out_d = s.out_ids, s.out_d
+                n = _k.search_one(self._vectors, self._links0, self._upper_links,
+                                  self._upper_start, self._meta, q, k, ef, self._deleted,
+                                  len(self._free) > 0, s.visited, s.tag, s.cd, s.ci, s.td,
+                                  s.ti, self._metric_code, self._labels, out_ids, out_d)
+                if n == k:
+                    return list(zip(out_ids.tolist(), out_d.tolist(), strict=True))
+                if n < 0:
+                    raise ValueError("query must be finite (no NaN or inf)")
+                return list(zip(out_ids[:n].tolist(), out_d[:n].tolist(), strict=True))
+            finally:
+                self._pool.give(s)
+        finally:
+            lock.release_read()
 
     def search_batch(self, queries: npt.ArrayLike, k: int, ef: int | None = None,
-                     filter: npt.ArrayLike | None = None,
+                     filter: npt.ArrayLike | None = None, num_threads: int = -1,
                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """``search`` for every row: ``(ids, distances)`` of shape ``(n, k)``, -1 / inf padded.
 
-        ``len(queries) * k`` is capped at 2**28 results (the arrays are allocated).
+        ``num_threads`` threads answer the rows (-1: all cores; batches under 16 rows
+        per thread use fewer); the answers do not depend on it. ``len(queries) * k`` is
+        capped at 2**28 results (the arrays are allocated).
+        O(n * ef * M * dim * log N) expected, divided among the threads.
         """
         q = self._coerce(queries, "queries", 2)
-        k = self._check_k(k)
-        if q.shape[0] * k > _MAX_RESULTS:
-            raise ValueError(f"len(queries) * k must be <= {_MAX_RESULTS}, got "
-                             f"{q.shape[0]} * {k}")
-        ids, dists, _ = self._search(q, k, ef, filter)
+        k = check_k(k)
+        check_results(q.shape[0], k)
+        ef = check_ef(ef, self._ef_search)
+        threads = num_threads_for(num_threads, q.shape[0], _MIN_QUERIES_PER_THREAD)
+        self._lock.acquire_read()
+        try:
+            ids, dists, _ = self._query(q, k, ef, filter, threads)
+        finally:
+            self._lock.release_read()
         return ids, dists
 
     def _search(self, q: npt.NDArray[np.float32], k: int, ef: Any, filt: Any,
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """``(ids, distances, counts)``: -1 / inf padded ``(nq, k)`` results, found per row."""
-        ef = self._check_ef(ef)
+        """``(ids, distances, counts)`` of ``search_batch`` plus the results found per row.
+
+        For :class:`~llmds.retrieval_pipeline.RetrievalPipeline`: one thread, read lock.
+        """
+        ef = check_ef(ef, self._ef_search)
+        self._lock.acquire_read()
+        try:
+            return self._query(q, k, ef, filt, 1)
+        finally:
+            self._lock.release_read()
+
+    def _query(self, q: npt.NDArray[np.float32], k: int, ef: int, filt: Any, threads: int,
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``_search`` on ``threads`` threads; the caller holds the read lock."""
         nq = q.shape[0]
         out_ids = np.full((nq, k), -1, dtype=np.int64)
         out_d = np.full((nq, k), np.inf, dtype=np.float32)
@@ -413,62 +365,24 @@ class HNSW:
         blocked = self._deleted
         use_blocked = len(self._free) > 0
         if filt is not None:
-            allowed = self._allowed_slots(filt)
+            allowed = allowed_slots(filt, self._labels[:n])
             blocked = (~allowed | (self._deleted[:n] != 0)).view(np.uint8)
-            admitted = n - int(blocked.sum())
-            if admitted <= _BRUTE_FORCE_MAX:
-                return self._brute_force(q, k, np.flatnonzero(blocked == 0), out_ids, out_d)
+            if n - int(blocked.sum()) <= BRUTE_FORCE_MAX:
+                counts = exact_search(q, k, np.flatnonzero(blocked == 0), self._vectors,
+                                      self._labels, self._metric_code, out_ids, out_d)
+                return out_ids, out_d, counts
             use_blocked = True
+        counts = np.zeros(nq, dtype=np.int64)
         if nq == 0 or self._meta[0] < 0 or not self._id_to_slot:
-            return out_ids, out_d, np.zeros(nq, dtype=np.int64)
+            return out_ids, out_d, counts
         kk = min(k, n)
         ef = max(min(ef, n), kk)
-        self._scratch_top(ef)
-        counts = _k.search_batch(self._vectors, self._links0, self._upper_links,
-                                 self._upper_start, self._meta, q, kk, ef, blocked, use_blocked,
-                                 self._visited, self._tag, self._cd, self._ci, self._td,
-                                 self._ti, self._metric_code, self._labels, out_ids, out_d)
+        next_query = np.zeros(1, dtype=np.int64)
+        self._pool.run(threads, ef, lambda s: _k.search_batch(
+            self._vectors, self._links0, self._upper_links, self._upper_start, self._meta, q,
+            kk, ef, blocked, use_blocked, s.visited, s.tag, s.cd, s.ci, s.td, s.ti,
+            self._metric_code, self._labels, out_ids, out_d, counts, next_query))
         return out_ids, out_d, counts
-
-    def _allowed_slots(self, filt: Any) -> npt.NDArray[np.bool_]:
-        expected = "filter must be a 1-D boolean mask indexed by id or a 1-D array of ids"
-        arr = None
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            arr = None if isinstance(filt, str | bytes) else np.asarray(filt)
-        if arr is None:
-            raise TypeError(f"{expected}, got {show(filt)}")
-        labels = self._labels[: self._num_slots]
-        if arr.dtype == np.bool_:
-            if arr.ndim != 1:
-                raise ValueError(f"{expected}, got a mask of shape {arr.shape}")
-            inside = labels < arr.shape[0]
-            allowed = np.zeros(labels.shape[0], dtype=bool)
-            allowed[inside] = arr[labels[inside]]
-            return allowed
-        if arr.ndim == 1 and arr.size == 0:
-            return np.zeros(labels.shape[0], dtype=bool)
-        if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise TypeError(f"{expected}, got dtype {arr.dtype} shape {arr.shape}")
-        return np.isin(labels, arr)
-
-    def _brute_force(self, q: npt.NDArray[np.float32], k: int, slots: npt.NDArray[np.intp],
-                     ids: npt.NDArray[np.int64], out_d: npt.NDArray[np.float32],
-                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32],
-                                npt.NDArray[np.int64]]:
-        nq = q.shape[0]
-        if slots.size == 0 or nq == 0:
-            return ids, out_d, np.zeros(nq, dtype=np.int64)
-        v = self._vectors[slots]
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self._metric_code == 0:
-                d = ((q[:, None, :] - v[None, :, :]) ** 2).sum(-1, dtype=np.float32)
-            else:
-                d = (1.0 - q @ v.T).astype(np.float32)
-        order = np.argsort(d, axis=1, kind="stable")[:, :k]
-        kk = order.shape[1]
-        ids[:, :kk] = self._labels[slots[order]]
-        out_d[:, :kk] = np.take_along_axis(d, order, axis=1)
-        return ids, out_d, np.full(nq, kk, dtype=np.int64)
 
     # ------------------------------------------------------------- id operations
     def _slot_of(self, vec_id: Any) -> int:
@@ -489,20 +403,23 @@ class HNSW:
         For :class:`~llmds.retrieval_pipeline.RetrievalPipeline`, whose ids here are rows
         of its vector store (rows move when a document is deleted).
         """
-        slot = self._id_to_slot.pop(old_id)
-        self._id_to_slot[new_id] = slot
-        self._labels[slot] = new_id
+        with self._lock.writing():
+            slot = self._id_to_slot.pop(old_id)
+            self._id_to_slot[new_id] = slot
+            self._labels[slot] = new_id
 
     def mark_deleted(self, vec_id: int) -> None:
         """Delete ``vec_id``: never returned again, its slot reused by a later add. O(1)."""
-        slot = self._slot_of(vec_id)
-        del self._id_to_slot[int(vec_id)]
-        self._deleted[slot] = 1
-        self._free.append(slot)
+        with self._lock.writing():
+            slot = self._slot_of(vec_id)
+            del self._id_to_slot[int(vec_id)]
+            self._deleted[slot] = 1
+            self._free.append(slot)
 
     def get_vector(self, vec_id: int) -> npt.NDArray[np.float32]:
         """A copy of the stored vector (unit length for cosine). O(dim)."""
-        return self._vectors[self._slot_of(vec_id)].copy()
+        with self._lock.reading():
+            return self._vectors[self._slot_of(vec_id)].copy()
 
     def __len__(self) -> int:
         return len(self._id_to_slot)
@@ -512,28 +429,21 @@ class HNSW:
 
     def stats(self) -> dict[str, Any]:
         """Counts, layers, entry point, memory bytes and mean degree. O(n)."""
-        n = self._num_slots
-        live = self._deleted[:n] == 0
-        entry = int(self._meta[0])
-        memory = sum(a.nbytes for a in (self._vectors, self._links0, self._levels,
-                                        self._upper_start, self._deleted, self._labels,
-                                        self._visited, self._cd, self._ci, self._upper_links))
-        degree = float(self._links0[:n, 0][live].mean()) if live.any() else 0.0
-        return {
-            "num_vectors": len(self._id_to_slot),
-            "num_deleted": len(self._free),
-            "num_layers": int(self._meta[1]) + 1,
-            "entry_point": int(self._labels[entry]) if entry >= 0 else None,
-            "memory_bytes": int(memory),
-            "mean_degree": degree,
-            "capacity": self.capacity,
-            "dim": self._dim,
-            "M": self._M,
-            "ef_construction": self._ef_construction,
-            "ef_search": self._ef_search,
-            "ml": self._ml,
-            "metric": self._metric,
-        }
+        with self._lock.reading():
+            n = self._num_slots
+            live = self._deleted[:n] == 0
+            entry = int(self._meta[0])
+            memory = self._pool.nbytes + sum(a.nbytes for a in (
+                self._vectors, self._links0, self._levels, self._upper_start, self._deleted,
+                self._labels, self._upper_links))
+            degree = float(self._links0[:n, 0][live].mean()) if live.any() else 0.0
+            return {"num_vectors": len(self._id_to_slot), "num_deleted": len(self._free),
+                    "num_layers": int(self._meta[1]) + 1,
+                    "entry_point": int(self._labels[entry]) if entry >= 0 else None,
+                    "memory_bytes": int(memory), "mean_degree": degree,
+                    "capacity": self.capacity, "dim": self._dim, "M": self._M,
+                    "ef_construction": self._ef_construction, "ef_search": self._ef_search,
+                    "ml": self._ml, "metric": self._metric}
 
     @property
     def dim(self) -> int:
@@ -558,15 +468,8 @@ class HNSW:
                 "ef_search": self._ef_search, "ml": self._ml, "seed": self._seed,
                 "metric": self._metric}
 
-    def save(self, path: str | os.PathLike[str]) -> int:
-        """Write the index to the file ``path`` atomically; return its size. O(n * dim).
-
-        One :mod:`llmds._persist` container (kind ``llmds.HNSW``, version 1): the
-        parameters, entry point, counts and RNG state in its checksummed header, the
-        arrays after it. No pickle. Saving over the file an index was loaded from
-        (even with ``mmap=True``) is safe: the new file replaces it by rename.
-        """
-        path = check_path(path)
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(header, arrays)`` of the container format; views (hold the lock). O(1)."""
         n = self._num_slots
         arrays: dict[str, np.ndarray] = {
             "vectors": self._vectors[:n], "links0": self._links0[:n],
@@ -578,45 +481,47 @@ class HNSW:
         meta = {"params": self._params(), "num_slots": n, "upper_rows": self._upper_rows,
                 "entry_point": int(self._meta[0]), "max_level": int(self._meta[1]),
                 "rng_state": self._rng.bit_generator.state}
-        return write_container(path, _KIND, _VERSION, meta, arrays)
+        return meta, arrays
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index to the file ``path`` atomically; return its size. O(n * dim).
+
+        One :mod:`llmds._persist` container (kind ``llmds.HNSW``, version 1): the
+        parameters, entry point, counts and RNG state in its checksummed header, the
+        arrays after it. No pickle. Saving over the file an index was loaded from
+        (even with ``mmap=True``) is safe: the new file replaces it by rename.
+        Searches run on while it writes; writers wait.
+        """
+        path = check_path(path)
+        with self._lock.reading():
+            meta, arrays = self._state()
+            return write_container(path, _file.KIND, _file.VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> HNSW:
         """Read an index written by :meth:`save`, trusting nothing in the file. O(n * M + n * dim).
 
-        After the checksums, every fact the search and insert kernels rely on is
-        checked (parameters, shapes, finite vectors, levels, entry point, link counts,
-        bounds, self-links, repeats, layer membership, ids, free list, RNG state; see
+        After the checksums, every fact the kernels rely on is checked (see
         :mod:`llmds._hnsw_file`), so a hostile file raises instead of crashing, hanging
-        or loading a graph that breaks the invariants. ``mmap=True`` maps the arrays
-        copy-on-write (the file must not be rewritten in place while mapped; ``save``
-        never does that). A folder saved by llmds 0.2 (``header.json`` + ``.npy``
-        files) is refused with a CorruptFileError saying so: rebuild the index and
-        save it again.
+        or breaking the invariants. ``mmap=True`` maps the arrays copy-on-write (the
+        file must not be rewritten in place while mapped; ``save`` never does that). A
+        folder saved by llmds 0.2 is refused with a CorruptFileError saying so.
 
         Raises ``FileNotFoundError`` if ``path`` is missing and ``CorruptFileError``
         if it is not an intact, consistent HNSW file.
         """
-        path = check_path(path)
-        mmap = check_bool(mmap, "mmap")
-        if os.path.isdir(path) and os.path.exists(os.path.join(path, "header.json")):
-            raise CorruptFileError(
-                f"{os.fspath(path)!r} is an HNSW folder of llmds 0.2 (header.json + .npy "
-                "files), a format this llmds no longer reads: rebuild the index and save it "
-                "again (one checksummed file)")
-        c = read_container(path, _KIND, (_VERSION,), mmap=mmap)
-        meta = c.meta
-        if set(meta) != _META:
-            raise c.fail(f"the header must hold exactly {sorted(_META)}, got {sorted(meta)}")
-        p = meta["params"]
-        if not isinstance(p, dict) or set(p) != set(_PARAMS):
-            raise c.fail(f"params must hold exactly {list(_PARAMS)}")
+        self = cls.__new__(cls)
+        self._restore(_file.open_graph(path, mmap))
+        return self
+
+    def _restore(self, c: Container) -> None:
+        """Become the index held by ``c`` (a header already checked by ``_hnsw_file``)."""
         try:
-            self = cls(**p)
+            HNSW.__init__(self, **c.meta["params"])
         except (TypeError, ValueError) as exc:
             raise c.fail(f"bad parameter: {exc}") from None
-        g = check_graph(c, self._dim, self._M, self._metric)
-        state = check_rng_state(c, meta["rng_state"])
+        g = _file.check_graph(c, self._dim, self._M, self._metric)
+        state = _file.check_rng_state(c, c.meta["rng_state"])
         try:
             self._rng.bit_generator.state = state
         except (TypeError, ValueError, KeyError, OverflowError):
@@ -627,49 +532,39 @@ class HNSW:
         self._deleted, self._labels = a["deleted"], a["labels"]
         self._upper_links, self._upper_rows = a["upper_links"], g["upper_rows"]
         self._num_slots = n
-        self._visited = np.zeros(n, dtype=np.uint16)
-        self._cd = np.empty(n, dtype=np.float32)
-        self._ci = np.empty(n, dtype=np.int32)
+        self._pool.resize(n)
         self._free = a["free"].tolist()
         self._meta = np.array([g["entry_point"], g["max_level"]], dtype=np.int64)
         live = np.flatnonzero(self._deleted == 0)
         self._id_to_slot = dict(zip(self._labels[live].tolist(), live.tolist(), strict=True))
-        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``pickle`` and ``copy.deepcopy`` carry: the header and copies of the arrays."""
+        with self._lock.reading():
+            meta, arrays = self._state()
+            return {"meta": meta, "arrays": {name: a.copy() for name, a in arrays.items()}}
+
+    def __setstate__(self, state: Any) -> None:
+        """Rebuild from ``__getstate__``'s output through the loader's checks. O(n * M)."""
+        self._restore(_file.state_container(state, "<pickled HNSW>"))
 
     # -------------------------------------------------------------- invariants
     def _check(self) -> None:
-        """Assert the class invariants. O(n * M); tests only."""
-        n, m = self._num_slots, self._M
-        assert len(self._id_to_slot) + len(self._free) == n
-        for vec_id, s in self._id_to_slot.items():
-            assert 0 <= s < n and self._labels[s] == vec_id and self._deleted[s] == 0
-            assert 0 <= vec_id <= INT64_MAX
-        assert sorted(self._free) == np.flatnonzero(self._deleted[:n]).tolist()
-        assert set(self._deleted[:n].tolist()) <= {0, 1}
-        assert np.isfinite(self._vectors[:n]).all()
-        if self._metric == "cosine" and n:
-            norms = np.linalg.norm(self._vectors[:n].astype(np.float64), axis=1)
-            assert np.allclose(norms, 1.0, atol=1e-4)
-        if n == 0:
-            assert self._meta[0] == -1
-            return
-        levels = self._levels[:n]
-        assert (levels >= 0).all() and (levels <= MAX_LEVEL).all()
-        assert levels[self._meta[0]] == self._meta[1] == levels.max()
-        owner = np.full(self._upper_rows, -1, dtype=np.int64)
-        for s in range(n):
-            if levels[s] == 0:
-                assert self._upper_start[s] == -1
-            for lev in range(int(levels[s]) + 1):
-                if lev == 0:
-                    row, cap = self._links0[s], 2 * m
-                else:
-                    r = int(self._upper_start[s]) + lev - 1
-                    assert 0 <= r < self._upper_rows and owner[r] == -1, (s, lev, r)
-                    owner[r] = s
-                    row, cap = self._upper_links[r], m
-                c = int(row[0])
-                assert 0 <= c <= cap, (s, lev, c)
-                nbs = row[1 : 1 + c]
-                assert len(set(nbs.tolist())) == c and s not in nbs
-                assert ((nbs >= 0) & (nbs < n)).all() and (levels[nbs] >= lev).all()
+        """Assert the class invariants. O(n * M); tests only.
+
+        The graph facts are those :func:`llmds._hnsw_file.check_graph` checks on a
+        loaded file, run on the live arrays; then the id map against the labels.
+        """
+        with self._lock.reading():
+            meta, arrays = self._state()
+            c = Container("<live HNSW>", _file.KIND, _file.VERSION, meta, arrays)
+            try:
+                _file.check_graph(c, self._dim, self._M, self._metric)
+            except CorruptFileError as exc:
+                raise AssertionError(str(exc)) from None
+            n = self._num_slots
+            assert len(self._id_to_slot) + len(self._free) == n
+            for vec_id, s in self._id_to_slot.items():
+                assert 0 <= s < n and self._labels[s] == vec_id and self._deleted[s] == 0
+                assert 0 <= vec_id <= INT64_MAX
+            assert self._pool.size == self.capacity

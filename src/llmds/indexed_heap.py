@@ -13,13 +13,13 @@ sift levels).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from llmds._kernels import heap as _k
+from llmds._validate import check_bool, check_nonneg_int, check_number, show
 
 __all__ = ["IndexedHeap"]
 
@@ -27,16 +27,14 @@ _INITIAL_CAPACITY = 64
 
 
 def _as_score(score: Any, name: str = "score") -> float:
-    """Coerce a real number to float; TypeError for non-numbers, ValueError for NaN."""
-    if isinstance(score, (bool, np.bool_)) or not isinstance(score, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {score!r}")
-    try:
-        value = float(score)
-    except (TypeError, ValueError, OverflowError):
-        raise TypeError(f"{name} must be a real number, got {score!r}") from None
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return value
+    """A score as a float: TypeError for non-numbers, ValueError for NaN (inf is allowed)."""
+    if isinstance(score, float | np.floating) and score != score:
+        raise ValueError(f"{name} must not be NaN")  # check_number would say "finite"
+    return check_number(score, name, finite=False)
+
+
+def _unhashable(key_id: object) -> NoReturn:
+    raise TypeError(f"key_id must be hashable, got {show(key_id)}") from None
 
 
 class IndexedHeap:
@@ -80,9 +78,7 @@ class IndexedHeap:
     __slots__ = ("_ids", "_ints", "_keys", "_max", "_meta", "_scores")
 
     def __init__(self, max_heap: bool = False) -> None:
-        if not isinstance(max_heap, (bool, np.bool_)):
-            raise TypeError(f"max_heap must be a bool, got {max_heap!r}")
-        self._max = bool(max_heap)
+        self._max = check_bool(max_heap, "max_heap")
         cap = _INITIAL_CAPACITY
         self._ints = np.zeros((4, cap), dtype=np.int64)
         self._ints[3] = np.arange(cap - 1, -1, -1)  # slot 0 is handed out first
@@ -122,7 +118,11 @@ class IndexedHeap:
         for a non-numeric or NaN score.
         """
         ids = self._ids
-        if key_id in ids:
+        try:
+            known = key_id in ids
+        except TypeError:
+            _unhashable(key_id)
+        if known:
             raise KeyError(f"key_id {key_id!r} is already in the heap; use update()")
         if type(score) is not float or score != score:
             score = _as_score(score)
@@ -174,7 +174,7 @@ class IndexedHeap:
         except KeyError:
             raise KeyError(f"key_id {key_id!r} is not in the heap") from None
         except TypeError:
-            raise TypeError(f"key_id must be hashable, got {key_id!r}") from None
+            _unhashable(key_id)
         score = _k.delete(self._ints, self._scores, self._meta, slot)
         self._keys[slot] = None
         del ids[key_id]
@@ -182,7 +182,10 @@ class IndexedHeap:
 
     def get_score(self, key_id: Hashable) -> float | None:
         """Score of ``key_id``, or None if it is not in the heap. O(1)."""
-        slot = self._ids.get(key_id)
+        try:
+            slot = self._ids.get(key_id)
+        except TypeError:
+            _unhashable(key_id)
         if slot is None:
             return None
         score = float(_k.score_of(self._ints, self._scores, slot))
@@ -252,27 +255,40 @@ class IndexedHeap:
         All-or-nothing: duplicate or existing ids, a length mismatch or a NaN score
         raise before anything is added.
         """
+        if isinstance(key_ids, (str, bytes)) or not isinstance(key_ids, Iterable):
+            raise TypeError(f"key_ids must be an iterable of hashable ids, got {show(key_ids)}")
+        if isinstance(scores, (str, bytes)) or not isinstance(scores, Iterable):
+            raise TypeError(f"scores must be an iterable of real numbers, got {show(scores)}")
         keys = list(key_ids)
         try:
-            arr = np.asarray(list(scores) if not isinstance(scores, np.ndarray) else scores)
-        except (TypeError, ValueError):
-            raise TypeError("scores must be real numbers") from None
+            arr = np.asarray(scores if isinstance(scores, np.ndarray) else list(scores))
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"scores must be real numbers, got {show(scores)}") from None
         if arr.ndim != 1 or len(arr) != len(keys):
             raise ValueError(
                 f"key_ids and scores must have equal length, got {len(keys)} and {arr.shape}"
             )
         if arr.dtype.kind not in "iuf":
             if arr.dtype == object and len(arr):
-                arr = np.asarray([_as_score(s) for s in arr], dtype=np.float64)
+                arr = np.asarray(
+                    [_as_score(s, f"scores[{i}]") for i, s in enumerate(arr)], dtype=np.float64
+                )
             elif len(arr):
                 raise TypeError(f"scores must be real numbers, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=np.float64)
         if np.isnan(arr).any():
-            raise ValueError("scores must not contain NaN")
+            where = int(np.isnan(arr).argmax())
+            raise ValueError(f"scores must not contain NaN, got nan at scores[{where}]")
         ids = self._ids
         seen: set[Hashable] = set()
-        for key in keys:
-            if key in ids or key in seen:
+        for i, key in enumerate(keys):
+            try:
+                clash = key in ids or key in seen
+            except TypeError:
+                raise TypeError(
+                    f"key_ids[{i}] must be hashable, got {show(key)}"
+                ) from None
+            if clash:
                 raise KeyError(f"key_id {key!r} is already in the heap or repeated")
             seen.add(key)
         if not keys:
@@ -289,11 +305,9 @@ class IndexedHeap:
 
     def pop_many(self, k: int) -> list[tuple[float, Any]]:
         """Pop the ``min(k, len(self))`` front entries, front first, in one call. O(k log n)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {k!r}")
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
-        k = min(int(k), len(self._ids))
+        if type(k) is not int or k < 0:
+            k = check_nonneg_int(k, "k")
+        k = min(k, len(self._ids))
         out_scores = np.empty(k, dtype=np.float64)
         out_slots = np.empty(k, dtype=np.int64)
         if k:
@@ -332,7 +346,7 @@ class IndexedHeap:
         except KeyError:
             raise KeyError(f"key_id {key_id!r} is not in the heap") from None
         except TypeError:
-            raise TypeError(f"key_id must be hashable, got {key_id!r}") from None
+            _unhashable(key_id)
 
     def _rescore(self, key_id: Hashable, new_score: float, lower: bool) -> None:
         try:

@@ -33,14 +33,16 @@ Time comes from the injectable ``clock`` (seconds, non-decreasing; default
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from llmds._validate import check_bool, check_int, check_number, show
 from llmds.indexed_heap import IndexedHeap
 
 __all__ = ["Request", "Scheduler"]
@@ -124,27 +126,23 @@ class Request:
 
 
 def _real(value: Any, name: str, *, allow_inf: bool = True, minimum: float = 0.0) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
-    if math.isnan(out):
+    if isinstance(value, float | np.floating) and value != value:
         raise ValueError(f"{name} must not be NaN")
-    if out < minimum:
-        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
-    if not allow_inf and math.isinf(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
+    return check_number(value, name, minimum=minimum, finite=not allow_inf)
 
 
 def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    out = int(value)
-    if out < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {out}")
-    if maximum is not None and out > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {out}")
-    return out
+    return check_int(value, name, minimum=minimum, maximum=maximum)
+
+
+def _rid(value: Any, name: str = "request_id") -> int:
+    """A request id: an int (bools, floats and strings are never ids). O(1)."""
+    return value if type(value) is int else check_int(value, name)
+
+
+def _clock_value(now: Any) -> float:
+    """A ``clock()`` reading that is not a finite float: convert it or say what is wrong."""
+    return check_number(now, "clock()")
 
 
 class Scheduler:
@@ -205,7 +203,7 @@ class Scheduler:
         self.max_batch_size = _int(max_batch_size, "max_batch_size", 1)
         self.max_wait_ms = _real(max_wait_ms, "max_wait_ms")
         if priority_fn is not None and not callable(priority_fn):
-            raise TypeError(f"priority_fn must be callable or None, got {priority_fn!r}")
+            raise TypeError(f"priority_fn must be callable or None, got {show(priority_fn)}")
         self.priority_fn = priority_fn
         self.max_batch_tokens = (
             None if max_batch_tokens is None else _int(max_batch_tokens, "max_batch_tokens", 1)
@@ -215,9 +213,9 @@ class Scheduler:
             None if default_slo_ms is None else _real(default_slo_ms, "default_slo_ms")
         )
         if not callable(clock):
-            raise TypeError(f"clock must be callable, got {clock!r}")
+            raise TypeError(f"clock must be callable, got {show(clock)}")
         self._clock = clock
-        self._history = _int(history, "history", 0)
+        self._history = _int(history, "history", 0, sys.maxsize)
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -269,6 +267,8 @@ class Scheduler:
             if self._closed:
                 raise RuntimeError("submit on a closed Scheduler")
             now = self._clock()
+            if type(now) is not float or now - now != 0.0:  # not a finite float
+                now = _clock_value(now)
             request_id = self._next_id
             budget_ms = slo_ms if slo_ms is not None else self.default_slo_ms
             deadline = math.inf if budget_ms is None else now + budget_ms / 1000.0
@@ -301,6 +301,12 @@ class Scheduler:
             raise type(exc)(f"{exc} (request tokens={req.tokens})") from None
         return -p, req.request_id
 
+    def _now(self) -> float:
+        now = self._clock()
+        if type(now) is not float or now - now != 0.0:
+            now = _clock_value(now)
+        return now
+
     def _dequeue(self, rid: int) -> Request:
         """Drop a queued request from every index (heap entry already popped or not)."""
         req = self._queued.pop(rid)
@@ -317,6 +323,7 @@ class Scheduler:
         Raises KeyError if ``request_id`` is not queued (unknown, in flight or
         done) and TypeError/ValueError for bad ``new_tokens``; nothing changes then.
         """
+        request_id = _rid(request_id)
         new_tokens = _int(new_tokens, "new_tokens", 0, _TOKEN_LIMIT)
         budget = self.max_batch_tokens
         if budget is not None and new_tokens > budget:
@@ -342,6 +349,7 @@ class Scheduler:
 
         Raises KeyError if ``request_id`` is not queued.
         """
+        request_id = _rid(request_id)
         with self._cond:
             self._queued_request(request_id)
             req = self._dequeue(request_id)
@@ -349,16 +357,11 @@ class Scheduler:
             self._counts["cancelled"] += 1
             return req
 
-    def _queued_request(self, request_id: Any) -> Request:
-        try:
-            return self._queued[request_id]
-        except (KeyError, TypeError):
-            pass
-        try:
-            in_flight = request_id in self._in_flight
-        except TypeError:
-            in_flight = False
-        where = "in flight" if in_flight else "unknown or already done"
+    def _queued_request(self, request_id: int) -> Request:
+        req = self._queued.get(request_id)
+        if req is not None:
+            return req
+        where = "in flight" if request_id in self._in_flight else "unknown or already done"
         raise KeyError(f"request_id {request_id!r} is not queued ({where})") from None
 
     # -- consumer -------------------------------------------------------------------
@@ -409,7 +412,7 @@ class Scheduler:
         ``inf`` if only ``force`` (or more requests) can release one.
         """
         with self._cond:
-            now = self._clock()
+            now = self._now()
             if self._release_reason(now, False) is not None:
                 return now
             return self._next_due()
@@ -426,14 +429,20 @@ class Scheduler:
         The rules are evaluated with the scheduler's clock every time the thread
         wakes.
         """
+        if force.__class__ is not bool:
+            force = check_bool(force, "force")
+        if block.__class__ is not bool:
+            block = check_bool(block, "block")
         if timeout is not None:
             timeout = _real(timeout, "timeout")
+            if timeout == math.inf:
+                timeout = None
         with self._cond:
             if not block:
-                return self._take(self._clock(), force)
+                return self._take(self._now(), force)
             end = None if timeout is None else time.monotonic() + timeout
             while True:
-                now = self._clock()
+                now = self._now()
                 batch = self._take(now, force or self._closed)
                 if batch is not None or (self._closed and not self._queued):
                     return batch
@@ -446,6 +455,8 @@ class Scheduler:
                     if left <= 0:
                         return None
                     wait = left if wait is None else min(wait, left)
+                if wait is not None and wait > threading.TIMEOUT_MAX:
+                    wait = threading.TIMEOUT_MAX  # Condition.wait overflows above it
                 self._waiters += 1
                 try:
                     self._cond.wait(wait)
@@ -507,22 +518,23 @@ class Scheduler:
         All-or-nothing: raises KeyError if any id is not in flight (unknown,
         still queued, already completed) and ValueError for a repeated id.
         """
-        ids = list(request_ids)
+        if isinstance(request_ids, (str, bytes, Mapping)) or not isinstance(request_ids, Iterable):
+            raise TypeError(f"request_ids must be an iterable of ints, got {show(request_ids)}")
+        ids = [
+            rid if type(rid) is int else _rid(rid, f"request_ids[{i}]")
+            for i, rid in enumerate(request_ids)
+        ]
         with self._cond:
             in_flight = self._in_flight
             seen: set[int] = set()
             for rid in ids:
-                try:
-                    ok = rid in in_flight
-                except TypeError:
-                    ok = False
-                if not ok:
-                    where = "queued" if ok is False and self._is_queued(rid) else "unknown or done"
+                if rid not in in_flight:
+                    where = "queued" if rid in self._queued else "unknown or done"
                     raise KeyError(f"request_id {rid!r} is not in flight ({where})")
                 if rid in seen:
                     raise ValueError(f"request_id {rid!r} appears twice in request_ids")
                 seen.add(rid)
-            now = self._clock()
+            now = self._now()
             for rid in ids:
                 req = in_flight.pop(rid)
                 req.state = COMPLETED
@@ -530,12 +542,6 @@ class Scheduler:
                 if self._history:
                     self._completed.append(req)
             self._counts["completed"] += len(ids)
-
-    def _is_queued(self, rid: Any) -> bool:
-        try:
-            return rid in self._queued
-        except TypeError:
-            return False
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -571,6 +577,7 @@ class Scheduler:
 
     def request(self, request_id: int) -> Request | None:
         """The record of a queued or in-flight request, else None. O(1)."""
+        request_id = _rid(request_id)
         with self._cond:
             req = self._queued.get(request_id)
             return req if req is not None else self._in_flight.get(request_id)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import operator
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, Generic, NoReturn, TypeVar, overload
+
+from llmds._validate import check_nonneg_int, check_positive_int, show
 
 __all__ = ["TokenLRU"]
 
@@ -33,7 +36,16 @@ class TokenLRU(Generic[K, V]):
     Complexity: ``get``, ``peek``, ``pop``, ``delete``, ``in``, ``len`` O(1);
     ``put`` O(1) plus O(1) per evicted entry; ``evict_until_budget`` O(evicted).
     Memory: one ``OrderedDict`` entry (a doubly linked node) plus a
-    ``(value, size)`` tuple per entry. Not thread-safe: guard with a lock if shared.
+    ``(value, size)`` tuple per entry. Thread safety: not thread-safe; guard it
+    with a lock if shared.
+
+    Copies are independent caches: ``copy()``/``copy.copy`` share the keys and
+    values (like ``dict.copy``), ``copy.deepcopy`` copies them too; both share
+    ``token_of`` (a sizing policy, not state). ``pickle`` works when ``token_of``
+    is picklable (``len``, a module-level function, a picklable callable object);
+    with a lambda or a nested function the standard ``pickle`` module refuses with
+    its own error naming that function (``PicklingError``, or ``AttributeError:
+    Can't pickle local object ...``); ``cloudpickle`` can pickle those.
 
     An entry larger than the whole budget is refused with ``ValueError``, and the
     cache is left unchanged (nothing is evicted for it); ``fits(value)`` asks first.
@@ -70,12 +82,9 @@ class TokenLRU(Generic[K, V]):
     put: Callable[[K, V], list[tuple[K, V]]]
 
     def __init__(self, token_budget: int, token_of: Callable[[V], int]) -> None:
-        if isinstance(token_budget, bool) or not isinstance(token_budget, int):
-            raise TypeError(f"token_budget must be an int, got {type(token_budget).__name__}")
-        if token_budget < 1:
-            raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+        token_budget = check_positive_int(token_budget, "token_budget")
         if not callable(token_of):
-            raise TypeError(f"token_of must be callable, got {type(token_of).__name__}")
+            raise TypeError(f"token_of must be callable, got {show(token_of)}")
         self._budget = token_budget
         self._token_of = token_of
         # key -> (value, size), least recently used first.
@@ -104,7 +113,10 @@ class TokenLRU(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         """True if ``key`` is cached; does not touch recency. O(1)."""
-        return key in self._data
+        try:
+            return key in self._data
+        except TypeError:
+            _unhashable(key)
 
     def __iter__(self) -> Iterator[K]:
         """Keys from least to most recently used."""
@@ -131,6 +143,8 @@ class TokenLRU(Generic[K, V]):
             return self._data[key][1]
         except KeyError:
             raise KeyError(key) from None
+        except TypeError:
+            _unhashable(key)
 
     @overload
     def peek(self, key: K) -> V | None: ...
@@ -139,7 +153,10 @@ class TokenLRU(Generic[K, V]):
 
     def peek(self, key: K, default: Any = None) -> Any:
         """Return the value for ``key`` without changing recency. O(1)."""
-        entry = self._data.get(key)
+        try:
+            entry = self._data.get(key)
+        except TypeError:
+            _unhashable(key)
         return default if entry is None else entry[0]
 
     def __setitem__(self, key: K, value: V) -> None:
@@ -147,7 +164,10 @@ class TokenLRU(Generic[K, V]):
 
     def __getitem__(self, key: K) -> V:
         """Return the value for ``key`` and mark it most recently used. O(1)."""
-        entry = self._data.get(key)
+        try:
+            entry = self._data.get(key)
+        except TypeError:
+            _unhashable(key)
         if entry is None:
             raise KeyError(key)
         self._data.move_to_end(key)
@@ -163,7 +183,10 @@ class TokenLRU(Generic[K, V]):
 
         Raises KeyError if ``key`` is absent and no ``default`` is given.
         """
-        entry = self._data.pop(key, None)
+        try:
+            entry = self._data.pop(key, None)
+        except TypeError:
+            _unhashable(key)
         if entry is None:
             if default is _MISSING:
                 raise KeyError(key)
@@ -200,10 +223,7 @@ class TokenLRU(Generic[K, V]):
         Returns the evicted ``(key, value)`` pairs, least recently used first.
         The cache's own ``token_budget`` is not changed.
         """
-        if isinstance(target_budget, bool) or not isinstance(target_budget, int):
-            raise TypeError(f"target_budget must be an int, got {type(target_budget).__name__}")
-        if target_budget < 0:
-            raise ValueError(f"target_budget must be >= 0, got {target_budget}")
+        target_budget = check_nonneg_int(target_budget, "target_budget")
         evicted: list[tuple[K, V]] = []
         data = self._data
         tokens = self._state[0]
@@ -214,12 +234,70 @@ class TokenLRU(Generic[K, V]):
         self._state[0] = tokens
         return evicted
 
+    # ------------------------------------------------------------ copy / pickle
+    # ``get``/``put`` are closures over this instance's dict and total, so the
+    # default copy/pickle protocol (copy the slots) would hand the copy closures
+    # that still write into the original. Every path below rebuilds them.
+    def copy(self) -> TokenLRU[K, V]:
+        """A shallow copy: a new cache holding the same keys and values. O(n)."""
+        return _restore(type(self), self._budget, self._token_of, self._entries())
+
+    def __copy__(self) -> TokenLRU[K, V]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TokenLRU[K, V]:
+        new = _restore(type(self), self._budget, self._token_of, ())
+        memo[id(self)] = new  # values that refer back to this cache get the copy
+        _fill(new, _copy.deepcopy(self._entries(), memo))
+        return new
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        return _restore, (type(self), self._budget, self._token_of, self._entries())
+
+    def _entries(self) -> list[tuple[K, V, int]]:
+        """``(key, value, size)`` of every entry, least recently used first. O(n)."""
+        return [(key, value, size) for key, (value, size) in self._data.items()]
+
     def _check(self) -> None:
         """Assert the class invariants. O(n); tests call it after each step."""
         sizes = [size for _, size in self._data.values()]
         assert all(type(s) is int and s >= 0 for s in sizes), "a stored size is not an int >= 0"
         assert self._state[0] == sum(sizes), "total_tokens drifted from the stored sizes"
         assert 0 <= self._state[0] <= self._budget, "over budget"
+
+
+def _restore(
+    cls: type[TokenLRU[Any, Any]],
+    token_budget: int,
+    token_of: Callable[[Any], int],
+    entries: Iterable[tuple[Any, Any, int]],
+) -> TokenLRU[Any, Any]:
+    """A ``cls`` cache holding ``entries`` (oldest first), with fresh closures. O(n).
+
+    The target of ``copy``, ``deepcopy`` and unpickling; it re-checks the stored
+    sizes and the budget, so a hand-edited pickle cannot build a cache over budget.
+    """
+    new = cls.__new__(cls)
+    TokenLRU.__init__(new, token_budget, token_of)
+    _fill(new, entries)
+    return new
+
+
+def _fill(cache: TokenLRU[Any, Any], entries: Iterable[tuple[Any, Any, int]]) -> None:
+    data = cache._data
+    total = 0
+    for key, value, size in entries:
+        size = _checked_size(size)
+        data[key] = (value, size)
+        total += size
+    if total > cache._budget:
+        raise ValueError(f"entries hold {total} tokens, more than token_budget {cache._budget}")
+    cache._state[0] = total
+
+
+def _unhashable(key: object) -> NoReturn:
+    """Raise the TypeError for a key that cannot be hashed (no dict-internal wording)."""
+    raise TypeError(f"key must be hashable, got {show(key)}") from None
 
 
 def _checked_size(size: object) -> int:
@@ -230,9 +308,7 @@ def _checked_size(size: object) -> int:
         try:
             size = operator.index(size)  # type: ignore[arg-type]  # NumPy integers are fine
         except TypeError:
-            raise TypeError(
-                f"token_of must return an int, got {type(size).__name__}: {size!r}"
-            ) from None
+            raise TypeError(f"token_of must return an int, got {show(size)}") from None
     if size < 0:
         raise ValueError(f"token_of must return a size >= 0, got {size}")
     return size
@@ -247,7 +323,10 @@ def _make_get(data: OrderedDict[Any, tuple[Any, int]]) -> Callable[..., Any]:
 
         Returns ``default`` (``None``) if ``key`` is not cached.
         """
-        entry = dget(key)
+        try:
+            entry = dget(key)
+        except TypeError:
+            _unhashable(key)
         if entry is None:
             return default
         move_to_end(key)
@@ -282,10 +361,13 @@ def _make_put(
             size = _checked_size(size)
         if size > budget:
             raise ValueError(
-                f"value of key {key!r} costs {size} tokens, more than the whole "
+                f"value of key {show(key)} costs {size} tokens, more than the whole "
                 f"token_budget of {budget}"
             )
-        old = dget(key)  # hashes key first: an unhashable key fails here, unchanged
+        try:
+            old = dget(key)  # hashes key first: an unhashable key fails here, unchanged
+        except TypeError:
+            _unhashable(key)
         tokens = state[0]
         if old is not None:
             tokens -= old[1]

@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import psutil
+
+from llmds._validate import check_finite_array, check_number, show
 
 __all__ = [
     "MemoryProfiler",
@@ -88,9 +90,7 @@ class MemoryProfiler:
     """
 
     def __init__(self, interval_s: float = 0.002) -> None:
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
-        self._interval_s = interval_s
+        self._interval_s = _interval(interval_s)
         self._process = psutil.Process(os.getpid())
         self._initial = 0
         self._peak = 0
@@ -152,6 +152,20 @@ class MemoryProfiler:
             return (self._peak - self._initial) / _MB
 
 
+def _interval(interval_s: object) -> float:
+    """A sampling interval: seconds > 0, at most what ``Event.wait`` accepts."""
+    return check_number(interval_s, "interval_s", minimum=0.0, exclusive_minimum=True,
+                        maximum=threading.TIMEOUT_MAX)
+
+
+def _clock_reading(clock: Any) -> float:
+    """``clock()`` as float seconds, or a TypeError/ValueError naming ``clock()``."""
+    now = clock()
+    if type(now) is float and now - now == 0.0:
+        return now
+    return check_number(now, "clock()")
+
+
 @contextmanager
 def memory_profiler(interval_s: float = 0.002) -> Iterator[MemoryProfiler]:
     """Profile peak RSS over a ``with`` block; the profiler stays readable after it.
@@ -162,7 +176,7 @@ def memory_profiler(interval_s: float = 0.002) -> Iterator[MemoryProfiler]:
     >>> profiler.get_peak_rss_mb() >= profiler.get_current_rss_mb() - 64
     True
     """
-    profiler = MemoryProfiler(interval_s)
+    profiler = MemoryProfiler(interval_s)  # checks interval_s before the block runs
     profiler.start()
     try:
         yield profiler
@@ -171,13 +185,12 @@ def memory_profiler(interval_s: float = 0.002) -> Iterator[MemoryProfiler]:
 
 
 def _as_array(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {arr.shape}")
+    """``values`` as a non-empty 1-D float64 array of finite numbers (no bools, no str)."""
+    if isinstance(values, str | bytes | Mapping | Set) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a 1-D sequence of numbers, got {show(values)}")
+    arr = check_finite_array(values, name, shape=(None,), dtype=np.float64)
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
     return arr
 
 
@@ -247,10 +260,9 @@ def student_t_ppf(q: float, df: float) -> float:
     >>> round(student_t_ppf(0.975, 4), 4)
     2.7764
     """
-    if not 0.0 < q < 1.0:
+    if not 0.0 < check_number(q, "q") < 1.0:
         raise ValueError(f"q must be in (0, 1), got {q!r}")
-    if not df > 0:
-        raise ValueError(f"df must be > 0, got {df!r}")
+    check_number(df, "df", minimum=0.0, exclusive_minimum=True)
     if q == 0.5:
         return 0.0
     if q < 0.5:
@@ -290,7 +302,7 @@ def calculate_statistics(
     (9.446, 13.554)
     """
     arr = _as_array(values)
-    if not 0.0 < confidence_level < 1.0:
+    if not 0.0 < check_number(confidence_level, "confidence_level") < 1.0:
         raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level!r}")
     n = int(arr.size)
     mean = float(arr.mean())
@@ -341,22 +353,26 @@ class MetricsCollector:
     """
 
     def __init__(self, clock: Any = time.perf_counter) -> None:
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {show(clock)}")
         self._clock = clock
         self._lock = threading.Lock()
         self._latencies: list[float] = []
-        self._start = float(clock())
+        self._start = _clock_reading(clock)
 
     def reset(self) -> None:
         """Forget every recorded latency and restart the throughput clock. O(1)."""
+        start = _clock_reading(self._clock)
         with self._lock:
             self._latencies = []
-            self._start = float(self._clock())
+            self._start = start
 
     def record_latency(self, latency_ms: float) -> None:
         """Record one operation's latency in milliseconds. O(1) amortised."""
-        value = float(latency_ms)
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
+        if type(latency_ms) is float and 0.0 <= latency_ms < math.inf:
+            value = latency_ms
+        else:
+            value = check_number(latency_ms, "latency_ms", minimum=0.0)
         with self._lock:
             self._latencies.append(value)
 
@@ -368,9 +384,10 @@ class MetricsCollector:
 
         With nothing recorded every latency field is 0.0 and the count is 0.
         """
+        now = _clock_reading(self._clock)
         with self._lock:
             values = list(self._latencies)
-            elapsed = float(self._clock()) - self._start
+            elapsed = now - self._start
         if not values:
             return Metrics(0.0, 0.0, 0.0, 0.0, 0, 0.0, elapsed)
         p = compute_percentiles(values)

@@ -4,6 +4,8 @@ All libraries get the same base vectors, queries and parameters (M=16,
 ef_construction=200, squared L2, one thread) in the same process. For each ef in
 ``EFS``: recall@10 against exact ground truth (NumPy, cached outside the repo), queries
 per CPU-second with one query per call and with all queries in one batch call.
+Then the thread-scaling rows of :mod:`llmds.bench.hnsw_scaling` (batch search at 1
+and 2 threads, parallel build, a threaded server; wall-clock rates).
 Sizes: ``--quick`` 10k base / 1k queries (ef 10, 20, 50), default 20k / 2k, ``--full``
 the whole 60k / 10k. Without the dataset a seeded clustered-Gaussian set of the same
 shape is used and the record says so.
@@ -19,16 +21,26 @@ import numpy as np
 
 from llmds.bench import harness
 from llmds.bench.ann_data import load_ann
+from llmds.bench.ann_libs import EF_CONSTRUCTION, AnnLib, K, M, libraries
+from llmds.bench.hnsw_scaling import scaling
 from llmds.hnsw import HNSW
 
 NAME = "hnsw"
 TITLE = "HNSW approximate nearest neighbours (Fashion-MNIST, recall@10 vs QPS)"
 
-M = 16
-EF_CONSTRUCTION = 200
-K = 10
 EFS = (10, 20, 50, 100, 200)
 RECALL_TARGET = 0.95
+NOTES = [
+    f"M={M}, ef_construction={EF_CONSTRUCTION}, k={K}, squared L2, one thread for every "
+    "library; rates are queries per CPU-second (median of the timed runs).",
+    "QPS at recall >= 0.95: each library's best rate over the ef values whose recall@10 "
+    "is at least 0.95.",
+    "p50/p95/p99_ms: wall-clock latency of each query, one query per call, timed "
+    "once per query after the throughput rounds.",
+    "Build time is one CPU-timed build per library (llmds' kernels compiled beforehand).",
+    "Search timings are interleaved: each round runs every library once (one query per "
+    "call, then batch), so load bursts on the shared machine hit all libraries alike.",
+]
 
 
 def _recall(ids: np.ndarray, gt: np.ndarray) -> float:
@@ -37,135 +49,104 @@ def _recall(ids: np.ndarray, gt: np.ndarray) -> float:
     return hits / (gt.shape[0] * K)
 
 
-class _Lib:
-    """One library behind a common interface: build, set_ef, one(q), batch(Q) -> ids."""
-
-    name = ""
-    one: Callable[[np.ndarray], object]
-
-    def build(self, base: np.ndarray, seed: int) -> None:
-        raise NotImplementedError
-
-    def set_ef(self, ef: int) -> None:
-        raise NotImplementedError
-
-    def batch(self, queries: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def memory_bytes(self) -> int | None:
-        return None
-
-    def release(self) -> None:
-        """Drop the index so the next library builds in free memory."""
-        self.__dict__.pop("index", None)
+def _warm_up(base: np.ndarray, queries: np.ndarray) -> None:
+    """Compile llmds' kernels (and start its worker threads) outside the timed runs."""
+    warm = HNSW(base.shape[1], M=M, ef_construction=EF_CONSTRUCTION, seed=0)
+    warm.add_items(base[:200], np.arange(200), num_threads=1)
+    warm.add_items(base[200:800], np.arange(200, 800), num_threads=2)
+    warm.search(queries[0], K)
+    warm.search_batch(queries[:40], K, num_threads=2)
 
 
-class _Ours(_Lib):
-    name = "llmds"
-
-    def build(self, base: np.ndarray, seed: int) -> None:
-        self.index = HNSW(base.shape[1], M=M, ef_construction=EF_CONSTRUCTION, seed=seed)
-        self.index.add_items(base, np.arange(base.shape[0]))
-
-    def set_ef(self, ef: int) -> None:
-        search = self.index.search
-        self.ef = ef
-        self.one = lambda q: search(q, K, ef)
-
-    def batch(self, queries: np.ndarray) -> np.ndarray:
-        return self.index.search_batch(queries, K, ef=self.ef)[0]
-
-    def memory_bytes(self) -> int | None:
-        return int(self.index.stats()["memory_bytes"])
+def _build_all(ctx: harness.BenchContext, libs: list[AnnLib], base: np.ndarray,
+               queries: np.ndarray, total: int) -> dict[str, dict[str, Any]]:
+    """Build every library's index on one thread; their build times and memory."""
+    results: dict[str, dict[str, Any]] = {}
+    for i, lib in enumerate(libs):
+        ctx.progress(i, total, f"hnsw: building {lib.name}")
+        if lib.name == "llmds":
+            _warm_up(base, queries)
+        c0, w0 = time.process_time(), time.perf_counter()
+        lib.build(base, ctx.seed)
+        results[lib.name] = {"build_cpu_s": time.process_time() - c0,
+                             "build_wall_s": time.perf_counter() - w0,
+                             "memory_bytes": lib.memory_bytes(), "per_ef": []}
+    return results
 
 
-class _Hnswlib(_Lib):
-    name = "hnswlib"
+def _sweep_ef(ctx: harness.BenchContext, libs: list[AnnLib], queries: np.ndarray,
+              gt: np.ndarray, ef: int, results: dict[str, dict[str, Any]]) -> None:
+    """One ef: recall, interleaved one-query and batch timings, then latency percentiles."""
+    # The machines are shared and noisy: the libraries take turns, one timed run each
+    # per round, so a burst of load hits all of them alike instead of one library.
+    runs: dict[str, dict[str, list[harness.Measurement]]] = {}
+    recalls = {}
+    for lib in libs:
+        lib.set_ef(ef)
+        recalls[lib.name] = _recall(np.asarray(lib.batch(queries), dtype=np.int64), gt)
+        runs[lib.name] = {"one": [], "batch": []}
+    for _ in range(ctx.repeat):
+        for lib in libs:
+            lib.set_ef(ef)
 
-    def __init__(self, mod: Any) -> None:
-        self.mod = mod
+            def single(_: object, one: Callable[[np.ndarray], object] = lib.one) -> None:
+                for q in queries:
+                    one(q)
 
-    def build(self, base: np.ndarray, seed: int) -> None:
-        self.index = self.mod.Index(space="l2", dim=base.shape[1])
-        self.index.init_index(max_elements=base.shape[0], ef_construction=EF_CONSTRUCTION, M=M,
-                              random_seed=seed)
-        self.index.set_num_threads(1)
-        self.index.add_items(base, np.arange(base.shape[0]), num_threads=1)
-        self.n = base.shape[0]
+            def batch(_: object, lib: AnnLib = lib) -> None:
+                lib.batch(queries)
 
-    def set_ef(self, ef: int) -> None:
-        self.index.set_ef(ef)
-        knn = self.index.knn_query
-        self.one = lambda q: knn(q, k=K, num_threads=1)
-
-    def batch(self, queries: np.ndarray) -> np.ndarray:
-        return self.index.knn_query(queries, k=K, num_threads=1)[0]
-
-    def memory_bytes(self) -> int | None:
-        try:
-            return int(self.index.index_file_size())
-        except AttributeError:
-            return None
-
-
-class _Faiss(_Lib):
-    name = "faiss"
-
-    def __init__(self, mod: Any) -> None:
-        self.mod = mod
-        mod.omp_set_num_threads(1)
-
-    def build(self, base: np.ndarray, seed: int) -> None:
-        self.index = self.mod.IndexHNSWFlat(base.shape[1], M)
-        self.index.hnsw.efConstruction = EF_CONSTRUCTION
-        self.index.add(base)
-
-    def set_ef(self, ef: int) -> None:
-        self.index.hnsw.efSearch = ef
-        search = self.index.search
-        self.one = lambda q: search(q[None, :], K)
-
-    def batch(self, queries: np.ndarray) -> np.ndarray:
-        return self.index.search(queries, K)[1]
-
-    def memory_bytes(self) -> int | None:
-        return int(self.mod.serialize_index(self.index).nbytes)
+            runs[lib.name]["one"].append(
+                harness.measure(single, ops=len(queries), repeat=1, warmup=0))
+            runs[lib.name]["batch"].append(
+                harness.measure(batch, ops=len(queries), repeat=1, warmup=0))
+    # Per-query latency, one query per call (what the original report's
+    # "p95 < 5 ms at ef=50" claim is about), after the timed rounds.
+    for lib in libs:
+        lib.set_ef(ef)
+        latency = harness.latency_percentiles_ms(lib.one, queries)
+        m_one, m_batch = _merge(runs[lib.name]["one"]), _merge(runs[lib.name]["batch"])
+        results[lib.name]["per_ef"].append({
+            "ef": ef, "recall": recalls[lib.name], "qps_one": m_one.ops_per_cpu_s,
+            "qps_batch": m_batch.ops_per_cpu_s, "latency_ms": latency,
+            "one": m_one.to_dict(), "batch": m_batch.to_dict()})
 
 
-class _Usearch(_Lib):
-    name = "usearch"
-
-    def __init__(self, mod: Any) -> None:
-        self.mod = mod
-
-    def build(self, base: np.ndarray, seed: int) -> None:
-        self.index = self.mod.Index(ndim=base.shape[1], metric="l2sq", dtype="f32",
-                                    connectivity=M, expansion_add=EF_CONSTRUCTION)
-        self.index.add(np.arange(base.shape[0]), base, threads=1)
-
-    def set_ef(self, ef: int) -> None:
-        self.index.expansion_search = ef
-        search = self.index.search
-        self.one = lambda q: search(q, K, threads=1)
-
-    def batch(self, queries: np.ndarray) -> np.ndarray:
-        return np.asarray(self.index.search(queries, K, threads=1).keys).astype(np.int64)
-
-    def memory_bytes(self) -> int | None:
-        return int(self.index.memory_usage)
+def _sweep_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, r in results.items():
+        for e in r["per_ef"]:
+            rows.append({"impl": name, "ef": e["ef"], "recall@10": round(e["recall"], 4),
+                         "qps_one_per_cpu_s": round(e["qps_one"], 1),
+                         "qps_batch_per_cpu_s": round(e["qps_batch"], 1),
+                         "p50_ms": round(e["latency_ms"]["p50"], 4),
+                         "p95_ms": round(e["latency_ms"]["p95"], 4),
+                         "p99_ms": round(e["latency_ms"]["p99"], 4),
+                         "build_cpu_s": round(r["build_cpu_s"], 3),
+                         "memory_mb": (round(r["memory_bytes"] / 2**20, 2)
+                                       if r["memory_bytes"] else None),
+                         "one_query": e["one"], "batch": e["batch"]})
+    return rows
 
 
-def _libraries() -> tuple[list[_Lib], list[dict[str, Any]]]:
-    libs: list[_Lib] = [_Ours()]
-    skipped_rows = []
-    for module, cls in (("hnswlib", _Hnswlib), ("faiss", _Faiss), ("usearch.index", _Usearch)):
-        mod = harness.peer(module)
-        if mod is None:
-            skipped_rows.append({"impl": module.split(".")[0],
-                                 "skipped": harness.skipped(module)})
-        else:
-            libs.append(cls(mod))
-    return libs, skipped_rows
+def _sweep_plots(results: dict[str, dict[str, Any]], n_base: int) -> list[dict[str, Any]]:
+    def series(y: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
+        return [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
+                 "y": [y(e) for e in r["per_ef"]]} for name, r in results.items()]
+
+    return [{
+        "title": f"recall@10 vs queries per CPU-second, one query per call ({n_base} base)",
+        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
+        "log_y": True, "series": series(lambda e: e["qps_one"]),
+    }, {
+        "title": f"recall@10 vs queries per CPU-second, batch call ({n_base} base)",
+        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
+        "log_y": True, "series": series(lambda e: e["qps_batch"]),
+    }, {
+        "title": f"p95 latency of one query vs recall@10 ({n_base} base)",
+        "x_label": "recall@10", "y_label": "p95 latency per query (ms)", "kind": "line",
+        "series": series(lambda e: e["latency_ms"]["p95"]),
+    }]
 
 
 def run(ctx: harness.BenchContext) -> dict[str, Any]:
@@ -180,110 +161,23 @@ def run(ctx: harness.BenchContext) -> dict[str, Any]:
     data = load_ann(ctx.dataset("ann", "fashion-mnist"), n_base, n_query, K,
                     cache_dir=ctx.cache_dir, seed=ctx.seed)
     base, queries, gt = data.base, data.queries, data.gt
-    libs, rows = _libraries()
-    total = len(libs) + len(efs)
-    results: dict[str, dict[str, Any]] = {}
-    for i, lib in enumerate(libs):
-        ctx.progress(i, total, f"hnsw: building {lib.name}")
-        if lib.name == "llmds":  # compile the kernels outside the timed build
-            warm = HNSW(base.shape[1], M=M, ef_construction=EF_CONSTRUCTION, seed=0)
-            warm.add_items(base[:200], np.arange(200))
-            warm.search(queries[0], K)
-            warm.search_batch(queries[:2], K)
-        c0, w0 = time.process_time(), time.perf_counter()
-        lib.build(base, ctx.seed)
-        results[lib.name] = {"build_cpu_s": time.process_time() - c0,
-                             "build_wall_s": time.perf_counter() - w0,
-                             "memory_bytes": lib.memory_bytes(), "per_ef": []}
-    # The machines are shared and noisy: the libraries take turns, one timed run each
-    # per round, so a burst of load hits all of them alike instead of one library.
+    libs, rows = libraries()
+    total = len(libs) + len(efs) + 1
+    results = _build_all(ctx, libs, base, queries, total)
     for j, ef in enumerate(efs):
         ctx.progress(len(libs) + j, total, f"hnsw: ef={ef}, all libraries in turn")
-        runs: dict[str, dict[str, list[harness.Measurement]]] = {}
-        recalls = {}
-        for lib in libs:
-            lib.set_ef(ef)
-            recalls[lib.name] = _recall(np.asarray(lib.batch(queries), dtype=np.int64), gt)
-            runs[lib.name] = {"one": [], "batch": []}
-        for _ in range(ctx.repeat):
-            for lib in libs:
-                lib.set_ef(ef)
-
-                def single(_: object, one: Callable[[np.ndarray], object] = lib.one) -> None:
-                    for q in queries:
-                        one(q)
-
-                def batch(_: object, lib: _Lib = lib) -> None:
-                    lib.batch(queries)
-
-                runs[lib.name]["one"].append(
-                    harness.measure(single, ops=n_query, repeat=1, warmup=0))
-                runs[lib.name]["batch"].append(
-                    harness.measure(batch, ops=n_query, repeat=1, warmup=0))
-        # Per-query latency, one query per call (what the original report's
-        # "p95 < 5 ms at ef=50" claim is about), after the timed rounds.
-        latency = {}
-        for lib in libs:
-            lib.set_ef(ef)
-            latency[lib.name] = harness.latency_percentiles_ms(lib.one, queries)
-        for lib in libs:
-            m_one = _merge(runs[lib.name]["one"])
-            m_batch = _merge(runs[lib.name]["batch"])
-            results[lib.name]["per_ef"].append({
-                "ef": ef, "recall": recalls[lib.name], "qps_one": m_one.ops_per_cpu_s,
-                "qps_batch": m_batch.ops_per_cpu_s, "latency_ms": latency[lib.name],
-                "one": m_one.to_dict(),
-                "batch": m_batch.to_dict()})
+        _sweep_ef(ctx, libs, queries, gt, ef, results)
+    ctx.progress(total - 1, total, "hnsw: threads (batch, server, parallel build)")
+    threads = scaling(ctx, libs, base, queries, gt, results, RECALL_TARGET)
     for lib in libs:
         lib.release()
-    for name, r in results.items():
-        for e in r["per_ef"]:
-            rows.append({"impl": name, "ef": e["ef"], "recall@10": round(e["recall"], 4),
-                         "qps_one_per_cpu_s": round(e["qps_one"], 1),
-                         "qps_batch_per_cpu_s": round(e["qps_batch"], 1),
-                         "p50_ms": round(e["latency_ms"]["p50"], 4),
-                         "p95_ms": round(e["latency_ms"]["p95"], 4),
-                         "p99_ms": round(e["latency_ms"]["p99"], 4),
-                         "build_cpu_s": round(r["build_cpu_s"], 3),
-                         "memory_mb": (round(r["memory_bytes"] / 2**20, 2)
-                                       if r["memory_bytes"] else None),
-                         "one_query": e["one"], "batch": e["batch"]})
-    ratios = _ratios(results)
-    plots: list[dict[str, Any]] = [{
-        "title": f"recall@10 vs queries per CPU-second, one query per call ({n_base} base)",
-        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
-        "log_y": True,
-        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
-                    "y": [e["qps_one"] for e in r["per_ef"]]} for name, r in results.items()],
-    }, {
-        "title": f"recall@10 vs queries per CPU-second, batch call ({n_base} base)",
-        "x_label": "recall@10", "y_label": "queries per CPU-second", "kind": "line",
-        "log_y": True,
-        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
-                    "y": [e["qps_batch"] for e in r["per_ef"]]} for name, r in results.items()],
-    }, {
-        "title": f"p95 latency of one query vs recall@10 ({n_base} base)",
-        "x_label": "recall@10", "y_label": "p95 latency per query (ms)", "kind": "line",
-        "series": [{"label": name, "x": [e["recall"] for e in r["per_ef"]],
-                    "y": [e["latency_ms"]["p95"] for e in r["per_ef"]]}
-                   for name, r in results.items()],
-    }]
-    notes = [
-        f"M={M}, ef_construction={EF_CONSTRUCTION}, k={K}, squared L2, one thread for every "
-        "library; rates are queries per CPU-second (median of the timed runs).",
-        "QPS at recall >= 0.95: each library's best rate over the ef values whose recall@10 "
-        "is at least 0.95.",
-        "p50/p95/p99_ms: wall-clock latency of each query, one query per call, timed "
-        "once per query after the throughput rounds.",
-        "Build time is one CPU-timed build per library (llmds' kernels compiled beforehand).",
-        "Search timings are interleaved: each round runs every library once (one query per "
-        "call, then batch), so load bursts on the shared machine hit all libraries alike.",
-    ]
+    rows += _sweep_rows(results) + threads["rows"]
     return harness.result_record(
         NAME, TITLE, ctx=ctx,
         params={"n_base": n_base, "n_query": n_query, "dim": int(base.shape[1]), "M": M,
                 "ef_construction": EF_CONSTRUCTION, "k": K, "efs": list(efs)},
-        data=data.source, rows=rows, ratios=ratios, notes=notes, plots=plots,
+        data=data.source, rows=rows, ratios=_ratios(results) + threads["ratios"],
+        notes=NOTES + threads["notes"], plots=_sweep_plots(results, n_base) + threads["plots"],
         extra={"results": results},
     )
 

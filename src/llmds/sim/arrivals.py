@@ -12,28 +12,47 @@ the same workload on every machine.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmds.bench.workloads import ChatRequest
+from llmds._validate import check_int
+from llmds.bench.workloads import ChatRequest, multi_turn_chat_trace
 
 __all__ = [
     "LENGTH_KINDS",
+    "MAX_LENGTH",
+    "MAX_REQUESTS",
+    "MAX_TRACE_TOKENS",
     "LengthDist",
     "SLOClass",
     "SimRequest",
     "Tenant",
     "arrival_times",
+    "check_chat_trace_size",
+    "check_num_requests",
+    "check_seed",
     "synthetic_workload",
     "trace_workload",
 ]
 
 LENGTH_KINDS = ("constant", "uniform", "exponential", "lognormal")
 ARRIVAL_PROCESSES = ("poisson", "gamma")
+#: Most requests one workload may hold: a simulated request costs about 5 KB (synthetic)
+#: to 18 KB (chat trace) and 0.3-0.5 ms, so this is ~5-18 GB and minutes. Checked
+#: before anything is drawn (``requests: 10**12`` used to allocate until MemoryError).
+MAX_REQUESTS = 1_000_000
+#: Longest prompt or output a LengthDist may produce: a request must fit in the KV pool,
+#: which is capped at 2**28 token slots (``llmds.sim.engine.MAX_KV_TOKENS``).
+MAX_LENGTH = 1 << 28
+#: Most token ids a chat trace may hold (int32 in the trace, int64 in its requests:
+#: about 3 GiB). See :func:`check_chat_trace_size`.
+MAX_TRACE_TOKENS = 1 << 28
 
 
 def _positive(value: float, name: str) -> float:
@@ -49,6 +68,54 @@ def _count(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     return int(value)
+
+
+def check_seed(seed: object) -> int:
+    """A workload seed: an int in ``[0, 2**63 - 1]`` (NumPy's generators take no negatives)."""
+    return check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+
+
+def check_chat_trace_size(num_requests: int, **params: Any) -> int:
+    """About how many token ids ``multi_turn_chat_trace(num_requests, **params)`` holds. O(1).
+
+    Raises ``ValueError`` above :data:`MAX_TRACE_TOKENS`, before the trace is drawn. A
+    follow-up repeats its conversation's previous prompt and output, so a request ``d``
+    turns deep holds ``system + user + d * (output + follow_up)`` prompt tokens; with
+    follow-up probability ``p`` a conversation is continued ``p / (1 - p)`` times on
+    average, which is also the mean depth of a request (``p = 1``: one conversation,
+    mean depth ``num_requests / 2``). The estimate uses mean lengths, so the trace
+    holds about this many tokens, not at most.
+
+    >>> check_chat_trace_size(1000)  # the defaults: ~1,100 tokens per request
+    1115000
+    """
+    defaults = inspect.signature(multi_turn_chat_trace).parameters
+
+    def get(name: str) -> Any:
+        return params.get(name, defaults[name].default)
+
+    def mean(name: str) -> float:
+        lo, hi = get(name)
+        return (lo + hi) / 2.0
+
+    p = float(get("follow_up_prob"))
+    depth = num_requests / 2.0 if p >= 1.0 else min(p / (1.0 - p), num_requests / 2.0)
+    output = mean("output_tokens")
+    per_request = (get("system_prompt_tokens") + mean("user_tokens") + output
+                   + depth * (output + mean("follow_up_tokens")))
+    total = round(num_requests * per_request)
+    if total > MAX_TRACE_TOKENS:
+        raise ValueError(
+            f"a chat trace of {num_requests} requests would hold about {total:,} token ids, "
+            f"more than {MAX_TRACE_TOKENS:,}; use fewer requests, shorter turns or a lower "
+            "follow_up_prob"
+        )
+    return total
+
+
+def check_num_requests(num_requests: object, name: str = "num_requests") -> int:
+    """A workload size: an int in ``[0, MAX_REQUESTS]``, checked before drawing anything."""
+    return check_int(num_requests, name, minimum=0, maximum=MAX_REQUESTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +140,29 @@ class LengthDist:
     def __post_init__(self) -> None:
         if self.kind not in LENGTH_KINDS:
             raise ValueError(f"kind must be one of {LENGTH_KINDS}, got {self.kind!r}")
-        _positive(self.mean, "mean")
+        if _positive(self.mean, "mean") > MAX_LENGTH:
+            raise ValueError(f"mean must be <= {MAX_LENGTH} tokens, got {self.mean!r}")
         _positive(self.sigma, "sigma")
         if isinstance(self.low, bool) or not isinstance(self.low, int) or self.low < 1:
             raise ValueError(f"low must be an int >= 1, got {self.low!r}")
         if isinstance(self.high, bool) or not isinstance(self.high, int) or self.high < self.low:
             raise ValueError(f"high must be an int >= low ({self.low}), got {self.high!r}")
+        if self.high > MAX_LENGTH:
+            raise ValueError(f"high must be <= {MAX_LENGTH} tokens, got {self.high!r}")
 
     def sample(self, rng: np.random.Generator, n: int) -> npt.NDArray[np.int64]:
         """``n`` lengths. O(n)."""
         n = _count(n, "n")
+        if self.kind == "uniform":
+            return rng.integers(self.low, self.high, n, endpoint=True, dtype=np.int64)
         if self.kind == "constant":
-            out = np.full(n, round(self.mean), dtype=np.int64)
-        elif self.kind == "uniform":
-            out = rng.integers(self.low, self.high, n, endpoint=True, dtype=np.int64)
+            draws = np.full(n, float(self.mean))
         elif self.kind == "exponential":
-            out = np.rint(rng.exponential(self.mean, n)).astype(np.int64)
+            draws = rng.exponential(self.mean, n)
         else:
-            out = np.rint(rng.lognormal(math.log(self.mean), self.sigma, n)).astype(np.int64)
-        return np.clip(out, self.low, self.high)
+            draws = rng.lognormal(math.log(self.mean), self.sigma, n)
+        # Clip as floats, then cast: a huge sigma draws inf, which int64 cannot hold.
+        return np.clip(np.rint(draws), self.low, self.high).astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +296,7 @@ def arrival_times(
     """
     n = _count(n, "n")
     rate = _positive(rate, "rate")
+    seed = check_seed(seed)
     if process not in ARRIVAL_PROCESSES:
         raise ValueError(f"process must be one of {ARRIVAL_PROCESSES}, got {process!r}")
     rng = np.random.default_rng(seed)
@@ -232,6 +304,8 @@ def arrival_times(
         gaps = rng.exponential(1.0 / rate, n)
     else:
         cv = _positive(cv, "cv")
+        if not 1e-3 <= cv <= 1e3:  # cv * cv must neither underflow to 0 nor overflow
+            raise ValueError(f"cv must be in [0.001, 1000], got {cv!r}")
         shape = 1.0 / (cv * cv)
         gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
     return np.cumsum(gaps)
@@ -289,7 +363,8 @@ def synthetic_workload(
     ``LengthDist("uniform", low=16, high=256)``. ``tenants``: requests are assigned
     to them by ``share`` (default: every request is tenant ``0``).
     """
-    n = _count(num_requests, "num_requests")
+    n = check_num_requests(num_requests)
+    seed = check_seed(seed)
     times = arrival_times(n, rate, process, cv=cv, seed=seed)
     rng = np.random.default_rng([seed, 1])
     prompt = prompt or LengthDist("uniform", low=64, high=1024)
@@ -321,6 +396,7 @@ def trace_workload(
     >>> len(reqs), reqs[0].prompt_tokens >= 550
     (5, True)
     """
+    seed = check_seed(seed)
     times = arrival_times(len(trace), rate, process, cv=cv, seed=seed)
     rng = np.random.default_rng([seed, 2])
     classes = _assign_classes(rng, len(trace), slo_classes)

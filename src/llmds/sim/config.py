@@ -1,13 +1,15 @@
 """Simulation config files for ``llmds simulate --config FILE`` (JSON, or TOML by suffix).
 
 TOML (a ``.toml`` suffix) needs Python >= 3.11 (the standard library's ``tomllib``);
-JSON works everywhere.
+JSON works everywhere. The file must be a regular file of at most 1 MiB of UTF-8
+text; sizes are capped before anything is allocated (``requests`` <= 1,000,000, a chat
+trace of at most about 2**28 token ids, the KV pool at most 2**28 token slots).
 
 Schema (every key optional; defaults in brackets). Unknown keys and bad values raise
 ``ValueError`` naming the key (``config key 'server.kv_pages': ...``)::
 
-    requests  int >= 1 [2000]    number of requests (``--requests`` overrides)
-    seed      int [0]            workload seed (``--seed`` overrides)
+    requests  int in [1, 1000000] [2000]  number of requests (``--requests`` overrides)
+    seed      int in [0, 2**63 - 1] [0]   workload seed (``--seed`` overrides)
     workload:
       source    "synthetic" | "chat_trace" ["synthetic"]
       rate      float > 0 [5.0]  mean arrivals per second
@@ -37,23 +39,29 @@ Example (JSON)::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmds._validate import show
 from llmds.sim.arrivals import (
+    MAX_REQUESTS,
     LengthDist,
     SimRequest,
     SLOClass,
     Tenant,
+    check_chat_trace_size,
+    check_num_requests,
+    check_seed,
     synthetic_workload,
     trace_workload,
 )
 from llmds.sim.cost_model import CostModel
 from llmds.sim.engine import SimConfig
 
-__all__ = ["SimSpec", "load_config", "parse_config"]
+__all__ = ["SimSpec", "load_config", "parse_config", "read_text_file"]
 
 _TOP = ("requests", "seed", "workload", "slo_classes", "tenants", "server", "cost")
 _WORKLOAD = ("source", "rate", "process", "cv", "prompt", "output", "trace")
@@ -68,6 +76,12 @@ _SERVER = ("mode", "policy", "max_num_seqs", "max_wait_ms", "max_num_batched_tok
            "chunked_prefill", "kv_backend", "kv_page_size", "kv_pages", "prefix_caching",
            "qps_limit", "token_rate_limit")
 _COST = ("overhead_ms", "per_token_ms", "prefill_quad_ms", "per_kv_token_ms")
+_MAX_CONFIG_BYTES = 1 << 20
+_MAX_TRACE_LENGTH = 1 << 20  # tokens of one system prompt, user message, follow-up, output
+# workload.trace integer keys -> (minimum, maximum)
+_TRACE_INTS = {"vocab_size": (1, 2**31 - 1), "num_system_prompts": (1, 1 << 16),
+               "system_prompt_tokens": (1, _MAX_TRACE_LENGTH),
+               "recent_conversations": (1, 1 << 20)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +109,11 @@ class SimSpec:
     ) -> tuple[list[SimRequest], SimConfig]:
         """The workload (``num_requests``/``seed`` override the file's) and config. O(n)."""
         n = self.requests if num_requests is None else num_requests
-        s = self.seed if seed is None else seed
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_requests must be an int >= 1, got {n!r}")
+        s = check_seed(self.seed if seed is None else seed)
+        if check_num_requests(n) < 1:
+            raise ValueError(f"num_requests must be >= 1, got {n!r}")
+        if self.source == "chat_trace":
+            check_chat_trace_size(n, **self.trace)  # before drawing anything
         slo = list(self.slo_classes) or None
         tenants = list(self.config.tenants) or None
         if self.source == "synthetic":
@@ -116,7 +132,8 @@ class SimSpec:
 
 def _table(value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValueError(f"config key '{path}' must be a table/object, got {value!r}")
+        where = f"config key '{path}'" if path else "a config"
+        raise ValueError(f"{where} must be a table/object, got {show(value)}")
     for key in value:
         if key not in known:
             where = f"{path}.{key}" if path else str(key)
@@ -132,9 +149,11 @@ def _make(path: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         raise ValueError(f"config key '{path}': {exc}") from None
 
 
-def _int(value: Any, path: str, minimum: int) -> int:
+def _int(value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"config key '{path}' must be an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"config key '{path}' must be <= {maximum}, got {value!r}")
     return value
 
 
@@ -153,8 +172,8 @@ def _list(value: Any, path: str) -> list[Any]:
 def parse_config(data: Any) -> SimSpec:
     """Validate a config mapping (the parsed JSON/TOML) into a :class:`SimSpec`. O(size)."""
     top = _table(data, "", _TOP)
-    requests = _int(top.get("requests", 2000), "requests", 1)
-    seed = _int(top.get("seed", 0), "seed", 0)
+    requests = _int(top.get("requests", 2000), "requests", 1, MAX_REQUESTS)
+    seed = _int(top.get("seed", 0), "seed", 0, 2**63 - 1)
     wl = _table(top.get("workload", {}), "workload", _WORKLOAD)
     source = _choice(wl.get("source", "synthetic"), "workload.source", _SOURCES)
     process = _choice(wl.get("process", "poisson"), "workload.process", ("poisson", "gamma"))
@@ -162,6 +181,8 @@ def parse_config(data: Any) -> SimSpec:
     for name, v in (("rate", rate), ("cv", cv)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
             raise ValueError(f"config key 'workload.{name}' must be a number > 0, got {v!r}")
+    if not 1e-3 <= cv <= 1e3:
+        raise ValueError(f"config key 'workload.cv' must be in [0.001, 1000], got {cv!r}")
     lengths: dict[str, LengthDist | None] = {"prompt": None, "output": None}
     for name in lengths:
         if name in wl:
@@ -180,14 +201,14 @@ def parse_config(data: Any) -> SimSpec:
                 r = trace[key]
                 if (not isinstance(r, list) or len(r) != 2
                         or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
-                        or not 1 <= r[0] <= r[1]):
+                        or not 1 <= r[0] <= r[1] <= _MAX_TRACE_LENGTH):
                     raise ValueError(f"config key 'workload.trace.{key}' must be [lo, hi] "
-                                     f"ints with 1 <= lo <= hi, got {r!r}")
+                                     f"ints with 1 <= lo <= hi <= {_MAX_TRACE_LENGTH}, "
+                                     f"got {r!r}")
                 trace[key] = (r[0], r[1])
-        for key in ("vocab_size", "num_system_prompts", "system_prompt_tokens",
-                    "recent_conversations"):
+        for key, (lo, hi) in _TRACE_INTS.items():
             if key in trace:
-                _int(trace[key], f"workload.trace.{key}", 1)
+                _int(trace[key], f"workload.trace.{key}", lo, hi)
         p = trace.get("follow_up_prob", 0.0)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(
@@ -207,17 +228,58 @@ def parse_config(data: Any) -> SimSpec:
                    lengths["output"], trace, slo, config)
 
 
+def read_text_file(path: str | os.PathLike[str], what: str, max_bytes: int) -> str:
+    """The UTF-8 text of a small regular file, or ``ValueError`` naming ``what``. O(size).
+
+    A missing, unreadable, non-regular (folder, FIFO, device: never opened in a way
+    that blocks) or larger-than-``max_bytes`` file, or one that is not UTF-8, raises
+    ``ValueError("<what> '<path>' ...")`` before its contents are read.
+    """
+    from llmds._persist import open_regular
+
+    where = os.fspath(path)
+    try:
+        fd, size = open_regular(where)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {where!r} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from None
+    except ValueError:  # CorruptFileError: a folder, FIFO, socket or device
+        raise ValueError(f"{what} {where!r} is not a regular file") from None
+    try:
+        if size > max_bytes:
+            raise ValueError(f"{what} {where!r} is {size:,} bytes, more than {max_bytes:,}")
+        chunks = []
+        left = max_bytes + 1  # the file may have grown since fstat
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ValueError(f"{what} {where!r} is more than {max_bytes:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {where!r} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
+
+
 def load_config(path: str | Path) -> SimSpec:
     """Read and validate a config file: ``.toml`` as TOML, anything else as JSON. O(size).
 
-    Raises ``ValueError`` (naming the file) for unreadable or malformed files, and
+    Raises ``ValueError`` (naming the file) for missing, unreadable, non-regular,
+    oversized (> 1 MiB) or malformed files (including nesting too deep to parse), and
     the :func:`parse_config` errors for bad contents.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read config file {str(p)!r}: {exc.strerror}") from None
+    text = read_text_file(p, "config file", _MAX_CONFIG_BYTES)
     if p.suffix.lower() == ".toml":
         try:
             import tomllib  # Python >= 3.11
@@ -225,13 +287,13 @@ def load_config(path: str | Path) -> SimSpec:
             raise ValueError(
                 f"config file {str(p)!r}: TOML needs Python >= 3.11 (tomllib); use JSON"
             ) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        kind, parse = "TOML", tomllib.loads
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+        kind, parse = "JSON", json.loads
+    try:
+        data = parse(text)
+    except RecursionError:
+        raise ValueError(f"config file {str(p)!r} is nested too deeply to be a config") from None
+    except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, int digit limits
+        raise ValueError(f"config file {str(p)!r} is not valid {kind}: {exc}") from None
     return parse_config(data)

@@ -25,6 +25,9 @@ import numpy as np
 __all__ = ["CostModel"]
 
 
+_MAX_MS = 1e9
+
+
 @dataclass(frozen=True, slots=True)
 class CostModel:
     """Linear-in-features iteration cost (see the module docstring). All terms in ms.
@@ -47,6 +50,8 @@ class CostModel:
                 raise TypeError(f"{name} must be a real number, got {v!r}")
             if not (v >= 0.0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+            if v > _MAX_MS:  # larger sums of them overflow the simulated clock to inf
+                raise ValueError(f"{name} must be <= {_MAX_MS:g} ms, got {v!r}")
 
     def iteration_ms(
         self, batched_tokens: float = 0, sum_sq_chunk: float = 0, kv_tokens_read: float = 0

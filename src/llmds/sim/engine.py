@@ -67,6 +67,7 @@ from llmds.sim.metrics import FINISHED, REJECTED, RequestRecord, summarize
 
 __all__ = [
     "KV_BACKENDS",
+    "MAX_KV_TOKENS",
     "MODES",
     "POLICIES",
     "SimConfig",
@@ -99,9 +100,21 @@ def _policy_fn(
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
 
 
-def _pos_int(v: Any, name: str, minimum: int = 1) -> None:
+# Size caps, checked before anything is allocated (a typo such as kv_pages=10**9 used to
+# end in a MemoryError after seconds of allocation). The KV pool is one float32 per
+# token slot plus Python bookkeeping per page, so it is capped in slots and in pages.
+MAX_KV_TOKENS = 1 << 28  # kv_pages * kv_page_size: a 1 GiB pool, mapped lazily
+_MAX_KV_PAGES = 1 << 22  # ~50 bytes of allocator bookkeeping per page: ~200 MiB
+_MAX_PAGE_SIZE = 1 << 16
+_MAX_NUM_SEQS = 1 << 20
+_MAX_BATCHED_TOKENS = (1 << 31) - 1  # the Scheduler's per-request token limit
+
+
+def _pos_int(v: Any, name: str, minimum: int = 1, maximum: int | None = None) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +154,16 @@ class SimConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         _policy_fn(self.policy)
-        _pos_int(self.max_num_seqs, "max_num_seqs")
-        _pos_int(self.max_num_batched_tokens, "max_num_batched_tokens")
-        _pos_int(self.kv_page_size, "kv_page_size")
-        _pos_int(self.kv_pages, "kv_pages")
+        _pos_int(self.max_num_seqs, "max_num_seqs", maximum=_MAX_NUM_SEQS)
+        _pos_int(self.max_num_batched_tokens, "max_num_batched_tokens",
+                 maximum=_MAX_BATCHED_TOKENS)
+        _pos_int(self.kv_page_size, "kv_page_size", maximum=_MAX_PAGE_SIZE)
+        _pos_int(self.kv_pages, "kv_pages", maximum=_MAX_KV_PAGES)
+        if self.kv_pages * self.kv_page_size > MAX_KV_TOKENS:
+            raise ValueError(
+                f"kv_pages * kv_page_size must be <= {MAX_KV_TOKENS} token slots, got "
+                f"{self.kv_pages} * {self.kv_page_size} = {self.kv_pages * self.kv_page_size}"
+            )
         if isinstance(self.max_wait_ms, bool) or not (
             isinstance(self.max_wait_ms, (int, float)) and self.max_wait_ms >= 0
         ):
@@ -223,7 +242,14 @@ class Simulator:
         self._progress: Callable[[int, int, str], None] | None = None
 
     # ------------------------------------------------------------------ setup
-    def _validate(self, requests: Sequence[SimRequest]) -> None:
+    def validate(self, requests: Sequence[SimRequest]) -> None:
+        """Check that every request can run on this server, before anything is built. O(n).
+
+        Raises ``TypeError`` for a non-``SimRequest`` and ``ValueError`` for a request
+        larger than the KV pool or (continuous batching without chunked prefill)
+        than ``max_num_batched_tokens``. ``run`` calls it first; ``llmds simulate``
+        calls it to report such a workload as a usage error.
+        """
         cfg = self.config
         ps = cfg.kv_page_size
         for r in requests:
@@ -257,7 +283,7 @@ class Simulator:
         ``progress(arrived, total, label)``, if given, is called every 256 iterations
         (the CLI's progress bar); it does not affect the simulation.
         """
-        self._validate(requests)
+        self.validate(requests)
         self._progress = progress
         cfg = self.config
         reqs = sorted(requests, key=lambda r: (r.arrival, r.request_id))
@@ -531,7 +557,7 @@ class Simulator:
                 batched += take
             if not work:
                 if not running and waiting:
-                    # Nothing fits while idle: impossible after _validate unless a
+                    # Nothing fits while idle: impossible after validate unless a
                     # budget issue; move time forward to the next arrival to avoid a spin.
                     raise RuntimeError("simulator stalled: a waiting request can never start")
                 t = self._next_arrival()

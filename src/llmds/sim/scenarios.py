@@ -8,6 +8,9 @@ from llmds.sim.arrivals import (
     SimRequest,
     SLOClass,
     Tenant,
+    check_chat_trace_size,
+    check_num_requests,
+    check_seed,
     synthetic_workload,
     trace_workload,
 )
@@ -39,8 +42,12 @@ def scenario(
     >>> len(reqs), cfg.mode
     (10, 'micro_batch')
     """
-    if name not in SCENARIOS:
+    if not isinstance(name, str) or name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {name!r}")
+    num_requests = check_num_requests(num_requests)  # before anything is drawn
+    seed = check_seed(seed)
+    if name.startswith("chat"):
+        check_chat_trace_size(num_requests)
     classes = [SLOClass("interactive", 1.0, ttft_ms=200.0), SLOClass("batch", 1.0, e2e_ms=30e3)]
     if name in ("chat", "chat-radix"):
         return trace_workload(multi_turn_chat_trace(num_requests, seed=seed), 4.0, seed=seed), (

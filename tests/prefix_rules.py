@@ -17,7 +17,22 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from llmds.mem_cache import RadixKey
+from llmds.mem_cache import MambaPool, MambaRadixCache, RadixCache, RadixKey, SWARadixCache
+
+
+def make_radix(pool: Any) -> Any:
+    return RadixCache(token_to_kv_pool_allocator=pool)
+
+
+def make_swa(pool: Any) -> Any:
+    return SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
+
+
+def make_mamba(pool: Any) -> Any:
+    return MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=MambaPool(8))
+
+
+FACTORIES = [make_radix, make_swa, make_mamba]  # one of each radix cache over ``pool``
 
 
 class Refused(RuntimeError):
@@ -75,6 +90,8 @@ def snapshot(cache: Any, pool: Any) -> tuple[Any, ...]:
     lists: list[Any] = []
     if hasattr(cache, "_flru"):
         lists = [_walk_list(cache._flru, "f_next"), _walk_list(cache._mlru, "m_next")]
+    if hasattr(cache, "_swa_locks"):  # lock id -> (locked node, boundary marker)
+        lists = sorted((k, n.id, m) for k, (n, m) in cache._swa_locks.items())
     free = sorted(pool._free[: pool._num_free].tolist())
     states = getattr(cache, "mamba_pool", None)
     state_free = sorted(states._free) if states is not None else []
@@ -82,15 +99,15 @@ def snapshot(cache: Any, pool: Any) -> tuple[Any, ...]:
 
 
 class SafetyRules:
-    """Rules for a machine whose cache is ``self.c`` or ``self.cache`` and whose token
-    pool (a TokenToKVPoolAllocator) is ``self.kv`` or ``self.pool``."""
+    """Rules for a machine whose cache is ``self.cache`` and whose token pool (a
+    TokenToKVPoolAllocator) is ``self.pool``."""
 
     def _cache(self) -> Any:
-        return self.c if hasattr(self, "c") else self.cache  # type: ignore[attr-defined]
+        return self.cache  # type: ignore[attr-defined]
 
     @property
     def _tokens(self) -> Any:
-        return self.kv if hasattr(self, "kv") else self.pool  # type: ignore[attr-defined]
+        return self.pool  # type: ignore[attr-defined]
 
     def _expect_no_change(self, call: Any, errors: Any) -> None:
         cache = self._cache()
@@ -161,7 +178,7 @@ class SafetyRules:
         ``s`` (the second phase) only for the SWA cache, whose tombstones go through
         the pool's ``free_swa``; the Mamba cache's states go to its state pool."""
         cache = self._cache()
-        if not hasattr(cache, "_swa_heap"):
+        if not hasattr(cache, "swa_total_size"):
             s = 0
         real = cache.token_to_kv_pool_allocator
         cache.token_to_kv_pool_allocator = RefusingPool(real)

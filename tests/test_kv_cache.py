@@ -22,10 +22,10 @@ from tests.reference.kv import NaiveKV, ideal_prefix_hits
 def snapshot(cache: KVCache):
     return (
         {k: (list(s.pages), s.num_tokens) for k, s in cache._seqs.items()},
-        list(cache._ref),
-        dict(cache._table),
-        list(cache._evictable),
-        list(cache._alloc._free),
+        cache._pages.alloc.refcounts(),
+        dict(cache._pages.table),
+        list(cache._pages.evictable),
+        list(cache._pages.alloc._free),
         cache.stats(),
         cache.pool.copy(),
     )
@@ -627,4 +627,19 @@ def test_vocab_size_bounds_token_ids():
     with pytest.raises(ValueError, match="prefix_tokens must hold values"):
         cache.attach(2, [1.0], prefix_tokens=[100])
     assert cache.num_tokens(1) == 3 and 2 not in cache
+    cache._check()
+
+
+@pytest.mark.parametrize("algo", ["sha256", "chain64"])
+def test_reused_token_buffer_does_not_change_cached_identities(algo):
+    """An engine reuses one uint32 buffer for token ids: the cache must copy the
+    partial page's ids (it once kept a view), or later pages hash the wrong tokens."""
+    buf = np.array([1, 2, 3, 4, 5, 6], dtype=np.uint32)
+    cache = KVCache(page_size=4, max_pages=8, hash_algorithm=algo)
+    cache.allocate("a", buf)  # one full page + the partial [5, 6]
+    buf[:] = 99  # the caller's buffer now holds other ids
+    cache.append_tokens("a", np.array([7, 8], dtype=np.uint32))  # fills [5, 6, 7, 8]
+    buf[:] = 98
+    cache.free("a")
+    assert cache.allocate("b", [1, 2, 3, 4, 5, 6, 7, 8]) == 8  # both pages: real ids
     cache._check()

@@ -78,7 +78,7 @@ def _kv() -> KVCache:
 
 def _kv_state(cache: KVCache) -> Any:
     seqs = {k: (cache.block_table(k).tolist(), cache.get(k)) for k in cache._seqs}
-    return seqs, cache.stats(), dict(cache._table), cache.pool.copy().tolist()
+    return seqs, cache.stats(), dict(cache._pages.table), cache.pool.copy().tolist()
 
 
 def _alloc() -> PagedAllocator:

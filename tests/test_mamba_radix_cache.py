@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant
 
 from llmds.errors import CapacityError
 from llmds.mem_cache import (
@@ -18,7 +17,7 @@ from llmds.mem_cache import (
     RadixKey,
     TokenToKVPoolAllocator,
 )
-from tests.prefix_rules import SafetyRules
+from tests.prefix_contract import Lock, PrefixCacheMachine
 from tests.reference.hybrid import NaiveMambaCache
 
 
@@ -220,102 +219,74 @@ def test_lock_bad_inputs() -> None:
 
 # ------------------------------------------------------------ stateful model test
 
-TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=8)
 
+class MambaMachine(PrefixCacheMachine):
+    """The family contract for MambaRadixCache: states, branching and LRU orders."""
 
-class MambaMachine(SafetyRules, RuleBasedStateMachine):
     chunk = 1
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.kv = TokenToKVPoolAllocator(4096)
-        self.pool = MambaPool(1024)
-        self.c = MambaRadixCache(
-            token_to_kv_pool_allocator=self.kv,
-            mamba_pool=self.pool,
-            mamba_cache_chunk_size=self.chunk,
-        )
-        self.model = NaiveMambaCache(self.chunk)
-        self.locks: list[tuple[Any, Any, tuple[int, ...]]] = []
+    def make_cache(self) -> MambaRadixCache:
+        self.states = MambaPool(1024)
+        return MambaRadixCache(token_to_kv_pool_allocator=self.pool, mamba_pool=self.states,
+                               mamba_cache_chunk_size=self.chunk)
 
-    def _cache_pages(self) -> dict[Any, tuple[int, bool]]:
-        out: dict[Any, tuple[int, bool]] = {}
-        stack: list[tuple[Any, tuple[int, ...]]] = [(self.c.root_node, ())]
-        while stack:
-            node, pre = stack.pop()
-            for ch in node.children.values():
-                toks = ch.key.tolist()
-                vals = ch.value.tolist()
-                for i in range(len(toks)):
-                    last = i == len(toks) - 1
-                    out[(None, pre + tuple(toks[: i + 1]))] = (
-                        vals[i],
-                        last and ch.mamba_value is not None,
-                    )
-                stack.append((ch, pre + tuple(toks)))
-        return out
+    def make_model(self) -> NaiveMambaCache:
+        return NaiveMambaCache(self.chunk)
 
-    @rule(toks=TOKENS)
-    def match(self, toks: list[int]) -> None:
-        exp_b = self.model.branching(toks)
-        exp_len, exp_idx = self.model.match(toks)
-        r = self.c.match_prefix(RadixKey(toks))
+    @staticmethod
+    def page_info(node: Any, page: tuple[int, ...], at_end: bool) -> Any:
+        return page[0], at_end and node.mamba_value is not None
+
+    def model_pages(self) -> dict[Any, Any]:
+        return self.model.snapshot()
+
+    def insert_kwargs(self, toks: list[int], state: bool) -> dict[str, Any]:
+        return {"mamba_value": self.states.alloc_track_slot()} if state and toks else {}
+
+    def expect_insert(self, toks: list[int], extra: Any, vals: Any, kw: dict[str, Any],
+                      res: Any) -> None:
+        slot = kw.get("mamba_value")
+        exp_len, exp_exist = self.model.insert(toks, vals.tolist(), extra,
+                                               with_state=slot is not None)
+        assert res.prefix_len == exp_len and res.mamba_exist == exp_exist
+        if res.mamba_exist:  # the cache keeps its own state; the caller frees the slot
+            self.states.free_track_slot(slot)
+
+    def expect_match(self, toks: list[int], extra: Any, r: Any) -> None:
+        exp_b = self.model.branching(toks, extra)
+        exp_len, exp_idx = self.model.match(toks, extra)
         assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
         assert r.mamba_branching_seqlen == exp_b
 
-    @rule(toks=TOKENS, state=st.booleans())
-    def insert(self, toks: list[int], state: bool) -> None:
-        idx = self.kv.alloc(len(toks))
-        slot = self.pool.alloc_track_slot() if state and toks else None
-        r = self.c.insert(RadixKey(toks), idx, mamba_value=slot)
-        exp_len, exp_exist = self.model.insert(toks, idx.tolist(), with_state=slot is not None)
-        assert r.prefix_len == exp_len and r.mamba_exist == exp_exist
-        self.kv.free(idx[: r.prefix_len])
-        if r.mamba_exist:
-            assert slot is not None
-            self.pool.free_track_slot(slot)
+    def on_lock(self, lock: Lock, by: int) -> None:
+        if by < 0:  # an unlock is a use of the path
+            self.model.touch(lock.toks, lock.extra)
 
-    @rule(toks=TOKENS)
-    def lock(self, toks: list[int]) -> None:
-        r = self.c.match_prefix(RadixKey(toks))
-        self.model.match(toks)
-        tok = self.c.inc_lock_ref(r.last_node)
-        self.locks.append((r.last_node, tok, tuple(toks[: r.prefix_len])))
-
-    @precondition(lambda self: self.locks)
-    @rule(i=st.integers(0, 100))
-    def unlock(self, i: int) -> None:
-        node, tok, toks = self.locks.pop(i % len(self.locks))
-        self.c.dec_lock_ref(node, tok)
-        self.model.touch(toks)
+    def release_states(self) -> None:
+        for node in self.cache._iter_nodes():
+            if node.mamba_value is not None:
+                self.states.free_track_slot(node.mamba_value)
 
     def _locked(self) -> tuple[set[Any], set[Any]]:
         """Prefixes under a full lock, and the prefixes whose state is locked."""
         full: set[Any] = set()
         state: set[Any] = set()
-        for _node, tok, toks in self.locks:
-            full.update((None, toks[:e]) for e in range(1, len(toks) + 1))
-            if tok:
-                state.add((None, toks))
+        for lk in self.locks:
+            full.update((lk.extra, lk.toks[:e]) for e in range(1, len(lk.toks) + 1))
+            if lk.token:
+                state.add((lk.extra, lk.toks))
         return full, state
 
-    @rule(n=st.integers(0, 6), s=st.integers(0, 3))
-    def evict(self, n: int, s: int) -> None:
-        before = self.model.snapshot()
-        r = self.c.evict(n, s)
-        after = self._cache_pages()
-        assert set(after) <= set(before)
+    def expect_evict(self, n: int, s: int, r: Any, before: dict[Any, Any],
+                     after: dict[Any, Any]) -> None:
         removed = set(before) - set(after)
-        assert r.full_evicted == len(removed)
         lost = {p for p, (_v, st_) in before.items() if st_ and (p not in after or not after[p][1])}
         assert r.mamba_evicted == len(lost)
         for p, (v, st_) in after.items():
             assert v == before[p][0] and (not st_ or before[p][1])
-        for _node, _tok, toks in self.locks:
-            for e in range(1, len(toks) + 1):
-                assert (None, toks[:e]) in after
-            if toks:
-                assert after[(None, toks)][1], "a locked state was evicted"
+        for lk in self.locks:
+            if lk.toks:
+                assert after[(lk.extra, lk.toks)][1], "a locked state was evicted"
         # LRU order (model times): phase 1 frees the least recently used unlocked
         # leaves, phase 2 the least recently used unlocked states
         time = self.model.time
@@ -329,7 +300,8 @@ class MambaMachine(SafetyRules, RuleBasedStateMachine):
         if s == 0 and chosen:
             assert max(time[p] for p in chosen) <= min((time[q] for q in leaves), default=1 << 60)
         for p in removed - chosen:  # deleted by the cleanup: stateless, its subtree gone
-            assert not before[p][1] and not any(q[1][: len(p[1])] == p[1] for q in after)
+            assert not before[p][1] and not any(
+                q[0] == p[0] and q[1][: len(p[1])] == p[1] for q in after)
         if s == 0 and r.full_evicted < n:
             assert not leaves, "stopped while an unlocked leaf was left"
         if n == 0 and lost:
@@ -338,24 +310,13 @@ class MambaMachine(SafetyRules, RuleBasedStateMachine):
             assert not states, "stopped while an unlocked state was left"
 
     @invariant()
-    def sizes(self) -> None:
-        c = self.c
-        c._check()
-        assert c.evictable_size() + c.protected_size() == c.total_size()
+    def state_sizes(self) -> None:
+        c = self.cache
         assert c.mamba_evictable_size() + c.mamba_protected_size() == c.mamba_total_size()
         assert c.swa_evictable_size() == c.mamba_evictable_size()
         assert c.swa_protected_size() == c.mamba_protected_size()
-        assert c.total_size() == len(self.model.value)
         assert c.mamba_total_size() == sum(self.model.state.values())
-        assert self.kv.num_free + c.total_size() == self.kv.size
-        assert self.pool.num_free + c.mamba_total_size() == self.pool.size
-
-    def teardown(self) -> None:
-        while self.locks:
-            node, tok, _ = self.locks.pop()
-            self.c.dec_lock_ref(node, tok)
-        self.c.evict(10**6)
-        assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
+        assert self.states.num_free + c.mamba_total_size() == self.states.size
 
 
 TestMambaModel = pytest.mark.slow(MambaMachine.TestCase)

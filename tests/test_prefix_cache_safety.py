@@ -11,27 +11,11 @@ from llmds.mem_cache import (
     ChunkCache,
     MambaPool,
     MambaRadixCache,
-    RadixCache,
     RadixKey,
     SWARadixCache,
     TokenToKVPoolAllocator,
 )
-from tests.prefix_rules import Refused, RefusingPool, snapshot
-
-
-def _radix(pool: Any) -> Any:
-    return RadixCache(token_to_kv_pool_allocator=pool)
-
-
-def _swa(pool: Any) -> Any:
-    return SWARadixCache(sliding_window_size=2, token_to_kv_pool_allocator=pool)
-
-
-def _mamba(pool: Any) -> Any:
-    return MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=MambaPool(8))
-
-
-FACTORIES = [_radix, _swa, _mamba]
+from tests.prefix_rules import FACTORIES, Refused, RefusingPool, make_mamba, make_swa, snapshot
 
 
 def _fill(cache: Any, pool: TokenToKVPoolAllocator) -> None:
@@ -158,8 +142,8 @@ def test_mamba_slots_come_from_the_pool_one_node_each():
         (slot, ValueError, "already held"),  # the same node again: would be freed twice
         (3, ValueError, "not allocated in mamba_pool"),
         (-1, ValueError, ">= 0"),
-        (True, TypeError, "int slot id"),
-        (1.0, TypeError, "int slot id"),
+        (True, TypeError, "mamba_value must be an int"),
+        (1.0, TypeError, "mamba_value must be an int"),
     ]
     for bad, exc, msg in cases:
         for key in ([1, 2], [5, 6]):
@@ -217,13 +201,13 @@ def test_mamba_cleanup_stops_at_a_locked_or_stateful_parent():
     cache._check()
 
 
-@pytest.mark.parametrize("make", [_swa, _mamba])
+@pytest.mark.parametrize("make", [make_swa, make_mamba])
 def test_split_marks_the_lower_half_just_used(make):
     """SGLang's SWA and Mamba caches: after a split the lower half is as recent as the
     upper one, so an older leaf is evicted before it."""
     pool = TokenToKVPoolAllocator(64)
     cache = make(pool)
-    kw = (lambda: {"mamba_value": cache.mamba_pool.alloc_track_slot()}) if make is _mamba \
+    kw = (lambda: {"mamba_value": cache.mamba_pool.alloc_track_slot()}) if make is make_mamba \
         else dict
     cache.insert(RadixKey([1, 2, 3, 4]), pool.alloc(4), **kw())  # oldest
     cache.insert(RadixKey([9]), pool.alloc(1), **kw())

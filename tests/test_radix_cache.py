@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant
 
 from llmds.errors import CapacityError
 from llmds.mem_cache import (
@@ -21,9 +20,8 @@ from llmds.mem_cache import (
     RadixCache,
     RadixKey,
     TokenToKVPoolAllocator,
-    TreeNode,
 )
-from tests.prefix_rules import SafetyRules
+from tests.prefix_contract import Lock, PrefixCacheMachine, walk_nodes
 from tests.reference.radix import NaivePrefixCache
 
 
@@ -256,7 +254,7 @@ def test_heap_compaction_keeps_lru_correct() -> None:
     rng = np.random.default_rng(0)
     for i in range(3000):  # many inserts under a few parents: lots of stale heap entries
         ins(c, [i % 3, int(rng.integers(0, 50)), i], i * 3)
-    assert len(c._heap) <= max(1024, 2 * c.num_nodes) + 1
+    assert len(c._heap) <= max(1024, 2 * c.num_nodes) + 1  # compacted
     c._check()
     total = c.total_size()
     assert c.evict(total).full_evicted == total
@@ -308,127 +306,63 @@ def test_token_pool() -> None:
     pool._check()
 
 
-class RadixMachine(SafetyRules, RuleBasedStateMachine):
-    """RadixCache + a token pool against the dict-of-prefixes model."""
+class RadixMachine(PrefixCacheMachine):
+    """The family contract for RadixCache, against the dict-of-prefixes model."""
 
     page_size = 1
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = TokenToKVPoolAllocator(4096)
+    def make_cache(self) -> RadixCache:
         self.evicted_ids: list[int] = []
-        self.cache = RadixCache(
+        return RadixCache(
             page_size=self.page_size,
             token_to_kv_pool_allocator=self.pool,
             on_node_evict=self.evicted_ids.append,
         )
-        self.model = NaivePrefixCache(self.page_size)
-        self.locks: list[tuple[TreeNode, list[int], int, Any]] = []
 
-    tokens = st.lists(st.integers(0, 2), max_size=14)
-    extras = st.sampled_from([None, "ns"])
+    def make_model(self) -> NaivePrefixCache:
+        return NaivePrefixCache(self.page_size)
 
-    @rule(toks=tokens, extra=extras)
-    def insert(self, toks: list[int], extra: Any) -> None:
-        vals = self.pool.alloc(len(toks))
-        res = self.cache.insert(RadixKey(toks, extra), vals)
+    def model_pages(self) -> dict[Any, Any]:
+        return self.model.value
+
+    def expect_insert(self, toks: list[int], extra: Any, vals: Any, kw: dict[str, Any],
+                      res: Any) -> None:
         assert res.prefix_len == self.model.insert(toks, vals, extra)
-        aligned = len(toks) - len(toks) % self.page_size
-        self.pool.free(vals[: res.prefix_len])  # duplicates of cached indices
-        self.pool.free(vals[aligned:])  # the unaligned tail is never cached
 
-    @rule(toks=tokens, extra=extras, lock=st.booleans())
-    def match(self, toks: list[int], extra: Any, lock: bool) -> None:
-        r = self.cache.match_prefix(RadixKey(toks, extra))
+    def expect_match(self, toks: list[int], extra: Any, r: Any) -> None:
         length, indices = self.model.match(toks, extra)
-        assert r.prefix_len == length == len(r.indices)
-        assert r.indices.tolist() == indices
-        if lock and length:
-            self.cache.inc_lock_ref(r.last_node)
-            self.model.lock_prefix(toks, length, extra, +1)
-            self.locks.append((r.last_node, toks, length, extra))
+        assert r.prefix_len == length and r.indices.tolist() == indices
 
-    @precondition(lambda self: self.locks)
-    @rule(data=st.data())
-    def unlock(self, data: st.DataObject) -> None:
-        i = data.draw(st.integers(0, len(self.locks) - 1))
-        node, toks, length, extra = self.locks.pop(i)
-        self.cache.dec_lock_ref(node)
-        self.model.lock_prefix(toks, length, extra, -1)
+    def on_lock(self, lock: Lock, by: int) -> None:
+        self.model.lock_prefix(lock.toks, len(lock.toks), lock.extra, by)
 
-    @rule(n=st.integers(0, 12))
-    def evict(self, n: int) -> None:
-        evictable_before = self.cache.evictable_size()
-        r = self.cache.evict(n)
-        now = self.tree_pages()
+    def expect_evict(self, n: int, s: int, r: Any, before: dict[Any, Any],
+                     after: dict[Any, Any]) -> None:
         model = self.model
-        removed = set(model.value) - set(now)
-        assert set(now) <= set(model.value)
-        assert self.cache.page_size * len(removed) == r.full_evicted
+        removed = set(before) - set(after)
+        evictable_before = self.page_size * sum(
+            1 for p in before if model.lock[p] == 0)
         assert r.full_evicted >= min(n, evictable_before)
-        for p in removed:
-            assert model.lock[p] == 0, "evicted a locked page"
-        for p in now:  # removal is closed under extension: no orphan is left
-            parent = model.parent(p)
-            assert parent is None or parent in now
         if removed:
             newest_removed = max(model.stamp[p] for p in removed)
-            remaining = [model.stamp[p] for p in now if model.lock[p] == 0 and model.is_leaf(p)]
+            remaining = [model.stamp[p] for p in after if model.lock[p] == 0 and model.is_leaf(p)]
             assert all(newest_removed <= s for s in remaining), "not LRU among unlocked leaves"
         model.remove(removed)
 
-    def walk(self) -> list[tuple[Any, tuple[int, ...], TreeNode]]:
-        """(extra, tokens up to the node's end, node) for every node."""
-        out = []
-        for extra, root in self.cache._roots.items():
-            stack: list[tuple[TreeNode, tuple[int, ...]]] = [(root, ())]
-            while stack:
-                node, prefix = stack.pop()
-                for child in node.children.values():
-                    toks = prefix + tuple(int(t) for t in child.key)
-                    out.append((extra, toks, child))
-                    stack.append((child, toks))
-        return out
-
-    def tree_pages(self) -> dict[Any, tuple[int, ...]]:
-        ps = self.cache.page_size
-        out = {}
-        for extra, toks, node in self.walk():
-            start = len(toks) - node.num_tokens
-            for end in range(start + ps, len(toks) + 1, ps):
-                out[(extra, toks[:end])] = tuple(
-                    int(v) for v in node.value[end - ps - start : end - start]
-                )
-        return out
-
     @invariant()
-    def consistent(self) -> None:
+    def lru_times_and_locks(self) -> None:
+        """The tree's node times order pages exactly as the model's times do."""
         c = self.cache
-        c._check()
-        self.pool._check()
-        assert c.evictable_size() + c.protected_size() == c.total_size()
-        assert c.total_size() == self.model.total()
         assert c.protected_size() == self.model.protected()
-        assert self.pool.size - self.pool.num_free == c.total_size()  # no index leaked
-
-    @invariant()
-    def same_contents_and_lru_times(self) -> None:
-        assert self.tree_pages() == self.model.value
-        # the tree's node times order pages exactly as the model's times do
-        ps = self.cache.page_size
+        ps = c.page_size
         times: dict[int, int] = {}
-        for extra, toks, node in self.walk():
-            for end in range(len(toks) - node.num_tokens + ps, len(toks) + 1, ps):
+        for extra, prefix, node in walk_nodes(c):
+            toks = prefix + tuple(node.key.tolist())
+            for end in range(len(prefix) + ps, len(toks) + 1, ps):
                 m = self.model.stamp[(extra, toks[:end])]
                 assert times.setdefault(m, node.last_access) == node.last_access
         pairs = sorted(times.items())
         assert all(a[1] < b[1] for a, b in itertools.pairwise(pairs))
-
-    def teardown(self) -> None:
-        for node, *_ in self.locks:
-            self.cache.dec_lock_ref(node)
-        self.cache.evict(self.cache.total_size())
-        assert self.cache.total_size() == 0 and self.pool.num_free == self.pool.size
 
 
 class RadixMachinePage4(RadixMachine):
@@ -450,7 +384,7 @@ def test_heap_compaction_during_evict() -> None:
     for k in range(299, 0, -1):
         assert c.match_prefix(list(range(k))).prefix_len == k
     assert c.num_nodes == 300
-    c._heap_limit = 0
+    c._heap.limit = 0
     assert c.evict(150).full_evicted == 150
     c._check()
     assert c.match_prefix(list(range(300))).prefix_len == 150

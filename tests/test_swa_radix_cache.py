@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from llmds.mem_cache import (
     EvictResult,
@@ -17,7 +17,7 @@ from llmds.mem_cache import (
     SWARadixCache,
     TokenToKVPoolAllocator,
 )
-from tests.prefix_rules import SafetyRules
+from tests.prefix_contract import PrefixCacheMachine
 from tests.reference.hybrid import NaiveSWACache
 
 
@@ -242,58 +242,41 @@ def test_with_token_pool_sizes_match() -> None:
 
 # ------------------------------------------------------------ stateful model test
 
-TOKENS = st.lists(st.integers(0, 3), min_size=0, max_size=9)
 
+class SWAMachine(PrefixCacheMachine):
+    """The family contract for SWARadixCache, plus inserts over locked tombstones."""
 
-class SWAMachine(SafetyRules, RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ps = 1
-        self.w = 3
-        self.pool = TokenToKVPoolAllocator(4096)
-        self.c = SWARadixCache(
-            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
-        )
-        self.model = NaiveSWACache(self.ps, self.w)
-        self.locks: list[tuple[Any, Any, tuple[int, ...], Any]] = []
+    page_size = 1
+    window = 3
 
-    def _cache_pages(self) -> dict[Any, tuple[tuple[int, ...], bool]]:
-        out: dict[Any, tuple[tuple[int, ...], bool]] = {}
-        root = self.c.root_node
-        stack: list[tuple[Any, tuple[int, ...]]] = [(root, ())]
-        while stack:
-            node, pre = stack.pop()
-            for ch in node.children.values():
-                toks = ch.key.tolist()
-                vals = ch.value.tolist()
-                for i in range(len(toks)):
-                    if (i + 1) % self.ps == 0:
-                        p = (None, pre + tuple(toks[: i + 1]))
-                        out[p] = (tuple(vals[i + 1 - self.ps : i + 1]), ch.swa_tombstone)
-                stack.append((ch, pre + tuple(toks)))
-        return out
+    def make_cache(self) -> SWARadixCache:
+        return SWARadixCache(self.page_size, sliding_window_size=self.window,
+                             token_to_kv_pool_allocator=self.pool)
 
-    @rule(toks=TOKENS)
-    def match(self, toks: list[int]) -> None:
-        exp_len, exp_idx = self.model.match(toks)
-        r = self.c.match_prefix(RadixKey(toks))
-        assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
+    def make_model(self) -> NaiveSWACache:
+        return NaiveSWACache(self.page_size, self.window)
+
+    @staticmethod
+    def page_info(node: Any, page: tuple[int, ...], at_end: bool) -> Any:
+        return page, node.swa_tombstone
+
+    def model_pages(self) -> dict[Any, Any]:
+        return self.model.pages()
 
     def _locked(self) -> set[Any]:
         """Pages on a locked path (their full KV is read by a running request)."""
-        out: set[Any] = set()
-        for _node, _b, toks, _idx in self.locks:
-            out.update((None, toks[:e]) for e in range(self.ps, len(toks) + 1, self.ps))
-        return out
+        ps = self.page_size
+        return {(lk.extra, lk.toks[:e]) for lk in self.locks
+                for e in range(ps, len(lk.toks) + 1, ps)}
 
-    @rule(toks=TOKENS)
-    def insert(self, toks: list[int]) -> None:
-        n = len(toks)
-        idx = self.pool.alloc(n)
-        r = self.c.insert(RadixKey(toks), idx)
-        exp = self.model.insert(toks, idx.tolist(), locked=self._locked())
-        assert r.prefix_len == exp
-        self.pool.free(idx[: r.prefix_len])
+    def expect_insert(self, toks: list[int], extra: Any, vals: Any, kw: dict[str, Any],
+                      res: Any) -> None:
+        exp = self.model.insert(toks, vals.tolist(), extra, locked=self._locked())
+        assert res.prefix_len == exp
+
+    def expect_match(self, toks: list[int], extra: Any, r: Any) -> None:
+        exp_len, exp_idx = self.model.match(toks, extra)
+        assert r.prefix_len == exp_len and r.indices.tolist() == exp_idx
 
     @precondition(lambda self: self.locks)
     @rule(i=st.integers(0, 100), more=st.lists(st.integers(0, 3), max_size=3))
@@ -301,75 +284,34 @@ class SWAMachine(SafetyRules, RuleBasedStateMachine):
         """Tombstone what a lock leaves outside its window, then insert through the
         locked path (a running request still reads the tombstones' full KV)."""
         self.evict(0, 1 << 20)
-        self.insert(list(self.locks[i % len(self.locks)][2]) + more)
+        held = self.locks[i % len(self.locks)]
+        self.insert(list(held.toks) + more, held.extra)
 
-    @rule(toks=TOKENS)
-    def insert_after_match(self, toks: list[int]) -> None:
-        """The serving loop: reuse the matched indices, fresh ones for the rest."""
-        r = self.c.match_prefix(RadixKey(toks))
-        m = r.prefix_len
-        self.model.match(toks)
-        idx = np.concatenate((r.indices, self.pool.alloc(len(toks) - m)))
-        res = self.c.insert(RadixKey(toks), idx)
-        assert res.prefix_len == self.model.insert(toks, idx.tolist(), locked=self._locked())
-        if res.prefix_len > m:
-            self.pool.free(idx[m : res.prefix_len])
-        n = len(toks)
-        self.pool.free(idx[max(m, n - n % self.ps) :])
-
-    @rule(toks=TOKENS)
-    def lock(self, toks: list[int]) -> None:
-        r = self.c.match_prefix(RadixKey(toks))
-        b = self.c.inc_lock_ref(r.last_node)
-        self.locks.append((r.last_node, b, tuple(toks[: r.prefix_len]), r.indices))
-
-    @precondition(lambda self: self.locks)
-    @rule(i=st.integers(0, 100))
-    def unlock(self, i: int) -> None:
-        node, b, _, _ = self.locks.pop(i % len(self.locks))
-        self.c.dec_lock_ref(node, b)
-
-    @rule(n=st.integers(0, 8), s=st.integers(0, 8))
-    def evict(self, n: int, s: int) -> None:
-        before = self.model.pages()
-        r = self.c.evict(n, s)
-        after = self._cache_pages()
-        assert set(after) <= set(before)
+    def expect_evict(self, n: int, s: int, r: Any, before: dict[Any, Any],
+                     after: dict[Any, Any]) -> None:
         removed = set(before) - set(after)
-        assert r.full_evicted == len(removed) * self.ps
         newly_tomb = {p for p, (_v, t) in after.items() if t and not before[p][1]}
         swa_gone = {p for p in removed if not before[p][1]} | newly_tomb
-        assert r.swa_evicted == len(swa_gone) * self.ps
+        assert r.swa_evicted == len(swa_gone) * self.page_size
         for p, (v, t) in after.items():
             assert v == before[p][0] and (t or not before[p][1])
-        # nothing locked was removed; nothing in a lock's window was tombstoned
-        for _node, _b, toks, _idx in self.locks:
-            for e in range(self.ps, len(toks) + 1, self.ps):
-                p = (None, toks[:e])
-                assert p in after
-                if e > len(toks) - self.w:
-                    assert not after[p][1] or before[p][1]
+        # nothing in a lock's window was tombstoned
+        for lk in self.locks:
+            for e in range(len(lk.toks) - len(lk.toks) % self.page_size, 0, -self.page_size):
+                if e <= len(lk.toks) - self.window:
+                    break
+                p = (lk.extra, lk.toks[:e])
+                assert not after[p][1] or before[p][1]
         self.model.value = {p: v for p, (v, _t) in after.items()}
         self.model.tomb = {p: t for p, (_v, t) in after.items()}
 
     @invariant()
-    def sizes(self) -> None:
-        c = self.c
-        c._check()
-        assert c.evictable_size() + c.protected_size() == c.total_size()
+    def swa_sizes(self) -> None:
+        c = self.cache
         assert c.swa_evictable_size() + c.swa_protected_size() == c.swa_total_size()
-        assert c.total_size() == len(self.model.value) * self.ps
-        assert self.pool.num_free + c.total_size() == self.pool.size
+        assert c.swa_total_size() == self.page_size * sum(
+            1 for t in self.model.tomb.values() if not t)
         assert not self.model.tombstone_leaves()
-        for _node, _b, _toks, idx in self.locks:  # a running request's KV is never freed
-            assert self.pool._in_use[idx].all()
-
-    def teardown(self) -> None:
-        while self.locks:
-            node, b, _, _ = self.locks.pop()
-            self.c.dec_lock_ref(node, b)
-        self.c.evict(10**6)
-        assert self.c.total_size() == 0 and self.pool.num_free == self.pool.size
 
 
 TestSWAModel = pytest.mark.slow(SWAMachine.TestCase)
@@ -377,22 +319,8 @@ TestSWAModel.settings = settings(max_examples=60, stateful_step_count=40, deadli
 
 
 class SWAMachinePaged(SWAMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ps, self.w = 2, 4
-        self.c = SWARadixCache(
-            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
-        )
-        self.model = NaiveSWACache(self.ps, self.w)
-
-    @rule(toks=TOKENS)
-    def insert(self, toks: list[int]) -> None:
-        n = len(toks)
-        idx = self.pool.alloc(n)
-        r = self.c.insert(RadixKey(toks), idx)
-        assert r.prefix_len == self.model.insert(toks, idx.tolist())
-        self.pool.free(idx[: r.prefix_len])
-        self.pool.free(idx[n - n % self.ps :])  # the unaligned tail is not cached
+    page_size = 2
+    window = 4
 
 
 TestSWAModelPaged = pytest.mark.slow(SWAMachinePaged.TestCase)
@@ -402,13 +330,7 @@ TestSWAModelPaged.settings = settings(max_examples=40, stateful_step_count=40, d
 class SWAMachineNarrow(SWAMachine):
     """W=1: tombstones under a lock (outside its window) come up often."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = 1
-        self.c = SWARadixCache(
-            self.ps, sliding_window_size=self.w, token_to_kv_pool_allocator=self.pool
-        )
-        self.model = NaiveSWACache(self.ps, self.w)
+    window = 1
 
 
 TestSWAModelNarrow = pytest.mark.slow(SWAMachineNarrow.TestCase)

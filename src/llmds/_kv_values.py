@@ -26,7 +26,7 @@ def check_token_shape(token_shape: Any) -> tuple[int, ...]:
     >>> check_token_shape(3), check_token_shape([2, 4])
     ((3,), (2, 4))
     """
-    if isinstance(token_shape, int | np.integer) and not isinstance(token_shape, bool):
+    if is_int(token_shape):
         token_shape = (token_shape,)
     if not isinstance(token_shape, tuple | list):
         raise TypeError(f"token_shape must be a tuple of ints, got {show(token_shape)}")

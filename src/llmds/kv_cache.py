@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -12,23 +10,24 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds import page_hash
-from llmds._kernels import kv as _kv
 from llmds._kv_values import check_dtype, check_token_shape, coerce_values
+from llmds._page_cache import HASH_ALGORITHMS, PageCache
 from llmds._validate import check_bool, check_choice, check_int, check_size, show
-from llmds.errors import CapacityError, UnknownSequenceError
-from llmds.paged_allocator import MAX_NUM_PAGES, PagedAllocator
+from llmds.errors import UnknownSequenceError
+from llmds.paged_allocator import MAX_NUM_PAGES
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_POOL_BYTES", "KVCache"]
 
-_HASH_ALGORITHMS = ("sha256", "chain64")
 MAX_PAGE_SIZE = 1 << 20  # tokens per page
 MAX_POOL_BYTES = 1 << 40  # 1 TiB of (lazily mapped) pool address space
-_MAX_SEEDS = 4096  # cached namespace roots; a cache of per-request keys must not grow forever
-_sha256 = hashlib.sha256
+_EMPTY_TOKENS = np.empty(0, dtype=np.uint32)
 
 
 class _Seq:
-    """One sequence: its block table plus what is needed to keep hashing it."""
+    """One sequence: its block table plus what is needed to keep hashing it.
+
+    Thread safety: not thread-safe; its KVCache guards it.
+    """
 
     __slots__ = ("extra_key", "last_hash", "num_tokens", "pages", "tail", "tracked")
 
@@ -39,11 +38,12 @@ class _Seq:
         # Token-level sequences (``allocate``) know every token id, so newly
         # filled pages can be hashed and cached: ``last_hash`` is the hash of the
         # last full page (or the namespace seed) and ``tail`` the token ids of
-        # the partial last page. ``attach``/``append`` sequences store values
-        # whose token ids are unknown, so they are not tracked.
+        # the partial last page (a copy: never a view of the caller's array).
+        # ``attach``/``append`` sequences store values whose token ids are
+        # unknown, so they are not tracked.
         self.tracked = False
         self.last_hash: Any = None
-        self.tail: npt.NDArray[np.uint32] = np.empty(0, dtype=np.uint32)
+        self.tail: npt.NDArray[np.uint32] = _EMPTY_TOKENS
 
 
 class KVCache:
@@ -52,8 +52,8 @@ class KVCache:
     The payload lives in ``pool``, an array of shape ``(max_pages, page_size,
     *token_shape)`` and dtype ``dtype``; a sequence is a *block table* (a list
     of page ids, :meth:`block_table`) plus its token count. The default stores
-    one ``float64`` scalar per token, so the seed examples (``kv_tokens`` a list
-    of numbers) run as written; ``get`` returns Python floats, which compare
+    one ``float64`` scalar per token, so the usage-guide examples (``kv_tokens`` a
+    list of numbers) run as written; ``get`` returns Python floats, which compare
     equal to the ints written. The pool is made with ``np.zeros``, whose memory
     the OS maps lazily: the defaults reserve 10000 * 512 * 8 B = 41 MB of
     address space but RSS grows only with the pages actually written.
@@ -106,11 +106,18 @@ class KVCache:
     (except :meth:`get`, which returns ``None`` like ``dict.get``); reusing a
     live id raises ``ValueError``.
 
-    Invariants (asserted by :meth:`_check`): each page's reference count equals
-    the number of block-table entries naming it; a page is exactly one of free
-    (on the allocator's free list), referenced (count >= 1) or cached (count 0,
-    hashed, in the LRU list); the hash table and each page's hash agree; no
-    partial page is hashed.
+    **Who owns what.** The :class:`~llmds.paged_allocator.PagedAllocator` owns
+    which pages are free; a private part (``llmds._page_cache``) owns each taken
+    page's holder count, its identity (the prefix table) and the LRU of cached
+    pages (its module docstring gives the measurement behind counting holders
+    there rather than in the allocator); this class owns the sequences, the
+    values and the counters.
+
+    Invariants (asserted by :meth:`_check`): each page's holder count equals the
+    number of block-table entries naming it; a page is exactly one of free (on
+    the allocator's free list), held (count >= 1) or cached (count 0, hashed, in
+    the LRU list), and taken from the allocator unless free; the hash table and
+    each page's hash agree; no partial page is hashed.
 
     Complexity (P = pages touched, T = tokens): ``attach`` O(T) (plus one
     equality check per shared page), ``get`` O(T), ``detach`` O(P),
@@ -121,6 +128,16 @@ class KVCache:
     bytes, capped at :data:`MAX_POOL_BYTES`), plus O(1) Python objects per page
     and per sequence and, per cached page, its key (32 + 4 * page_size bytes) and
     digest (32 bytes).
+
+    Copies: a KVCache pickles and deep-copies (allocator, table, sequences and the
+    whole pool array, so a pickle is about as large as the pool) to an independent
+    cache that behaves the same.
+
+    Names: ``max_pages`` (argument, property, ``stats()`` key) is the pool size,
+    called ``num_pages`` everywhere else in llmds; it keeps the name of the API
+    this library started from. :meth:`free` is :meth:`detach` under vLLM's name
+    (``KVCacheManager.free``), for the token-level path
+    :meth:`allocate` / :meth:`append_tokens` / :meth:`free`.
 
     Every argument is validated before anything changes: values must be numbers
     (``None``, strings and bools are rejected; integer pools take integers in
@@ -140,22 +157,14 @@ class KVCache:
     """
 
     __slots__ = (
-        "_alloc",
         "_cow_copies",
         "_dtype",
-        "_evictable",
-        "_evictions",
-        "_hash_algorithm",
         "_hit_tokens",
-        "_page_digest",
-        "_page_key",
         "_page_size",
+        "_pages",
         "_queried_tokens",
-        "_ref",
-        "_seeds",
         "_seqs",
         "_sharing",
-        "_table",
         "_token_shape",
         "_vocab_size",
         "pool",
@@ -178,7 +187,7 @@ class KVCache:
         shape = check_token_shape(token_shape)
         dt = check_dtype(dtype)
         sharing = check_bool(enable_prefix_sharing, "enable_prefix_sharing")
-        algo = check_choice(hash_algorithm, "hash_algorithm", _HASH_ALGORITHMS)
+        algo = check_choice(hash_algorithm, "hash_algorithm", HASH_ALGORITHMS)
         vocab = None
         if vocab_size is not None:
             vocab = check_int(vocab_size, "vocab_size", minimum=1, maximum=page_hash.TOKEN_LIMIT)
@@ -200,23 +209,13 @@ class KVCache:
         self._token_shape = shape
         self._dtype = dt
         self._sharing = sharing
-        self._hash_algorithm = algo
         self._vocab_size = vocab
         self.pool = pool
-        self._alloc = PagedAllocator(n)
-        self._ref: list[int] = [0] * n  # block-table entries naming each page
-        self._page_key: list[Any] = [None] * n  # the page's key in _table (None: unhashed)
-        self._page_digest: list[Any] = [None] * n  # the page's chain value (its identity)
-        # sha256: page key = parent digest + page token bytes (the digest's preimage);
-        # chain64: page key = the 64-bit chain value itself
-        self._table: dict[Any, int] = {}
-        self._evictable: OrderedDict[int, None] = OrderedDict()  # LRU first
+        self._pages = PageCache(n, ps, algo)
         self._seqs: dict[Hashable, _Seq] = {}
-        self._seeds: dict[Any, Any] = {}
         self._queried_tokens = 0
         self._hit_tokens = 0
         self._cow_copies = 0
-        self._evictions = 0
 
     # ----------------------------------------------------------- properties
     @property
@@ -226,18 +225,18 @@ class KVCache:
 
     @property
     def max_pages(self) -> int:
-        """Pages in the pool. O(1)."""
-        return self._alloc.num_pages
+        """Pages in the pool (``num_pages`` elsewhere in llmds). O(1)."""
+        return self._pages.alloc.num_pages
 
     @property
     def num_free_pages(self) -> int:
         """Pages available to new sequences: free plus cached-unreferenced. O(1)."""
-        return self._alloc.num_free + len(self._evictable)
+        return self._pages.num_available
 
     def can_allocate(self, num_tokens: int) -> bool:
         """True if a new sequence of ``num_tokens`` tokens fits, even with no cache hit. O(1)."""
         n = check_int(num_tokens, "num_tokens", minimum=0)
-        return -(-n // self._page_size) <= self.num_free_pages
+        return -(-n // self._page_size) <= self._pages.num_available
 
     def __len__(self) -> int:
         """Number of live sequences. O(1)."""
@@ -271,7 +270,8 @@ class KVCache:
         """
         self._require_new(seq_id, "seq_id")
         data = coerce_values(kv_tokens, "kv_tokens", self._dtype, self._token_shape, True)
-        seed = self._seed(extra_key)
+        pages = self._pages
+        seed = pages.seed(extra_key)
         ps = self._page_size
         n = data.shape[0]
         num_pages = -(-n // ps)
@@ -283,39 +283,36 @@ class KVCache:
                     f"prefix_tokens has {prefix.shape[0]} tokens, more than the {n} in kv_tokens"
                 )
         slots: list[int | None] = [None] * num_pages
-        register: dict[int, tuple[Any, Any]] = {}  # page index -> (key, chain value)
+        fresh_ids: list[int] = []  # page indices to register, with their keys and digests
+        keys: list[Any] = []
+        digests: list[Any] = []
         cow = 0
         if prefix is not None and self._sharing:
-            full = prefix.shape[0] // ps
-            found, keys, digests, _ = self._lookup(prefix, full, seed, leading=False)
+            found, all_keys, all_digests, _ = pages.lookup(prefix, prefix.shape[0] // ps,
+                                                           seed, leading=False)
             pool = self.pool
             for i, page in enumerate(found):
                 if page is None:
-                    register[i] = (keys[i], digests[i])
+                    fresh_ids.append(i)
+                    keys.append(all_keys[i])
+                    digests.append(all_digests[i])
                 elif np.array_equal(pool[page], data[i * ps : (i + 1) * ps]):
                     slots[i] = page
                 else:
                     cow += 1  # writing other values into a shared page: private copy
         hits = [p for p in slots if p is not None]
-        self._reserve(num_pages - len(hits), hits)
+        pages.reserve(num_pages - len(hits), hits, self.max_pages)
         # ---- nothing below raises: mutate
-        self._acquire(hits)
-        fresh = self._obtain(num_pages - len(hits))
-        it = iter(fresh)
-        pages = [p if p is not None else next(it) for p in slots]
+        pages.acquire(hits)
+        it = iter(pages.obtain(num_pages - len(hits)))
+        table = [p if p is not None else next(it) for p in slots]
         pool = self.pool
-        for i, page in enumerate(pages):
+        for i, page in enumerate(table):
             if slots[i] is None:
                 chunk = data[i * ps : (i + 1) * ps]
                 pool[page, : chunk.shape[0]] = chunk
-        table, page_key, page_digest = self._table, self._page_key, self._page_digest
-        for i, (key, digest) in register.items():
-            if key not in table:
-                page = pages[i]
-                table[key] = page
-                page_key[page] = key
-                page_digest[page] = digest
-        self._seqs[seq_id] = _Seq(pages, n, extra_key)
+        pages.register([table[i] for i in fresh_ids], keys, digests)
+        self._seqs[seq_id] = _Seq(table, n, extra_key)
         if prefix is not None and self._sharing:
             self._queried_tokens += prefix.shape[0]
             self._hit_tokens += len(hits) * ps
@@ -328,10 +325,10 @@ class KVCache:
         """
         seq = self._seq(seq_id)
         del self._seqs[seq_id]
-        self._release(seq.pages)
+        self._pages.release(seq.pages)
 
     def free(self, seq_id: Hashable) -> None:
-        """Alias of :meth:`detach` in the vLLM vocabulary. O(P)."""
+        """:meth:`detach` under vLLM's name (``KVCacheManager.free``). O(P)."""
         self.detach(seq_id)
 
     def get(self, seq_id: Hashable) -> list[Any] | None:
@@ -364,10 +361,10 @@ class KVCache:
         ``prefix_hit_rate`` (hit / queried, 0.0 before any query); ``cow_copies``,
         ``evictions``; ``utilisation`` (used / max_pages) and ``bytes_per_page``.
         """
-        ref = self._ref
-        used = sum(1 for c in ref if c)
-        refs = sum(ref)
-        shared = sum(1 for c in ref if c > 1)
+        holders = self._pages.holders
+        used = sum(1 for c in holders if c)
+        refs = sum(holders)
+        shared = sum(1 for c in holders if c > 1)
         q = self._queried_tokens
         return {
             "page_size": self._page_size,
@@ -375,8 +372,8 @@ class KVCache:
             "num_sequences": len(self._seqs),
             "total_tokens": sum(s.num_tokens for s in self._seqs.values()),
             "used_pages": used,
-            "cached_pages": len(self._evictable),
-            "free_pages": self._alloc.num_free,
+            "cached_pages": len(self._pages.evictable),
+            "free_pages": self._pages.alloc.num_free,
             "shared_pages": shared,
             "total_page_refs": refs,
             "pages_saved_by_sharing": refs - used,
@@ -384,7 +381,7 @@ class KVCache:
             "prefix_hit_tokens": self._hit_tokens,
             "prefix_hit_rate": self._hit_tokens / q if q else 0.0,
             "cow_copies": self._cow_copies,
-            "evictions": self._evictions,
+            "evictions": self._pages.evictions,
             "utilisation": used / self.max_pages,
             "bytes_per_page": int(self.pool[0].nbytes),
         }
@@ -418,9 +415,7 @@ class KVCache:
         child.tracked = parent.tracked
         child.last_hash = parent.last_hash
         child.tail = parent.tail
-        ref = self._ref
-        for page in child.pages:
-            ref[page] += 1
+        self._pages.share(child.pages)
         self._seqs[child_id] = child
 
     def block_table(self, seq_id: Hashable) -> npt.NDArray[np.int32]:
@@ -449,7 +444,8 @@ class KVCache:
         """
         self._require_new(seq_id, "seq_id")
         tokens = self._coerce_tokens(token_ids, "token_ids")
-        seed = self._seed(extra_key)
+        pages = self._pages
+        seed = pages.seed(extra_key)
         ps = self._page_size
         n = tokens.shape[0]
         num_pages = -(-n // ps)
@@ -459,20 +455,20 @@ class KVCache:
         digests: list[Any] = []
         last = seed
         if self._sharing:
-            hits, keys, digests, last = self._lookup(  # type: ignore[assignment]
+            hits, keys, digests, last = pages.lookup(  # type: ignore[assignment]
                 tokens, full, seed, leading=True
             )
         num_hit = len(hits)
-        self._reserve(num_pages - num_hit, hits)
+        pages.reserve(num_pages - num_hit, hits, self.max_pages)
         # ---- nothing below raises: mutate
-        self._acquire(hits)
-        pages = hits + self._obtain(num_pages - num_hit)
+        pages.acquire(hits)
+        table = hits + pages.obtain(num_pages - num_hit)
         if keys:
-            self._register(pages[num_hit:], keys, digests)
-        seq = _Seq(pages, n, extra_key)
+            pages.register(table[num_hit:], keys, digests)
+        seq = _Seq(table, n, extra_key)
         seq.tracked = True
         seq.last_hash = last
-        seq.tail = tokens[full * ps :]
+        seq.tail = tokens[full * ps :].copy()
         self._seqs[seq_id] = seq
         self._queried_tokens += n
         self._hit_tokens += num_hit * ps
@@ -502,10 +498,10 @@ class KVCache:
         combined = np.concatenate((seq.tail, tokens)) if seq.tail.shape[0] else tokens
         full = combined.shape[0] // ps
         if self._sharing and full:
-            keys, digests = self._digests(combined, 0, full, seq.last_hash)
-            self._register(seq.pages[first : first + full], keys, digests)
+            keys, digests = self._pages.digests(combined, 0, full, seq.last_hash)
+            self._pages.register(seq.pages[first : first + full], keys, digests)
             seq.last_hash = digests[-1]
-        seq.tail = combined[full * ps :]
+        seq.tail = combined[full * ps :].copy()  # never a view of the caller's array
         seq.num_tokens += k
         self._cow_copies += cow
 
@@ -514,13 +510,12 @@ class KVCache:
 
         Returns how many were dropped, least recently used first.
         """
-        if num_pages is None:
-            num_pages = len(self._evictable)
-        else:
-            num_pages = check_int(num_pages, "num_pages", minimum=0)
-        k = min(num_pages, len(self._evictable))
+        available = len(self._pages.evictable)
+        if num_pages is not None:
+            available = min(available, check_int(num_pages, "num_pages", minimum=0))
+        k = available
         if k:
-            self._evict(k)
+            self._pages.evict(k)
         return k
 
     # -------------------------------------------------------------- helpers
@@ -550,174 +545,6 @@ class KVCache:
         """Token ids as a 1-D uint32 array in ``[0, vocab_size or 2**32)``. O(T)."""
         return page_hash.token_array(tokens, vocab_size=self._vocab_size, name=name)
 
-    def _seed(self, extra_key: Hashable | None) -> Any:
-        """The chain's root for namespace ``extra_key`` (:func:`llmds.page_hash.root_digest`;
-        its first 8 bytes for chain64). Raises TypeError for a non-canonical key. O(1)."""
-        cacheable = extra_key is None or type(extra_key) in (int, str, bytes)
-        seeds = self._seeds
-        if cacheable:
-            seed = seeds.get(extra_key)
-            if seed is not None:
-                return seed
-        root = page_hash.root_digest(self._page_size, extra_key)
-        seed = root if self._hash_algorithm == "sha256" else int.from_bytes(root[:8], "little")
-        if cacheable:
-            if len(seeds) >= _MAX_SEEDS:
-                seeds.clear()
-            seeds[extra_key] = seed
-        return seed
-
-    def _lookup(
-        self, tokens: npt.NDArray[np.uint32], full: int, parent: Any, *, leading: bool
-    ) -> tuple[list[int | None], list[Any], list[Any], Any]:
-        """``(found, keys, digests, last)`` for the first ``full`` pages of ``tokens``. O(T).
-
-        ``found[i]`` is the cached page with page ``i``'s identity, else ``None``.
-        With ``leading`` the look-ups stop at the first miss: ``found`` is the run
-        of leading hits and ``keys``/``digests`` cover the pages after it; without,
-        they cover all ``full`` pages. ``last`` is the last page's chain value (or
-        ``parent`` when ``full == 0``). A hit's digest is read from its page, so
-        only pages that are not cached are hashed.
-        """
-        found: list[int | None] = []
-        if not full:
-            return found, [], [], parent
-        get = self._table.get
-        keys: list[Any] = []
-        digests: list[Any] = []
-        if self._hash_algorithm == "chain64":
-            with np.errstate(over="ignore"):  # only matters under NUMBA_DISABLE_JIT
-                hashes = _kv.chain_hashes(tokens, self._page_size, full, np.uint64(parent))
-            keys = hashes.tolist()
-            for h in keys:
-                page = get(h)
-                if page is None and leading:
-                    break
-                found.append(page)
-            last = keys[-1]
-            if leading:
-                keys = keys[len(found) :]
-            return found, keys, keys, last
-        raw = tokens.astype("<u4", copy=False).tobytes()
-        step = 4 * self._page_size
-        digest_of = self._page_digest
-        pos = 0
-        if leading:
-            for pos in range(0, full * step, step):
-                page = get(parent + raw[pos : pos + step])
-                if page is None:
-                    break
-                parent = digest_of[page]
-                found.append(page)
-            if len(found) < full:
-                keys, digests = self._digests(tokens, len(found), full, parent)
-                parent = digests[-1]
-            return found, keys, digests, parent
-        for _ in range(full):
-            key = parent + raw[pos : pos + step]
-            page = get(key)
-            parent = _sha256(key).digest() if page is None else digest_of[page]
-            found.append(page)
-            keys.append(key)
-            digests.append(parent)
-            pos += step
-        return found, keys, digests, parent
-
-    def _digests(
-        self, tokens: npt.NDArray[np.uint32], start: int, stop: int, parent: Any
-    ) -> tuple[list[Any], list[Any]]:
-        """``(keys, digests)`` of pages ``start..stop-1`` of ``tokens``, chained from
-        ``parent`` (the digest of page ``start - 1``), all computed. O(T)."""
-        ps = self._page_size
-        if self._hash_algorithm == "chain64":
-            with np.errstate(over="ignore"):
-                keys = _kv.chain_hashes(
-                    tokens[start * ps :], ps, stop - start, np.uint64(parent)
-                ).tolist()
-            return keys, keys
-        step = 4 * ps
-        raw = tokens[start * ps : stop * ps].astype("<u4", copy=False).tobytes()
-        keys, digests = [], []
-        # Slicing every page first is ~10% faster per page than slicing inside the loop.
-        for page in [raw[i : i + step] for i in range(0, len(raw), step)]:
-            key = parent + page
-            parent = _sha256(key).digest()
-            keys.append(key)
-            digests.append(parent)
-        return keys, digests
-
-    def _reserve(self, num_new: int, hits: list[int]) -> None:
-        """Raise CapacityError unless ``num_new`` pages can be had besides ``hits``."""
-        if num_new <= self._alloc.num_free:  # enough free pages whatever the hits pin
-            return
-        ref = self._ref
-        reused = sum(1 for p in hits if ref[p] == 0)  # cached pages we are about to pin
-        available = self._alloc.num_free + len(self._evictable) - reused
-        if num_new > available:
-            raise CapacityError(
-                f"need {num_new} free pages, {available} available "
-                f"({self._alloc.num_free} free + {len(self._evictable) - reused} cached) "
-                f"of max_pages={self.max_pages}"
-            )
-
-    def _acquire(self, pages: list[int]) -> None:
-        ref, evictable = self._ref, self._evictable
-        for page in pages:
-            if ref[page] == 0:
-                del evictable[page]
-            ref[page] += 1
-
-    def _obtain(self, n: int) -> list[int]:
-        """``n`` fresh pages with refcount 1: free ones first, then LRU evictions."""
-        if n <= 0:
-            return []
-        alloc = self._alloc
-        short = n - alloc.num_free
-        if short > 0:
-            self._evict(short)
-        pages = alloc.alloc(n)
-        ref = self._ref
-        for page in pages:
-            ref[page] = 1
-        return pages
-
-    def _evict(self, k: int) -> None:
-        evictable, table, page_key = self._evictable, self._table, self._page_key
-        page_digest = self._page_digest
-        victims = []
-        popitem = evictable.popitem
-        for _ in range(k):
-            page, _none = popitem(last=False)
-            del table[page_key[page]]
-            page_key[page] = page_digest[page] = None
-            victims.append(page)
-        self._alloc.free(victims)
-        self._evictions += k
-
-    def _release(self, pages: list[int]) -> None:
-        ref, page_key, evictable = self._ref, self._page_key, self._evictable
-        to_free = []
-        for page in reversed(pages):  # tail first: a chain is evicted from its end
-            count = ref[page] - 1
-            ref[page] = count
-            if count == 0:
-                if page_key[page] is None:
-                    to_free.append(page)
-                else:
-                    evictable[page] = None
-        if to_free:
-            self._alloc.free(to_free)
-
-    def _register(self, pages: list[int], keys: list[Any], digests: list[Any]) -> None:
-        """Cache ``pages[i]`` under ``keys[i]`` with chain value ``digests[i]`` (if not
-        cached yet). O(len(keys))."""
-        table, page_key, page_digest = self._table, self._page_key, self._page_digest
-        for page, key, digest in zip(pages, keys, digests, strict=False):
-            if key not in table:
-                table[key] = page
-                page_key[page] = key
-                page_digest[page] = digest
-
     def _grow(self, seq: _Seq, k: int) -> int:
         """Make room for ``k`` more tokens (COW of a shared partial last page).
 
@@ -725,16 +552,16 @@ class KVCache:
         """
         ps = self._page_size
         fill = seq.num_tokens % ps
-        cow = fill > 0 and self._ref[seq.pages[-1]] > 1
+        cow = fill > 0 and self._pages.holders[seq.pages[-1]] > 1
         room = ps - fill if fill else 0
         num_new = -(-max(0, k - room) // ps) + (1 if cow else 0)
-        self._reserve(num_new, [])
-        fresh = self._obtain(num_new)
+        self._pages.reserve(num_new, [], self.max_pages)
+        fresh = self._pages.obtain(num_new)
         if cow:
             old = seq.pages[-1]
             page = fresh.pop()
             self.pool[page, :fill] = self.pool[old, :fill]
-            self._ref[old] -= 1  # still >= 1: someone else holds it
+            self._pages.drop(old)  # still >= 1: someone else holds it
             seq.pages[-1] = page
         seq.pages.extend(fresh)
         return 1 if cow else 0
@@ -751,36 +578,19 @@ class KVCache:
 
     def _check(self) -> None:
         """Assert the invariants. O(max_pages + total pages); tests only."""
-        self._alloc._check()
         ps = self._page_size
-        counts = [0] * self.max_pages
+        held = [0] * self.max_pages
         for seq in self._seqs.values():
             assert len(seq.pages) == -(-seq.num_tokens // ps), "block table length"
             for page in seq.pages:
-                counts[page] += 1
+                held[page] += 1
             if seq.tracked:
                 assert seq.tail.shape[0] == seq.num_tokens % ps, "tail length"
-        assert counts == self._ref, "refcounts differ from block tables"
-        free = set(self._alloc._free)
-        for page in range(self.max_pages):
-            cached = page in self._evictable
-            held = counts[page] > 0
-            assert (page in free) + cached + held == 1, f"page {page} state"
-            if cached:
-                assert self._page_key[page] is not None, "cached page without hash"
-            assert (self._page_key[page] is None) == (self._page_digest[page] is None)
-        sha = self._hash_algorithm == "sha256"
-        for key, page in self._table.items():
-            assert self._page_key[page] == key, "hash table and page key disagree"
-            if sha:  # the key is the digest's preimage: parent digest + page token bytes
-                assert len(key) == page_hash.DIGEST_SIZE + 4 * ps, "key length"
-                assert self._page_digest[page] == _sha256(key).digest(), "digest of its key"
-            else:
-                assert self._page_digest[page] == key
-        assert sum(k is not None for k in self._page_key) == len(self._table)
+        self._pages.check(held)
+        sha = self._pages.algorithm == "sha256"
         for seq in self._seqs.values():
             if seq.num_tokens % ps:
-                assert self._page_key[seq.pages[-1]] is None, "a partial page is hashed"
+                assert not self._pages.is_cached(seq.pages[-1]), "a partial page is hashed"
             if seq.tracked and sha:
                 assert isinstance(seq.last_hash, bytes), "chain value of a tracked sequence"
                 assert len(seq.last_hash) == page_hash.DIGEST_SIZE

@@ -9,7 +9,7 @@ collision-resistant hash over a canonical byte encoding, never ``repr`` or Pytho
 exactly these digests, and any other tier must use these functions (or reproduce the
 format below byte for byte) to interoperate.
 
-**Format, version 1** (frozen; ``tests/test_page_hash.py`` pins test vectors).
+**Format, version 1** (frozen; the library's test suite pins test vectors).
 
 * Token ids are canonical as unsigned 32-bit little-endian integers: ids must lie in
   ``[0, 2**32)`` (and below ``vocab_size`` when one is given).

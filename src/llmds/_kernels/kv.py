@@ -1,7 +1,8 @@
-"""Chained page hashes for the KV cache's prefix sharing (numba kernels).
+"""Numba kernels of the KV-memory structures: chained page hashes and KV-index checks.
 
-Kernel rules: arrays and scalars in, arrays out, no exceptions.
-Preconditions are enforced by the caller, :class:`llmds.kv_cache.KVCache`.
+Kernel rules: arrays and scalars in, arrays out, no exceptions. Preconditions are
+enforced by the callers (:class:`llmds.kv_cache.KVCache` for the chain hash, the
+radix prefix caches for the index checks).
 
 The hash is a 64-bit chained hash built from xxHash64's round function and
 MurmurHash3's 64-bit finaliser (``fmix64``): page ``i``'s hash is
@@ -10,8 +11,8 @@ namespace. It is stable across processes and machines (no salting), so the
 same tokens in the same namespace always give the same chain. It is **not** a
 cryptographic hash and it is invertible: with ``n`` cached pages the chance of an
 accidental collision is about ``n**2 / 2**65``, but a tenant who chooses token ids
-can construct a page whose hash equals another prefix's (``tests/test_page_hash.py``
-does it). ``KVCache`` therefore uses it only when asked (``hash_algorithm="chain64"``,
+can construct a page whose hash equals another prefix's (the library's tests do
+it). ``KVCache`` therefore uses it only when asked (``hash_algorithm="chain64"``,
 trusted token ids); its default identity is SHA-256 (:mod:`llmds.page_hash`).
 
 All arithmetic is on ``uint64`` and wraps modulo 2**64, in numba as in the

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from llmds.bench import harness
-from llmds.bench.bench_prefix_cache import Request, _cap_label, _requests, _timed, replay_llmds
+from llmds.bench._replay import Request, cap_label, chat_requests, replay, timed
+from llmds.bench.bench_prefix_cache import replay_llmds
 from llmds.bench.harness import BenchContext
 from llmds.mem_cache import (
     MambaPool,
@@ -44,45 +45,35 @@ STATE_EVERY = 256
 CAPACITIES: tuple[int | None, ...] = (None, 200_000)
 
 
+def _evict(cache: Any, short: int, second: int, counts: dict[str, int], key: str) -> None:
+    """Evict ``short`` KV tokens and ``second`` second-phase units (SWA tokens or
+    states, counted under ``key``) when either is positive; count the call."""
+    if short > 0 or second > 0:
+        e = cache.evict(max(short, 0), max(second, 0))
+        counts["evict_calls"] += 1
+        counts[key] += getattr(e, key)
+        counts["full_evicted"] += e.full_evicted
+
+
 def replay_swa(
     pool: TokenToKVPoolAllocator, reqs: list[Request], swa_capacity: int
 ) -> dict[str, int]:
     """Replay through SWARadixCache; SWA KV kept within ``swa_capacity`` tokens."""
     cache = SWARadixCache(1, sliding_window_size=WINDOW, token_to_kv_pool_allocator=pool)
-    hit = total = rejected = swa_ev = full_ev = evicts = 0
-    for prompt, full in reqs:
-        r = cache.match_prefix(RadixKey(prompt))
-        m = r.prefix_len
-        hit += m
-        total += len(prompt)
-        node = r.last_node
-        tok = cache.inc_lock_ref(node)
-        need = len(full) - m
+    counts = {"swa_evicted": 0, "full_evicted": 0, "evict_calls": 0}
+
+    def make_room(need: int, full: Any, m: int, c: dict[str, int]) -> bool:
         over = cache.swa_total_size() + need - swa_capacity
-        short = need - pool.num_free
-        if over > 0 or short > 0:
-            e = cache.evict(max(short, 0), max(over, 0))
-            evicts += 1
-            swa_ev += e.swa_evicted
-            full_ev += e.full_evicted
-            if need > pool.num_free:
-                rejected += 1
-                cache.dec_lock_ref(node, tok)
-                continue
-        value = np.concatenate((r.indices, pool.alloc(need)))
+        _evict(cache, need - pool.num_free, over, counts, "swa_evicted")
+        return need <= pool.num_free
+
+    def store(full: Any, value: Any, m: int, c: dict[str, int]) -> None:
         done = cache.insert(RadixKey(full), value).prefix_len
         if done > m:
             pool.free(value[m:done])
-        cache.dec_lock_ref(node, tok)
-    return {
-        "hit": hit,
-        "prompt": total,
-        "rejected": rejected,
-        "swa_evicted": swa_ev,
-        "full_evicted": full_ev,
-        "inserts": len(reqs) - rejected,
-        "evict_calls": evicts,
-    }
+
+    out = replay(cache, pool, reqs, make_room, store)
+    return {**out, **counts, "inserts": len(reqs) - out["rejected"]}
 
 
 def replay_mamba(
@@ -92,34 +83,23 @@ def replay_mamba(
     states = MambaPool(mamba_slots, state_shape=(1,))
     cache = MambaRadixCache(token_to_kv_pool_allocator=pool, mamba_pool=states)
     insert, free = cache.insert, pool.free
-    hit = total = rejected = m_ev = full_ev = evicts = inserts = 0
-    for prompt, full in reqs:
-        r = cache.match_prefix(RadixKey(prompt))
-        m = r.prefix_len
-        hit += m
-        total += len(prompt)
-        node = r.last_node
-        tok = cache.inc_lock_ref(node)
-        need = len(full) - m
-        cps = [*range(STATE_EVERY, len(full), STATE_EVERY), len(full)]
-        cps = [p for p in cps if p > m]
-        short = need - pool.num_free
-        s_short = len(cps) - states.num_free
-        if short > 0 or s_short > 0:
-            e = cache.evict(max(short, 0), max(s_short, 0))
-            evicts += 1
-            m_ev += e.mamba_evicted
-            full_ev += e.full_evicted
-            if need > pool.num_free or len(cps) > states.num_free:
-                rejected += 1
-                cache.dec_lock_ref(node, tok)
-                continue
-        value = np.concatenate((r.indices, pool.alloc(need)))
+    counts = {"mamba_evicted": 0, "full_evicted": 0, "evict_calls": 0, "inserts": 0}
+
+    def checkpoints(full: Any, m: int) -> list[int]:
+        return [p for p in (*range(STATE_EVERY, len(full), STATE_EVERY), len(full)) if p > m]
+
+    def make_room(need: int, full: Any, m: int, c: dict[str, int]) -> bool:
+        cps = len(checkpoints(full, m))
+        _evict(cache, need - pool.num_free, cps - states.num_free, counts, "mamba_evicted")
+        return need <= pool.num_free and cps <= states.num_free
+
+    def store(full: Any, value: Any, m: int, c: dict[str, int]) -> None:
         # as SGLang's chunked prefill caches a request: each checkpoint's prefix in
         # increasing order (the last one is the whole sequence), each with its state
+        cps = checkpoints(full, m)
         done = m  # value[:done] is the cache's or a duplicate already listed
         dups = []  # freed after the last insert: every insert gets allocated indices
-        inserts += len(cps)
+        counts["inserts"] += len(cps)
         for p in cps:
             slot = states.alloc_track_slot()
             res = insert(RadixKey(full[:p]), value[:p], mamba_value=slot)
@@ -130,89 +110,75 @@ def replay_mamba(
                 states.free_track_slot(slot)
         if dups:
             free(np.concatenate(dups))
-        cache.dec_lock_ref(node, tok)
+
+    return {**replay(cache, pool, reqs, make_room, store), **counts}
+
+
+def _case_row(impl: str, label: str, r: dict[str, Any], meas: Any,
+              extra: dict[str, Any]) -> dict[str, Any]:
     return {
-        "hit": hit,
-        "prompt": total,
-        "rejected": rejected,
-        "mamba_evicted": m_ev,
-        "full_evicted": full_ev,
-        "inserts": inserts,
-        "evict_calls": evicts,
+        "impl": impl,
+        "capacity": label,
+        "hit_rate": r["hit"] / r["prompt"],
+        "requests_per_s": meas.ops_per_cpu_s,
+        "rejected": r["rejected"],
+        "swa_evicted_tokens": r.get("swa_evicted", 0),
+        "mamba_evicted_states": r.get("mamba_evicted", 0),
+        # cache calls behind requests_per_s (None: not counted for the baseline,
+        # which inserts once per request)
+        "inserts": r.get("inserts"),
+        "evict_calls": r.get("evict_calls"),
+        **extra,
+        **meas.to_dict(),
     }
 
 
+SWA_CAPACITY = 50_000  # sliding-window KV budget, tokens
+MAMBA_SLOTS = 512
+
+
+def _ratios(hit: dict[tuple[str, str], float],
+            rps: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for cap in CAPACITIES:
+        label = cap_label(cap)
+        for impl in (f"SWARadixCache W={WINDOW}", f"MambaRadixCache state/{STATE_EVERY}"):
+            out.append({"name": f"{impl} requests/s vs RadixCache ({label})",
+                        "value": harness.ratio(rps[(impl, label)], rps[("RadixCache", label)]),
+                        "goal": None})
+            out.append({"name": f"{impl} hit rate vs RadixCache ({label})",
+                        "value": harness.ratio(hit[(impl, label)], hit[("RadixCache", label)]),
+                        "goal": None})
+    return out
+
+
 def run(ctx: BenchContext) -> dict[str, Any]:
+    """The benchmark (see the module docstring) as a result record."""
     n = 200 if ctx.quick else 2000
-    reqs = _requests(n, ctx.seed)
+    reqs = chat_requests(n, ctx.seed)
     total_tokens = sum(len(f) for _, f in reqs)
     repeat = max(ctx.repeat, 5)
-    swa_capacity = 50_000
-    mamba_slots = 512
+    swa_capacity, mamba_slots = SWA_CAPACITY, MAMBA_SLOTS
     rows: list[dict[str, Any]] = []
     hit: dict[tuple[str, str], float] = {}
     rps: dict[tuple[str, str], float] = {}
-    stages = 3 * len(CAPACITIES)
-    done = 0
+    cases: list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]] = [
+        ("RadixCache", replay_llmds, (reqs, 1), {}),
+        (f"SWARadixCache W={WINDOW}", replay_swa, (reqs, swa_capacity),
+         {"swa_capacity": swa_capacity}),
+        (f"MambaRadixCache state/{STATE_EVERY}", replay_mamba, (reqs, mamba_slots),
+         {"mamba_slots": mamba_slots}),
+    ]
     for cap in CAPACITIES:
-        label = _cap_label(cap)
+        label = cap_label(cap)
         size = total_tokens + 1 if cap is None else cap
-        cases = [
-            ("RadixCache", replay_llmds, (reqs, 1), {}),
-            (
-                f"SWARadixCache W={WINDOW}",
-                replay_swa,
-                (reqs, swa_capacity),
-                {"swa_capacity": swa_capacity},
-            ),
-            (
-                f"MambaRadixCache state/{STATE_EVERY}",
-                replay_mamba,
-                (reqs, mamba_slots),
-                {"mamba_slots": mamba_slots},
-            ),
-        ]
         for impl, fn, args, extra in cases:
-            r, meas = _timed(fn, args, n, repeat, size)
+            r, meas = timed(fn, args, n, repeat, size)
             hit[(impl, label)] = r["hit"] / r["prompt"]
             rps[(impl, label)] = meas.ops_per_cpu_s
-            rows.append(
-                {
-                    "impl": impl,
-                    "capacity": label,
-                    "hit_rate": r["hit"] / r["prompt"],
-                    "requests_per_s": meas.ops_per_cpu_s,
-                    "rejected": r["rejected"],
-                    "swa_evicted_tokens": r.get("swa_evicted", 0),
-                    "mamba_evicted_states": r.get("mamba_evicted", 0),
-                    # cache calls behind requests_per_s (None: not counted for the
-                    # baseline, which inserts once per request)
-                    "inserts": r.get("inserts"),
-                    "evict_calls": r.get("evict_calls"),
-                    **extra,
-                    **meas.to_dict(),
-                }
-            )
-            done += 1
-            ctx.progress(done, stages, f"{impl} {label}")
-    ratios: list[dict[str, Any]] = []
-    for cap in CAPACITIES:
-        label = _cap_label(cap)
-        for impl in (f"SWARadixCache W={WINDOW}", f"MambaRadixCache state/{STATE_EVERY}"):
-            ratios.append(
-                {
-                    "name": f"{impl} requests/s vs RadixCache ({label})",
-                    "value": harness.ratio(rps[(impl, label)], rps[("RadixCache", label)]),
-                    "goal": None,
-                }
-            )
-            ratios.append(
-                {
-                    "name": f"{impl} hit rate vs RadixCache ({label})",
-                    "value": harness.ratio(hit[(impl, label)], hit[("RadixCache", label)]),
-                    "goal": None,
-                }
-            )
+            rows.append(_case_row(impl, label, r, meas, extra))
+            ctx.progress(len(rows), len(cases) * len(CAPACITIES), f"{impl} {label}")
+    ratios = _ratios(hit, rps)
     return harness.result_record(
         NAME,
         TITLE,
@@ -224,7 +190,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             "state_every": STATE_EVERY,
             "swa_capacity": swa_capacity,
             "mamba_slots": mamba_slots,
-            "capacities": [_cap_label(c) for c in CAPACITIES],
+            "capacities": [cap_label(c) for c in CAPACITIES],
             "repeat": repeat,
         },
         data=f"synthetic multi_turn_chat_trace({n}, seed={ctx.seed})",
@@ -245,8 +211,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 "series": [
                     {
                         "label": impl,
-                        "x": [_cap_label(c) for c in CAPACITIES],
-                        "y": [hit[(impl, _cap_label(c))] for c in CAPACITIES],
+                        "x": [cap_label(c) for c in CAPACITIES],
+                        "y": [hit[(impl, cap_label(c))] for c in CAPACITIES],
                     }
                     for impl in sorted({k[0] for k in hit})
                 ],

@@ -1,8 +1,9 @@
-"""KVCache: seed latency benchmark, memory saved by prefix sharing, chat-trace replay.
+"""KVCache: attach/get/detach latency, memory saved by prefix sharing, chat-trace replay.
 
 Three stages, all seeded:
 
-1. **Seed benchmark** (``benchmark_kv_cache`` of the seed API): ``num_sequences``
+1. **Attach/get/detach** (``benchmark_kv_cache`` of the API this library started
+   from, kept as ``benchmarks.bench_kv_cache``): ``num_sequences``
    sequences of ``tokens_per_seq`` tokens, each one of 8 system prompts of
    ``tokens_per_seq // 2`` tokens followed by unique tokens; values are the token
    ids as floats (so equal prefixes hold equal values and can be shared). All are
@@ -11,8 +12,8 @@ Three stages, all seeded:
 2. **Memory saved by prefix sharing**: the chat-like shared-system-prompt workload
    (8 system prompts of 500 tokens + a user message of U[50, 500] tokens, 1000
    sequences live at once); pages in use with ``enable_prefix_sharing=True`` vs
-   ``False`` at several page sizes. The original report claimed 30-40%; the
-   answer depends on how many *full pages* the shared prompt covers.
+   ``False`` at several page sizes. The design this library started from claimed
+   30-40%; the answer depends on how many *full pages* the shared prompt covers.
 3. **Multi-turn chat trace** (``multi_turn_chat_trace(2000)``) replayed through the
    hash-chain path, page size 16: per request ``allocate(prompt)`` (reusing cached
    pages), ``append_tokens(output)`` (caching the new full pages), ``free``.
@@ -20,21 +21,21 @@ Three stages, all seeded:
    ``KVCacheManager`` (``get_computed_blocks`` + ``allocate_slots`` + ``free``,
    SHA-256 block hashes, its default) on the same trace in the same process. If
    vLLM cannot be imported, a row says why and a plain re-implementation of its
-   algorithm ("vLLM-style baseline (re-implemented)") is timed instead. Rates are
-   requests per CPU-second of the median run.
+   algorithm ("vLLM-style baseline (re-implemented)") is timed instead (both in
+   :mod:`llmds.bench._kv_peers`). Rates are requests per CPU-second of the median
+   run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import pickle
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from llmds.bench import harness
+from llmds.bench._kv_peers import TRACE_PAGE, VLLMReplay, VLLMStyleBaseline, vllm_modules
 from llmds.bench.harness import BenchContext
 from llmds.bench.workloads import ChatRequest, multi_turn_chat_trace
 from llmds.kv_cache import KVCache
@@ -45,7 +46,9 @@ TITLE = (
     "KVCache: attach/get/detach latency, memory saved by prefix sharing, chat-trace replay vs vLLM"
 )
 
-TRACE_PAGE = 16
+__all__ = ["VLLMReplay", "VLLMStyleBaseline", "ideal_hit_rate", "memory_saved", "replay_llmds",
+           "run", "seed_benchmark", "shared_prompt_sequences"]
+
 PEER_GOAL = 3.0  # >= 3x vLLM's requests/s on the hash-chain path
 
 
@@ -89,7 +92,7 @@ def seed_benchmark(
     *,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The seed's ``benchmark_kv_cache``: attach/get/detach latencies and memory.
+    """The original ``benchmark_kv_cache``: attach/get/detach latencies and memory.
 
     Keys: ``attach_p50_ms``/``_p95_ms``/``_p99_ms`` (and ``get_``, ``detach_``),
     ``peak_rss_mb``, ``memory_delta_mb``, and the prefix-sharing accounting:
@@ -102,7 +105,7 @@ def seed_benchmark(
     )
     payload = [(ids.astype(np.float64), ids[:p]) for ids, p in seqs]
     pages_per_seq = -(-tokens_per_seq // page_size)
-    max_pages = max(1, num_sequences * pages_per_seq)
+    num_pages = max(1, num_sequences * pages_per_seq)
     out: dict[str, Any] = {
         "num_sequences": num_sequences,
         "tokens_per_seq": tokens_per_seq,
@@ -114,7 +117,7 @@ def seed_benchmark(
     profiler.start()
     try:
         for sharing in (False, True):
-            cache = KVCache(page_size=page_size, max_pages=max_pages, enable_prefix_sharing=sharing)
+            cache = KVCache(page_size=page_size, max_pages=num_pages, enable_prefix_sharing=sharing)
             ids = range(num_sequences)
             att = harness.latency_percentiles_ms(partial(_attach_one, cache, payload), ids)
             profiler.sample()
@@ -142,12 +145,12 @@ def _attach_one(cache: KVCache, payload: list[tuple[np.ndarray, np.ndarray]], i:
 
 def memory_saved(seqs: list[tuple[np.ndarray, int]], page_size: int) -> dict[str, Any]:
     """Pages in use with and without prefix sharing, all ``seqs`` live at once."""
-    max_pages = sum(-(-len(ids) // page_size) for ids, _ in seqs)
+    num_pages = sum(-(-len(ids) // page_size) for ids, _ in seqs)
     used = {}
     for sharing in (False, True):
         cache = KVCache(
             page_size=page_size,
-            max_pages=max_pages,
+            max_pages=num_pages,
             enable_prefix_sharing=sharing,
             dtype=np.float32,
         )
@@ -163,10 +166,11 @@ def memory_saved(seqs: list[tuple[np.ndarray, int]], page_size: int) -> dict[str
 
 
 # ------------------------------------------------------- trace replays
-def replay_llmds(trace: list[ChatRequest], max_pages: int, hash_algorithm: str) -> KVCache:
-    """Replay the trace through KVCache's token-level hash-chain path."""
+def replay_llmds(trace: list[ChatRequest], num_pages: int, hash_algorithm: str) -> KVCache:
+    """Replay the trace through KVCache's token-level hash-chain path (``num_pages``:
+    the pool size)."""
     cache = KVCache(
-        page_size=TRACE_PAGE, max_pages=max_pages, dtype=np.uint8, hash_algorithm=hash_algorithm
+        page_size=TRACE_PAGE, max_pages=num_pages, dtype=np.uint8, hash_algorithm=hash_algorithm
     )
     allocate, append_tokens, free = cache.allocate, cache.append_tokens, cache.free
     for r in trace:
@@ -176,8 +180,8 @@ def replay_llmds(trace: list[ChatRequest], max_pages: int, hash_algorithm: str) 
     return cache
 
 
-def _replay_state(trace: list[ChatRequest], max_pages: int, algo: str, _state: Any) -> None:
-    replay_llmds(trace, max_pages, algo)
+def _replay_state(trace: list[ChatRequest], num_pages: int, algo: str, _state: Any) -> None:
+    replay_llmds(trace, num_pages, algo)
 
 
 def ideal_hit_rate(trace: list[ChatRequest], page: int) -> float:
@@ -209,181 +213,6 @@ def ideal_hit_rate(trace: list[ChatRequest], page: int) -> float:
     return hit / total if total else 0.0
 
 
-def _vllm() -> dict[str, Any] | str:
-    """vLLM's v1 KV-cache manager pieces, or the reason they cannot be imported."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    mods = {}
-    for name in (
-        "torch",
-        "vllm.v1.kv_cache_interface",
-        "vllm.v1.core.kv_cache_manager",
-        "vllm.v1.core.kv_cache_utils",
-        "vllm.utils.hashing",
-        "vllm.v1.request",
-        "vllm.sampling_params",
-    ):
-        mod = harness.peer(name)
-        if mod is None:
-            return f"{name}: {harness.skipped(name)}"
-        mods[name] = mod
-    return mods
-
-
-class VLLMReplay:
-    """The trace through vLLM's ``KVCacheManager`` as its scheduler drives it."""
-
-    def __init__(self, mods: dict[str, Any], trace: list[ChatRequest]) -> None:
-        self.m = mods
-        utils = mods["vllm.v1.core.kv_cache_utils"]
-        sha256 = mods["vllm.utils.hashing"].sha256
-        utils.init_none_hash(sha256)
-        self.hasher = utils.get_request_block_hasher(TRACE_PAGE, sha256)
-        self.reqs = [(str(r.request_id), r.prompt.tolist(), r.output.tolist()) for r in trace]
-
-    def manager(self, num_blocks: int) -> Any:
-        iface = self.m["vllm.v1.kv_cache_interface"]
-        spec = iface.FullAttentionSpec(
-            block_size=TRACE_PAGE,
-            num_kv_heads=1,
-            head_size=1,
-            dtype=self.m["torch"].float32,
-        )
-        cfg = iface.KVCacheConfig(
-            num_blocks=num_blocks,
-            kv_cache_tensors=[],
-            kv_cache_groups=[iface.KVCacheGroupSpec(["layer0"], spec)],
-        )
-        return self.m["vllm.v1.core.kv_cache_manager"].KVCacheManager(
-            cfg,
-            max_model_len=1 << 20,
-            scheduler_block_size=TRACE_PAGE,
-            hash_block_size=TRACE_PAGE,
-            enable_caching=True,
-        )
-
-    def run(self, mgr: Any) -> float:
-        Request = self.m["vllm.v1.request"].Request
-        SamplingParams = self.m["vllm.sampling_params"].SamplingParams
-        hasher = self.hasher
-        hit = total = 0
-        for rid, prompt, output in self.reqs:
-            req = Request(
-                rid, prompt, SamplingParams(max_tokens=len(output)), None, block_hasher=hasher
-            )
-            blocks, num_computed, _ = mgr.get_computed_blocks(req)
-            if mgr.allocate_slots(req, len(prompt) - num_computed, num_computed, blocks) is None:
-                raise RuntimeError("vLLM could not allocate the prompt")
-            req.num_computed_tokens = len(prompt)
-            req.append_output_token_ids(output)
-            if mgr.allocate_slots(req, len(output)) is None:
-                raise RuntimeError("vLLM could not allocate the output")
-            req.num_computed_tokens += len(output)
-            mgr.free(req)
-            hit += num_computed
-            total += len(prompt)
-        return hit / total if total else 0.0
-
-
-class _Block:
-    __slots__ = ("block_hash", "block_id", "next", "prev", "ref_cnt")
-
-    def __init__(self, block_id: int) -> None:
-        self.block_id = block_id
-        self.ref_cnt = 0
-        self.block_hash: bytes | None = None
-        self.prev: _Block | None = None
-        self.next: _Block | None = None
-
-
-class VLLMStyleBaseline:
-    """vLLM v1's block pool re-implemented in plain Python (not vLLM itself).
-
-    SHA-256 over ``pickle((parent_hash, tuple(block_tokens), None))`` per full
-    block, a dict of cached blocks, a doubly linked free queue (evict from the
-    head, freed blocks appended tail-first), hit capped at ``len(prompt) - 1``.
-    """
-
-    def __init__(self, num_blocks: int) -> None:
-        self.blocks = [_Block(i) for i in range(num_blocks)]
-        self.head = _Block(-1)
-        self.tail = _Block(-2)
-        prev = self.head
-        for b in self.blocks:
-            prev.next, b.prev = b, prev
-            prev = b
-        prev.next, self.tail.prev = self.tail, prev
-        self.cached: dict[bytes, _Block] = {}
-        self.none_hash = hashlib.sha256(b"none").digest()
-
-    def _remove(self, b: _Block) -> None:
-        b.prev.next, b.next.prev = b.next, b.prev  # type: ignore[union-attr]
-        b.prev = b.next = None
-
-    def _append(self, b: _Block) -> None:
-        last = self.tail.prev
-        last.next, b.prev, b.next, self.tail.prev = b, last, self.tail, b  # type: ignore[union-attr]
-
-    def _hashes(self, tokens: list[int], start: int, parent: bytes) -> list[bytes]:
-        out = []
-        for i in range(start, len(tokens) // TRACE_PAGE):
-            blk = tuple(tokens[i * TRACE_PAGE : (i + 1) * TRACE_PAGE])
-            parent = hashlib.sha256(
-                pickle.dumps((parent, blk, None), protocol=pickle.HIGHEST_PROTOCOL)
-            ).digest()
-            out.append(parent)
-        return out
-
-    def _new(self, n: int) -> list[_Block]:
-        got = []
-        for _ in range(n):
-            b = self.head.next
-            if b is self.tail or b is None:
-                raise RuntimeError("out of blocks")
-            self._remove(b)
-            if b.block_hash is not None:
-                del self.cached[b.block_hash]
-                b.block_hash = None
-            b.ref_cnt = 1
-            got.append(b)
-        return got
-
-    def _cache(self, blocks: list[_Block], hashes: list[bytes]) -> None:
-        for b, h in zip(blocks, hashes, strict=False):
-            if b.block_hash is None and h not in self.cached:
-                b.block_hash = h
-                self.cached[h] = b
-
-    def run(self, trace: list[tuple[list[int], list[int]]]) -> float:
-        hit = total = 0
-        for prompt, output in trace:
-            hashes = self._hashes(prompt, 0, self.none_hash)
-            limit = (len(prompt) - 1) // TRACE_PAGE
-            blocks: list[_Block] = []
-            for h in hashes[:limit]:
-                b = self.cached.get(h)
-                if b is None:
-                    break
-                blocks.append(b)
-            for b in blocks:
-                if b.ref_cnt == 0:
-                    self._remove(b)
-                b.ref_cnt += 1
-            nc = len(blocks) * TRACE_PAGE
-            blocks += self._new(-(-len(prompt) // TRACE_PAGE) - len(blocks))
-            self._cache(blocks, hashes)
-            seq = prompt + output
-            more = self._hashes(seq, len(hashes), hashes[-1] if hashes else self.none_hash)
-            blocks += self._new(-(-len(seq) // TRACE_PAGE) - len(blocks))
-            self._cache(blocks[len(hashes) :], more)
-            for b in reversed(blocks):
-                b.ref_cnt -= 1
-                if b.ref_cnt == 0:
-                    self._append(b)
-            hit += nc
-            total += len(prompt)
-        return hit / total if total else 0.0
-
-
 # ------------------------------------------------------------------ run
 def _short(row: dict[str, Any]) -> str:
     impl = row["impl"]
@@ -395,223 +224,170 @@ def _short(row: dict[str, Any]) -> str:
     return f"{name}, {row['capacity']}"
 
 
-def run(ctx: BenchContext) -> dict[str, Any]:
-    quick = ctx.quick
-    stages = 3
-    rows: list[dict[str, Any]] = []
-    ratios: list[dict[str, Any]] = []
-    notes: list[str] = []
-    plots: list[dict[str, Any]] = []
+class _Run:
+    """One run of this benchmark: rows, ratios, notes and plots as the stages add them."""
 
-    # 1. the seed benchmark
-    ctx.progress(0, stages, "seed attach/get/detach")
-    seed_sizes = [(50, 200, 64)] if quick else [(1000, 1000, 512), (1000, 1000, 16)]
-    seed_rows = []
-    for n, t, ps in seed_sizes:
-        res = seed_benchmark(n, t, ps, seed=ctx.seed)
-        seed_rows.append(res)
-        rows.append({"impl": f"llmds KVCache seed benchmark (page {ps})", "stage": "seed", **res})
+    def __init__(self, ctx: BenchContext) -> None:
+        self.ctx = ctx
+        self.rows: list[dict[str, Any]] = []
+        self.ratios: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.plots: list[dict[str, Any]] = []
+        self.num_requests = 100 if ctx.quick else 2000
+        self.trace = multi_turn_chat_trace(self.num_requests, seed=ctx.seed)
+        total_tokens = sum(len(r.prompt) + len(r.output) for r in self.trace)
+        self.capacities = [  # (label, pool size in pages)
+            ("unbounded", total_tokens // TRACE_PAGE + 64),
+            ("200k tokens", 200_000 // TRACE_PAGE),
+            ("50k tokens", 50_000 // TRACE_PAGE),
+        ]
+        self.repeat = max(1, ctx.repeat)
+        self.ours: dict[str, float] = {}  # requests/s: capacity label (sha256) or "chain64"
 
-    # 2. memory saved by sharing on the shared-system-prompt workload
-    ctx.progress(1, stages, "memory saved by prefix sharing")
-    num_live = 50 if quick else 1000
-    seqs = shared_prompt_sequences(num_live, seed=ctx.seed)
-    page_sizes = [16, 512] if quick else [16, 32, 64, 128, 256, 512]
-    saved = [memory_saved(seqs, ps) for ps in page_sizes]
-    for s in saved:
-        rows.append({"impl": f"prefix sharing, page {s['page_size']}", "stage": "memory", **s})
-    at16 = saved[0]["memory_saved_fraction"]
-    at512 = saved[-1]["memory_saved_fraction"]
-    ratios.append(
-        {
-            "name": "memory saved by prefix sharing, page 16 (claimed 0.30-0.40)",
-            "value": at16,
-            "goal": 0.30,
-        }
-    )
-    ratios.append(
-        {
-            "name": "memory saved by prefix sharing, page 512 (claimed 0.30-0.40)",
-            "value": at512,
-            "goal": 0.30,
-        }
-    )
-    notes.append(
-        f"Memory saved by prefix sharing ({num_live} live sequences, 8 system prompts of 500 "
-        f"tokens + U[50,500] user tokens): {at16:.1%} at page 16, {at512:.1%} at page 512. "
-        "Only full pages covered by the shared prompt can be shared, so with 512-token pages "
-        "a 500-token system prompt saves nothing; the 30-40% claim holds only for small pages."
-    )
-    plots.append(
-        {
+    def seed_stage(self) -> list[tuple[int, int, int]]:
+        """1. attach/get/detach latencies (the original ``benchmark_kv_cache``)."""
+        sizes = [(50, 200, 64)] if self.ctx.quick else [(1000, 1000, 512), (1000, 1000, 16)]
+        self.seed_rows = []
+        for n, t, ps in sizes:
+            res = seed_benchmark(n, t, ps, seed=self.ctx.seed)
+            self.seed_rows.append(res)
+            self.rows.append({"impl": f"llmds KVCache attach/get/detach (page {ps})",
+                              "stage": "seed", **res})
+        return sizes
+
+    def memory_stage(self) -> tuple[int, list[int]]:
+        """2. pages saved by prefix sharing on the shared-system-prompt workload."""
+        num_live = 50 if self.ctx.quick else 1000
+        seqs = shared_prompt_sequences(num_live, seed=self.ctx.seed)
+        page_sizes = [16, 512] if self.ctx.quick else [16, 32, 64, 128, 256, 512]
+        saved = [memory_saved(seqs, ps) for ps in page_sizes]
+        for row in saved:
+            self.rows.append({"impl": f"prefix sharing, page {row['page_size']}",
+                              "stage": "memory", **row})
+        at16, at512 = saved[0]["memory_saved_fraction"], saved[-1]["memory_saved_fraction"]
+        for ps, value in ((16, at16), (512, at512)):
+            self.ratios.append({"name": f"memory saved by prefix sharing, page {ps} "
+                                "(claimed 0.30-0.40)", "value": value, "goal": 0.30})
+        self.notes.append(
+            f"Memory saved by prefix sharing ({num_live} live sequences, 8 system prompts of 500 "
+            f"tokens + U[50,500] user tokens): {at16:.1%} at page 16, {at512:.1%} at page 512. "
+            "Only full pages covered by the shared prompt can be shared, so with 512-token pages "
+            "a 500-token system prompt saves nothing; the 30-40% claim holds only for small pages."
+        )
+        self.plots.append({
             "title": "Pages saved by prefix sharing vs page size",
-            "x_label": "page size (tokens)",
-            "y_label": "fraction of pages saved",
-            "kind": "line",
-            "log_x": True,
-            "series": [
-                {
-                    "label": "shared-system-prompt workload",
-                    "x": [s["page_size"] for s in saved],
-                    "y": [s["memory_saved_fraction"] for s in saved],
-                }
-            ],
-        }
-    )
+            "x_label": "page size (tokens)", "y_label": "fraction of pages saved",
+            "kind": "line", "log_x": True,
+            "series": [{"label": "shared-system-prompt workload",
+                        "x": [r["page_size"] for r in saved],
+                        "y": [r["memory_saved_fraction"] for r in saved]}],
+        })
+        return num_live, page_sizes
 
-    # 3. the multi-turn chat trace
-    ctx.progress(2, stages, "chat-trace replay")
-    num_requests = 100 if quick else 2000
-    trace = multi_turn_chat_trace(num_requests, seed=ctx.seed)
-    total_tokens = sum(len(r.prompt) + len(r.output) for r in trace)
-    unbounded = total_tokens // TRACE_PAGE + 64
-    capacities = [
-        ("unbounded", unbounded),
-        ("200k tokens", 200_000 // TRACE_PAGE),
-        ("50k tokens", 50_000 // TRACE_PAGE),
-    ]
-    ideal = ideal_hit_rate(trace, TRACE_PAGE)
-    repeat = max(1, ctx.repeat)
-    ours: dict[str, float] = {}
-    for label, pages in capacities:
-        for algo in ("sha256", "chain64") if label == "unbounded" else ("sha256",):
-            m = harness.measure(
-                partial(_replay_state, trace, pages, algo),
-                ops=num_requests,
-                repeat=repeat,
-            )
-            st = replay_llmds(trace, pages, algo).stats()
-            impl = f"llmds KVCache hash chain ({algo})"
-            rows.append(
-                {
-                    "impl": impl,
-                    "stage": "trace",
-                    "capacity": label,
-                    "max_pages": pages,
-                    "hash": algo,
-                    "requests_per_s": m.ops_per_cpu_s,
-                    "hit_rate": st["prefix_hit_rate"],
-                    "evictions": st["evictions"],
-                    **m.to_dict(),
-                }
-            )
-            ours[label if algo == "sha256" else "chain64"] = m.ops_per_cpu_s
-    rows.append(
-        {
-            "impl": "ideal page-aligned prefix model",
-            "stage": "trace",
-            "capacity": "unbounded",
-            "hit_rate": ideal,
-        }
-    )
-    unbounded_hit = next(
-        r["hit_rate"]
-        for r in rows
-        if r.get("capacity") == "unbounded" and r.get("hash") == "sha256"
-    )
-    ratios.append(
-        {
-            "name": "hit rate / ideal hit rate (unbounded, page 16)",
-            "value": unbounded_hit / ideal if ideal else None,
-            "goal": 1.0,
-        }
-    )
+    def trace_stage(self) -> float:
+        """3. the chat trace through KVCache (SHA-256 at every capacity, chain64
+        unbounded); returns the ideal hit rate."""
+        trace, n = self.trace, self.num_requests
+        ideal = ideal_hit_rate(trace, TRACE_PAGE)
+        for label, pages in self.capacities:
+            for algo in ("sha256", "chain64") if label == "unbounded" else ("sha256",):
+                m = harness.measure(partial(_replay_state, trace, pages, algo), ops=n,
+                                    repeat=self.repeat)
+                st = replay_llmds(trace, pages, algo).stats()
+                self.rows.append({
+                    "impl": f"llmds KVCache hash chain ({algo})", "stage": "trace",
+                    "capacity": label, "max_pages": pages, "hash": algo,
+                    "requests_per_s": m.ops_per_cpu_s, "hit_rate": st["prefix_hit_rate"],
+                    "evictions": st["evictions"], **m.to_dict(),
+                })
+                self.ours[label if algo == "sha256" else "chain64"] = m.ops_per_cpu_s
+        self.rows.append({"impl": "ideal page-aligned prefix model", "stage": "trace",
+                          "capacity": "unbounded", "hit_rate": ideal})
+        unbounded_hit = next(r["hit_rate"] for r in self.rows
+                             if r.get("capacity") == "unbounded" and r.get("hash") == "sha256")
+        self.ratios.append({"name": "hit rate / ideal hit rate (unbounded, page 16)",
+                            "value": unbounded_hit / ideal if ideal else None, "goal": 1.0})
+        return ideal
 
-    mods = None if quick else _vllm()
-    peer_sha: tuple[str, float] = ("none", 0.0)
-    if isinstance(mods, dict):
-        vrep = VLLMReplay(mods, trace)
-        for label, pages in capacities:
-            m = harness.measure(
-                lambda mgr: vrep.run(mgr),
-                ops=num_requests,
-                repeat=repeat,
-                setup=partial(vrep.manager, pages),
-            )
-            hit = vrep.run(vrep.manager(pages))
-            rows.append(
-                {
-                    "impl": "vLLM v1 KVCacheManager (sha256)",
-                    "stage": "trace",
-                    "capacity": label,
-                    "max_pages": pages,
-                    "requests_per_s": m.ops_per_cpu_s,
-                    "hit_rate": hit,
-                    "version": harness.peer_version("vllm"),
-                    **m.to_dict(),
-                }
-            )
-            ratios.append(
-                {
-                    "name": f"requests/s vs vLLM v1 KVCacheManager ({label})",
-                    "value": harness.ratio(ours[label], m.ops_per_cpu_s),
-                    "goal": PEER_GOAL,
-                }
-            )
+    def peer_rows(self, impl: str, name: str, timed: Any, hit_of: Any,
+                  extra: dict[str, Any]) -> float:
+        """Time a peer at every capacity (``timed(pages)`` -> Measurement,
+        ``hit_of(pages)`` -> hit rate); returns its unbounded rate."""
+        unbounded = 0.0
+        for label, pages in self.capacities:
+            m = timed(pages)
+            self.rows.append({"impl": impl, "stage": "trace", "capacity": label,
+                              "max_pages": pages, "requests_per_s": m.ops_per_cpu_s,
+                              "hit_rate": hit_of(pages), **extra, **m.to_dict()})
+            self.ratios.append({"name": f"requests/s vs {name} ({label})",
+                                "value": harness.ratio(self.ours[label], m.ops_per_cpu_s),
+                                "goal": PEER_GOAL})
             if label == "unbounded":
-                peer_sha = ("vLLM v1 KVCacheManager", m.ops_per_cpu_s)
-    else:
-        why = "skipped in quick mode (importing vLLM takes seconds)" if quick else mods
-        rows.append({"impl": "vLLM v1 KVCacheManager (sha256)", "skipped": why})
-        pairs = [(r.prompt.tolist(), r.output.tolist()) for r in trace]
-        for label, pages in capacities:
-            m = harness.measure(
-                lambda b: b.run(pairs),
-                ops=num_requests,
-                repeat=repeat,
-                setup=partial(VLLMStyleBaseline, pages),
-            )
-            hit = VLLMStyleBaseline(pages).run(pairs)
-            rows.append(
-                {
-                    "impl": "vLLM-style baseline (re-implemented)",
-                    "stage": "trace",
-                    "capacity": label,
-                    "max_pages": pages,
-                    "requests_per_s": m.ops_per_cpu_s,
-                    "hit_rate": hit,
-                    **m.to_dict(),
-                }
-            )
-            ratios.append(
-                {
-                    "name": f"requests/s vs vLLM-style baseline, re-implemented ({label})",
-                    "value": harness.ratio(ours[label], m.ops_per_cpu_s),
-                    "goal": PEER_GOAL,
-                }
-            )
-            if label == "unbounded":
-                peer_sha = ("vLLM-style baseline, re-implemented", m.ops_per_cpu_s)
-    ratios.append(
-        {
-            "name": f"requests/s with the unsafe opt-in chain64 hash, vs {peer_sha[0]} "
+                unbounded = m.ops_per_cpu_s
+        return unbounded
+
+    def peer_stage(self) -> tuple[str, float]:
+        """vLLM's KVCacheManager on the same trace, or its re-implementation when vLLM
+        cannot be imported; returns (peer name, unbounded requests/s)."""
+        n, repeat = self.num_requests, self.repeat
+        mods = None if self.ctx.quick else vllm_modules()
+        if isinstance(mods, dict):
+            vrep = VLLMReplay(mods, self.trace)
+            name = "vLLM v1 KVCacheManager"
+            rate = self.peer_rows(
+                "vLLM v1 KVCacheManager (sha256)", name,
+                lambda pages: harness.measure(lambda mgr: vrep.run(mgr), ops=n, repeat=repeat,
+                                              setup=partial(vrep.manager, pages)),
+                lambda pages: vrep.run(vrep.manager(pages)),
+                {"version": harness.peer_version("vllm")})
+            return name, rate
+        why = "skipped in quick mode (importing vLLM takes seconds)" if self.ctx.quick else mods
+        self.rows.append({"impl": "vLLM v1 KVCacheManager (sha256)", "skipped": why})
+        pairs = [(r.prompt.tolist(), r.output.tolist()) for r in self.trace]
+        name = "vLLM-style baseline, re-implemented"
+        rate = self.peer_rows(
+            "vLLM-style baseline (re-implemented)", name,
+            lambda pages: harness.measure(lambda b: b.run(pairs), ops=n, repeat=repeat,
+                                          setup=partial(VLLMStyleBaseline, pages)),
+            lambda pages: VLLMStyleBaseline(pages).run(pairs), {})
+        return name, rate
+
+    def finish_trace(self, peer: tuple[str, float]) -> None:
+        self.ratios.append({
+            "name": f"requests/s with the unsafe opt-in chain64 hash, vs {peer[0]} "
             "(unbounded; no goal)",
-            "value": harness.ratio(ours["chain64"], peer_sha[1]),
-            "goal": None,
-        }
-    )
-    trace_rows = [r for r in rows if r.get("stage") == "trace" and "requests_per_s" in r]
-    plots.append(
-        {
+            "value": harness.ratio(self.ours["chain64"], peer[1]), "goal": None,
+        })
+        trace_rows = [r for r in self.rows if r.get("stage") == "trace" and "requests_per_s" in r]
+        self.plots.append({
             "title": "Chat-trace replay throughput (page 16)",
-            "x_label": "implementation / capacity",
-            "y_label": "requests per CPU-second",
+            "x_label": "implementation / capacity", "y_label": "requests per CPU-second",
             "kind": "bar",
-            "series": [
-                {"label": _short(r), "x": [0], "y": [r["requests_per_s"]]} for r in trace_rows
-            ],
-        }
-    )
-    notes.append(
-        "KVCache identifies pages by a SHA-256 chain by default (llmds.page_hash; vLLM's "
-        "default is SHA-256 too), so the main rows compare the same security level; its table "
-        "is keyed by each page's exact preimage, so only pages not cached are hashed. The "
-        "'chain64' row is the opt-in 64-bit chain, unsafe with untrusted token ids. "
-        "vLLM caps a hit at len(prompt) - 1 tokens (it must recompute the last token); "
-        "KVCache, a memory structure, does not."
-    )
+            "series": [{"label": _short(r), "x": [0], "y": [r["requests_per_s"]]}
+                       for r in trace_rows],
+        })
+        self.notes.append(
+            "KVCache identifies pages by a SHA-256 chain by default (llmds.page_hash; vLLM's "
+            "default is SHA-256 too), so the main rows compare the same security level; its "
+            "table is keyed by each page's exact preimage, so only pages not cached are "
+            "hashed. The 'chain64' row is the opt-in 64-bit chain, unsafe with untrusted "
+            "token ids. vLLM caps a hit at len(prompt) - 1 tokens (it must recompute the last "
+            "token); KVCache, a memory structure, does not."
+        )
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """The benchmark (see the module docstring) as a result record."""
+    r = _Run(ctx)
+    stages = 3
+    ctx.progress(0, stages, "seed attach/get/detach")
+    seed_sizes = r.seed_stage()
+    ctx.progress(1, stages, "memory saved by prefix sharing")
+    num_live, page_sizes = r.memory_stage()
+    ctx.progress(2, stages, "chat-trace replay")
+    ideal = r.trace_stage()
+    r.finish_trace(r.peer_stage())
     ctx.progress(stages, stages, "done")
-    seed = seed_rows[0]
     return harness.result_record(
         NAME,
         TITLE,
@@ -620,15 +396,15 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             "seed_sizes": seed_sizes,
             "num_live_sequences": num_live,
             "page_sizes": page_sizes,
-            "trace_requests": num_requests,
+            "trace_requests": r.num_requests,
             "trace_page_size": TRACE_PAGE,
-            "capacities": dict(capacities),
+            "capacities": dict(r.capacities),
         },
         data=f"synthetic, seed {ctx.seed} (shared-system-prompt sequences; "
-        f"multi_turn_chat_trace({num_requests}))",
-        rows=rows,
-        ratios=ratios,
-        notes=notes,
-        plots=plots,
-        extra={"seed_benchmark": seed, "ideal_hit_rate": ideal},
+        f"multi_turn_chat_trace({r.num_requests}))",
+        rows=r.rows,
+        ratios=r.ratios,
+        notes=r.notes,
+        plots=r.plots,
+        extra={"seed_benchmark": r.seed_rows[0], "ideal_hit_rate": ideal},
     )

@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds.bench import harness
+from llmds.bench._replay import Request, cap_label, chat_requests, replay, timed
 from llmds.bench.harness import BenchContext
-from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.mem_cache import RadixCache, RadixKey, TokenToKVPoolAllocator
 
 NAME = "prefix_cache"
@@ -40,12 +40,8 @@ CAPACITIES: tuple[int | None, ...] = (None, 200_000, 50_000)
 SGLANG_PAIRS_PER_S = {"python": 18_700.0, "rust": 41_000.0}  # SGLang's own numbers
 SGLANG_HIT_RATE = {1: 0.7708, 16: 0.7650}
 
-Request = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]  # (prompt, prompt+output)
-
-
-def _requests(n: int, seed: int) -> list[Request]:
-    trace = multi_turn_chat_trace(n, seed=seed)
-    return [(r.prompt, np.concatenate([r.prompt, r.output])) for r in trace]
+__all__ = ["NaivePrefixDict", "pairs_llmds", "pairs_naive", "pairs_sglang", "replay_llmds",
+           "replay_sglang", "run"]
 
 
 # --------------------------------------------------------------------------- llmds
@@ -56,33 +52,24 @@ def replay_llmds(
 ) -> dict[str, int]:
     """Full replay through ``llmds.RadixCache`` over a fresh token ``pool``."""
     cache = RadixCache(page_size=page_size, token_to_kv_pool_allocator=pool)
-    match, insert, evict = cache.match_prefix, cache.insert, cache.evict
-    lock, unlock = cache.inc_lock_ref, cache.dec_lock_ref
-    alloc, free = pool.alloc, pool.free
-    hit = total = rejected = 0
-    for prompt, full in reqs:
-        r = match(RadixKey(prompt))
-        m = r.prefix_len
-        hit += m
-        total += len(prompt)
-        node = r.last_node
-        lock(node)
-        need = len(full) - m
+    insert, evict, free = cache.insert, cache.evict, pool.free
+
+    def make_room(need: int, full: Any, m: int, counts: dict[str, int]) -> bool:
         if need > pool.num_free:
             evict(need - pool.num_free)
-            if need > pool.num_free:
-                rejected += 1
-                unlock(node)
-                continue
-        value = np.concatenate((r.indices, alloc(need)))
+        return need <= pool.num_free
+
+    def store(full: Any, value: npt.NDArray[np.int64], m: int, counts: dict[str, int]) -> None:
         done = insert(RadixKey(full), value).prefix_len
         if done > m:
             free(value[m:done])
         aligned = len(full) - len(full) % page_size
         if aligned < len(full):
             free(value[aligned:])
-        unlock(node)
-    return {"hit": hit, "prompt": total, "rejected": rejected, "cached": cache.total_size()}
+
+    counts = replay(cache, pool, reqs, make_room, store)
+    counts["cached"] = cache.total_size()
+    return counts
 
 
 def pairs_llmds(work: list[tuple[Request, npt.NDArray[np.int64]]], page_size: int) -> int:
@@ -269,261 +256,169 @@ def pairs_sglang(api: dict[str, Any], work: list[tuple[Any, Any, Any]], page_siz
 # ---------------------------------------------------------------------------- run
 
 
-def _timed(
-    fn: Any, args: tuple[Any, ...], n: int, repeat: int, pool_size: int | None = None
-) -> tuple[Any, Any]:
-    """``harness.measure`` of ``fn(*args)``, or of ``fn(pool, *args)`` with a fresh
-    (untimed) token pool of ``pool_size`` slots; returns (last result, Measurement)."""
-    box: dict[str, Any] = {}
+class _Run:
+    """One run of this benchmark: the workload, the rows so far and the rates each
+    stage recorded (for the ratios and plots)."""
 
-    def call(pool: Any) -> None:
-        box["r"] = fn(*args) if pool is None else fn(pool, *args)
+    def __init__(self, ctx: BenchContext) -> None:
+        self.ctx = ctx
+        self.n = n = 200 if ctx.quick else 2000
+        self.reqs = reqs = chat_requests(n, ctx.seed)
+        self.total_tokens = sum(len(f) for _, f in reqs)
+        self.max_len = max(len(f) for _, f in reqs)
+        self.prompt_tokens = sum(len(p) for p, _ in reqs)
+        offsets = np.cumsum([0] + [len(f) for _, f in reqs])
+        self.work = [(req, np.arange(offsets[i], offsets[i + 1], dtype=np.int64))
+                     for i, req in enumerate(reqs)]
+        self.api = None if ctx.quick else _sglang_api()
+        self.sglang_skip = ("skipped in --quick (importing sglang + torch takes seconds)"
+                            if ctx.quick else harness.skipped("sglang.srt.mem_cache.radix_cache"))
+        self.sg_reqs = _sglang_requests(reqs) if self.api else []
+        self.sg_work: list[Any] = []
+        if self.api:
+            torch = self.api["torch"]
+            self.sg_work = [(p, f, torch.from_numpy(v))
+                            for (p, f, _), (_, v) in zip(self.sg_reqs, self.work, strict=True)]
+        self.repeat = max(ctx.repeat, 5)
+        self.rows: list[dict[str, Any]] = []
+        self.ideal: dict[int, float] = {}
+        self.pairs: dict[tuple[str, int], float] = {}
+        self.hit_by: dict[tuple[str, int, int | None], float] = {}
+        self.rps: dict[tuple[str, int, int | None], float] = {}
+        self.stages = len(PAGE_SIZES) * (len(CAPACITIES) * 2 + 3)
+        self.done = 0
 
-    setup = None if pool_size is None else (lambda: TokenToKVPoolAllocator(pool_size))
-    meas = harness.measure(call, ops=n, repeat=repeat, setup=setup)
-    return box["r"], meas
+    def stage(self, label: str) -> None:
+        self.done += 1
+        self.ctx.progress(self.done, self.stages, label)
+
+    def pair_row(self, impl: str, ps: int, hit_rate: float, meas: Any) -> None:
+        self.rows.append({"impl": impl, "mode": "match+insert", "page_size": ps,
+                          "capacity": "unbounded", "hit_rate": hit_rate,
+                          "pairs_per_s": meas.ops_per_cpu_s, **meas.to_dict()})
+
+    def pairs_stage(self, ps: int) -> None:
+        """Match + insert pairs (no pool, unbounded): llmds, the naive dict, SGLang."""
+        n, repeat, prompt = self.n, self.repeat, self.prompt_tokens
+        hit, meas = timed(pairs_llmds, (self.work, ps), n, repeat)
+        self.pairs[("llmds", ps)] = meas.ops_per_cpu_s
+        self.pair_row("llmds.RadixCache", ps, hit / prompt, meas)
+        self.stage(f"llmds pairs page {ps}")
+        hit, meas = timed(pairs_naive, (self.work, ps, self.max_len), n, repeat)
+        self.ideal[ps] = hit / prompt
+        self.pairs[("naive", ps)] = meas.ops_per_cpu_s
+        self.pair_row("naive dict of prefix hashes", ps, self.ideal[ps], meas)
+        self.stage(f"naive pairs page {ps}")
+        if self.api:
+            hit, meas = timed(pairs_sglang, (self.api, self.sg_work, ps), n, repeat)
+            self.pairs[("sglang", ps)] = meas.ops_per_cpu_s
+            self.pair_row("sglang RadixCache", ps, hit / prompt, meas)
+        else:
+            self.rows.append({"impl": "sglang RadixCache", "mode": "match+insert",
+                              "page_size": ps, "skipped": self.sglang_skip})
+        self.stage(f"sglang pairs page {ps}")
+
+    def replay_stage(self, ps: int, cap: int | None) -> None:
+        """The full replay at one page size and capacity: llmds, then SGLang."""
+        capacity = self.total_tokens + 1 if cap is None else cap
+        cases: list[tuple[str, str, Any, tuple[Any, ...]]] = [
+            ("llmds", "llmds.RadixCache", replay_llmds, (self.reqs, ps))]
+        if self.api:
+            cases.append(("sglang", "sglang RadixCache", replay_sglang,
+                          (self.api, self.sg_reqs, ps)))
+        for key, impl, fn, args in cases:
+            r, meas = timed(fn, args, self.n, self.repeat, capacity)
+            self.hit_by[(key, ps, cap)] = r["hit"] / r["prompt"]
+            self.rps[(key, ps, cap)] = meas.ops_per_cpu_s
+            self.rows.append({"impl": impl, "mode": "replay", "page_size": ps,
+                              "capacity": cap_label(cap), "hit_rate": r["hit"] / r["prompt"],
+                              "requests_per_s": meas.ops_per_cpu_s, "rejected": r["rejected"],
+                              "cached_tokens": r["cached"], **meas.to_dict()})
+            self.stage(f"{key} replay page {ps} {cap_label(cap)}")
+        if not self.api:
+            self.rows.append({"impl": "sglang RadixCache", "mode": "replay", "page_size": ps,
+                              "capacity": cap_label(cap), "skipped": self.sglang_skip})
+            self.stage(f"sglang replay page {ps} {cap_label(cap)}")
+
+    def ratios(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for ps in PAGE_SIZES:
+            out.append({"name": f"hit rate / ideal hit rate (page {ps}, unbounded)",
+                        "value": harness.ratio(self.hit_by[("llmds", ps, None)], self.ideal[ps]),
+                        "goal": 1.0})
+        for ps in PAGE_SIZES:
+            out.append({"name": f"match+insert pairs/s vs SGLang Python tree (page {ps})",
+                        "value": harness.ratio(self.pairs[("llmds", ps)],
+                                               self.pairs.get(("sglang", ps))),
+                        "goal": SGLANG_PAIRS_PER_S["rust"] / SGLANG_PAIRS_PER_S["python"]})
+        out.append({"name": "match+insert pairs/s / 41k (SGLang's Rust-tree figure, page 1)",
+                    "value": harness.ratio(self.pairs[("llmds", 1)], SGLANG_PAIRS_PER_S["rust"]),
+                    "goal": 1.0})
+        for ps in PAGE_SIZES:
+            for cap in CAPACITIES:
+                out.append({"name": f"replay requests/s vs SGLang (page {ps}, {cap_label(cap)})",
+                            "value": harness.ratio(self.rps[("llmds", ps, cap)],
+                                                   self.rps.get(("sglang", ps, cap))),
+                            "goal": 1.0})
+        return out
+
+    def plots(self) -> list[dict[str, Any]]:
+        labels = [cap_label(c) for c in CAPACITIES]
+        return [
+            {"title": "Hit rate vs KV capacity (multi-turn chat trace)", "x_label": "capacity",
+             "y_label": "hit rate", "kind": "bar",
+             "series": [{"label": f"{impl} page {ps}", "x": labels,
+                         "y": [self.hit_by.get((impl, ps, c)) for c in CAPACITIES]}
+                        for impl in ("llmds", "sglang") for ps in PAGE_SIZES
+                        if (impl, ps, None) in self.hit_by]},
+            {"title": "Match+insert pairs per CPU-second", "x_label": "page size",
+             "y_label": "pairs/s", "kind": "bar",
+             "series": [{"label": impl, "x": [str(ps) for ps in PAGE_SIZES],
+                         "y": [self.pairs.get((impl, ps)) for ps in PAGE_SIZES]}
+                        for impl in ("llmds", "sglang", "naive") if (impl, 1) in self.pairs]},
+        ]
 
 
-def _cap_label(cap: int | None) -> str:
-    return "unbounded" if cap is None else f"{cap // 1000}k"
+NOTES = [
+    "Rates are per CPU-second of the median of the timed runs; pairs/s times only "
+    "match_prefix(prompt) + insert(prompt + output) on an unbounded cache; requests/s "
+    "times the full replay (match, lock, allocate/evict, insert, free duplicates, unlock).",
+    "Ideal hit rate: the naive dict of every inserted page-prefix (no eviction); at "
+    "unbounded capacity a correct radix cache must reach exactly this value.",
+    f"SGLang's published hit rates on this trace: {SGLANG_HIT_RATE[1]} (page 1), "
+    f"{SGLANG_HIT_RATE[16]} (page 16); its pairs/s: {SGLANG_PAIRS_PER_S['python']:.0f} "
+    f"(Python tree), {SGLANG_PAIRS_PER_S['rust']:.0f} (Rust tree).",
+    "SGLang's tree is driven through its public API (MatchPrefixParams/InsertParams, "
+    "path_device_indices for the matched indices) with the same llmds token pool.",
+]
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    n = 200 if ctx.quick else 2000
-    reqs = _requests(n, ctx.seed)
-    total_tokens = sum(len(f) for _, f in reqs)
-    max_len = max(len(f) for _, f in reqs)
-    prompt_tokens = sum(len(p) for p, _ in reqs)
-    offsets = np.cumsum([0] + [len(f) for _, f in reqs])
-    work = [
-        (req, np.arange(offsets[i], offsets[i + 1], dtype=np.int64)) for i, req in enumerate(reqs)
-    ]
-    api = None if ctx.quick else _sglang_api()
-    if ctx.quick:
-        sglang_skip = "skipped in --quick (importing sglang + torch takes seconds)"
-    else:
-        sglang_skip = harness.skipped("sglang.srt.mem_cache.radix_cache")
-    sg_reqs = _sglang_requests(reqs) if api else []
-    if api:
-        torch = api["torch"]
-        sg_work = [
-            (p, f, torch.from_numpy(v)) for (p, f, _), (_, v) in zip(sg_reqs, work, strict=True)
-        ]
-    repeat = max(ctx.repeat, 5)
-    rows: list[dict[str, Any]] = []
-    ideal: dict[int, float] = {}
-    pairs: dict[tuple[str, int], float] = {}
-    hit_by: dict[tuple[str, int, int | None], float] = {}
-    rps: dict[tuple[str, int, int | None], float] = {}
-    stages = len(PAGE_SIZES) * (len(CAPACITIES) * 2 + 3)
-    done = 0
-
-    def stage(label: str) -> None:
-        nonlocal done
-        done += 1
-        ctx.progress(done, stages, label)
-
+    """The benchmark (see the module docstring) as a result record."""
+    r = _Run(ctx)
     for ps in PAGE_SIZES:
-        # match + insert pairs (no pool, unbounded)
-        hit, meas = _timed(pairs_llmds, (work, ps), n, repeat)
-        pairs[("llmds", ps)] = meas.ops_per_cpu_s
-        rows.append(
-            {
-                "impl": "llmds.RadixCache",
-                "mode": "match+insert",
-                "page_size": ps,
-                "capacity": "unbounded",
-                "hit_rate": hit / prompt_tokens,
-                "pairs_per_s": meas.ops_per_cpu_s,
-                **meas.to_dict(),
-            }
-        )
-        stage(f"llmds pairs page {ps}")
-        hit, meas = _timed(pairs_naive, (work, ps, max_len), n, repeat)
-        ideal[ps] = hit / prompt_tokens
-        pairs[("naive", ps)] = meas.ops_per_cpu_s
-        rows.append(
-            {
-                "impl": "naive dict of prefix hashes",
-                "mode": "match+insert",
-                "page_size": ps,
-                "capacity": "unbounded",
-                "hit_rate": ideal[ps],
-                "pairs_per_s": meas.ops_per_cpu_s,
-                **meas.to_dict(),
-            }
-        )
-        stage(f"naive pairs page {ps}")
-        if api:
-            hit, meas = _timed(pairs_sglang, (api, sg_work, ps), n, repeat)
-            pairs[("sglang", ps)] = meas.ops_per_cpu_s
-            rows.append(
-                {
-                    "impl": "sglang RadixCache",
-                    "mode": "match+insert",
-                    "page_size": ps,
-                    "capacity": "unbounded",
-                    "hit_rate": hit / prompt_tokens,
-                    "pairs_per_s": meas.ops_per_cpu_s,
-                    **meas.to_dict(),
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "impl": "sglang RadixCache",
-                    "mode": "match+insert",
-                    "page_size": ps,
-                    "skipped": sglang_skip,
-                }
-            )
-        stage(f"sglang pairs page {ps}")
+        r.pairs_stage(ps)
         for cap in CAPACITIES:
-            capacity = total_tokens + 1 if cap is None else cap
-            r, meas = _timed(replay_llmds, (reqs, ps), n, repeat, capacity)
-            hit_by[("llmds", ps, cap)] = r["hit"] / r["prompt"]
-            rps[("llmds", ps, cap)] = meas.ops_per_cpu_s
-            rows.append(
-                {
-                    "impl": "llmds.RadixCache",
-                    "mode": "replay",
-                    "page_size": ps,
-                    "capacity": _cap_label(cap),
-                    "hit_rate": r["hit"] / r["prompt"],
-                    "requests_per_s": meas.ops_per_cpu_s,
-                    "rejected": r["rejected"],
-                    "cached_tokens": r["cached"],
-                    **meas.to_dict(),
-                }
-            )
-            stage(f"llmds replay page {ps} {_cap_label(cap)}")
-            if api:
-                s, meas = _timed(replay_sglang, (api, sg_reqs, ps), n, repeat, capacity)
-                hit_by[("sglang", ps, cap)] = s["hit"] / s["prompt"]
-                rps[("sglang", ps, cap)] = meas.ops_per_cpu_s
-                rows.append(
-                    {
-                        "impl": "sglang RadixCache",
-                        "mode": "replay",
-                        "page_size": ps,
-                        "capacity": _cap_label(cap),
-                        "hit_rate": s["hit"] / s["prompt"],
-                        "requests_per_s": meas.ops_per_cpu_s,
-                        "rejected": s["rejected"],
-                        "cached_tokens": s["cached"],
-                        **meas.to_dict(),
-                    }
-                )
-            else:
-                rows.append(
-                    {
-                        "impl": "sglang RadixCache",
-                        "mode": "replay",
-                        "page_size": ps,
-                        "capacity": _cap_label(cap),
-                        "skipped": sglang_skip,
-                    }
-                )
-            stage(f"sglang replay page {ps} {_cap_label(cap)}")
-
-    ratios: list[dict[str, Any]] = []
-    for ps in PAGE_SIZES:
-        ratios.append(
-            {
-                "name": f"hit rate / ideal hit rate (page {ps}, unbounded)",
-                "value": harness.ratio(hit_by[("llmds", ps, None)], ideal[ps]),
-                "goal": 1.0,
-            }
-        )
-    for ps in PAGE_SIZES:
-        ratios.append(
-            {
-                "name": f"match+insert pairs/s vs SGLang Python tree (page {ps})",
-                "value": harness.ratio(pairs[("llmds", ps)], pairs.get(("sglang", ps))),
-                "goal": SGLANG_PAIRS_PER_S["rust"] / SGLANG_PAIRS_PER_S["python"],
-            }
-        )
-    ratios.append(
-        {
-            "name": "match+insert pairs/s / 41k (SGLang's Rust-tree figure, page 1)",
-            "value": harness.ratio(pairs[("llmds", 1)], SGLANG_PAIRS_PER_S["rust"]),
-            "goal": 1.0,
-        }
-    )
-    for ps in PAGE_SIZES:
-        for cap in CAPACITIES:
-            ratios.append(
-                {
-                    "name": f"replay requests/s vs SGLang (page {ps}, {_cap_label(cap)})",
-                    "value": harness.ratio(rps[("llmds", ps, cap)], rps.get(("sglang", ps, cap))),
-                    "goal": 1.0,
-                }
-            )
-
-    plots = [
-        {
-            "title": "Hit rate vs KV capacity (multi-turn chat trace)",
-            "x_label": "capacity",
-            "y_label": "hit rate",
-            "kind": "bar",
-            "series": [
-                {
-                    "label": f"{impl} page {ps}",
-                    "x": [_cap_label(c) for c in CAPACITIES],
-                    "y": [hit_by.get((impl, ps, c)) for c in CAPACITIES],
-                }
-                for impl in ("llmds", "sglang")
-                for ps in PAGE_SIZES
-                if (impl, ps, None) in hit_by
-            ],
-        },
-        {
-            "title": "Match+insert pairs per CPU-second",
-            "x_label": "page size",
-            "y_label": "pairs/s",
-            "kind": "bar",
-            "series": [
-                {
-                    "label": impl,
-                    "x": [str(ps) for ps in PAGE_SIZES],
-                    "y": [pairs.get((impl, ps)) for ps in PAGE_SIZES],
-                }
-                for impl in ("llmds", "sglang", "naive")
-                if (impl, 1) in pairs
-            ],
-        },
-    ]
-    notes = [
-        "Rates are per CPU-second of the median of the timed runs; pairs/s times only "
-        "match_prefix(prompt) + insert(prompt + output) on an unbounded cache; requests/s "
-        "times the full replay (match, lock, allocate/evict, insert, free duplicates, unlock).",
-        "Ideal hit rate: the naive dict of every inserted page-prefix (no eviction); at "
-        "unbounded capacity a correct radix cache must reach exactly this value.",
-        f"SGLang's published hit rates on this trace: {SGLANG_HIT_RATE[1]} (page 1), "
-        f"{SGLANG_HIT_RATE[16]} (page 16); its pairs/s: {SGLANG_PAIRS_PER_S['python']:.0f} "
-        f"(Python tree), {SGLANG_PAIRS_PER_S['rust']:.0f} (Rust tree).",
-        "SGLang's tree is driven through its public API (MatchPrefixParams/InsertParams, "
-        "path_device_indices for the matched indices) with the same llmds token pool.",
-    ]
+            r.replay_stage(ps, cap)
     return harness.result_record(
         NAME,
         TITLE,
         ctx=ctx,
         params={
-            "num_requests": n,
+            "num_requests": r.n,
             "page_sizes": list(PAGE_SIZES),
-            "capacities": [_cap_label(c) for c in CAPACITIES],
-            "prompt_tokens": prompt_tokens,
-            "total_tokens": total_tokens,
-            "repeat": repeat,
+            "capacities": [cap_label(c) for c in CAPACITIES],
+            "prompt_tokens": r.prompt_tokens,
+            "total_tokens": r.total_tokens,
+            "repeat": r.repeat,
         },
-        data=f"synthetic multi_turn_chat_trace({n}, seed={ctx.seed})",
-        rows=rows,
-        ratios=ratios,
-        notes=notes,
-        plots=plots,
+        data=f"synthetic multi_turn_chat_trace({r.n}, seed={ctx.seed})",
+        rows=r.rows,
+        ratios=r.ratios(),
+        notes=NOTES,
+        plots=r.plots(),
         extra={
-            "ideal_hit_rate": {str(k): v for k, v in ideal.items()},
-            "hit_rate": {f"{i}/page{p}/{_cap_label(c)}": v for (i, p, c), v in hit_by.items()},
+            "ideal_hit_rate": {str(k): v for k, v in r.ideal.items()},
+            "hit_rate": {f"{i}/page{p}/{cap_label(c)}": v for (i, p, c), v in r.hit_by.items()},
         },
     )

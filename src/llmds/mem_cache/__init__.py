@@ -5,7 +5,18 @@
 - :mod:`~llmds.mem_cache.radix_cache`: :class:`RadixCache`, the radix tree;
 - :mod:`~llmds.mem_cache.chunk_cache`: :class:`ChunkCache`, the no-op cache;
 - :mod:`~llmds.mem_cache.allocator`: :class:`TokenToKVPoolAllocator`, a minimal
-  token-granular KV slot pool with the ``free(indices)`` hook the caches call.
+  token-granular KV slot pool with the ``free(indices)`` hook the caches call;
+- :mod:`~llmds.mem_cache.swa_radix_cache`: :class:`SWARadixCache`, sliding-window
+  KV with tombstones;
+- :mod:`~llmds.mem_cache.mamba_radix_cache` and :mod:`~llmds.mem_cache.mamba_pool`:
+  :class:`MambaRadixCache` (Mamba/SSM state slots) and :class:`MambaPool`.
+
+Internal seams shared by the three radix caches: ``_keys`` (key, namespace and KV
+index coercion), ``_tree`` (the node, the one walk, the flat copy used by pickle),
+``_lru`` (the lazy LRU heap and the intrusive LRU lists).
+
+Sizes: a pool's size is ``size`` here (SGLang's interface name); cache sizes are in
+tokens (``evictable_size()``, ``protected_size()``, ``total_size()``).
 """
 
 from llmds.mem_cache.allocator import TokenToKVPoolAllocator

@@ -31,6 +31,12 @@ class TokenToKVPoolAllocator:
     stack, a vectorised validity check), no per-slot Python loop; ``num_free`` O(1).
     Memory: 17 bytes per slot (+ 512 KiB at most for a position table).
 
+    Names: ``size`` (the pool size in slots), ``free(indices)`` and
+    ``available_size()`` (= ``num_free``) are SGLang's names for this interface.
+    Pickles and deep-copies like any object of NumPy arrays.
+
+    Thread safety: not thread-safe; guard it (with the cache that frees into it).
+
     >>> pool = TokenToKVPoolAllocator(8)
     >>> idx = pool.alloc(3)
     >>> idx.dtype, pool.num_free

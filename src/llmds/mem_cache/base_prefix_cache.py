@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import show
+
 __all__ = [
     "BasePrefixCache",
     "EvictResult",
@@ -63,7 +65,7 @@ def kv_indices(
     try:
         vals = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError, OverflowError):
-        raise TypeError(f"value must be a 1-D array of KV indices, got {value!r:.60}") from None
+        raise TypeError(f"value must be a 1-D array of KV indices, got {show(value)}") from None
     if vals.ndim != 1 or vals.shape[0] != num_tokens:
         raise ValueError(
             f"value must be 1-D with one index per token: len(key)={num_tokens}, "
@@ -95,8 +97,10 @@ def kv_indices(
     return out
 
 
-def _token_bytes(token: Any) -> bytes:
-    """4-byte little-endian unsigned encoding of one token id; range-checked."""
+def _token_u32le(token: Any) -> bytes:
+    """One token id as 4 little-endian unsigned bytes, range-checked (the per-token
+    encoding of :func:`hash_token_ids`; a radix key is encoded whole by
+    :func:`llmds.mem_cache._keys.key_token_bytes`)."""
     if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
         raise TypeError(f"token ids must be ints, got {token!r} ({type(token).__name__})")
     t = int(token)
@@ -145,9 +149,9 @@ def hash_token_ids(
     parts: list[bytes] = []
     for t in token_ids:
         if isinstance(t, tuple):
-            parts.extend(_token_bytes(e) for e in t)
+            parts.extend(_token_u32le(e) for e in t)
         else:
-            parts.append(_token_bytes(t))
+            parts.append(_token_u32le(t))
     hasher.update(b"".join(parts))
     return hasher.hexdigest()
 
@@ -189,6 +193,9 @@ class RadixKey:
     ``len``/``iter`` are over tokens; ``key[i]`` and ``key[a:b]`` give a new
     ``RadixKey`` in the same namespace. O(1) construction, slicing O(slice).
 
+    Thread safety: immutable in use (the caches never change a key); sharing one
+    between threads is safe as long as no one mutates ``token_ids``.
+
     >>> k = RadixKey([1, 2, 3, 4], extra_key="lora-7")
     >>> len(k), k[1:3]
     (4, RadixKey(extra_key='lora-7', token_ids=[2, 3]))
@@ -222,7 +229,7 @@ class RadixKey:
                 raise IndexError(f"RadixKey index {i} out of range for length {n}")
             i %= n
             return RadixKey(self.token_ids[i : i + 1], self.extra_key)
-        raise TypeError(f"RadixKey indices must be int or slice, got {type(idx).__name__}")
+        raise TypeError(f"idx must be an int or a slice, got {show(idx)}")
 
     def __repr__(self) -> str:
         preview = list(self.token_ids[:10])
@@ -242,6 +249,8 @@ class MatchResult:
     ``indices``: int64 KV indices of the matched prefix (length ``prefix_len``);
     ``last_node``: the node where the match ends (pass it to ``inc_lock_ref``);
     ``mamba_branching_seqlen``: for the Mamba-state variant, else ``None``.
+
+    Thread safety: frozen; ``indices`` is the caller's own copy.
     """
 
     indices: npt.NDArray[np.int64]
@@ -256,6 +265,8 @@ class InsertResult:
 
     ``prefix_len``: how many leading tokens were already cached; the caller frees
     its own indices for those (they duplicate the cached ones).
+
+    Thread safety: frozen.
     """
 
     prefix_len: int = 0
@@ -265,7 +276,10 @@ class InsertResult:
 
 @dataclass(frozen=True, slots=True)
 class EvictResult:
-    """Returned by :meth:`BasePrefixCache.evict`: tokens (or states) evicted."""
+    """Returned by :meth:`BasePrefixCache.evict`: tokens (or states) evicted.
+
+    Thread safety: frozen.
+    """
 
     full_evicted: int = 0
     swa_evicted: int = 0
@@ -280,6 +294,8 @@ class BasePrefixCache(ABC):
     it cannot be evicted, allocate KV for the rest (``evict`` when short),
     ``insert`` prompt + output, free the duplicates ``insert`` reports, and
     ``dec_lock_ref``. Sizes are in tokens; ``evictable + protected == total``.
+
+    Thread safety: the caches are not thread-safe; guard one with a lock when shared.
     """
 
     @abstractmethod

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import show
+from llmds.mem_cache._keys import evict_counts
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
@@ -28,6 +30,9 @@ class ChunkCache(BasePrefixCache):
 
     Invariant: all sizes are 0. Every operation is O(1) (``insert`` validates
     its arguments in O(1)). Memory: O(1).
+
+    Thread safety: stateless; safe from any thread (the pool it checks against is
+    only read).
 
     >>> cache = ChunkCache()
     >>> cache.match_prefix(RadixKey([1, 2, 3])).prefix_len
@@ -60,18 +65,14 @@ class ChunkCache(BasePrefixCache):
             n_key = len(key)
         except TypeError:
             raise TypeError(f"key must be a RadixKey or a sequence of token ids, got "
-                            f"{type(key).__name__}") from None
+                            f"{show(key)}") from None
         if value is not None:
             kv_indices(value, n_key, self.token_to_kv_pool_allocator)
         return InsertResult()
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
-        """Nothing to evict. O(1)."""
-        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+        """Nothing to evict (the counts are still checked). O(1)."""
+        evict_counts(num_tokens, swa_num_tokens)
         return EvictResult()
 
     def inc_lock_ref(self, node: Any) -> None:

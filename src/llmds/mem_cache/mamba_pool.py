@@ -26,7 +26,11 @@ class MambaPool:
     ``alloc_track_slot()`` takes a free slot (LIFO free stack, O(1)),
     ``free_track_slot(slot)`` returns it (O(1); double free / unknown slot raise
     ``ValueError``, nothing changes), ``copy_states(src, dst)`` copies slot contents
-    (O(state size)). ``states`` is the ``(size, *state_shape)`` array.
+    (O(state size)). ``states`` is the ``(size, *state_shape)`` array. ``size``
+    is the pool size in slots (SGLang's name). Memory: the states array (made with
+    ``np.zeros``, mapped lazily) plus ~9 bytes per slot.
+
+    Thread safety: not thread-safe; guard it (with the cache that frees into it).
 
     >>> pool = MambaPool(2, state_shape=(3,))
     >>> a = pool.alloc_track_slot(); pool.states[a] = 1.0
@@ -87,12 +91,8 @@ class MambaPool:
         return 0 <= int(slot) < len(self._in_use) and bool(self._in_use[int(slot)])
 
     def _valid(self, slot: Any, name: str) -> int:
-        if type(slot) is not int:
-            if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
-                raise TypeError(f"{name} must be an int slot id, got {slot!r}")
-            slot = int(slot)
-        if not 0 <= slot < len(self._in_use):
-            raise ValueError(f"{name} must be in [0, {self.size}), got {slot}")
+        if type(slot) is not int or not 0 <= slot < len(self._in_use):
+            slot = check_int(slot, name, minimum=0, maximum=len(self._in_use) - 1)
         if not self._in_use[slot]:
             raise ValueError(f"{name} {slot} is not allocated")
         return slot

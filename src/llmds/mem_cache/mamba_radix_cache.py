@@ -17,15 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._validate import check_int
-from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
+from llmds.mem_cache._keys import EMPTY_I64, evict_counts
+from llmds.mem_cache._lru import Sentinel, f_link, f_unlink, m_link, m_unlink, walk
+from llmds.mem_cache._tree import TreeNode
+from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult
 from llmds.mem_cache.mamba_pool import MambaPool
-from llmds.mem_cache.radix_cache import (
-    _EMPTY_I64,
-    RadixCache,
-    TreeNode,
-    _insert_args,
-    _key_bytes,
-)
+from llmds.mem_cache.radix_cache import RadixCache
 
 __all__ = ["MambaPool", "MambaRadixCache", "MambaTreeNode"]
 
@@ -38,50 +35,24 @@ class MambaTreeNode(TreeNode):
     ``f_prev`` / ``f_next``: links in the cache's full-KV LRU list (unlocked nodes);
     ``m_prev`` / ``m_next``: links in its state LRU list (unlocked states).
     A link is ``None`` while the node is not in that list.
+
+    Thread safety: not thread-safe; guard it (with its cache) when shared.
     """
 
     __slots__ = ("f_next", "f_prev", "m_next", "m_prev", "mamba_lock_ref", "mamba_value")
 
-    def __init__(
-        self,
-        node_id: int,
-        parent: TreeNode | None,
-        kb: bytes,
-        value: npt.NDArray[np.int64],
-        last_access: int,
-    ) -> None:
-        # TreeNode's fields set here rather than through super().__init__: nodes are
-        # made on every insert that adds tokens, and the extra call cost ~10% of it
-        self.children: dict[bytes, TreeNode] = {}
-        self.parent = parent
-        self.kb = kb
-        self.value = value
-        self.lock_ref = 0
-        self.self_lock_ref = 0
-        self.last_access = last_access
-        self.id = node_id
-        self.evicted = False
-        self.root: TreeNode = self if parent is None else parent.root
-        self._owner: Any = None
+    STATE = (*TreeNode.STATE, "mamba_value", "mamba_lock_ref")  # links: rebuilt from lists
+
+    def __init__(self, *args: Any) -> None:
+        """TreeNode's arguments; no state, in neither list. O(1)."""
+        # TreeNode.__init__ called directly, not through super(): ~50 ns less per node
+        TreeNode.__init__(self, *args)
         self.mamba_value: int | None = None
         self.mamba_lock_ref = 0
         self.f_prev: Any = None
         self.f_next: Any = None
         self.m_prev: Any = None
         self.m_next: Any = None
-
-
-class _Sentinel:
-    """Head-and-tail of a circular intrusive list: ``next`` is the LRU end,
-    ``prev`` the MRU end; an empty list links the sentinel to itself."""
-
-    __slots__ = ("f_next", "f_prev", "m_next", "m_prev")
-
-    def __init__(self) -> None:
-        self.f_prev: Any = self
-        self.f_next: Any = self
-        self.m_prev: Any = self
-        self.m_next: Any = self
 
 
 class MambaRadixCache(RadixCache):
@@ -142,9 +113,16 @@ class MambaRadixCache(RadixCache):
     Complexity: match/insert as RadixCache (O(d + n)) plus O(1) list moves per path
     node; locks O(d); ``evict`` O(1) per evicted node or state; sizes O(1).
     Memory: RadixCache's, plus 6 slots per node.
+
+    Copies: as RadixCache (both lists are copied in order; ``mamba_pool`` comes
+    along). Names: ``swa_evictable_size`` / ``swa_protected_size`` are the state
+    counts under the names of the shared prefix-cache interface.
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
     """
 
     _node_cls = MambaTreeNode
+    _NODE_ATTRS = (*RadixCache._NODE_ATTRS, "_flru", "_mlru", "_slot_owner")
 
     def __init__(
         self,
@@ -193,149 +171,31 @@ class MambaRadixCache(RadixCache):
         """Drop every node (slots are not freed). O(1)."""
         self._m_evictable = 0
         self._m_protected = 0
-        self._flru = _Sentinel()
-        self._mlru = _Sentinel()
+        self._flru = Sentinel()
+        self._mlru = Sentinel()
         self._slot_owner: dict[int, Any] = {}  # state slot -> the node holding it
         super().reset()
 
-    # ---------------------------------------------------------------- public
+    # ------------------------------------------------------ walk hooks
 
-    def match_prefix(self, key: RadixKey | Any) -> MatchResult:
-        """Longest cached prefix ending at a state; O(d + n). See the class doc."""
-        kb, extra = _key_bytes(key)
-        pb = self._pb
-        nb = len(kb)
-        nb -= nb % pb
-        try:
-            node: Any = self._roots.get(extra)
-        except TypeError:
-            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
-        if node is None or nb == 0:
-            last = node if node is not None else self.root_node
-            return MatchResult(indices=_EMPTY_I64.copy(), last_node=last)
+    def _descend(
+        self, root: TreeNode, path: list[TreeNode], cut: TreeNode | None, m: int
+    ) -> TreeNode:
+        """As RadixCache's, and move the path to the MRU end of both lists: the full
+        list deepest first, the state list root-side first. O(d)."""
         self._tick = tick = self._tick + 1
-        node.last_access = tick
-        anchor: Any = self._flru  # path nodes go in front of it, deepest first
-        touched: list[Any] = []  # unlocked states on the path, root first
-        values = []
-        pos = best = nbest = 0
-        best_node = node
-        children = node.children
-        while pos < nb:
-            child = children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            ckb = child.kb
-            if kb.startswith(ckb, pos):  # the whole node matches; no slice copy
-                node = child
-                pos += len(ckb)
-                end = pos
-            else:
-                m = self._first_diff(ckb, kb, pos, nb)
-                node = self._split_node(child, m)
-                pos += m
-                end = -1  # stop after this node
-            node.last_access = tick
-            values.append(node.value)
-            if node.lock_ref == 0:
-                if node.f_next is not anchor:  # move in front of the anchor, O(1)
-                    p, n = node.f_prev, node.f_next
-                    p.f_next = n
-                    n.f_prev = p
-                    p = anchor.f_prev
-                    node.f_prev = p
-                    node.f_next = anchor
-                    p.f_next = node
-                    anchor.f_prev = node
-                anchor = node
-            if node.mamba_value is not None:
-                if node.mamba_lock_ref == 0:
-                    touched.append(node)
-                best = pos
-                nbest = len(values)
-                best_node = node
-            if end < 0:
-                self._touch_split_child(child, node, touched)
-                break
-            children = node.children
-        if touched:
-            self._m_touch(touched)
-        branching: int | None = None
-        if len(values) > nbest:
-            ch = self.mamba_cache_chunk_size
-            aligned = (pos >> 2) // ch * ch
-            branching = aligned if aligned > 0 else None
-        if nbest == 0:
-            return MatchResult(
-                indices=_EMPTY_I64.copy(), last_node=best_node, mamba_branching_seqlen=branching
-            )
-        indices = np.concatenate(values[:nbest]) if nbest > 1 else values[0].copy()
-        return MatchResult(
-            indices=indices,
-            last_node=best_node,
-            prefix_len=best >> 2,
-            mamba_branching_seqlen=branching,
-        )
-
-    def insert(
-        self,
-        key: RadixKey | Any,
-        value: npt.ArrayLike | None = None,
-        *,
-        mamba_value: int | None = None,
-        **kwargs: Any,
-    ) -> InsertResult:
-        """Insert KV (as RadixCache) and optionally a state at the key's end. O(d + n).
-
-        Raises ``ValueError`` for a ``mamba_value`` with an empty or not
-        page-aligned key or a ``value`` of the wrong length, ``TypeError`` for a
-        non-int slot; nothing changes then.
-        """
-        if mamba_value is not None:
-            if type(mamba_value) is not int and (
-                isinstance(mamba_value, bool) or not isinstance(mamba_value, (int, np.integer))
-            ):
-                raise TypeError(f"mamba_value must be an int slot id, got {mamba_value!r}")
-            n = len(key)
-            if n == 0 or n % self.page_size:
-                raise ValueError(
-                    f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
-                    f"(page_size {self.page_size})"
-                )
-        kb, extra, vals = _insert_args(key, value, self.token_to_kv_pool_allocator)
-        if mamba_value is not None:
-            mamba_value = self._check_slot(mamba_value)
-        pb = self._pb
-        nb = len(kb)
-        nb -= nb % pb
-        try:
-            node: Any = self._roots.get(extra)
-        except TypeError:
-            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
-        path, pos, cut, m = self._find(node, kb, nb)  # read-only: validate, then change
-        self._check_new(vals[pos >> 2 : nb >> 2])
-        if node is None:
-            if nb == 0:
-                return InsertResult(prefix_len=0, last_node=self.root_node)
-            node = self._root(extra)
-        self._tick = tick = self._tick + 1
-        node.last_access = tick
-        anchor: Any = self._flru
-        touched: list[Any] = []
+        root.last_access = tick
         if cut is not None:
             path.append(self._split_node(cut, m))
+        anchor: Any = self._flru  # path nodes go in front of it, deepest first
+        touched: list[Any] = []  # unlocked states on the path, root first
+        node: Any = root
         for node in path:
             node.last_access = tick
             if node.lock_ref == 0:
-                if node.f_next is not anchor:
-                    p, n = node.f_prev, node.f_next
-                    p.f_next = n
-                    n.f_prev = p
-                    p = anchor.f_prev
-                    node.f_prev = p
-                    node.f_next = anchor
-                    p.f_next = node
-                    anchor.f_prev = node
+                if node.f_next is not anchor:  # move in front of the anchor, O(1)
+                    f_unlink(node)
+                    f_link(node, anchor.f_prev, anchor)
                 anchor = node
             if node.mamba_value is not None and node.mamba_lock_ref == 0:
                 touched.append(node)
@@ -343,29 +203,83 @@ class MambaRadixCache(RadixCache):
             self._touch_split_child(cut, node, touched)
         if touched:
             self._m_touch(touched)
-        prefix_len = pos >> 2
-        if pos < nb:
-            node = self._add_leaf(
-                node, kb[pos:nb], np.array(vals[prefix_len : nb >> 2], dtype=np.int64), tick
+        return node
+
+    def _match_result(self, root: TreeNode, path: list[TreeNode], pos: int) -> MatchResult:
+        """The longest part of ``path`` that ends at a state, with SGLang's
+        ``mamba_branching_seqlen`` (see the class doc). O(d + n)."""
+        nbest = len(path)
+        while nbest and path[nbest - 1].mamba_value is None:  # type: ignore[attr-defined]
+            nbest -= 1
+        branching: int | None = None
+        if len(path) > nbest:
+            ch = self.mamba_cache_chunk_size
+            aligned = (pos >> 2) // ch * ch
+            branching = aligned if aligned > 0 else None
+        if nbest == 0:
+            return MatchResult(indices=EMPTY_I64.copy(), last_node=root,
+                               mamba_branching_seqlen=branching)
+        values = [n.value for n in path[:nbest]]
+        indices = np.concatenate(values) if nbest > 1 else values[0].copy()
+        return MatchResult(indices=indices, last_node=path[nbest - 1],
+                           prefix_len=len(indices), mamba_branching_seqlen=branching)
+
+    def _insert_state(self, key: Any, kwargs: dict[str, Any]) -> Any:
+        """``mamba_value``: None, or an int slot with a non-empty, page-aligned key. O(1)."""
+        slot = kwargs.get("mamba_value")
+        if slot is None:
+            return None
+        if type(slot) is not int:
+            slot = check_int(slot, "mamba_value")
+        n = len(key)
+        if n == 0 or n % self.page_size:
+            raise ValueError(
+                f"mamba_value needs a non-empty key of whole pages, got {n} tokens "
+                f"(page_size {self.page_size})"
             )
-        if mamba_value is None:
-            return InsertResult(prefix_len=prefix_len, last_node=node)
-        if node.mamba_value is not None:  # already moved to the MRU end by the walk
-            return InsertResult(prefix_len=prefix_len, last_node=node, mamba_exist=True)
-        node.mamba_value = mamba_value
-        self._slot_owner[mamba_value] = node
+        return slot
+
+    def _check_state(self, slot: Any) -> int:
+        """``mamba_value`` checked: a slot id >= 0, allocated in ``mamba_pool`` (when it
+        can tell) and held by no node yet. O(1)."""
+        if slot < 0:
+            check_int(slot, "mamba_value", minimum=0)
+        owned = getattr(self.mamba_pool, "is_allocated", None)
+        if callable(owned) and not owned(slot):
+            raise ValueError(f"mamba_value {slot} is not allocated in mamba_pool")
+        holder = self._slot_owner.get(slot)
+        if holder is not None:
+            raise ValueError(
+                f"mamba_value {slot} is already held by {holder!r}; each node needs its own "
+                "state slot (the cache frees it on eviction)"
+            )
+        return slot
+
+    def _finish_insert(
+        self, node: TreeNode, path: list[TreeNode], pos: int, kb: bytes, nb: int,
+        vals: npt.NDArray[np.int64], state: Any,
+    ) -> InsertResult:
+        """Add the KV leaf as RadixCache does, then the state ``state`` (a slot or
+        None) at the node where the key ends. O(n)."""
+        res = super()._finish_insert(node, path, pos, kb, nb, vals, None)
+        if state is None:
+            return res
+        end: Any = res.last_node
+        if end.mamba_value is not None:  # already moved to the MRU end by the walk
+            return InsertResult(prefix_len=res.prefix_len, last_node=end, mamba_exist=True)
+        end.mamba_value = state
+        self._slot_owner[state] = end
         self._m_evictable += 1
         # the MRU end, but before a deeper state of this touch (a split's lower half)
         ms = self._mlru
+        tick = self._tick
         while ms.m_prev is not self._mlru and ms.m_prev.last_access == tick and (
-                ms.m_prev.parent is node):
+                ms.m_prev.parent is end):
             ms = ms.m_prev
-        p = ms.m_prev
-        node.m_prev = p
-        node.m_next = ms
-        p.m_next = node
-        ms.m_prev = node
-        return InsertResult(prefix_len=prefix_len, last_node=node)
+        m_link(end, ms.m_prev, ms)
+        return res
+
+    # ---------------------------------------------------------------- public
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
         """Phase 1: ``num_tokens`` KV tokens of LRU leaves; phase 2: states, LRU first,
@@ -373,15 +287,7 @@ class MambaRadixCache(RadixCache):
 
         Returns ``full_evicted`` tokens and ``mamba_evicted`` states.
         """
-        if not (type(num_tokens) is int and type(swa_num_tokens) is int):  # fast path
-            for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                    raise TypeError(f"{name} must be an int, got {v!r}")
-        if num_tokens < 0 or swa_num_tokens < 0:
-            name, v = (
-                ("num_tokens", num_tokens) if num_tokens < 0 else ("swa_num_tokens", swa_num_tokens)
-            )
-            raise ValueError(f"{name} must be >= 0, got {v}")
+        num_tokens, swa_num_tokens = evict_counts(num_tokens, swa_num_tokens)
         freed: list[npt.NDArray[np.int64]] = []
         full = states = 0
         flru = self._flru
@@ -454,10 +360,7 @@ class MambaRadixCache(RadixCache):
         while n.parent is not None:
             if n.lock_ref == 0:  # leaves the full list
                 moved += len(n.value)
-                p, q = n.f_prev, n.f_next
-                p.f_next = q
-                q.f_prev = p
-                n.f_prev = n.f_next = None
+                f_unlink(n)
             n.lock_ref += 1
             n = n.parent
         self._evictable -= moved
@@ -466,7 +369,7 @@ class MambaRadixCache(RadixCache):
         if n.mamba_value is None:
             return False
         if n.mamba_lock_ref == 0:
-            self._m_unlink(n)
+            m_unlink(n)
             self._m_evictable -= 1
             self._m_protected += 1
         n.mamba_lock_ref += 1
@@ -508,20 +411,10 @@ class MambaRadixCache(RadixCache):
             n.last_access = tick
             if n.lock_ref == 0:  # back into the full list at the MRU end, child first
                 moved += len(n.value)
-                p = flru.f_prev
-                n.f_prev = p
-                n.f_next = flru
-                p.f_next = n
-                flru.f_prev = n
+                f_link(n, flru.f_prev, flru)
             if n.mamba_value is not None and n.mamba_lock_ref == 0:
-                p, q = n.m_prev, n.m_next
-                p.m_next = q
-                q.m_prev = p
-                p = anchor.m_prev
-                n.m_prev = p
-                n.m_next = anchor
-                p.m_next = n
-                anchor.m_prev = n
+                m_unlink(n)
+                m_link(n, anchor.m_prev, anchor)
                 anchor = n
             n = n.parent
         n.last_access = tick
@@ -537,11 +430,7 @@ class MambaRadixCache(RadixCache):
         new: Any = super()._split_node(child, m)
         if new.lock_ref == 0:
             c: Any = child
-            q = c.f_next
-            new.f_prev = c
-            new.f_next = q
-            c.f_next = new
-            q.f_prev = new
+            f_link(new, c, c.f_next)
         return new
 
     def _touch_split_child(self, child: Any, new: Any, touched: list[Any]) -> None:
@@ -551,10 +440,8 @@ class MambaRadixCache(RadixCache):
         ``touched`` (deepest, so last). O(1)."""
         child.last_access = self._tick
         if child.lock_ref == 0 and child.f_next is not new:
-            p, q = child.f_prev, child.f_next
-            p.f_next = q
-            q.f_prev = p
-            self._f_link(child, new.f_prev, new)
+            f_unlink(child)
+            f_link(child, new.f_prev, new)
         if child.mamba_value is not None and child.mamba_lock_ref == 0:
             touched.append(child)
 
@@ -566,21 +453,14 @@ class MambaRadixCache(RadixCache):
         node: Any = super()._add_leaf(parent, kb, value, tick)
         par: Any = parent
         anchor = par if par.parent is not None and par.lock_ref == 0 else self._flru
-        p = anchor.f_prev
-        node.f_prev = p
-        node.f_next = anchor
-        p.f_next = node
-        anchor.f_prev = node
+        f_link(node, anchor.f_prev, anchor)
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
         """Remove an unlocked leaf (and its state) from the tree and the lists. O(1)."""
         n: Any = node
-        p, q = n.f_prev, n.f_next
-        self._log.append(("flink", n, p, q))  # type: ignore[union-attr]
-        p.f_next = q
-        q.f_prev = p
-        n.f_prev = n.f_next = None
+        self._log.append(("flink", n, n.f_prev, n.f_next))  # type: ignore[union-attr]
+        f_unlink(n)
         if n.mamba_value is not None:
             self._drop_state(n)
         super()._delete_leaf(node)
@@ -590,15 +470,13 @@ class MambaRadixCache(RadixCache):
         unlink (the neighbours recorded then are neighbours again). O(1)."""
         kind, n = entry[0], entry[1]
         if kind == "flink":
-            self._f_link(n, entry[2], entry[3])
+            f_link(n, entry[2], entry[3])
         elif kind == "state":
-            slot, p, q = entry[2], entry[3], entry[4]
+            slot = entry[2]
             n.mamba_value = slot
             self._slot_owner[slot] = n
             self._m_evictable += 1
-            n.m_prev, n.m_next = p, q
-            p.m_next = n
-            q.m_prev = n
+            m_link(n, entry[3], entry[4])
         else:
             super()._undo_entry(entry)
 
@@ -615,28 +493,9 @@ class MambaRadixCache(RadixCache):
         for i in range(len(nodes) - 1, -1, -1):
             n = nodes[i]
             if n.m_next is not anchor:
-                p, q = n.m_prev, n.m_next
-                p.m_next = q
-                q.m_prev = p
-                p = anchor.m_prev
-                n.m_prev = p
-                n.m_next = anchor
-                p.m_next = n
-                anchor.m_prev = n
+                m_unlink(n)
+                m_link(n, anchor.m_prev, anchor)
             anchor = n
-
-    @staticmethod
-    def _f_link(n: Any, p: Any, q: Any) -> None:
-        """Link ``n`` into the full list between neighbours ``p`` and ``q``. O(1)."""
-        n.f_prev, n.f_next = p, q
-        p.f_next = n
-        q.f_prev = n
-
-    def _m_unlink(self, n: Any) -> None:
-        p, q = n.m_prev, n.m_next
-        p.m_next = q
-        q.m_prev = p
-        n.m_prev = n.m_next = None
 
     def _drop_state(self, n: Any) -> None:
         """Take an unlocked node's state slot off it and log it; the slot goes back to
@@ -644,103 +503,63 @@ class MambaRadixCache(RadixCache):
         assert n.mamba_lock_ref == 0
         slot = n.mamba_value
         self._log.append(("state", n, slot, n.m_prev, n.m_next))  # type: ignore[union-attr]
-        self._m_unlink(n)
+        m_unlink(n)
         n.mamba_value = None
         del self._slot_owner[slot]
         self._m_evictable -= 1
 
-    def _check_slot(self, slot: Any) -> int:
-        """``mamba_value`` checked: an int slot allocated in ``mamba_pool`` (when it
-        can tell) and held by no node yet. O(1)."""
-        if type(slot) is not int:
-            if isinstance(slot, bool | np.bool_) or not isinstance(slot, int | np.integer):
-                raise TypeError(f"mamba_value must be an int slot id, got {slot!r:.60}")
-            slot = int(slot)
-        if slot < 0:
-            raise ValueError(f"mamba_value must be a slot id >= 0, got {slot}")
-        owned = getattr(self.mamba_pool, "is_allocated", None)
-        if callable(owned) and not owned(slot):
-            raise ValueError(f"mamba_value {slot} is not allocated in mamba_pool")
-        holder = self._slot_owner.get(slot)
-        if holder is not None:
-            raise ValueError(
-                f"mamba_value {slot} is already held by {holder!r}; each node needs its own "
-                "state slot (the cache frees it on eviction)"
-            )
-        return slot
+    # ------------------------------------------------------------ copies
 
-    def _walk_list(self, sentinel: Any, prev: str, nxt: str) -> list[Any]:
-        out = []
-        n = getattr(sentinel, nxt)
-        while n is not sentinel:
-            assert getattr(getattr(n, nxt), prev) is n, "broken back link"
-            assert getattr(getattr(n, prev), nxt) is n, "broken forward link"
-            out.append(n)
-            n = getattr(n, nxt)
-            assert len(out) <= self._num_nodes, "cycle in an LRU list"
-        return out
+    def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
+        """Both LRU lists as row numbers, LRU end first (the links are not copied). O(n)."""
+        return {"full": [index[id(n)] for n in walk(self._flru, "f_next")],
+                "state": [index[id(n)] for n in walk(self._mlru, "m_next")]}
 
-    def _check(self) -> None:
-        """Assert the tree invariants and both LRU lists. O(tree); tests only."""
-        pb = self._pb
-        evictable = protected = nodes = m_ev = m_prot = 0
+    def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
+        self._flru = flru = Sentinel()
+        self._mlru = mlru = Sentinel()
+        for row in refs["full"]:
+            f_link(nodes[row], flru.f_prev, flru)
+        for row in refs["state"]:
+            m_link(nodes[row], mlru.m_prev, mlru)
+        self._slot_owner = {n.mamba_value: n for n in nodes  # type: ignore[attr-defined]
+                            if n.mamba_value is not None}  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ invariants
+
+    def _check_order(self, nodes: list[tuple[TreeNode, int]]) -> None:
+        """Assert the state counts and both LRU lists (instead of a heap). O(tree)."""
+        m_ev = m_prot = 0
         depth: dict[int, int] = {}
         unlocked: set[int] = set()
         free_states: set[int] = set()
         for root in self._roots.values():
-            assert root.parent is None and root._owner is self and root.root is root
-            assert root.lock_ref == 0 and len(root.kb) == 0
             r: Any = root
             assert r.mamba_value is None and r.f_prev is None and r.m_prev is None
-            stack: list[tuple[Any, int]] = [(root, 0)]
-            while stack:
-                node, d = stack.pop()
-                child_locks = 0
-                for ck, child in node.children.items():
-                    c: Any = child
-                    assert ck == c.kb[:pb] and c.parent is node and c.root is root
-                    assert not c.evicted and len(c.kb) > 0 and len(c.kb) % pb == 0
-                    assert c.value.dtype == np.int64 and len(c.value) * 4 == len(c.kb)
-                    assert c.last_access <= node.last_access, "parent older than child"
-                    assert c.lock_ref >= c.mamba_lock_ref >= 0
-                    child_locks += c.lock_ref
-                    nodes += 1
-                    depth[c.id] = d + 1
-                    if c.lock_ref:
-                        protected += len(c.value)
-                        assert c.f_prev is None and c.f_next is None
-                    else:
-                        evictable += len(c.value)
-                        unlocked.add(c.id)
-                    assert c.self_lock_ref >= c.mamba_lock_ref
-                    if c.mamba_value is not None:
-                        assert self._slot_owner.get(c.mamba_value) is c, "slot owner map"
-                    if c.mamba_value is None:
-                        assert c.mamba_lock_ref == 0
-                        assert c.m_prev is None and c.m_next is None
-                    elif c.mamba_lock_ref:
-                        m_prot += 1
-                        assert c.m_prev is None and c.m_next is None
-                    else:
-                        m_ev += 1
-                        free_states.add(c.id)
-                    stack.append((c, d + 1))
-                if node.parent is not None:
-                    assert node.lock_ref == node.self_lock_ref + child_locks, "lock counts"
-        assert self._log is None, "an eviction log left open"
-        if self._held is not None:
-            vals = [n.value for n in self._iter_nodes()]
-            flat = np.concatenate(vals) if vals else np.empty(0, dtype=np.int64)
-            assert np.unique(flat).size == flat.size, "a KV index held twice"
-            assert np.count_nonzero(self._held) == flat.size and self._held[flat].all()
-        assert evictable == self._evictable and protected == self._protected
-        assert nodes == self._num_nodes
+        for node, d in nodes:
+            c: Any = node
+            depth[c.id] = d
+            assert c.lock_ref >= c.mamba_lock_ref >= 0 and c.self_lock_ref >= c.mamba_lock_ref
+            if c.lock_ref:
+                assert c.f_prev is None and c.f_next is None
+            else:
+                unlocked.add(c.id)
+            if c.mamba_value is None:
+                assert c.mamba_lock_ref == 0 and c.m_prev is None and c.m_next is None
+                continue
+            assert self._slot_owner.get(c.mamba_value) is node, "slot owner map"
+            if c.mamba_lock_ref:
+                m_prot += 1
+                assert c.m_prev is None and c.m_next is None
+            else:
+                m_ev += 1
+                free_states.add(c.id)
         assert m_ev == self._m_evictable and m_prot == self._m_protected
         assert len(self._slot_owner) == m_ev + m_prot, "a slot held by no node"
         owned = getattr(self.mamba_pool, "is_allocated", None)
         if callable(owned):
             assert all(owned(slot) for slot in self._slot_owner), "a held slot is free"
-        full = self._walk_list(self._flru, "f_prev", "f_next")
+        full = walk(self._flru, "f_next", "f_prev", self._num_nodes)
         assert {n.id for n in full} == unlocked and len(full) == len(unlocked)
         rank = {n.id: i for i, n in enumerate(full)}
         for i, n in enumerate(full):
@@ -751,7 +570,7 @@ class MambaRadixCache(RadixCache):
                 assert rank[n.parent.id] > i, "a node before one of its descendants"
         if full:
             assert not full[0].children, "the LRU end of the full list is not a leaf"
-        st = self._walk_list(self._mlru, "m_prev", "m_next")
+        st = walk(self._mlru, "m_next", "m_prev", self._num_nodes)
         assert {n.id for n in st} == free_states and len(st) == len(free_states)
         for i in range(1, len(st)):  # sorted by time; equal times: root-side first
             a, n = st[i - 1], st[i]

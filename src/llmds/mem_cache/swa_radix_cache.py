@@ -19,22 +19,17 @@ behind it (or no tombstone at all on the way from the root).
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from llmds._validate import check_int
-from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult, RadixKey
-from llmds.mem_cache.radix_cache import (
-    _EMPTY_I64,
-    RadixCache,
-    TreeNode,
-    _insert_args,
-    _namespace,
-    _token_bytes,
-)
+from llmds.mem_cache._keys import EMPTY_I64, evict_counts
+from llmds.mem_cache._lru import LazyHeap
+from llmds.mem_cache._tree import TreeNode
+from llmds.mem_cache.base_prefix_cache import EvictResult, InsertResult, MatchResult
+from llmds.mem_cache.radix_cache import RadixCache
 
 __all__ = ["SWARadixCache", "SWATreeNode"]
 
@@ -45,19 +40,17 @@ class SWATreeNode(TreeNode):
     ``swa_tombstone``: the node's SWA KV was freed (full KV kept);
     ``swa_lock_ref``: SWA locks held through this node;
     ``swa_boundary``: a lock boundary id, set on the topmost node of a SWA lock.
+
+    Thread safety: not thread-safe; guard it (with its cache) when shared.
     """
 
     __slots__ = ("swa_boundary", "swa_lock_ref", "swa_tombstone")
 
-    def __init__(
-        self,
-        node_id: int,
-        parent: TreeNode | None,
-        kb: bytes,
-        value: npt.NDArray[np.int64],
-        last_access: int,
-    ) -> None:
-        super().__init__(node_id, parent, kb, value, last_access)
+    STATE = (*TreeNode.STATE, "swa_tombstone", "swa_lock_ref", "swa_boundary")
+
+    def __init__(self, *args: Any) -> None:
+        """TreeNode's arguments; live (not a tombstone), no SWA lock. O(1)."""
+        TreeNode.__init__(self, *args)
         self.swa_tombstone = False
         self.swa_lock_ref = 0
         self.swa_boundary: int | None = None
@@ -68,6 +61,11 @@ class SWATreeNode(TreeNode):
             f"swa_lock_ref={self.swa_lock_ref}, tombstone={self.swa_tombstone}, "
             f"children={len(self.children)}, evicted={self.evicted})"
         )
+
+
+def _swa_unlocked(node: Any) -> bool:
+    """Eligible for the SWA phase: in the tree, not a tombstone, no SWA lock. O(1)."""
+    return not node.evicted and not node.swa_tombstone and not node.swa_lock_ref
 
 
 class SWARadixCache(RadixCache):
@@ -118,9 +116,15 @@ class SWARadixCache(RadixCache):
     Complexity: match/insert O(d + n) as in RadixCache plus O(d) for the window cut;
     locks O(d); ``evict`` O((k + s) log h) over two lazily refreshed heaps (one per
     phase; separate LRU orders), never a tree scan; sizes O(1).
+
+    Copies: as RadixCache (both heaps and the open SWA locks are copied).
+
+    Thread safety: not thread-safe; guard it with a lock when shared.
     """
 
     _node_cls = SWATreeNode
+    _owns_whole_value = True  # a restored tombstone adopts the caller's cached positions too
+    _NODE_ATTRS = (*RadixCache._NODE_ATTRS, "_swa_heap", "_swa_locks")
 
     def __init__(
         self,
@@ -156,78 +160,21 @@ class SWARadixCache(RadixCache):
         """Drop every node (indices are not freed). O(1)."""
         self._swa_evictable = 0
         self._swa_protected = 0
-        self._swa_heap: list[tuple[int, int, SWATreeNode]] = []
-        self._swa_heap_limit = 1024
+        self._swa_heap = LazyHeap(_swa_unlocked)  # SWA-unlocked live nodes, LRU first
         self._next_boundary = 1
         self._swa_locks: dict[int, tuple[Any, int | None]] = {}
         super().reset()
 
-    # ---------------------------------------------------------------- public
+    # ------------------------------------------------------ walk hooks
 
-    def _walk(
-        self, key: Any, *, insert: bool, kb: bytes | None = None
-    ) -> tuple[bytes, Any, list[Any], int]:
-        """Shared match/insert walk: (key bytes, extra, path nodes, matched bytes).
-
-        ``kb``: the key's token bytes when the caller has converted them already.
-        """
-        if isinstance(key, RadixKey):
-            if kb is None:
-                kb = _token_bytes(key.token_ids)
-            extra = _namespace(key.extra_key)
-        else:
-            if kb is None:
-                kb = _token_bytes(key)
-            extra = None
-        pb = self._pb
-        nb = len(kb) - len(kb) % pb
-        try:
-            node = self._roots.get(extra)
-        except TypeError:
-            raise TypeError(f"extra_key must be hashable, got {extra!r}") from None
-        return kb[:nb], extra, [node] if node is not None else [], nb
-
-    def _descend(self, root: SWATreeNode, kb: bytes) -> tuple[list[SWATreeNode], int]:
-        """Follow ``kb`` from ``root``, splitting where it ends inside a node."""
-        pb = self._pb
-        nb = len(kb)
-        self._tick = tick = self._tick + 1
-        root.last_access = tick
-        path = [root]
-        node = root
-        pos = 0
-        while pos < nb:
-            child = node.children.get(kb[pos : pos + pb])
-            if child is None:
-                break
-            end = pos + len(child.kb)
-            if end <= nb and kb[pos:end] == child.kb:
-                node = child  # type: ignore[assignment]
-                pos = end
-            else:
-                node = self._split_node(child, self._first_diff(child.kb, kb, pos, nb))  # type: ignore[assignment]
-                pos += len(node.kb)
-            node.last_access = tick
-            path.append(node)
-            if pos < end:
-                break
-        return path, pos  # SWA heap entries are refreshed lazily (stamp check)
-
-    def match_prefix(self, key: RadixKey | Any) -> MatchResult:
-        """Longest usable cached prefix (whole pages, window rule). O(d + n)."""
-        kb, _extra, start, nb = self._walk(key, insert=False)
-        if not start or nb == 0:
-            return MatchResult(
-                indices=_EMPTY_I64.copy(), last_node=start[0] if start else self.root_node
-            )
-        path, _pos = self._descend(start[0], kb)
-        # cut back: largest node end with >= W live tokens since the last tombstone
+    def _match_result(self, root: TreeNode, path: list[TreeNode], pos: int) -> MatchResult:
+        """Cut the match back to the largest node end with >= W live tokens since the
+        last tombstone on ``path`` (or no tombstone at all). O(d + n)."""
         w = self._window
         best = 0
         since: int | None = None  # live tokens since the last tombstone (None: none seen)
-        for i in range(1, len(path)):
-            n = path[i]
-            if n.swa_tombstone:
+        for i, n in enumerate(path, 1):
+            if n.swa_tombstone:  # type: ignore[attr-defined]
                 since = 0
                 continue
             if since is not None:
@@ -235,36 +182,26 @@ class SWARadixCache(RadixCache):
                 if since < w:
                     continue
             best = i
-        keep = path[1 : best + 1]
-        if not keep:
-            return MatchResult(indices=_EMPTY_I64.copy(), last_node=path[0])
-        vals = [n.value for n in keep]
+        if not best:
+            return MatchResult(indices=EMPTY_I64.copy(), last_node=root)
+        vals = [n.value for n in path[:best]]
         indices = np.concatenate(vals) if len(vals) > 1 else vals[0].copy()
-        return MatchResult(indices=indices, last_node=keep[-1], prefix_len=len(indices))
+        return MatchResult(indices=indices, last_node=path[best - 1], prefix_len=len(indices))
 
-    def insert(
-        self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
+    def _finish_insert(
+        self, node: TreeNode, path: list[TreeNode], pos: int, kb: bytes, nb: int,
+        vals: npt.NDArray[np.int64], state: Any,
     ) -> InsertResult:
-        """Insert ``key``; restore tombstones on its path. O(d + n). See class doc."""
-        # owned: the whole value, since a restored tombstone adopts cached positions too
-        kb_full, _, vals = _insert_args(key, value, self.token_to_kv_pool_allocator, True)
-        kb, extra, start, nb = self._walk(key, insert=True, kb=kb_full)
-        _path, pos, _cut, _m = self._find(start[0] if start else None, kb, nb)
-        self._check_new(vals[pos >> 2 : nb >> 2], owned=False)
-        if not start:
-            if nb == 0:
-                return InsertResult(prefix_len=0, last_node=self.root_node)
-            start = [self._root(extra)]
-        path, pos = self._descend(start[0], kb)
-        node: Any = path[-1]
+        """Restore the unlocked tombstones on ``path`` with the caller's indices, free
+        what the class doc says, then add the uncached rest as a leaf. O(d + n)."""
         first_tomb: int | None = None
         off = 0
         to_free: list[npt.NDArray[np.int64]] = []
         restore: list[tuple[Any, npt.NDArray[np.int64]]] = []
-        for n in path[1:]:
+        for n in path:
             t = n.num_tokens
             seg = vals[off : off + t]
-            if n.swa_tombstone:
+            if n.swa_tombstone:  # type: ignore[attr-defined]
                 if first_tomb is None:
                     first_tomb = off
                 if n.lock_ref:  # a running request reads its full KV: keep it, and
@@ -290,7 +227,7 @@ class SWARadixCache(RadixCache):
             n.value = np.array(seg, dtype=np.int64)
             n.swa_tombstone = False
             self._swa_evictable += len(seg)
-            self._swa_push(n)
+            self._swa_heap.push(n)
         prefix_len = (pos >> 2) if first_tomb is None else first_tomb
         if pos < nb:
             node = self._add_leaf(
@@ -298,38 +235,24 @@ class SWARadixCache(RadixCache):
             )
         return InsertResult(prefix_len=prefix_len, last_node=node)
 
+    # ---------------------------------------------------------------- public
+
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
         """Two-phase eviction: full leaves for ``num_tokens``, then SWA KV for
         ``swa_num_tokens`` (tombstoning internal nodes). O((k + s) log h)."""
-        for name, v in (("num_tokens", num_tokens), ("swa_num_tokens", swa_num_tokens)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
-        heap = self._heap
+        num_tokens, swa_num_tokens = evict_counts(num_tokens, swa_num_tokens)
         full_freed: list[npt.NDArray[np.int64]] = []
-        full = swa = 0
         log: list[tuple[Any, ...]] = []
         self._log = log
-        while full < num_tokens and heap:
-            stamp, nid, node = heapq.heappop(heap)
-            if node.evicted or node.lock_ref or node.children:
-                continue
-            if stamp != node.last_access:
-                heapq.heappush(heap, (node.last_access, nid, node))
-                continue
-            if not node.swa_tombstone:  # type: ignore[attr-defined]
-                swa += len(node.value)
-            full += self._evict_leaf(node, full_freed)
-        sheap = self._swa_heap
+        live = self._swa_evictable
+        full = self._evict_leaves(num_tokens, full_freed)
+        swa = live - self._swa_evictable  # the live (non-tombstone) tokens phase 1 took
+        pop = self._swa_heap.pop
         swa_freed: list[npt.NDArray[np.int64]] = []
-        while swa < swa_num_tokens and sheap:
-            stamp, nid, snode = heapq.heappop(sheap)
-            if snode.evicted or snode.swa_tombstone or snode.swa_lock_ref:
-                continue
-            if stamp != snode.last_access:
-                heapq.heappush(sheap, (snode.last_access, nid, snode))
-                continue
+        while swa < swa_num_tokens:
+            snode = pop()
+            if snode is None:
+                break
             t = len(snode.value)
             swa += t
             if not snode.children and snode.lock_ref == 0:
@@ -444,7 +367,7 @@ class SWARadixCache(RadixCache):
             n.swa_lock_ref -= 1
             if n.swa_lock_ref == 0:
                 moved += len(n.value)
-                self._swa_push(n)
+                self._swa_heap.push(n)
         del self._swa_locks[swa_boundary_id]  # type: ignore[arg-type]
         self._swa_evictable += moved
         self._swa_protected -= moved
@@ -462,7 +385,7 @@ class SWARadixCache(RadixCache):
         new.swa_lock_ref = c.swa_lock_ref
         new.swa_boundary, c.swa_boundary = c.swa_boundary, None  # boundary = top half
         if not new.swa_tombstone and new.swa_lock_ref == 0:
-            self._swa_push(new)
+            self._swa_heap.push(new)
         return new
 
     def _add_leaf(
@@ -470,7 +393,7 @@ class SWARadixCache(RadixCache):
     ) -> TreeNode:
         node = super()._add_leaf(parent, kb, value, tick)
         self._swa_evictable += len(value)
-        self._swa_push(node)  # type: ignore[arg-type]
+        self._swa_heap.push(node)
         return node
 
     def _delete_leaf(self, node: TreeNode) -> None:
@@ -486,12 +409,12 @@ class SWARadixCache(RadixCache):
         if entry[0] == "tomb":
             node.swa_tombstone = False
             self._swa_evictable += len(node.value)
-            self._swa_push(node)
+            self._swa_heap.push(node)
             return
         super()._undo_entry(entry)
         if not node.swa_tombstone:
             self._swa_evictable += len(node.value)
-            self._swa_push(node)
+            self._swa_heap.push(node)
 
     # -------------------------------------------------------------- internals
 
@@ -502,27 +425,26 @@ class SWARadixCache(RadixCache):
         SGLang's SWARadixCache, it goes with its last child (:meth:`_evict_leaf`)."""
         return bool(node.swa_tombstone)
 
-    def _swa_push(self, node: SWATreeNode) -> None:
-        heap = self._swa_heap
-        heapq.heappush(heap, (node.last_access, node.id, node))
-        if len(heap) > self._swa_heap_limit:
-            live = {
-                nid: n
-                for _, nid, n in heap
-                if not n.evicted and not n.swa_tombstone and not n.swa_lock_ref
-            }
-            heap[:] = [(n.last_access, nid, n) for nid, n in live.items()]
-            heapq.heapify(heap)
-            self._swa_heap_limit = max(1024, 2 * len(heap))
+    def _dump_refs(self, index: dict[int, int]) -> dict[str, Any]:
+        refs = super()._dump_refs(index)
+        refs["_swa_heap"] = self._swa_heap.dump(index)
+        refs["_swa_locks"] = {k: (index[id(n)], marker)
+                              for k, (n, marker) in self._swa_locks.items()}
+        return refs
 
-    def _check(self) -> None:
-        """Assert RadixCache's invariants and the SWA ones. O(tree); tests only."""
-        super()._check()
+    def _load_refs(self, refs: dict[str, Any], nodes: list[TreeNode]) -> None:
+        super()._load_refs(refs, nodes)
+        self._swa_heap = LazyHeap(_swa_unlocked)
+        self._swa_heap.load(refs["_swa_heap"], nodes)
+        self._swa_locks = {k: (nodes[row], marker)
+                           for k, (row, marker) in refs["_swa_locks"].items()}
+
+    def _check_order(self, nodes: list[tuple[TreeNode, int]]) -> None:
+        """Assert RadixCache's heap invariant and the SWA ones. O(tree); tests only."""
+        super()._check_order(nodes)
         ev = prot = 0
-        heap_time: dict[int, int] = {}
-        for stamp, nid, _n in self._swa_heap:
-            heap_time[nid] = min(stamp, heap_time.get(nid, stamp))
-        for n in self._iter_nodes():
+        heap_time = self._swa_heap.times()
+        for n, _ in nodes:
             s: Any = n
             assert s.lock_ref >= s.swa_lock_ref >= 0
             if s.swa_tombstone:

@@ -30,7 +30,6 @@ from typing import Any
 
 from llmds.bench import harness
 from llmds.bench.harness import BenchContext
-from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.sim import (
     CostModel,
     LengthDist,
@@ -40,6 +39,7 @@ from llmds.sim import (
     synthetic_workload,
     trace_workload,
 )
+from llmds.sim.workloads import multi_turn_chat_trace
 
 NAME = "sim"
 TITLE = "Serving simulator: max_wait_ms sweep, policies, prefix caching, admission"
@@ -297,7 +297,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 "cost_model": asdict(cost), "prompt": asdict(_PROMPT), "output": asdict(_OUTPUT),
                 "policy": "fcfs", "mode": "micro_batch"},
         data=(f"synthetic, seed {ctx.seed} (Poisson arrivals); experiment 3 replays the seeded "
-              "synthetic multi-turn chat trace (llmds.bench.workloads.multi_turn_chat_trace)"),
+              "synthetic multi-turn chat trace (llmds.sim.workloads.multi_turn_chat_trace)"),
         rows=rows, ratios=ratios, plots=plots,
         notes=["exp1: load is a fraction of the always-full-batch throughput; "
                "capacity_vs_full = requests per busy second / always-full batches'.",

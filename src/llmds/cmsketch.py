@@ -93,7 +93,7 @@ class CountMinSketch:
     ``estimate_many`` O(n * depth) in a compiled loop (plus O(total bytes) for
     str/bytes items); ``merge`` and ``decay`` O(width * depth). Memory:
     ``8 * width * depth`` bytes (at most 2**31 counters). Thread safety: not
-    thread-safe; guard it with a lock if shared. Copies (``copy()``,
+    thread-safe; guard it with a lock if shared. Copies (``copy()``, ``copy.copy``,
     ``copy.deepcopy``) and pickles are independent sketches.
 
     >>> cms = CountMinSketch(width=1024, depth=4)
@@ -455,6 +455,8 @@ class CountMinSketch:
         new._total = self._total
         new._capped = self._capped
         return new
+
+    __copy__ = copy
 
     def _check(self) -> None:
         """Assert the class invariants. O(width * depth); tests call it."""

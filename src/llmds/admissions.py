@@ -44,7 +44,7 @@ class AdmissionDecision:
     ``admitted``: whether the request may run; ``reason``: one of :data:`REASONS`;
     ``retry_after_s``: seconds until the same request would be admitted if
     nothing else is admitted meanwhile (0.0 when admitted, ``inf`` for
-    ``request_too_large``, which can never be admitted).
+    ``request_too_large``, which can never be admitted). Thread safety: immutable.
     """
 
     admitted: bool
@@ -77,7 +77,7 @@ class AdmissionController(LockedState):
     larger than ``token_burst`` can never be admitted (``request_too_large``).
 
     Two ways to use it:
-      * ``should_admit(n)`` then ``record_request(actual_tokens)`` (the seed API):
+      * ``should_admit(n)`` then ``record_request(actual_tokens)`` (the 0.1 API):
         ``should_admit`` only asks; ``record_request`` takes 1 request and the
         *actual* tokens, which may drive the token bucket negative (debt that
         later refills pay back before anything else is admitted);

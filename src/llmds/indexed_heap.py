@@ -45,12 +45,12 @@ class IndexedHeap:
     score first. Among equal scores entries leave in insertion order (FIFO): every
     ``push`` gets a sequence number that breaks ties and that re-scoring keeps.
 
-    Score direction follows the seed API: ``decrease_key`` lowers a key's score and
+    Score direction follows the 0.1 API: ``decrease_key`` lowers a key's score and
     ``increase_key`` raises it, in either heap mode (for a max-heap ``decrease_key``
     moves the entry towards the back, ``increase_key`` towards the front).
     ``update`` (heapq/pqdict style) changes a score in either direction.
 
-    Names: the methods keep the seed API's names (``push``, ``pop``, ``peek``,
+    Names: the methods keep the 0.1 API's names (``push``, ``pop``, ``peek``,
     ``decrease_key``, ``increase_key``, ``delete``, ``get_score``, ``size``,
     ``is_empty``). ``remove`` is ``delete`` under the house heap vocabulary
     (``push``/``pop``/``peek``/``update``/``remove``): one method, two names.
@@ -117,7 +117,7 @@ class IndexedHeap:
         self._meta[2] = nfree + len(fresh)
         self._keys.extend([None] * (new - cap))
 
-    # -- seed API ---------------------------------------------------------------
+    # -- the 0.1 API --------------------------------------------------------------
 
     def push(self, key_id: Hashable, score: float, tie: int | None = None) -> None:
         """Add ``key_id`` with ``score``. O(log n).
@@ -228,7 +228,7 @@ class IndexedHeap:
         """True if the heap holds no entries. O(1)."""
         return not self._ids
 
-    # -- beyond the seed ----------------------------------------------------------
+    # -- beyond the 0.1 API ------------------------------------------------------
 
     @property
     def max_heap(self) -> bool:

@@ -339,7 +339,7 @@ def _make_put(
         """Insert or replace ``key`` as most recently used; evict LRU entries to fit.
 
         O(1) plus O(1) per evicted entry. Returns the evicted ``(key, value)``
-        pairs, least recently used first (the seed API returned ``None``; a list
+        pairs, least recently used first (the 0.1 API returned ``None``; a list
         is returned so callers can free what evicted entries pin). Replacing a
         key never evicts that key itself. Raises ``ValueError`` if ``value``
         alone is larger than ``token_budget`` and ``TypeError``/``ValueError`` if

@@ -1,6 +1,6 @@
 """Measurement helpers: timers, peak-RSS profiling, percentiles and summary statistics.
 
-Everything here is what the seed API reference names (``Timer``, ``MemoryProfiler``,
+Everything here is what the 0.1 API names (``Timer``, ``MemoryProfiler``,
 ``memory_profiler``, ``compute_percentiles``, ``calculate_statistics``,
 ``MetricsCollector``). The benchmark suite (``llmds.bench``) is built on them.
 """

@@ -16,7 +16,7 @@ seeded number of estimated tokens, 50-2000, against *two* buckets, the token one
 non-binding); the peers check one request limit per call (``limits``:
 ``hit(item, "tenant")``, ``MemoryStorage``; ``pyrate-limiter``:
 ``Limiter(InMemoryBucket([Rate(...)])).try_acquire("tenant", blocking=False)``).
-llmds' ``should_admit`` (the seed API; no record) and ``check`` (decision object
+llmds' ``should_admit`` (the 0.1 API; no record) and ``check`` (decision object
 with retry-after) are timed too. Rates are decisions per CPU-second of the median
 run (see harness).
 """

@@ -69,7 +69,10 @@ def _ds_updater(keys: list[Any]) -> Any:
 
 
 class _Rates:
-    """The rows, rates and measurements a run collects, in the order they are taken."""
+    """The rows, rates and measurements a run collects, in the order they are taken.
+
+    Thread safety: one per run.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []

@@ -83,7 +83,8 @@ class LazyHeapq:
     """The naive baseline: heapq of [score, seq, key] entries, stale entries skipped on pop.
 
     decrease-key pushes a fresh entry and marks the old one dead, so the list holds
-    up to one dead entry per update until pops skip past them.
+    up to one dead entry per update until pops skip past them. Thread safety:
+    not thread-safe.
     """
 
     _DEAD = object()
@@ -145,16 +146,13 @@ def _replay(
 def _popped_keys(prefill: list[tuple[int, float]], ops: Trace) -> list[int]:
     """Replay ``ops`` on an IndexedHeap and return the popped keys in order."""
     heap = IndexedHeap()
-    for key, score in prefill:
-        heap.push(key, score)
+    heap.push_many([k for k, _ in prefill], [s for _, s in prefill])
     out: list[int] = []
-    for kind, key, score in ops:
-        if kind == PUSH:
-            heap.push(key, score)
-        elif kind == POP:
-            out.append(heap.pop()[1])
-        else:
-            heap.decrease_key(key, score)
+
+    def pop() -> None:
+        out.append(heap.pop()[1])
+
+    _replay(heap.push, pop, heap.decrease_key, ops)
     return out
 
 
@@ -208,7 +206,7 @@ def _sizes(ctx: BenchContext) -> tuple[int, int, int]:
     if ctx.quick:
         return 30_000, 10_000, 5_000
     if ctx.full:
-        # The issue's headline workload: 1M ops with 100k-200k live keys.
+        # The headline workload: 1M ops with 100k-200k live keys.
         return 1_000_000, 150_000, 100_000
     # Same live-key count (so the same log n per op) at 40% of the ops: heapdict's
     # six 1M-op runs alone took ~2 min, too long for the default `make bench`.
@@ -233,6 +231,8 @@ def _time_impl(
     push, pop, dec = setup()
 
     def one(op: tuple[int, int, float]) -> None:
+        # _replay's dispatch for one op; _replay inlines it because a call per op
+        # would add that call's cost to every timed operation.
         kind, key, score = op
         if kind == PUSH:
             push(key, score)

@@ -36,6 +36,8 @@ TITLE = "Scheduler: submit/get_batch/complete at 10k+ queued vs FCFS deque + re-
 
 
 class _Req:
+    """A baseline's request record. Thread safety: not thread-safe (a baseline)."""
+
     __slots__ = ("arrival", "deadline", "request_id", "tokens")
 
     def __init__(self, request_id: int, tokens: int, arrival: float, deadline: float) -> None:
@@ -46,7 +48,10 @@ class _Req:
 
 
 class _DequeQueue:
-    """A FIFO deque of waiting requests and a dict of running ones (the baselines' core)."""
+    """A FIFO deque of waiting requests and a dict of running ones (the baselines' core).
+
+    ``submit`` and ``complete_batch`` O(1). Thread safety: not thread-safe.
+    """
 
     def __init__(self, max_batch_size: int, max_wait_ms: float, clock: Callable[[], float]) -> None:
         self.max_batch_size = max_batch_size
@@ -75,6 +80,7 @@ class DequeResortScheduler(_DequeQueue):
     Same release rules as llmds.Scheduler (full, max wait, SLO deadline, force);
     the SLO rule scans the queue. ``get_batch`` is O(n log n) (timsort is close to
     O(n) on the mostly sorted queue); ``submit`` and ``complete_batch`` O(1).
+    Thread safety: not thread-safe (nor are SGLang's and vLLM's waiting queues).
     """
 
     def get_batch(self, force: bool = False) -> list[int] | None:
@@ -99,7 +105,10 @@ class DequeResortScheduler(_DequeQueue):
 
 
 class FCFSDeque(_DequeQueue):
-    """Floor: a FIFO deque with no priorities at all (what FCFS costs)."""
+    """Floor: a FIFO deque with no priorities at all (what FCFS costs).
+
+    ``get_batch`` O(k). Thread safety: not thread-safe.
+    """
 
     def get_batch(self, force: bool = False) -> list[int] | None:
         waiting = self.waiting
@@ -121,6 +130,8 @@ def make_requests(n: int, seed: int) -> list[tuple[int, float | None]]:
 
 
 class _Clock:
+    """The benchmark's fake clock (seconds, moved by hand). Thread safety: not needed."""
+
     __slots__ = ("t",)
 
     def __init__(self) -> None:
@@ -285,7 +296,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             "complete_batch(); fake clock +1 ms per round; both ordered schedulers "
             "were checked to release identical batches.",
             "round_latency_ms is per round (32 submits + 1 get_batch + 1 complete).",
-            "The goal of 1.0 (beat the re-sort baseline) is ours; the issue sets no figure.",
+            "The goal of 1.0 (beat the re-sort baseline) is this project's own.",
         ],
         plots=[
             {

@@ -1,12 +1,13 @@
 """Serving-simulator experiments (``llmds bench sim``).
 
-1. The seed's micro-batching scheduler, ``max_wait_ms`` sweep: for several loads
+1. The Scheduler's micro-batching, ``max_wait_ms`` sweep: for several loads
    (fractions of the saturation throughput) and ``max_wait_ms`` values, run
    :mod:`llmds.sim` in ``micro_batch`` mode and report capacity relative to
-   always-full batches and p95 queue wait / TTFT / E2E latency. The seed report
-   claimed ~95% of max throughput with p95 < 100 ms at 50 ms; the rows say what the
-   simulation shows under the default :class:`~llmds.sim.CostModel` parameters
-   (recorded in ``params`` and in the exp1 ratios). Absolute times depend on them.
+   always-full batches and p95 queue wait / TTFT / E2E latency. The report this
+   library started from claimed ~95% of max throughput with p95 < 100 ms at 50 ms;
+   the rows say what the simulation shows under the default
+   :class:`~llmds.sim.CostModel` parameters (recorded in ``params`` and in the exp1
+   ratios). Absolute times depend on them.
 2. FCFS vs EDF vs the Scheduler's default order, mixed SLO classes, load swept past
    saturation (continuous batching): goodput and SLO attainment.
 3. Prefix caching off / hash-chain KVCache / RadixCache + PagedAllocator on the

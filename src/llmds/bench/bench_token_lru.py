@@ -37,7 +37,11 @@ Op = tuple[int, bool, bytes]
 
 
 class DictLRU:
-    """The naive baseline: an insertion-ordered dict, re-inserted on every hit."""
+    """The naive baseline: an insertion-ordered dict, re-inserted on every hit.
+
+    ``get`` O(1); ``put`` O(1) plus the scan for the oldest key (see the module
+    docstring). Thread safety: not thread-safe.
+    """
 
     def __init__(self, budget: int, token_of: Callable[[Any], int]) -> None:
         self.budget = budget

@@ -78,7 +78,8 @@ class LengthDist:
     ``kind``: ``"constant"`` (always ``mean``), ``"uniform"`` (integers in
     ``[low, high]``), ``"exponential"`` (``round(Exp(mean))``, clipped to
     ``[low, high]``) or ``"lognormal"`` (median ``mean``, log-space sigma
-    ``sigma``, clipped).
+    ``sigma``, clipped). ``sample`` is O(n). Thread safety: immutable; ``sample``
+    draws from the generator it is given (one generator per thread).
 
     >>> LengthDist("constant", mean=7).sample(np.random.default_rng(0), 3).tolist()
     [7, 7, 7]
@@ -120,7 +121,8 @@ class SLOClass:
 
     ``ttft_ms`` bounds time to first token (also the scheduler's dispatch
     deadline, so EDF orders by it), ``e2e_ms`` arrival to last token and
-    ``tpot_ms`` the mean time per output token after the first.
+    ``tpot_ms`` the mean time per output token after the first. Thread safety:
+    immutable.
     """
 
     name: str
@@ -149,7 +151,7 @@ class Tenant:
     weight 2 gets twice the token service of one with weight 1 when both are
     backlogged); ``qps_limit`` / ``token_rate_limit`` give the tenant its own
     :class:`~llmds.admissions.AdmissionController` token bucket (``None``: no
-    per-tenant limit), checked before the global one.
+    per-tenant limit), checked before the global one. Thread safety: immutable.
     """
 
     name: str
@@ -174,6 +176,7 @@ class SimRequest:
     ``token_ids`` is the prompt followed by the output (so recomputation after
     preemption and prefix hashing see real ids), or None for synthetic requests,
     whose ids the engine makes unique per request. Memory: O(1) plus the ids.
+    Thread safety: read-only after construction (the simulator never writes it).
     """
 
     __slots__ = (

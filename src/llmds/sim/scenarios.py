@@ -24,7 +24,7 @@ SCENARIOS: dict[str, str] = {
     "chat": "multi-turn chat trace (shared prefixes), Poisson at 4 req/s, continuous batching",
     "chat-bursty": "multi-turn chat trace, gamma arrivals (cv=3) at 4 req/s",
     "mixed-slo": "synthetic interactive (TTFT 200 ms) + batch (E2E 30 s) at 10 req/s, EDF",
-    "micro-batch": "synthetic short requests at 30 req/s, the seed's micro-batching (50 ms)",
+    "micro-batch": "synthetic short requests at 30 req/s, the Scheduler's micro-batching (50 ms)",
     "overload-admission": "synthetic at 25 req/s (2x capacity) with admission at 10 req/s",
     "chat-radix": "multi-turn chat trace at 4 req/s, RadixCache + PagedAllocator KV backend",
     "tenants-fair": "two tenants (one sends 4x), 15 req/s (1.3x capacity), SFQ fair share",

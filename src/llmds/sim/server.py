@@ -81,7 +81,10 @@ def _bucket(qps_limit: float | None, token_rate_limit: float | None,
 
 
 class LiveRequest:
-    """A request inside the server: queued, waiting for KV, or running. O(1) memory."""
+    """A request inside the server: queued, waiting for KV, or running. O(1) memory.
+
+    Thread safety: not thread-safe (its server's).
+    """
 
     __slots__ = ("computed", "deadline", "ids", "kv_len", "rec", "req", "sid", "target")
 

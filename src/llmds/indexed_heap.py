@@ -43,7 +43,8 @@ class IndexedHeap:
 
     A min-heap by default (smallest score first); ``max_heap=True`` puts the largest
     score first. Among equal scores entries leave in insertion order (FIFO): every
-    ``push`` gets a sequence number that breaks ties and that re-scoring keeps.
+    ``push`` gets a sequence number that breaks ties and that re-scoring keeps
+    (``push(key_id, score, tie)`` gives the tie-break instead).
 
     Score direction follows the 0.1 API: ``decrease_key`` lowers a key's score and
     ``increase_key`` raises it, in either heap mode (for a max-heap ``decrease_key``

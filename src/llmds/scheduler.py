@@ -28,6 +28,8 @@ it holds ``max_batch_size`` requests or the next request would exceed
 
 Time comes from the injectable ``clock`` (seconds, non-decreasing; default
 ``time.monotonic``), so with a fake clock the scheduler is fully deterministic.
+The per-request record (:class:`Request`, importable from here) and the dispatch
+statistics behind ``stats()`` live in :mod:`llmds._request`.
 """
 
 from __future__ import annotations

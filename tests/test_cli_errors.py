@@ -230,7 +230,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("config requests 10**12", ["simulate", "--config", "{requests_json}"], USAGE,
      "config key 'requests' must be <= 1000000"),
     ("config seed negative", ["simulate", "--config", "{seed_json}"], USAGE,
-     "config key 'seed' must be an int >= 0"),
+     "config key 'seed' must be in [0, 9223372036854775807], got -1"),
     ("config system prompt 10**12", ["simulate", "--config", "{sys_prompt_json}"], USAGE,
      "workload.trace.system_prompt_tokens"),
     ("config endless conversation", ["simulate", "--config", "{follow_json}"], USAGE,

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.sim.arrivals import (
     LengthDist,
     SimRequest,
@@ -21,6 +20,7 @@ from llmds.sim.arrivals import (
 from llmds.sim.cost_model import CostModel
 from llmds.sim.engine import MODES, POLICIES, SimConfig, Simulator, simulate
 from llmds.sim.metrics import FINISHED, REJECTED
+from llmds.sim.workloads import multi_turn_chat_trace
 
 
 def _queue_waits(res):

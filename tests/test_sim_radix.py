@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.errors import CapacityError
 from llmds.sim import LengthDist, SimConfig, SimRequest, simulate, synthetic_workload
 from llmds.sim.arrivals import trace_workload
 from llmds.sim.engine import MODES, Simulator
 from llmds.sim.kv_backends import KVCacheBackend, RadixBackend, TokenRemap, make_backend
 from llmds.sim.metrics import FINISHED
+from llmds.sim.workloads import multi_turn_chat_trace
 
 
 class _CheckedSimulator(Simulator):

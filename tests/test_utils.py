@@ -1,4 +1,8 @@
 import math
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -136,3 +140,31 @@ def test_metrics_collector_empty_and_bad_input():
         with pytest.raises(ValueError, match="latency_ms"):
             c.record_latency(bad)
     assert len(c) == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_memory_profiler_needs_no_psutil_on_linux():
+    # psutil is installed only where there is no /proc (pyproject.toml): prove it.
+    code = (
+        "import sys; sys.modules['psutil'] = None\n"
+        "from llmds.utils import memory_profiler\n"
+        "with memory_profiler() as p:\n"
+        "    block = bytearray(64 << 20)\n"
+        "    p.sample()\n"
+        "assert p.get_memory_delta_mb() >= 60, p.get_memory_delta_mb()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_rss_reader_is_shared_and_agrees_with_the_kernel():
+    from llmds.utils import _rss_reader
+
+    read = _rss_reader()
+    assert read is _rss_reader()  # chosen once per process
+    with open("/proc/self/status") as f:
+        vm_rss = int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) * 1024
+    assert abs(read() - vm_rss) < 16 << 20  # the same counter, read a moment apart

@@ -1,4 +1,4 @@
-"""Admission control: token buckets for requests/s and tokens/s."""
+"""Admission control: token buckets for requests/s and tokens/s (:class:`AdmissionController`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from llmds._locked import LockedState
 from llmds._validate import check_bool, check_number, show
 
 __all__ = [
@@ -43,7 +44,7 @@ class AdmissionDecision:
     ``admitted``: whether the request may run; ``reason``: one of :data:`REASONS`;
     ``retry_after_s``: seconds until the same request would be admitted if
     nothing else is admitted meanwhile (0.0 when admitted, ``inf`` for
-    ``request_too_large``, which can never be admitted).
+    ``request_too_large``, which can never be admitted). Thread safety: immutable.
     """
 
     admitted: bool
@@ -51,12 +52,8 @@ class AdmissionDecision:
     retry_after_s: float
 
 
-def _rate(name: str, value: object) -> float:
-    return check_number(value, name, minimum=0.0, exclusive_minimum=True)
-
-
-def _tokens_arg(name: str, value: object) -> float:
-    return check_number(value, name, minimum=0.0)
+# check_number keywords: a rate or burst is a finite number > 0.
+_RATE: dict[str, Any] = {"minimum": 0.0, "exclusive_minimum": True}
 
 
 def _bad_clock(now: object) -> NoReturn:
@@ -68,7 +65,7 @@ def _bad_clock(now: object) -> NoReturn:
     raise ValueError(f"clock() must return finite seconds, got {show(now)}")
 
 
-class AdmissionController:
+class AdmissionController(LockedState):
     """Two token buckets: one for requests per second, one for tokens per second.
 
     The request bucket refills at ``qps_target`` requests/s up to
@@ -80,7 +77,7 @@ class AdmissionController:
     larger than ``token_burst`` can never be admitted (``request_too_large``).
 
     Two ways to use it:
-      * ``should_admit(n)`` then ``record_request(actual_tokens)`` (the seed API):
+      * ``should_admit(n)`` then ``record_request(actual_tokens)`` (the 0.1 API):
         ``should_admit`` only asks; ``record_request`` takes 1 request and the
         *actual* tokens, which may drive the token bucket negative (debt that
         later refills pay back before anything else is admitted);
@@ -94,12 +91,19 @@ class AdmissionController:
     latest decision made by any thread; concurrent callers should use ``check``.
 
     Invariants (asserted by ``_check``): ``request_level <= request_burst`` and
-    ``token_level <= token_burst``; levels only go below 0 (requests) or below 0
-    (tokens) through ``record_request``; ``admitted + sum(rejected) ==
-    decisions``. Time comes from ``clock()`` (seconds, default
-    ``time.monotonic``); a clock that steps back is treated as no time passing.
+    ``token_level <= token_burst``; a level goes below 0 only through
+    ``record_request``; ``admitted + sum(rejected) == decisions``. Time comes from
+    ``clock()`` (seconds, default ``time.monotonic``); a clock that steps back is
+    treated as no time passing.
 
     Complexity: every method O(1). Memory: O(1).
+
+    Thread safety: every method takes one internal lock, so any number of threads
+    may share a controller; ``try_admit`` and ``check(record=True)`` decide and take
+    atomically (``should_admit`` followed by ``record_request`` is two steps).
+    ``copy.copy``, ``copy.deepcopy`` and ``pickle`` give an independent controller
+    (same settings, levels and counters, read under the lock) with a fresh lock;
+    ``clock`` is shared by the copies and must be picklable for ``pickle``.
 
     >>> now = [0.0]
     >>> ac = AdmissionController(qps_target=2.0, token_rate_limit=100, clock=lambda: now[0])
@@ -142,14 +146,12 @@ class AdmissionController:
         token_burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        req_rate = _rate("qps_target", qps_target)
-        tok_rate = _rate("token_rate_limit", token_rate_limit)
-        req_burst = _rate(
-            "request_burst", max(1.0, req_rate) if request_burst is None else request_burst
-        )
-        if req_burst < 1.0:
-            raise ValueError(f"request_burst must be >= 1 (one request), got {request_burst!r}")
-        tok_burst = _rate("token_burst", tok_rate if token_burst is None else token_burst)
+        req_rate = check_number(qps_target, "qps_target", **_RATE)
+        tok_rate = check_number(token_rate_limit, "token_rate_limit", **_RATE)
+        req_burst = max(1.0, req_rate) if request_burst is None else check_number(
+            request_burst, "request_burst", minimum=1.0)  # room for one request
+        tok_burst = tok_rate if token_burst is None else check_number(
+            token_burst, "token_burst", **_RATE)
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {show(clock)}")
         now = clock()
@@ -170,6 +172,15 @@ class AdmissionController:
         self._recorded_requests = 0
         self._recorded_tokens = 0.0
         self.last_retry_after = 0.0
+
+    # LockedState: copies and pickles skip the lock and share the clock.
+    _LOCKS = ("_acquire", "_lock", "_release")
+    _SHARED = ("_clock",)
+
+    def _new_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
 
     # --------------------------------------------------------------- settings
     @property
@@ -259,7 +270,7 @@ class AdmissionController:
         """
         if (type(estimated_tokens) is not int or estimated_tokens < 0
                 or estimated_tokens > 9007199254740992):
-            estimated_tokens = _tokens_arg("estimated_tokens", estimated_tokens)
+            estimated_tokens = check_number(estimated_tokens, "estimated_tokens", minimum=0.0)
         self._acquire()
         try:
             now = self._clock()
@@ -300,7 +311,7 @@ class AdmissionController:
         request or token. Returns ``(admitted, reason)`` like ``should_admit``.
         """
         if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
-            tokens = _tokens_arg("tokens", tokens)
+            tokens = check_number(tokens, "tokens", minimum=0.0)
         self._acquire()
         try:
             now = self._clock()
@@ -343,7 +354,7 @@ class AdmissionController:
 
     def check(self, estimated_tokens: float = 0, *, record: bool = False) -> AdmissionDecision:
         """Decide with a retry-after hint; ``record=True`` is ``try_admit``. O(1)."""
-        estimated_tokens = _tokens_arg("estimated_tokens", estimated_tokens)
+        estimated_tokens = check_number(estimated_tokens, "estimated_tokens", minimum=0.0)
         record = check_bool(record, "record")
         with self._lock:
             admitted, reason, retry = self._decide(estimated_tokens, record)
@@ -356,7 +367,7 @@ class AdmissionController:
         admissions. Counts towards ``stats()['recorded_requests']``.
         """
         if type(tokens) is not int or tokens < 0 or tokens > 9007199254740992:
-            tokens = _tokens_arg("tokens", tokens)
+            tokens = check_number(tokens, "tokens", minimum=0.0)
         with self._lock:
             self._refill()
             self._req_level -= 1.0

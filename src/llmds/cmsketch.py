@@ -50,11 +50,6 @@ def _row_seeds(seed: int, depth: int) -> npt.NDArray[np.uint64]:
     return out
 
 
-def _count_arg(count: object) -> int:
-    """A count to add: an int in ``[0, INT64_MAX]`` (counters saturate there anyway)."""
-    return check_int(count, "count", minimum=0, maximum=INT64_MAX)
-
-
 class CountMinSketch:
     """Count-Min sketch (Cormode & Muthukrishnan 2005) with conservative update.
 
@@ -93,7 +88,7 @@ class CountMinSketch:
     ``estimate_many`` O(n * depth) in a compiled loop (plus O(total bytes) for
     str/bytes items); ``merge`` and ``decay`` O(width * depth). Memory:
     ``8 * width * depth`` bytes (at most 2**31 counters). Thread safety: not
-    thread-safe; guard it with a lock if shared. Copies (``copy()``,
+    thread-safe; guard it with a lock if shared. Copies (``copy()``, ``copy.copy``,
     ``copy.deepcopy``) and pickles are independent sketches.
 
     >>> cms = CountMinSketch(width=1024, depth=4)
@@ -233,8 +228,8 @@ class CountMinSketch:
             return np.frombuffer(item.encode("utf-8"), dtype=np.uint8)
         elif isinstance(item, (bytes, bytearray, memoryview)):
             return np.frombuffer(bytes(item), dtype=np.uint8)
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
-            value = int(item)
+        elif is_int(item):
+            value = int(item)  # type: ignore[call-overload]
         else:
             raise TypeError(f"item must be a str, bytes or int, got {show(item)}")
         if not -(1 << 63) <= value < _UINT64_MOD:  # type: ignore[operator]
@@ -312,8 +307,8 @@ class CountMinSketch:
         """``(counts array or empty, scalar count, total to add)`` for a batch of ``n``."""
         if counts is None:
             return _EMPTY_COUNTS, 1, n
-        if isinstance(counts, (int, np.integer)) and not isinstance(counts, (bool, np.bool_)):
-            c = _count_arg(counts)
+        if is_int(counts):
+            c = check_int(counts, "count", minimum=0, maximum=INT64_MAX)
             return _EMPTY_COUNTS, c, c * n
         if isinstance(counts, (str, bytes, Mapping)) or not isinstance(counts, Iterable):
             raise TypeError(
@@ -345,7 +340,7 @@ class CountMinSketch:
         ``add_many`` is one to two orders of magnitude faster per item.
         """
         if type(count) is not int or count < 0 or count > INT64_MAX:
-            count = _count_arg(count)
+            count = check_int(count, "count", minimum=0, maximum=INT64_MAX)
         buf = self._bytes_of(item)
         if buf is None:
             _k.add_one(self._table, self._seeds, self._one, count, self._conservative)
@@ -455,6 +450,8 @@ class CountMinSketch:
         new._total = self._total
         new._capped = self._capped
         return new
+
+    __copy__ = copy
 
     def _check(self) -> None:
         """Assert the class invariants. O(width * depth); tests call it."""

@@ -19,18 +19,19 @@ from typing import Any, NoReturn
 import numpy as np
 
 from llmds._kernels import heap as _k
-from llmds._validate import check_bool, check_nonneg_int, check_number, show
+from llmds._validate import (
+    INT64_MAX,
+    INT64_MIN,
+    check_bool,
+    check_int,
+    check_nonneg_int,
+    check_number,
+    show,
+)
 
 __all__ = ["IndexedHeap"]
 
 _INITIAL_CAPACITY = 64
-
-
-def _as_score(score: Any, name: str = "score") -> float:
-    """A score as a float: TypeError for non-numbers, ValueError for NaN (inf is allowed)."""
-    if isinstance(score, float | np.floating) and score != score:
-        raise ValueError(f"{name} must not be NaN")  # check_number would say "finite"
-    return check_number(score, name, finite=False)
 
 
 def _unhashable(key_id: object) -> NoReturn:
@@ -42,12 +43,18 @@ class IndexedHeap:
 
     A min-heap by default (smallest score first); ``max_heap=True`` puts the largest
     score first. Among equal scores entries leave in insertion order (FIFO): every
-    ``push`` gets a sequence number that breaks ties and that re-scoring keeps.
+    ``push`` gets a sequence number that breaks ties and that re-scoring keeps
+    (``push(key_id, score, tie)`` gives the tie-break instead).
 
-    Score direction follows the seed API: ``decrease_key`` lowers a key's score and
+    Score direction follows the 0.1 API: ``decrease_key`` lowers a key's score and
     ``increase_key`` raises it, in either heap mode (for a max-heap ``decrease_key``
     moves the entry towards the back, ``increase_key`` towards the front).
     ``update`` (heapq/pqdict style) changes a score in either direction.
+
+    Names: the methods keep the 0.1 API's names (``push``, ``pop``, ``peek``,
+    ``decrease_key``, ``increase_key``, ``delete``, ``get_score``, ``size``,
+    ``is_empty``). ``remove`` is ``delete`` under the house heap vocabulary
+    (``push``/``pop``/``peek``/``update``/``remove``): one method, two names.
 
     Invariants (asserted by ``_check``):
       * heap order: no entry sorts before its parent by ``(score, seq)``
@@ -65,8 +72,10 @@ class IndexedHeap:
     int64s and a float64 score) plus one dict entry and one list entry per slot;
     capacity doubles when full and never shrinks.
 
-    Not thread-safe: callers that share a heap across threads hold a lock (as
-    :class:`llmds.scheduler.Scheduler` does).
+    Thread safety: not thread-safe; callers that share a heap across threads hold
+    a lock (as :class:`llmds.scheduler.Scheduler` does). ``copy()``/``copy.copy``,
+    ``copy.deepcopy`` and pickles are independent heaps (the keys themselves are
+    shared by ``copy()``, like ``dict.copy``).
 
     >>> h = IndexedHeap()
     >>> h.push(7, 2.0); h.push(8, 1.0); h.push(9, 1.0)
@@ -109,13 +118,17 @@ class IndexedHeap:
         self._meta[2] = nfree + len(fresh)
         self._keys.extend([None] * (new - cap))
 
-    # -- seed API ---------------------------------------------------------------
+    # -- the 0.1 API --------------------------------------------------------------
 
-    def push(self, key_id: Hashable, score: float) -> None:
+    def push(self, key_id: Hashable, score: float, tie: int | None = None) -> None:
         """Add ``key_id`` with ``score``. O(log n).
 
-        Raises KeyError if ``key_id`` is already in the heap, TypeError/ValueError
-        for a non-numeric or NaN score.
+        ``tie`` (an int64, smallest first) orders entries of equal score instead of
+        the insertion order, like heapq's ``(score, tie, item)`` entries: the
+        Scheduler's (deadline, tokens, FIFO) order is one ``tie``. Give it for every
+        entry or for none (insertion numbers start at 0). Raises KeyError if
+        ``key_id`` is already in the heap, TypeError/ValueError for a non-numeric
+        or NaN score or a non-int64 ``tie``.
         """
         ids = self._ids
         try:
@@ -125,10 +138,18 @@ class IndexedHeap:
         if known:
             raise KeyError(f"key_id {key_id!r} is already in the heap; use update()")
         if type(score) is not float or score != score:
-            score = _as_score(score)
+            score = check_number(score, "score", finite=False)
+        # The int64 bounds as literals: constants are cheaper than globals here.
+        if tie is not None and (type(tie) is not int
+                                or not -9223372036854775808 <= tie <= 9223372036854775807):
+            tie = check_int(tie, "tie", minimum=INT64_MIN, maximum=INT64_MAX)
         if len(ids) == len(self._keys):
             self._grow(1)
-        slot = _k.push(self._ints, self._scores, self._meta, -score if self._max else score)
+        internal = -score if self._max else score
+        if tie is None:
+            slot = _k.push(self._ints, self._scores, self._meta, internal)
+        else:
+            slot = _k.push_tie(self._ints, self._scores, self._meta, internal, tie)
         ids[key_id] = slot
         self._keys[slot] = key_id
 
@@ -180,6 +201,8 @@ class IndexedHeap:
         del ids[key_id]
         return (-score if self._max else score), key_id
 
+    remove = delete  # the house heap vocabulary's name; see "Names" in the class docstring
+
     def get_score(self, key_id: Hashable) -> float | None:
         """Score of ``key_id``, or None if it is not in the heap. O(1)."""
         try:
@@ -206,7 +229,7 @@ class IndexedHeap:
         """True if the heap holds no entries. O(1)."""
         return not self._ids
 
-    # -- beyond the seed ----------------------------------------------------------
+    # -- beyond the 0.1 API ------------------------------------------------------
 
     @property
     def max_heap(self) -> bool:
@@ -229,6 +252,19 @@ class IndexedHeap:
         """Iterate over key ids in no particular order (like a dict of a heap)."""
         return iter(list(self._ids))
 
+    def copy(self) -> IndexedHeap:
+        """An independent heap with the same entries and order. O(capacity)."""
+        new = IndexedHeap.__new__(IndexedHeap)
+        new._max = self._max
+        new._ints = self._ints.copy()
+        new._scores = self._scores.copy()
+        new._meta = self._meta.copy()
+        new._ids = dict(self._ids)
+        new._keys = list(self._keys)
+        return new
+
+    __copy__ = copy
+
     def __repr__(self) -> str:
         kind = "max" if self._max else "min"
         return f"IndexedHeap({kind}, size={len(self._ids)}, top={self.peek()!r})"
@@ -240,14 +276,10 @@ class IndexedHeap:
         """
         slot = self._slot(key_id)
         if type(score) is not float or score != score:
-            score = _as_score(score)
+            score = check_number(score, "score", finite=False)
         internal = -score if self._max else score
         if not _k.move_front(self._ints, self._scores, slot, internal):
             _k.move_back(self._ints, self._scores, self._meta, slot, internal)
-
-    def remove(self, key_id: Hashable) -> tuple[float, Any]:
-        """Alias of :meth:`delete` (heapq vocabulary). O(log n)."""
-        return self.delete(key_id)
 
     def push_many(self, key_ids: Iterable[Hashable], scores: Iterable[float]) -> None:
         """Push every ``(key_id, score)`` pair in order, in one kernel call. O(m log(n + m)).
@@ -270,9 +302,8 @@ class IndexedHeap:
             )
         if arr.dtype.kind not in "iuf":
             if arr.dtype == object and len(arr):
-                arr = np.asarray(
-                    [_as_score(s, f"scores[{i}]") for i, s in enumerate(arr)], dtype=np.float64
-                )
+                arr = np.asarray([check_number(s, f"scores[{i}]", finite=False)
+                                  for i, s in enumerate(arr)], dtype=np.float64)
             elif len(arr):
                 raise TypeError(f"scores must be real numbers, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=np.float64)
@@ -325,21 +356,6 @@ class IndexedHeap:
 
     # -- internals --------------------------------------------------------------
 
-    def _push_tie(self, key_id: Hashable, score: float, tie: int) -> None:
-        """``push`` with a caller-chosen int64 tie-break instead of the insertion sequence.
-
-        For owners that need a composite order, e.g. the Scheduler's (deadline,
-        tokens, FIFO). Preconditions (not checked): ``key_id`` is new, ``score`` is a
-        non-NaN float already in internal orientation (negated for a max-heap).
-        O(log n).
-        """
-        ids = self._ids
-        if len(ids) == len(self._keys):
-            self._grow(1)
-        slot = _k.push_tie(self._ints, self._scores, self._meta, score, tie)
-        ids[key_id] = slot
-        self._keys[slot] = key_id
-
     def _slot(self, key_id: Hashable) -> int:
         try:
             return self._ids[key_id]
@@ -354,7 +370,7 @@ class IndexedHeap:
         except (KeyError, TypeError):
             slot = self._slot(key_id)  # raises with a clear message
         if type(new_score) is not float or new_score != new_score:
-            new_score = _as_score(new_score, "new_score")
+            new_score = check_number(new_score, "new_score", finite=False)
         if self._max:
             ok = (
                 _k.move_back(self._ints, self._scores, self._meta, slot, -new_score)

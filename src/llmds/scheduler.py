@@ -28,6 +28,8 @@ it holds ``max_batch_size`` requests or the next request would exceed
 
 Time comes from the injectable ``clock`` (seconds, non-decreasing; default
 ``time.monotonic``), so with a fake clock the scheduler is fully deterministic.
+The per-request record (:class:`Request`, importable from here) and the dispatch
+statistics behind ``stats()`` live in :mod:`llmds._request`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
+from llmds._locked import LockedState
+from llmds._request import (
+    CANCELLED,
+    COMPLETED,
+    IN_FLIGHT,
+    QUEUED,
+    DispatchStats,
+    Request,
+)
 from llmds._validate import check_bool, check_int, check_number, show
 from llmds.indexed_heap import IndexedHeap
 
@@ -53,99 +62,8 @@ _TOKEN_LIMIT = 2**31 - 1
 _SEQ_BITS = 32
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
-QUEUED, IN_FLIGHT, COMPLETED, CANCELLED = "queued", "in_flight", "completed", "cancelled"
 
-
-class Request:
-    """One request and its queue-wait accounting (times in clock seconds).
-
-    ``priority_fn`` receives this object. Treat it as read-only: the scheduler
-    owns it. ``wait_ms`` is the queue wait (what time-to-first-token adds on top
-    of prefill); ``service_ms`` dispatch to completion; ``latency_ms`` arrival to
-    completion.
-    """
-
-    __slots__ = (
-        "_key",
-        "arrival",
-        "completion_time",
-        "deadline",
-        "dispatch_time",
-        "request_id",
-        "slo_ms",
-        "state",
-        "tokens",
-    )
-
-    def __init__(
-        self, request_id: int, tokens: int, slo_ms: float | None, arrival: float, deadline: float
-    ) -> None:
-        self.request_id = request_id
-        self.tokens = tokens
-        self.slo_ms = slo_ms
-        self.arrival = arrival
-        self.deadline = deadline  # release-rule deadline, inf without an SLO
-        self.dispatch_time: float | None = None
-        self.completion_time: float | None = None
-        self.state = QUEUED
-        self._key: tuple[float, int] = (0.0, 0)  # heap (score, tie) while queued
-
-    @property
-    def wait_ms(self) -> float | None:
-        """Queue wait, arrival to dispatch, in ms (None while queued)."""
-        if self.dispatch_time is None:
-            return None
-        return (self.dispatch_time - self.arrival) * 1000.0
-
-    @property
-    def service_ms(self) -> float | None:
-        """Dispatch to completion in ms (None until completed)."""
-        if self.completion_time is None or self.dispatch_time is None:
-            return None
-        return (self.completion_time - self.dispatch_time) * 1000.0
-
-    @property
-    def latency_ms(self) -> float | None:
-        """Arrival to completion in ms (None until completed)."""
-        if self.completion_time is None:
-            return None
-        return (self.completion_time - self.arrival) * 1000.0
-
-    @property
-    def slo_met(self) -> bool | None:
-        """True if dispatched by its SLO deadline; None without an SLO or before dispatch."""
-        if self.slo_ms is None or self.dispatch_time is None:
-            return None
-        return self.dispatch_time <= self.arrival + self.slo_ms / 1000.0
-
-    def __repr__(self) -> str:
-        return (
-            f"Request(request_id={self.request_id}, tokens={self.tokens}, slo_ms={self.slo_ms}, "
-            f"arrival={self.arrival}, state={self.state!r})"
-        )
-
-
-def _real(value: Any, name: str, *, allow_inf: bool = True, minimum: float = 0.0) -> float:
-    if isinstance(value, float | np.floating) and value != value:
-        raise ValueError(f"{name} must not be NaN")
-    return check_number(value, name, minimum=minimum, finite=not allow_inf)
-
-
-def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    return check_int(value, name, minimum=minimum, maximum=maximum)
-
-
-def _rid(value: Any, name: str = "request_id") -> int:
-    """A request id: an int (bools, floats and strings are never ids). O(1)."""
-    return value if type(value) is int else check_int(value, name)
-
-
-def _clock_value(now: Any) -> float:
-    """A ``clock()`` reading that is not a finite float: convert it or say what is wrong."""
-    return check_number(now, "clock()")
-
-
-class Scheduler:
+class Scheduler(LockedState):
     """Dynamic micro-batching with SLO-aware release rules (see the module docstring).
 
     Parameters: ``max_batch_size`` (>= 1) requests per batch; ``max_wait_ms``
@@ -175,6 +93,13 @@ class Scheduler:
     ``block=True`` to sleep until a batch is due). ``priority_fn`` runs under that
     lock and must not call back into the scheduler.
 
+    Copies: ``copy.copy``, ``copy.deepcopy`` and ``pickle`` give an independent
+    scheduler with the same queue, in-flight requests and statistics, snapshotted
+    under the lock; the copy gets a fresh lock and no blocked consumers. ``clock``
+    and ``priority_fn`` are shared by the copies (a time source and a policy, not
+    state) and must be picklable for ``pickle`` (``time.monotonic`` and
+    module-level functions are; a lambda is refused with pickle's own error).
+
     >>> t = [0.0]
     >>> s = Scheduler(max_batch_size=2, max_wait_ms=50.0, clock=lambda: t[0])
     >>> a = s.submit(tokens=100); b = s.submit(tokens=10, slo_ms=30.0)
@@ -200,22 +125,24 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         history: int = 100_000,
     ) -> None:
-        self.max_batch_size = _int(max_batch_size, "max_batch_size", 1)
-        self.max_wait_ms = _real(max_wait_ms, "max_wait_ms")
+        self.max_batch_size = check_int(max_batch_size, "max_batch_size", minimum=1)
+        self.max_wait_ms = check_number(max_wait_ms, "max_wait_ms", minimum=0.0, finite=False)
         if priority_fn is not None and not callable(priority_fn):
             raise TypeError(f"priority_fn must be callable or None, got {show(priority_fn)}")
         self.priority_fn = priority_fn
         self.max_batch_tokens = (
-            None if max_batch_tokens is None else _int(max_batch_tokens, "max_batch_tokens", 1)
+            None if max_batch_tokens is None
+            else check_int(max_batch_tokens, "max_batch_tokens", minimum=1)
         )
-        self.slo_margin_ms = _real(slo_margin_ms, "slo_margin_ms", allow_inf=False)
+        self.slo_margin_ms = check_number(slo_margin_ms, "slo_margin_ms", minimum=0.0)
         self.default_slo_ms = (
-            None if default_slo_ms is None else _real(default_slo_ms, "default_slo_ms")
+            None if default_slo_ms is None
+            else check_number(default_slo_ms, "default_slo_ms", minimum=0.0, finite=False)
         )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {show(clock)}")
         self._clock = clock
-        self._history = _int(history, "history", 0, sys.maxsize)
+        self._history = check_int(history, "history", minimum=0, maximum=sys.maxsize)
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -226,22 +153,12 @@ class Scheduler:
         self._queued: OrderedDict[int, Request] = OrderedDict()  # arrival (submission) order
         self._in_flight: dict[int, Request] = {}
         self._completed: deque[Request] = deque(maxlen=self._history)
-        self._waits_ms: deque[float] = deque(maxlen=self._history)
-        self._wait_sum_ms = 0.0
-        self._wait_max_ms = 0.0
         self._waiters = 0  # consumers blocked in get_batch
         self._queued_tokens = 0
         self._next_id = 0
         self._closed = False
-        self._counts = {
-            "submitted": 0,
-            "dispatched": 0,
-            "completed": 0,
-            "cancelled": 0,
-            "batches": 0,
-            "slo_missed": 0,
-        }
-        self._releases = {"force": 0, "full": 0, "max_wait": 0, "slo": 0}
+        self._stats = DispatchStats(self._history)  # counters and queue waits
+        self._counts = self._stats.counts  # bound once: submit counts every request
 
     # -- producers ------------------------------------------------------------------
 
@@ -255,20 +172,20 @@ class Scheduler:
         """
         # Fast paths for the common types; the helpers produce the error messages.
         if type(tokens) is not int or not 0 <= tokens <= _TOKEN_LIMIT:
-            tokens = _int(tokens, "tokens", 0, _TOKEN_LIMIT)
+            tokens = check_int(tokens, "tokens", minimum=0, maximum=_TOKEN_LIMIT)
         budget = self.max_batch_tokens
         if budget is not None and tokens > budget:
             raise ValueError(
                 f"tokens ({tokens}) exceeds max_batch_tokens ({budget}); it could never be batched"
             )
         if slo_ms is not None and (type(slo_ms) is not float or not slo_ms >= 0.0):
-            slo_ms = _real(slo_ms, "slo_ms")
+            slo_ms = check_number(slo_ms, "slo_ms", minimum=0.0, finite=False)
         with self._lock:
             if self._closed:
                 raise RuntimeError("submit on a closed Scheduler")
             now = self._clock()
             if type(now) is not float or now - now != 0.0:  # not a finite float
-                now = _clock_value(now)
+                now = check_number(now, "clock()")
             request_id = self._next_id
             budget_ms = slo_ms if slo_ms is not None else self.default_slo_ms
             deadline = math.inf if budget_ms is None else now + budget_ms / 1000.0
@@ -278,10 +195,10 @@ class Scheduler:
             else:
                 score, tie = self._priority(req)  # may raise: nothing changed yet
             self._next_id = request_id + 1
-            self._heap._push_tie(request_id, score, tie)
+            self._heap.push(request_id, score, tie)
             if self._deadlines is not None and deadline != math.inf:
-                self._deadlines._push_tie(request_id, deadline, request_id)
-            req._key = (score, tie)
+                self._deadlines.push(request_id, deadline, request_id)
+            req.order_key = (score, tie)
             self._queued[request_id] = req
             self._queued_tokens += tokens
             self._counts["submitted"] += 1
@@ -296,7 +213,7 @@ class Scheduler:
             return req.deadline, (req.tokens << _SEQ_BITS) | (req.request_id & _SEQ_MASK)
         value = fn(req)
         try:
-            p = _real(value, "priority_fn(req)", minimum=-math.inf)
+            p = check_number(value, "priority_fn(req)", finite=False)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc} (request tokens={req.tokens})") from None
         return -p, req.request_id
@@ -304,7 +221,7 @@ class Scheduler:
     def _now(self) -> float:
         now = self._clock()
         if type(now) is not float or now - now != 0.0:
-            now = _clock_value(now)
+            now = check_number(now, "clock()")
         return now
 
     def _dequeue(self, rid: int) -> Request:
@@ -323,8 +240,9 @@ class Scheduler:
         Raises KeyError if ``request_id`` is not queued (unknown, in flight or
         done) and TypeError/ValueError for bad ``new_tokens``; nothing changes then.
         """
-        request_id = _rid(request_id)
-        new_tokens = _int(new_tokens, "new_tokens", 0, _TOKEN_LIMIT)
+        if type(request_id) is not int:
+            request_id = check_int(request_id, "request_id")
+        new_tokens = check_int(new_tokens, "new_tokens", minimum=0, maximum=_TOKEN_LIMIT)
         budget = self.max_batch_tokens
         if budget is not None and new_tokens > budget:
             raise ValueError(f"new_tokens ({new_tokens}) exceeds max_batch_tokens ({budget})")
@@ -338,8 +256,8 @@ class Scheduler:
                 req.tokens = old
                 raise
             self._heap.delete(request_id)
-            self._heap._push_tie(request_id, score, tie)
-            req._key = (score, tie)
+            self._heap.push(request_id, score, tie)
+            req.order_key = (score, tie)
             self._queued_tokens += new_tokens - old
             if self._waiters:  # a token budget may now be reached
                 self._cond.notify()
@@ -349,7 +267,8 @@ class Scheduler:
 
         Raises KeyError if ``request_id`` is not queued.
         """
-        request_id = _rid(request_id)
+        if type(request_id) is not int:
+            request_id = check_int(request_id, "request_id")
         with self._cond:
             self._queued_request(request_id)
             req = self._dequeue(request_id)
@@ -434,7 +353,7 @@ class Scheduler:
         if block.__class__ is not bool:
             block = check_bool(block, "block")
         if timeout is not None:
-            timeout = _real(timeout, "timeout")
+            timeout = check_number(timeout, "timeout", minimum=0.0, finite=False)
             if timeout == math.inf:
                 timeout = None
         with self._cond:
@@ -485,10 +404,8 @@ class Scheduler:
                 total += tokens
                 batch.append(rid)
         deadlines = self._deadlines
-        waits = self._waits_ms
+        waits: list[float] = []
         missed = 0
-        wait_sum = 0.0
-        wait_max = self._wait_max_ms
         for rid in batch:
             req = queued.pop(rid)
             if deadlines is not None and req.deadline != math.inf:
@@ -497,19 +414,10 @@ class Scheduler:
             req.state = IN_FLIGHT
             req.dispatch_time = now
             in_flight[rid] = req
-            wait = (now - req.arrival) * 1000.0
-            wait_sum += wait
-            if wait > wait_max:
-                wait_max = wait
-            waits.append(wait)
+            waits.append((now - req.arrival) * 1000.0)
             if req.slo_ms is not None and now > req.arrival + req.slo_ms / 1000.0:
                 missed += 1
-        self._wait_sum_ms += wait_sum
-        self._wait_max_ms = wait_max
-        self._counts["slo_missed"] += missed
-        self._counts["dispatched"] += len(batch)
-        self._counts["batches"] += 1
-        self._releases[reason] += 1
+        self._stats.record_batch(reason, waits, missed)
         return batch
 
     def complete_batch(self, request_ids: Iterable[int]) -> None:
@@ -521,7 +429,7 @@ class Scheduler:
         if isinstance(request_ids, (str, bytes, Mapping)) or not isinstance(request_ids, Iterable):
             raise TypeError(f"request_ids must be an iterable of ints, got {show(request_ids)}")
         ids = [
-            rid if type(rid) is int else _rid(rid, f"request_ids[{i}]")
+            rid if type(rid) is int else check_int(rid, f"request_ids[{i}]")
             for i, rid in enumerate(request_ids)
         ]
         with self._cond:
@@ -544,6 +452,17 @@ class Scheduler:
             self._counts["completed"] += len(ids)
 
     # -- lifecycle ------------------------------------------------------------------
+
+    # -- copy / pickle ----------------------------------------------------------------
+
+    # LockedState: copies and pickles skip the locks and share clock and policy.
+    _LOCKS = ("_lock", "_cond")
+    _SHARED = ("_clock", "priority_fn")
+
+    def _new_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiters = 0  # blocked consumers stay with the original
 
     def wakeup(self) -> None:
         """Wake blocked ``get_batch`` calls to re-check the rules (after moving a fake clock)."""
@@ -577,7 +496,8 @@ class Scheduler:
 
     def request(self, request_id: int) -> Request | None:
         """The record of a queued or in-flight request, else None. O(1)."""
-        request_id = _rid(request_id)
+        if type(request_id) is not int:
+            request_id = check_int(request_id, "request_id")
         with self._cond:
             req = self._queued.get(request_id)
             return req if req is not None else self._in_flight.get(request_id)
@@ -585,7 +505,7 @@ class Scheduler:
     def queued_ids(self) -> list[int]:
         """Queued request ids in the order batches would take them. O(n log n)."""
         with self._cond:
-            return [r.request_id for r in sorted(self._queued.values(), key=lambda r: r._key)]
+            return [r.request_id for r in sorted(self._queued.values(), key=lambda r: r.order_key)]
 
     def drain_completed(self) -> list[Request]:
         """Completed requests since the last drain (at most ``history``), oldest first."""
@@ -601,31 +521,8 @@ class Scheduler:
         ``p50``/``p95``/``p99`` over the last ``history`` of them (``window``).
         """
         with self._cond:
-            waits = np.asarray(self._waits_ms, dtype=np.float64)
-            out: dict[str, Any] = dict(self._counts)
-            out.update(
-                queued=len(self._queued),
-                in_flight=len(self._in_flight),
-                queued_tokens=self._queued_tokens,
-                releases=dict(self._releases),
-                mean_batch_size=(
-                    self._counts["dispatched"] / self._counts["batches"]
-                    if self._counts["batches"]
-                    else 0.0
-                ),
-            )
-            n = self._counts["dispatched"]
-            # mean/max/count cover every dispatch; percentiles the last ``history`` ones.
-            wait: dict[str, Any] = {
-                "count": n,
-                "mean": self._wait_sum_ms / n if n else None,
-                "max": self._wait_max_ms if n else None,
-            }
-            if waits.size:
-                p50, p95, p99 = np.percentile(waits, [50, 95, 99])
-                wait.update(p50=float(p50), p95=float(p95), p99=float(p99), window=int(waits.size))
-            out["wait_ms"] = wait
-            return out
+            return self._stats.snapshot(len(self._queued), len(self._in_flight),
+                                        self._queued_tokens)
 
     def _check(self) -> None:
         """Assert the invariants. O(n log n); tests call it after each step."""
@@ -639,7 +536,7 @@ class Scheduler:
             assert arrivals == sorted(arrivals), "arrival index out of order"
             for rid, req in queued.items():
                 assert req.state == QUEUED and req.request_id == rid
-                assert heap.get_score(rid) == req._key[0], f"stale heap score of {rid}"
+                assert heap.get_score(rid) == req.order_key[0], f"stale heap score of {rid}"
             for rid, req in self._in_flight.items():
                 assert req.state == IN_FLIGHT and req.dispatch_time is not None, rid
             if self._deadlines is not None:

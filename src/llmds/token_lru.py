@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy as _copy
-import operator
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar, overload
@@ -302,16 +301,7 @@ def _unhashable(key: object) -> NoReturn:
 
 def _checked_size(size: object) -> int:
     """``size`` (a ``token_of`` result) as an int >= 0, or a clear error. O(1)."""
-    if type(size) is not int:
-        if isinstance(size, bool):
-            raise TypeError("token_of must return an int, got bool")
-        try:
-            size = operator.index(size)  # type: ignore[arg-type]  # NumPy integers are fine
-        except TypeError:
-            raise TypeError(f"token_of must return an int, got {show(size)}") from None
-    if size < 0:
-        raise ValueError(f"token_of must return a size >= 0, got {size}")
-    return size
+    return check_nonneg_int(size, "token_of(value)")
 
 
 def _make_get(data: OrderedDict[Any, tuple[Any, int]]) -> Callable[..., Any]:
@@ -349,7 +339,7 @@ def _make_put(
         """Insert or replace ``key`` as most recently used; evict LRU entries to fit.
 
         O(1) plus O(1) per evicted entry. Returns the evicted ``(key, value)``
-        pairs, least recently used first (the seed API returned ``None``; a list
+        pairs, least recently used first (the 0.1 API returned ``None``; a list
         is returned so callers can free what evicted entries pin). Replacing a
         key never evicts that key itself. Raises ``ValueError`` if ``value``
         alone is larger than ``token_budget`` and ``TypeError``/``ValueError`` if

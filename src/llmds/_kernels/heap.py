@@ -87,20 +87,6 @@ def _sift_down(ints, scores, i, n, slot, score, seq):  # pragma: no cover - jitt
 
 
 @numba.njit(cache=True, nogil=True)
-def push(ints, scores, meta, score):  # pragma: no cover - jitted
-    """Insert ``score`` with the next sequence number; return its slot. O(log n)."""
-    n = meta[0]
-    seq = meta[1]
-    nfree = meta[2] - 1
-    slot = ints[3, nfree]
-    meta[0] = n + 1
-    meta[1] = seq + 1
-    meta[2] = nfree
-    _sift_up(ints, scores, n, slot, score, seq)
-    return slot
-
-
-@numba.njit(cache=True, nogil=True)
 def push_tie(ints, scores, meta, score, tie):  # pragma: no cover - jitted
     """Insert ``score`` with caller-chosen tie-break ``tie``; return its slot. O(log n)."""
     n = meta[0]
@@ -110,6 +96,14 @@ def push_tie(ints, scores, meta, score, tie):  # pragma: no cover - jitted
     meta[2] = nfree
     _sift_up(ints, scores, n, slot, score, tie)
     return slot
+
+
+@numba.njit(cache=True, nogil=True)
+def push(ints, scores, meta, score):  # pragma: no cover - jitted
+    """Insert ``score`` with the next sequence number; return its slot. O(log n)."""
+    seq = meta[1]
+    meta[1] = seq + 1
+    return push_tie(ints, scores, meta, score, seq)
 
 
 @numba.njit(cache=True, nogil=True)

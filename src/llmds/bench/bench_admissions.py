@@ -16,7 +16,7 @@ seeded number of estimated tokens, 50-2000, against *two* buckets, the token one
 non-binding); the peers check one request limit per call (``limits``:
 ``hit(item, "tenant")``, ``MemoryStorage``; ``pyrate-limiter``:
 ``Limiter(InMemoryBucket([Rate(...)])).try_acquire("tenant", blocking=False)``).
-llmds' ``should_admit`` (the seed API; no record) and ``check`` (decision object
+llmds' ``should_admit`` (the 0.1 API; no record) and ``check`` (decision object
 with retry-after) are timed too. Rates are decisions per CPU-second of the median
 run (see harness).
 """
@@ -88,13 +88,48 @@ def _admitted(result: Any) -> bool:
     return bool(result.admitted)
 
 
-def run(ctx: BenchContext) -> dict[str, Any]:
+def _sizes(ctx: BenchContext) -> tuple[int, int, int]:
+    """``(saturated calls, admitting calls, latency sample)`` for the run size."""
     if ctx.quick:
-        n_sat, n_adm, lat_n = 10_000, 3_000, 2_000
-    elif ctx.full:
-        n_sat, n_adm, lat_n = 1_000_000, 100_000, 50_000
-    else:
-        n_sat, n_adm, lat_n = 200_000, 40_000, 20_000
+        return 10_000, 3_000, 2_000
+    if ctx.full:
+        return 1_000_000, 100_000, 50_000
+    return 200_000, 40_000, 20_000
+
+
+def _time_impl(
+    ctx: BenchContext, factory: Callable[[], Callable[[Any], Any]], tokens: list[int], lat_n: int
+) -> tuple[harness.Measurement, float, dict[str, float]]:
+    """Decisions per CPU-second, the admitted fraction and per-call latencies of one limiter."""
+
+    def fn(decide: Callable[[Any], Any]) -> None:
+        for t in tokens:
+            decide(t)
+
+    m = harness.measure(fn, ops=len(tokens), setup=factory, repeat=ctx.repeat, warmup=1)
+    decide = factory()  # untimed run: how many calls were admitted
+    admitted = sum(1 for t in tokens if _admitted(decide(t)))
+    lat = harness.latency_percentiles_ms(factory(), tokens[:lat_n])
+    return m, admitted / len(tokens), lat
+
+
+def _ratios(rates: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    ratios = []
+    for regime, r in rates.items():
+        ours = r.get("llmds try_admit")
+        for peer_name in ("limits moving window", "limits fixed window", "pyrate-limiter"):
+            ratios.append(
+                {
+                    "name": f"try_admit / {peer_name}, {regime} (decisions/s)",
+                    "value": harness.ratio(ours, r.get(peer_name)) if ours else None,
+                    "goal": 10.0,
+                }
+            )
+    return ratios
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    n_sat, n_adm, lat_n = _sizes(ctx)
     rng = np.random.default_rng(ctx.seed)
     regimes = [("saturated", 100, n_sat), ("admitting", 10**9, n_adm)]
     impls_by_regime = {name: _impls(limit) for name, limit, _ in regimes}
@@ -113,43 +148,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 rows.append({"impl": name, "regime": regime,
                              "skipped": harness.skipped(module or name)})
                 continue
-
-            def fn(decide: Callable[[Any], Any], tokens: list[int] = tokens) -> None:
-                for t in tokens:
-                    decide(t)
-
-            m = harness.measure(fn, ops=n, setup=factory, repeat=ctx.repeat, warmup=1)
-            decide = factory()  # untimed run: how many calls were admitted
-            admitted = sum(1 for t in tokens if _admitted(decide(t)))
-            decide = factory()
-            lat = harness.latency_percentiles_ms(decide, tokens[:lat_n])
+            m, admitted, lat = _time_impl(ctx, factory, tokens, lat_n)
             rates[regime][name] = m.ops_per_cpu_s
             measurements[f"{regime}/{name}"] = m.to_dict()
-            rows.append(
-                {
-                    "impl": name,
-                    "regime": regime,
-                    "limit_per_s": limit,
-                    "decisions_per_cpu_s": m.ops_per_cpu_s,
-                    "decisions_per_s": m.ops_per_s,
-                    "median_cpu_s": m.median_cpu_s,
-                    "admitted_fraction": admitted / n,
-                    "peak_rss_mb": m.peak_rss_mb,
-                    "latency_ms": {k: lat[k] for k in ("p50", "p95", "p99")},
-                }
-            )
-    ratios = []
-    for regime, _, _ in regimes:
-        r = rates[regime]
-        ours = r.get("llmds try_admit")
-        for peer_name in ("limits moving window", "limits fixed window", "pyrate-limiter"):
-            ratios.append(
-                {
-                    "name": f"try_admit / {peer_name}, {regime} (decisions/s)",
-                    "value": harness.ratio(ours, r.get(peer_name)) if ours else None,
-                    "goal": 10.0,
-                }
-            )
+            rows.append({"impl": name, "regime": regime, "limit_per_s": limit,
+                         "decisions_per_cpu_s": m.ops_per_cpu_s, "decisions_per_s": m.ops_per_s,
+                         "median_cpu_s": m.median_cpu_s, "admitted_fraction": admitted,
+                         "peak_rss_mb": m.peak_rss_mb,
+                         "latency_ms": {k: lat[k] for k in ("p50", "p95", "p99")}})
     ctx.progress(total, total, "done")
     plots = [
         {
@@ -178,7 +184,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         },
         data=f"synthetic call stream on the real clock, tokens seeded with {ctx.seed}",
         rows=rows,
-        ratios=ratios,
+        ratios=_ratios(rates),
         notes=[
             "llmds checks two buckets (requests/s and tokens/s) per call; the peers check "
             "one request limit (cost 1).",

@@ -83,7 +83,8 @@ class LazyHeapq:
     """The naive baseline: heapq of [score, seq, key] entries, stale entries skipped on pop.
 
     decrease-key pushes a fresh entry and marks the old one dead, so the list holds
-    up to one dead entry per update until pops skip past them.
+    up to one dead entry per update until pops skip past them. Thread safety:
+    not thread-safe.
     """
 
     _DEAD = object()
@@ -145,16 +146,13 @@ def _replay(
 def _popped_keys(prefill: list[tuple[int, float]], ops: Trace) -> list[int]:
     """Replay ``ops`` on an IndexedHeap and return the popped keys in order."""
     heap = IndexedHeap()
-    for key, score in prefill:
-        heap.push(key, score)
+    heap.push_many([k for k, _ in prefill], [s for _, s in prefill])
     out: list[int] = []
-    for kind, key, score in ops:
-        if kind == PUSH:
-            heap.push(key, score)
-        elif kind == POP:
-            out.append(heap.pop()[1])
-        else:
-            heap.decrease_key(key, score)
+
+    def pop() -> None:
+        out.append(heap.pop()[1])
+
+    _replay(heap.push, pop, heap.decrease_key, ops)
     return out
 
 
@@ -203,16 +201,51 @@ def _impls() -> list[tuple[str, Callable[[], Any] | None, Callable[[Any], tuple]
     return out
 
 
-def run(ctx: BenchContext) -> dict[str, Any]:
+def _sizes(ctx: BenchContext) -> tuple[int, int, int]:
+    """``(operations, live keys, latency sample)`` for the run size."""
     if ctx.quick:
-        num_ops, live, lat_n = 30_000, 10_000, 5_000
-    elif ctx.full:
-        # The issue's headline workload: 1M ops with 100k-200k live keys.
-        num_ops, live, lat_n = 1_000_000, 150_000, 100_000
-    else:
-        # Same live-key count (so the same log n per op) at 40% of the ops: heapdict's
-        # six 1M-op runs alone took ~2 min, too long for the default `make bench`.
-        num_ops, live, lat_n = 400_000, 150_000, 20_000
+        return 30_000, 10_000, 5_000
+    if ctx.full:
+        # The headline workload: 1M ops with 100k-200k live keys.
+        return 1_000_000, 150_000, 100_000
+    # Same live-key count (so the same log n per op) at 40% of the ops: heapdict's
+    # six 1M-op runs alone took ~2 min, too long for the default `make bench`.
+    return 400_000, 150_000, 20_000
+
+
+def _time_impl(
+    ctx: BenchContext, name: str, factory: Callable[[], Any], bind: Callable,
+    prefill: list[tuple[int, float]], ops: Trace, lat_n: int,
+) -> tuple[harness.Measurement, dict[str, float]]:
+    """Throughput of the whole trace on a prefilled heap, and per-call latencies."""
+
+    def setup() -> tuple:
+        return bind(_prefilled(name, factory, bind, prefill))
+
+    def fn(state: tuple) -> None:
+        push, pop, dec = state
+        _replay(push, pop, dec, ops)
+
+    m = harness.measure(fn, ops=len(ops), setup=setup, repeat=ctx.repeat,
+                        warmup=1 if name.startswith("llmds") else 0)
+    push, pop, dec = setup()
+
+    def one(op: tuple[int, int, float]) -> None:
+        # _replay's dispatch for one op; _replay inlines it because a call per op
+        # would add that call's cost to every timed operation.
+        kind, key, score = op
+        if kind == PUSH:
+            push(key, score)
+        elif kind == POP:
+            pop()
+        else:
+            dec(key, score)
+
+    return m, harness.latency_percentiles_ms(one, ops[:lat_n])
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    num_ops, live, lat_n = _sizes(ctx)
     impls = _impls()
     total = len(impls) + 2
     ctx.progress(0, total, "building trace")
@@ -232,66 +265,20 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         if factory is None:
             rows.append({"impl": name, "skipped": harness.skipped(module or name)})
             continue
-
-        def setup(
-            factory: Callable[[], Any] = factory, bind: Callable = bind, name: str = name
-        ) -> tuple:
-            return bind(_prefilled(name, factory, bind, prefill))
-
-        def fn(state: tuple) -> None:
-            push, pop, dec = state
-            _replay(push, pop, dec, ops)
-
-        m = harness.measure(
-            fn,
-            ops=len(ops),
-            setup=setup,
-            repeat=ctx.repeat,
-            warmup=1 if name.startswith("llmds") else 0,
-        )
-        push, pop, dec = setup()
-
-        def one(
-            op: tuple[int, int, float], push: Any = push, pop: Any = pop, dec: Any = dec
-        ) -> None:
-            kind, key, score = op
-            if kind == PUSH:
-                push(key, score)
-            elif kind == POP:
-                pop()
-            else:
-                dec(key, score)
-
-        lat = harness.latency_percentiles_ms(one, ops[:lat_n])
+        m, lat = _time_impl(ctx, name, factory, bind, prefill, ops, lat_n)
         rates[name] = m.ops_per_cpu_s
         measurements[name] = m.to_dict()
-        rows.append(
-            {
-                "impl": name,
-                "ops_per_cpu_s": m.ops_per_cpu_s,
-                "ops_per_s": m.ops_per_s,
-                "median_cpu_s": m.median_cpu_s,
-                "peak_rss_mb": m.peak_rss_mb,
-                "latency_ms": {k: lat[k] for k in ("p50", "p95", "p99")},
-            }
-        )
+        rows.append({"impl": name, "ops_per_cpu_s": m.ops_per_cpu_s, "ops_per_s": m.ops_per_s,
+                     "median_cpu_s": m.median_cpu_s, "peak_rss_mb": m.peak_rss_mb,
+                     "latency_ms": {k: lat[k] for k in ("p50", "p95", "p99")}})
     ours = rates["llmds.IndexedHeap"]
     ratios = [
-        {
-            "name": "IndexedHeap / pqdict (ops/s)",
-            "value": harness.ratio(ours, rates.get("pqdict")),
-            "goal": 3.0,
-        },
-        {
-            "name": "IndexedHeap / heapdict (ops/s)",
-            "value": harness.ratio(ours, rates.get("heapdict")),
-            "goal": None,
-        },
-        {
-            "name": "IndexedHeap / heapq + lazy deletion (ops/s)",
-            "value": harness.ratio(ours, rates.get("heapq + lazy deletion")),
-            "goal": None,
-        },
+        {"name": "IndexedHeap / pqdict (ops/s)",
+         "value": harness.ratio(ours, rates.get("pqdict")), "goal": 3.0},
+        {"name": "IndexedHeap / heapdict (ops/s)",
+         "value": harness.ratio(ours, rates.get("heapdict")), "goal": None},
+        {"name": "IndexedHeap / heapq + lazy deletion (ops/s)",
+         "value": harness.ratio(ours, rates.get("heapq + lazy deletion")), "goal": None},
     ]
     ctx.progress(total, total, "done")
     plot = {

@@ -1,12 +1,13 @@
 """Serving-simulator experiments (``llmds bench sim``).
 
-1. The seed's micro-batching scheduler, ``max_wait_ms`` sweep: for several loads
+1. The Scheduler's micro-batching, ``max_wait_ms`` sweep: for several loads
    (fractions of the saturation throughput) and ``max_wait_ms`` values, run
    :mod:`llmds.sim` in ``micro_batch`` mode and report capacity relative to
-   always-full batches and p95 queue wait / TTFT / E2E latency. The seed report
-   claimed ~95% of max throughput with p95 < 100 ms at 50 ms; the rows say what the
-   simulation shows under the default :class:`~llmds.sim.CostModel` parameters
-   (recorded in ``params`` and in the exp1 ratios). Absolute times depend on them.
+   always-full batches and p95 queue wait / TTFT / E2E latency. The report this
+   library started from claimed ~95% of max throughput with p95 < 100 ms at 50 ms;
+   the rows say what the simulation shows under the default
+   :class:`~llmds.sim.CostModel` parameters (recorded in ``params`` and in the exp1
+   ratios). Absolute times depend on them.
 2. FCFS vs EDF vs the Scheduler's default order, mixed SLO classes, load swept past
    saturation (continuous batching): goodput and SLO attainment.
 3. Prefix caching off / hash-chain KVCache / RadixCache + PagedAllocator on the
@@ -30,7 +31,6 @@ from typing import Any
 
 from llmds.bench import harness
 from llmds.bench.harness import BenchContext
-from llmds.bench.workloads import multi_turn_chat_trace
 from llmds.sim import (
     CostModel,
     LengthDist,
@@ -40,6 +40,7 @@ from llmds.sim import (
     synthetic_workload,
     trace_workload,
 )
+from llmds.sim.workloads import multi_turn_chat_trace
 
 NAME = "sim"
 TITLE = "Serving simulator: max_wait_ms sweep, policies, prefix caching, admission"
@@ -137,36 +138,55 @@ def _prefix_experiment(ctx: BenchContext, n: int) -> tuple[
         reqs = trace_workload(trace, load * cap, seed=ctx.seed)
         for label, backend, on in _CACHES:
             res = simulate(reqs, SimConfig(kv_backend=backend, prefix_caching=on))
-            m = res.metrics
             if load == loads[-1]:
                 step = max(1, len(res.kv_utilisation) // 200)
                 util[label] = res.kv_utilisation[::step]
-            row = {"impl": f"llmds.sim {label}", "experiment": "prefix_cache", "cache": label,
-                   "kv_backend": backend, "prefix_caching": on, "load": load,
-                   "offered_rate": load * cap, "prefix_hit_rate": m["prefix_hit_rate"],
-                   "p50_ttft_ms": m["ttft_ms"]["p50"], "p95_ttft_ms": m["ttft_ms"]["p95"],
-                   "mean_ttft_ms": m["ttft_ms"]["mean"],
-                   "kv_pages_per_running_mean": m["kv_pages_per_running_mean"],
-                   "kv_pages_per_running_peak": m["kv_pages_per_running_peak"],
-                   "kv_active_pages_mean": m["kv_active_pages_mean"],
-                   "kv_active_pages_peak": m["kv_active_pages_peak"],
-                   "preemptions": m["preemptions"]}
-            by[label, load] = row
-            rows.append(row)
-        off = by["off", load]
-        for label, _, _ in _CACHES[1:]:
-            row = by[label, load]
-            row["memory_saved_fraction"] = 1.0 - (
-                row["kv_pages_per_running_mean"] / off["kv_pages_per_running_mean"])
-            row["active_pages_saved_fraction"] = 1.0 - (
-                row["kv_active_pages_mean"] / off["kv_active_pages_mean"])
-            ratios.append({"name": f"exp3: memory saved by {label} vs off, load {load}",
-                           "pages_per_running_request": row["kv_pages_per_running_mean"],
-                           "pages_per_running_request_off": off["kv_pages_per_running_mean"],
-                           "value": row["memory_saved_fraction"], "goal": 0.3, "load": load,
-                           "measure": "1 - KV pages per running request (cache / off)"})
-    top = loads[-1]
+            by[label, load] = _prefix_row(label, backend, on, load, load * cap, res.metrics)
+            rows.append(by[label, load])
+        ratios += _memory_saved(by, load)
+    ratios += _prefix_ratios(by, loads[-1])
+    return rows, ratios, _prefix_plots(by, loads, util)
+
+
+def _prefix_row(label: str, backend: str, on: bool, load: float, rate: float,
+                m: dict[str, Any]) -> dict[str, Any]:
+    """One experiment-3 row: a cache at a load, the metrics the report compares."""
+    return {"impl": f"llmds.sim {label}", "experiment": "prefix_cache", "cache": label,
+            "kv_backend": backend, "prefix_caching": on, "load": load,
+            "offered_rate": rate, "prefix_hit_rate": m["prefix_hit_rate"],
+            "p50_ttft_ms": m["ttft_ms"]["p50"], "p95_ttft_ms": m["ttft_ms"]["p95"],
+            "mean_ttft_ms": m["ttft_ms"]["mean"],
+            "kv_pages_per_running_mean": m["kv_pages_per_running_mean"],
+            "kv_pages_per_running_peak": m["kv_pages_per_running_peak"],
+            "kv_active_pages_mean": m["kv_active_pages_mean"],
+            "kv_active_pages_peak": m["kv_active_pages_peak"],
+            "preemptions": m["preemptions"]}
+
+
+def _memory_saved(by: dict[tuple[str, float], dict[str, Any]],
+                  load: float) -> list[dict[str, Any]]:
+    """Each cache's memory saved vs off at ``load``: set on its row, and the exp3 ratio."""
+    off = by["off", load]
+    ratios = []
+    for label, _, _ in _CACHES[1:]:
+        row = by[label, load]
+        row["memory_saved_fraction"] = 1.0 - (
+            row["kv_pages_per_running_mean"] / off["kv_pages_per_running_mean"])
+        row["active_pages_saved_fraction"] = 1.0 - (
+            row["kv_active_pages_mean"] / off["kv_active_pages_mean"])
+        ratios.append({"name": f"exp3: memory saved by {label} vs off, load {load}",
+                       "pages_per_running_request": row["kv_pages_per_running_mean"],
+                       "pages_per_running_request_off": off["kv_pages_per_running_mean"],
+                       "value": row["memory_saved_fraction"], "goal": 0.3, "load": load,
+                       "measure": "1 - KV pages per running request (cache / off)"})
+    return ratios
+
+
+def _prefix_ratios(by: dict[tuple[str, float], dict[str, Any]],
+                   top: float) -> list[dict[str, Any]]:
+    """Hit rate, TTFT and pages held of each cache relative to off, at the top load."""
     off = by["off", top]
+    ratios: list[dict[str, Any]] = []
     for label, _, _ in _CACHES[1:]:
         row = by[label, top]
         ratios += [
@@ -182,19 +202,23 @@ def _prefix_experiment(ctx: BenchContext, n: int) -> tuple[
              "value": row["kv_active_pages_mean"] / off["kv_active_pages_mean"], "goal": None,
              "higher_is_better": False},
         ]
-    plots = [{"title": "KV pages per running request (multi-turn chat)",
-              "x_label": "load / capacity (caching off)", "y_label": "pages (16 tokens)",
-              "kind": "line",
-              "series": [{"label": label, "x": loads,
-                          "y": [by[label, ld]["kv_pages_per_running_mean"] for ld in loads]}
-                         for label, _, _ in _CACHES]},
-             {"title": f"KV utilisation over time (multi-turn chat, load {top})",
-              "x_label": "simulated time (s)", "y_label": "used pages / KV pool",
-              "kind": "line",
-              "series": [{"label": label, "x": [round(t, 3) for t, _ in util[label]],
-                          "y": [round(u, 4) for _, u in util[label]], "marker": False}
-                         for label, _, _ in _CACHES]}]
-    return rows, ratios, plots
+    return ratios
+
+
+def _prefix_plots(by: dict[tuple[str, float], dict[str, Any]], loads: list[float],
+                  util: dict[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    return [{"title": "KV pages per running request (multi-turn chat)",
+             "x_label": "load / capacity (caching off)", "y_label": "pages (16 tokens)",
+             "kind": "line",
+             "series": [{"label": label, "x": loads,
+                         "y": [by[label, ld]["kv_pages_per_running_mean"] for ld in loads]}
+                        for label, _, _ in _CACHES]},
+            {"title": f"KV utilisation over time (multi-turn chat, load {loads[-1]})",
+             "x_label": "simulated time (s)", "y_label": "used pages / KV pool",
+             "kind": "line",
+             "series": [{"label": label, "x": [round(t, 3) for t, _ in util[label]],
+                         "y": [round(u, 4) for _, u in util[label]], "marker": False}
+                        for label, _, _ in _CACHES]}]
 
 _PROMPT = LengthDist("uniform", low=32, high=512)
 _OUTPUT = LengthDist("uniform", low=1, high=16)
@@ -207,19 +231,17 @@ def _config(max_wait_ms: float, batch: int, cost: CostModel) -> SimConfig:
     )
 
 
-def run(ctx: BenchContext) -> dict[str, Any]:
-    """Run the sweep and return the result record.
+def _exp1_sweep(
+    ctx: BenchContext, n: int, batch: int, cost: CostModel, waits: list[float],
+    loads: list[float], total: int,
+) -> tuple[list[dict[str, Any]], dict[float, dict[str, list[float]]], float]:
+    """Experiment 1: micro-batching at each load and ``max_wait_ms``.
 
     ``capacity_vs_full``: requests completed per second of busy server time,
     relative to always-full batches; below 1 the policy spends capacity on
-    partly filled batches (and saturates earlier).
+    partly filled batches (and saturates earlier). Returns the rows, the plot
+    series by load and the simulator's speed (requests per CPU-second).
     """
-    n = 400 if ctx.quick else 4000
-    batch = 32
-    cost = CostModel()
-    waits = [0.0, 10.0, 50.0, 200.0] if ctx.quick else [0.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0]
-    loads = [0.5, 0.9] if ctx.quick else [0.3, 0.6, 0.8, 0.9]
-    total = 1 + len(waits) * len(loads) + 3
     ctx.progress(0, total, "saturation run")
     # Always-full batches: arrivals far faster than service, max_wait_ms = inf.
     sat = simulate(
@@ -236,8 +258,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
          "mean_batch_size": sat.scheduler_stats["mean_batch_size"]},
     ]
     series: dict[float, dict[str, list[float]]] = {}
-    done = 1
-    simulated = 0
     cpu = 0.0
     for load in loads:
         rate = load * max_tput
@@ -247,7 +267,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             c0 = time.process_time()
             res = simulate(reqs, _config(w, batch, cost))
             cpu += time.process_time() - c0
-            simulated += n
             m = res.metrics
             rel = m["completed"] / m["busy_s"] / full_capacity
             rows.append({
@@ -262,12 +281,15 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             s["x"].append(w)
             s["tput"].append(rel)
             s["p95"].append(m["e2e_ms"]["p95"])
-            done += 1
-            ctx.progress(done, total, f"load {load} max_wait {w} ms")
-    ctx.progress(done, total, "policies (FCFS / EDF / default)")
-    more_rows, more_ratios, more_plots = _continuous_experiments(ctx, done, total)
-    rows.extend(more_rows)
-    rows.append({"impl": "vidur", "skipped": harness.skipped("vidur")})
+            ctx.progress(len(rows), total, f"load {load} max_wait {w} ms")
+    simulated = n * len(loads) * len(waits)
+    return rows, series, simulated / cpu if cpu else 0.0
+
+
+def _exp1_results(
+    rows: list[dict[str, Any]], series: dict[float, dict[str, list[float]]], cost: CostModel
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Experiment 1's headline ratios (at max_wait 50 ms, the highest load) and plots."""
     at50 = [r for r in rows if r.get("max_wait_ms") == 50.0]
     top = max(at50, key=lambda r: r["load"])
     where = {"load": top["load"], "max_wait_ms": 50.0, "cost_model": asdict(cost),
@@ -289,6 +311,24 @@ def run(ctx: BenchContext) -> dict[str, Any]:
          "series": [{"label": f"load {k}", "x": v["x"], "y": v["p95"]}
                     for k, v in series.items()]},
     ]
+    return ratios, plots
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Run the four experiments and return the result record."""
+    n = 400 if ctx.quick else 4000
+    batch = 32
+    cost = CostModel()
+    waits = [0.0, 10.0, 50.0, 200.0] if ctx.quick else [0.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0]
+    loads = [0.5, 0.9] if ctx.quick else [0.3, 0.6, 0.8, 0.9]
+    total = 1 + len(waits) * len(loads) + 3
+    rows, series, speed = _exp1_sweep(ctx, n, batch, cost, waits, loads, total)
+    done = len(rows)
+    ctx.progress(done, total, "policies (FCFS / EDF / default)")
+    more_rows, more_ratios, more_plots = _continuous_experiments(ctx, done, total)
+    ratios, plots = _exp1_results(rows, series, cost)
+    rows.extend(more_rows)
+    rows.append({"impl": "vidur", "skipped": harness.skipped("vidur")})
     ratios.extend(more_ratios)
     plots.extend(more_plots)
     return harness.result_record(
@@ -297,7 +337,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 "cost_model": asdict(cost), "prompt": asdict(_PROMPT), "output": asdict(_OUTPUT),
                 "policy": "fcfs", "mode": "micro_batch"},
         data=(f"synthetic, seed {ctx.seed} (Poisson arrivals); experiment 3 replays the seeded "
-              "synthetic multi-turn chat trace (llmds.bench.workloads.multi_turn_chat_trace)"),
+              "synthetic multi-turn chat trace (llmds.sim.workloads.multi_turn_chat_trace)"),
         rows=rows, ratios=ratios, plots=plots,
         notes=["exp1: load is a fraction of the always-full-batch throughput; "
                "capacity_vs_full = requests per busy second / always-full batches'.",
@@ -313,6 +353,5 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                "saturation throughput with caching off. Prefix hit rate = cached prompt "
                "tokens / prompt tokens at first scheduling.",
                "exp4: 2x the continuous-batching capacity, admission at 0.9x capacity (qps).",
-               f"Simulator speed: {simulated / cpu if cpu else 0:.0f} requests per CPU-second "
-               "(exp1 runs)."],
+               f"Simulator speed: {speed:.0f} requests per CPU-second (exp1 runs)."],
     )

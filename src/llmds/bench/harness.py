@@ -312,10 +312,18 @@ _PEER_DISTS = [
 ]
 
 
+def _physical_memory_bytes() -> int:
+    """Installed RAM: POSIX ``sysconf``, or psutil where there is none (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        import psutil  # a dependency on every platform but Linux (pyproject.toml)
+
+        return int(psutil.virtual_memory().total)
+
+
 def environment() -> dict[str, Any]:
     """What a reader needs to compare two result files."""
-    import psutil
-
     versions = {d: peer_version(d) for d in ("llmds", "numpy", "numba", *_PEER_DISTS)}
     return {
         "python": platform.python_version(),
@@ -324,7 +332,7 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "memory_gb": round(_physical_memory_bytes() / 2**30, 1),
         "versions": {k: v for k, v in versions.items() if v is not None},
         "git_commit": _git_commit(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

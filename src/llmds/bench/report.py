@@ -65,8 +65,8 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     file for one that is not a regular file, larger than 64 MiB, not JSON, nested
     too deeply, or a record of the wrong shape.
     """
+    from llmds._files import read_text_file
     from llmds.bench import BENCHMARKS
-    from llmds.sim.config import read_text_file
 
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {str(results_dir)!r} does not exist; "

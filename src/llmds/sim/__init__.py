@@ -1,8 +1,9 @@
 """``llmds.sim``: a deterministic discrete-event LLM serving simulator.
 
 Built from the real llmds structures (AdmissionController, Scheduler, KVCache or
-RadixCache + PagedAllocator) on a simulated clock; see :mod:`llmds.sim.engine` and
-:mod:`llmds.sim.kv_backends`. Quick start::
+RadixCache + PagedAllocator) on a simulated clock; see :mod:`llmds.sim.engine` (and
+the modules it lists), :mod:`llmds.sim.kv_backends` and :mod:`llmds.sim.workloads`
+(the multi-turn chat trace). Quick start::
 
     from llmds.sim import SimConfig, simulate, synthetic_workload
     result = simulate(synthetic_workload(1000, rate=5.0, seed=0), SimConfig())
@@ -34,12 +35,14 @@ from llmds.sim.engine import (
 from llmds.sim.kv_backends import KVCacheBackend, RadixBackend, TokenRemap
 from llmds.sim.metrics import RequestRecord, format_table, summarize
 from llmds.sim.scenarios import SCENARIOS, scenario
+from llmds.sim.workloads import ChatRequest, multi_turn_chat_trace
 
 __all__ = [
     "KV_BACKENDS",
     "MODES",
     "POLICIES",
     "SCENARIOS",
+    "ChatRequest",
     "CostModel",
     "KVCacheBackend",
     "LengthDist",
@@ -54,6 +57,7 @@ __all__ = [
     "TokenRemap",
     "arrival_times",
     "format_table",
+    "multi_turn_chat_trace",
     "scenario",
     "simulate",
     "summarize",

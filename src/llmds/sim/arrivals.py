@@ -3,16 +3,20 @@
 Arrival processes: Poisson (exponential inter-arrival times) and gamma (bursty:
 coefficient of variation ``cv`` > 1 clusters arrivals; ``cv == 1`` is Poisson).
 Lengths come from a :class:`LengthDist`, or from the multi-turn chat trace
-(:func:`llmds.bench.workloads.multi_turn_chat_trace`), whose shared system prompts
+(:func:`llmds.sim.workloads.multi_turn_chat_trace`), whose shared system prompts
 and conversation histories give the KV cache real prefix hits.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same arguments give
-the same workload on every machine.
+the same workload on every machine. The size caps (:data:`MAX_REQUESTS`,
+:data:`MAX_TRACE_TOKENS`) and their checks live in :mod:`llmds.sim.workloads` and
+are re-exported here.
+
+Thread safety: the records are immutable after construction and the functions are
+pure; safe from any number of threads.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +25,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmds._validate import check_int
-from llmds.bench.workloads import ChatRequest, multi_turn_chat_trace
+from llmds._validate import (
+    check_choice,
+    check_int,
+    check_nonneg_int,
+    check_number,
+    check_str,
+)
+from llmds.sim.workloads import (
+    MAX_REQUESTS,
+    MAX_TRACE_TOKENS,
+    ChatRequest,
+    check_chat_trace_size,
+    check_num_requests,
+    check_seed,
+)
 
 __all__ = [
     "LENGTH_KINDS",
@@ -43,79 +60,15 @@ __all__ = [
 
 LENGTH_KINDS = ("constant", "uniform", "exponential", "lognormal")
 ARRIVAL_PROCESSES = ("poisson", "gamma")
-#: Most requests one workload may hold: a simulated request costs about 5 KB (synthetic)
-#: to 18 KB (chat trace) and 0.3-0.5 ms, so this is ~5-18 GB and minutes. Checked
-#: before anything is drawn (``requests: 10**12`` used to allocate until MemoryError).
-MAX_REQUESTS = 1_000_000
 #: Longest prompt or output a LengthDist may produce: a request must fit in the KV pool,
-#: which is capped at 2**28 token slots (``llmds.sim.engine.MAX_KV_TOKENS``).
+#: which is capped at 2**28 token slots (``llmds.sim.config.MAX_KV_TOKENS``).
 MAX_LENGTH = 1 << 28
-#: Most token ids a chat trace may hold (int32 in the trace, int64 in its requests:
-#: about 3 GiB). See :func:`check_chat_trace_size`.
-MAX_TRACE_TOKENS = 1 << 28
+#: Allowed gamma burstiness: cv * cv must neither underflow to 0 nor overflow.
+CV_RANGE = (1e-3, 1e3)
 
 
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
-
-
-def _count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return int(value)
-
-
-def check_seed(seed: object) -> int:
-    """A workload seed: an int in ``[0, 2**63 - 1]`` (NumPy's generators take no negatives)."""
-    return check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
-
-
-def check_chat_trace_size(num_requests: int, **params: Any) -> int:
-    """About how many token ids ``multi_turn_chat_trace(num_requests, **params)`` holds. O(1).
-
-    Raises ``ValueError`` above :data:`MAX_TRACE_TOKENS`, before the trace is drawn. A
-    follow-up repeats its conversation's previous prompt and output, so a request ``d``
-    turns deep holds ``system + user + d * (output + follow_up)`` prompt tokens; with
-    follow-up probability ``p`` a conversation is continued ``p / (1 - p)`` times on
-    average, which is also the mean depth of a request (``p = 1``: one conversation,
-    mean depth ``num_requests / 2``). The estimate uses mean lengths, so the trace
-    holds about this many tokens, not at most.
-
-    >>> check_chat_trace_size(1000)  # the defaults: ~1,100 tokens per request
-    1115000
-    """
-    defaults = inspect.signature(multi_turn_chat_trace).parameters
-
-    def get(name: str) -> Any:
-        return params.get(name, defaults[name].default)
-
-    def mean(name: str) -> float:
-        lo, hi = get(name)
-        return (lo + hi) / 2.0
-
-    p = float(get("follow_up_prob"))
-    depth = num_requests / 2.0 if p >= 1.0 else min(p / (1.0 - p), num_requests / 2.0)
-    output = mean("output_tokens")
-    per_request = (get("system_prompt_tokens") + mean("user_tokens") + output
-                   + depth * (output + mean("follow_up_tokens")))
-    total = round(num_requests * per_request)
-    if total > MAX_TRACE_TOKENS:
-        raise ValueError(
-            f"a chat trace of {num_requests} requests would hold about {total:,} token ids, "
-            f"more than {MAX_TRACE_TOKENS:,}; use fewer requests, shorter turns or a lower "
-            "follow_up_prob"
-        )
-    return total
-
-
-def check_num_requests(num_requests: object, name: str = "num_requests") -> int:
-    """A workload size: an int in ``[0, MAX_REQUESTS]``, checked before drawing anything."""
-    return check_int(num_requests, name, minimum=0, maximum=MAX_REQUESTS)
+# check_number keywords of the one rule for rates, weights, shares and SLOs: finite, > 0.
+_GT0: dict[str, Any] = {"minimum": 0.0, "exclusive_minimum": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +78,8 @@ class LengthDist:
     ``kind``: ``"constant"`` (always ``mean``), ``"uniform"`` (integers in
     ``[low, high]``), ``"exponential"`` (``round(Exp(mean))``, clipped to
     ``[low, high]``) or ``"lognormal"`` (median ``mean``, log-space sigma
-    ``sigma``, clipped).
+    ``sigma``, clipped). ``sample`` is O(n). Thread safety: immutable; ``sample``
+    draws from the generator it is given (one generator per thread).
 
     >>> LengthDist("constant", mean=7).sample(np.random.default_rng(0), 3).tolist()
     [7, 7, 7]
@@ -138,21 +92,17 @@ class LengthDist:
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in LENGTH_KINDS:
-            raise ValueError(f"kind must be one of {LENGTH_KINDS}, got {self.kind!r}")
-        if _positive(self.mean, "mean") > MAX_LENGTH:
-            raise ValueError(f"mean must be <= {MAX_LENGTH} tokens, got {self.mean!r}")
-        _positive(self.sigma, "sigma")
-        if isinstance(self.low, bool) or not isinstance(self.low, int) or self.low < 1:
-            raise ValueError(f"low must be an int >= 1, got {self.low!r}")
-        if isinstance(self.high, bool) or not isinstance(self.high, int) or self.high < self.low:
-            raise ValueError(f"high must be an int >= low ({self.low}), got {self.high!r}")
-        if self.high > MAX_LENGTH:
-            raise ValueError(f"high must be <= {MAX_LENGTH} tokens, got {self.high!r}")
+        check_choice(self.kind, "kind", LENGTH_KINDS)
+        check_number(self.mean, "mean", **_GT0, maximum=MAX_LENGTH)
+        check_number(self.sigma, "sigma", **_GT0)
+        low = check_int(self.low, "low", minimum=1)
+        high = check_int(self.high, "high", maximum=MAX_LENGTH)
+        if high < low:
+            raise ValueError(f"high must be >= low ({low}), got {high}")
 
     def sample(self, rng: np.random.Generator, n: int) -> npt.NDArray[np.int64]:
         """``n`` lengths. O(n)."""
-        n = _count(n, "n")
+        n = check_nonneg_int(n, "n")
         if self.kind == "uniform":
             return rng.integers(self.low, self.high, n, endpoint=True, dtype=np.int64)
         if self.kind == "constant":
@@ -171,7 +121,8 @@ class SLOClass:
 
     ``ttft_ms`` bounds time to first token (also the scheduler's dispatch
     deadline, so EDF orders by it), ``e2e_ms`` arrival to last token and
-    ``tpot_ms`` the mean time per output token after the first.
+    ``tpot_ms`` the mean time per output token after the first. Thread safety:
+    immutable.
     """
 
     name: str
@@ -181,11 +132,12 @@ class SLOClass:
     tpot_ms: float | None = None
 
     def __post_init__(self) -> None:
-        _positive(self.weight, "weight")
+        check_str(self.name, "name")
+        check_number(self.weight, "weight", **_GT0)
         for field in ("ttft_ms", "e2e_ms", "tpot_ms"):
             v = getattr(self, field)
             if v is not None:
-                _positive(v, field)
+                check_number(v, field, **_GT0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +151,7 @@ class Tenant:
     weight 2 gets twice the token service of one with weight 1 when both are
     backlogged); ``qps_limit`` / ``token_rate_limit`` give the tenant its own
     :class:`~llmds.admissions.AdmissionController` token bucket (``None``: no
-    per-tenant limit), checked before the global one.
+    per-tenant limit), checked before the global one. Thread safety: immutable.
     """
 
     name: str
@@ -209,14 +161,13 @@ class Tenant:
     token_rate_limit: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"name must be a non-empty str, got {self.name!r}")
-        _positive(self.share, "share")
-        _positive(self.weight, "weight")
+        check_str(self.name, "name", nonempty=True)
+        check_number(self.share, "share", **_GT0)
+        check_number(self.weight, "weight", **_GT0)
         for field in ("qps_limit", "token_rate_limit"):
             v = getattr(self, field)
             if v is not None:
-                _positive(v, field)
+                check_number(v, field, **_GT0)
 
 
 class SimRequest:
@@ -225,6 +176,7 @@ class SimRequest:
     ``token_ids`` is the prompt followed by the output (so recomputation after
     preemption and prefix hashing see real ids), or None for synthetic requests,
     whose ids the engine makes unique per request. Memory: O(1) plus the ids.
+    Thread safety: read-only after construction (the simulator never writes it).
     """
 
     __slots__ = (
@@ -254,19 +206,17 @@ class SimRequest:
         tpot_slo_ms: float | None = None,
         tenant: str | int = 0,
     ) -> None:
-        if prompt_tokens < 1 or output_tokens < 1:
-            raise ValueError(
-                f"prompt_tokens and output_tokens must be >= 1, got {prompt_tokens}, "
-                f"{output_tokens} (request {request_id})"
-            )
-        if not (arrival >= 0.0 and math.isfinite(arrival)):
-            raise ValueError(f"arrival must be a finite time >= 0, got {arrival!r}")
+        which = f"of request {request_id!r}"
+        prompt_tokens = check_int(prompt_tokens, f"prompt_tokens {which}", minimum=1)
+        output_tokens = check_int(output_tokens, f"output_tokens {which}", minimum=1)
+        arrival = check_number(arrival, f"arrival {which}", minimum=0.0)
         if token_ids is not None and len(token_ids) != prompt_tokens + output_tokens:
-            raise ValueError("token_ids must hold prompt_tokens + output_tokens ids")
+            raise ValueError(f"token_ids {which} must hold prompt_tokens + output_tokens "
+                             f"= {prompt_tokens + output_tokens} ids, got {len(token_ids)}")
         self.request_id = request_id
-        self.arrival = float(arrival)
-        self.prompt_tokens = int(prompt_tokens)
-        self.output_tokens = int(output_tokens)
+        self.arrival = arrival
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
         self.token_ids = token_ids
         self.slo_class = slo_class
         self.ttft_slo_ms = ttft_slo_ms
@@ -294,18 +244,15 @@ def arrival_times(
     >>> arrival_times(3, 10.0, seed=1).round(3).tolist()
     [0.107, 0.138, 0.676]
     """
-    n = _count(n, "n")
-    rate = _positive(rate, "rate")
+    n = check_nonneg_int(n, "n")
+    rate = check_number(rate, "rate", **_GT0)
     seed = check_seed(seed)
-    if process not in ARRIVAL_PROCESSES:
-        raise ValueError(f"process must be one of {ARRIVAL_PROCESSES}, got {process!r}")
+    check_choice(process, "process", ARRIVAL_PROCESSES)
     rng = np.random.default_rng(seed)
     if process == "poisson":
         gaps = rng.exponential(1.0 / rate, n)
     else:
-        cv = _positive(cv, "cv")
-        if not 1e-3 <= cv <= 1e3:  # cv * cv must neither underflow to 0 nor overflow
-            raise ValueError(f"cv must be in [0.001, 1000], got {cv!r}")
+        cv = check_number(cv, "cv", minimum=CV_RANGE[0], maximum=CV_RANGE[1])
         shape = 1.0 / (cv * cv)
         gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
     return np.cumsum(gaps)
@@ -391,7 +338,7 @@ def trace_workload(
 ) -> list[SimRequest]:
     """Replay a multi-turn chat trace (prompts, outputs, token ids) at ``rate`` req/s. O(T).
 
-    >>> from llmds.bench.workloads import multi_turn_chat_trace
+    >>> from llmds.sim.workloads import multi_turn_chat_trace
     >>> reqs = trace_workload(multi_turn_chat_trace(5, seed=0), 2.0)
     >>> len(reqs), reqs[0].prompt_tokens >= 550
     (5, True)

@@ -1,4 +1,9 @@
-"""Simulation config files for ``llmds simulate --config FILE`` (JSON, or TOML by suffix).
+"""Simulator configuration: :class:`SimConfig` (the server) and config files.
+
+:class:`SimConfig` is what :class:`~llmds.sim.engine.Simulator` runs with (also
+importable from :mod:`llmds.sim.engine`). Config files for ``llmds simulate --config
+FILE`` (JSON, or TOML by suffix) describe a workload, a :class:`SimConfig` and a
+:class:`~llmds.sim.cost_model.CostModel`; :func:`load_config` reads and checks them.
 
 TOML (a ``.toml`` suffix) needs Python >= 3.11 (the standard library's ``tomllib``);
 JSON works everywhere. The file must be a regular file of at most 1 MiB of UTF-8
@@ -6,14 +11,16 @@ text; sizes are capped before anything is allocated (``requests`` <= 1,000,000, 
 trace of at most about 2**28 token ids, the KV pool at most 2**28 token slots).
 
 Schema (every key optional; defaults in brackets). Unknown keys and bad values raise
-``ValueError`` naming the key (``config key 'server.kv_pages': ...``)::
+``ValueError`` naming the key (``config key 'workload.rate' must be > 0.0, got -2.0``,
+``config key 'server': kv_pages must be >= 1, got 0``)::
 
     requests  int in [1, 1000000] [2000]  number of requests (``--requests`` overrides)
     seed      int in [0, 2**63 - 1] [0]   workload seed (``--seed`` overrides)
     workload:
       source    "synthetic" | "chat_trace" ["synthetic"]
       rate      float > 0 [5.0]  mean arrivals per second
-      process   "poisson" | "gamma" ["poisson"];  cv  float > 0 [2.0] (gamma burstiness)
+      process   "poisson" | "gamma" ["poisson"]
+      cv        float in [0.001, 1000] [2.0]  gamma burstiness
       prompt    {kind, mean, low, high, sigma}  LengthDist, synthetic only
                 [uniform 64..1024]
       output    {kind, mean, low, high, sigma}  LengthDist, synthetic only [uniform 16..256]
@@ -34,42 +41,147 @@ Example (JSON)::
      "tenants": [{"name": "a", "share": 3}, {"name": "b", "weight": 2}],
      "server": {"policy": "fair", "kv_backend": "radix", "kv_pages": 4096},
      "cost": {"overhead_ms": 6.0}}
+
+Thread safety: :class:`SimConfig` and :class:`SimSpec` are immutable; the functions
+are pure. Safe from any number of threads.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmds._validate import show
+from llmds._files import read_text_file
+from llmds._validate import (
+    INT64_MAX,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_size,
+    show,
+)
 from llmds.sim.arrivals import (
+    ARRIVAL_PROCESSES,
+    CV_RANGE,
     MAX_REQUESTS,
     LengthDist,
     SimRequest,
     SLOClass,
     Tenant,
-    check_chat_trace_size,
-    check_num_requests,
-    check_seed,
     synthetic_workload,
     trace_workload,
 )
 from llmds.sim.cost_model import CostModel
-from llmds.sim.engine import SimConfig
+from llmds.sim.kv_backends import KV_BACKENDS
+from llmds.sim.workloads import (
+    TRACE_PARAMS,
+    check_num_requests,
+    check_seed,
+    check_trace_params,
+    multi_turn_chat_trace,
+)
 
-__all__ = ["SimSpec", "load_config", "parse_config", "read_text_file"]
+__all__ = [
+    "MAX_KV_TOKENS",
+    "MODES",
+    "POLICIES",
+    "SimConfig",
+    "SimSpec",
+    "load_config",
+    "parse_config",
+    "read_text_file",
+]
+
+MODES = ("continuous", "micro_batch")
+POLICIES = ("default", "fcfs", "edf", "sjf", "fair")
+
+# Size caps, checked before anything is allocated (a typo such as kv_pages=10**9 used to
+# end in a MemoryError after seconds of allocation). The KV pool is one float32 per
+# token slot plus Python bookkeeping per page, so it is capped in slots and in pages.
+MAX_KV_TOKENS = 1 << 28  # kv_pages * kv_page_size: a 1 GiB pool, mapped lazily
+_MAX_KV_PAGES = 1 << 22  # ~50 bytes of allocator bookkeeping per page: ~200 MiB
+_MAX_PAGE_SIZE = 1 << 16
+_MAX_NUM_SEQS = 1 << 20
+_MAX_BATCHED_TOKENS = (1 << 31) - 1  # the Scheduler's per-request token limit
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Server configuration. Validated on construction (the error names the field).
+
+    ``mode``: one of :data:`MODES`; ``policy``: one of :data:`POLICIES` (queue
+    order); ``max_num_seqs``: running requests (continuous) or batch size
+    (micro_batch); ``max_wait_ms``: the Scheduler's wait rule (micro_batch);
+    ``max_num_batched_tokens``: per-iteration token budget (continuous);
+    ``chunked_prefill``; ``kv_page_size``/``kv_pages``: the KV pool (``kv_pages``
+    is the pool size in pages, the ``num_pages`` of
+    :class:`~llmds.paged_allocator.PagedAllocator`; the name stays for config
+    files); ``kv_backend``: one of :data:`~llmds.sim.kv_backends.KV_BACKENDS`
+    (``"kvcache"`` hash-chain KVCache, ``"radix"`` RadixCache + PagedAllocator);
+    ``prefix_caching``; ``qps_limit``/``token_rate_limit`` (None: no admission
+    control; set either to enable it, the other then defaults to unlimited-ish
+    1e12); ``tenants``: a tuple of :class:`~llmds.sim.arrivals.Tenant` (per-tenant
+    buckets and ``policy="fair"`` weights; tenants not listed have weight 1 and no
+    bucket); ``cost``: the iteration cost model.
+
+    Thread safety: immutable; share it freely.
+    """
+
+    mode: str = "continuous"
+    policy: str = "default"
+    max_num_seqs: int = 64
+    max_wait_ms: float = 50.0
+    max_num_batched_tokens: int = 2048
+    chunked_prefill: bool = True
+    kv_page_size: int = 16
+    kv_pages: int = 8192
+    prefix_caching: bool = True
+    qps_limit: float | None = None
+    token_rate_limit: float | None = None
+    cost: CostModel = field(default_factory=CostModel)
+    kv_backend: str = "kvcache"
+    tenants: tuple[Tenant, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.policy, "policy", POLICIES)
+        check_size(self.max_num_seqs, "max_num_seqs", maximum=_MAX_NUM_SEQS)
+        check_size(self.max_num_batched_tokens, "max_num_batched_tokens",
+                   maximum=_MAX_BATCHED_TOKENS, why="the Scheduler's token limit")
+        check_size(self.kv_page_size, "kv_page_size", maximum=_MAX_PAGE_SIZE)
+        check_size(self.kv_pages, "kv_pages", maximum=_MAX_KV_PAGES,
+                   why="~50 bytes of bookkeeping per page")
+        if self.kv_pages * self.kv_page_size > MAX_KV_TOKENS:
+            raise ValueError(
+                f"kv_pages * kv_page_size must be <= {MAX_KV_TOKENS} token slots, got "
+                f"{self.kv_pages} * {self.kv_page_size} = {self.kv_pages * self.kv_page_size}"
+            )
+        check_number(self.max_wait_ms, "max_wait_ms", minimum=0.0, finite=False)
+        for name in ("qps_limit", "token_rate_limit"):
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name, minimum=0.0, exclusive_minimum=True)
+        if not isinstance(self.cost, CostModel):
+            raise TypeError(f"cost must be a CostModel, got {show(self.cost)}")
+        check_choice(self.kv_backend, "kv_backend", KV_BACKENDS)
+        check_bool(self.chunked_prefill, "chunked_prefill")
+        check_bool(self.prefix_caching, "prefix_caching")
+        if not isinstance(self.tenants, tuple) or not all(
+            isinstance(t, Tenant) for t in self.tenants
+        ):
+            raise TypeError(f"tenants must be a tuple of Tenant, got {show(self.tenants)}")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tenants must have distinct names, got {names}")
+
 
 _TOP = ("requests", "seed", "workload", "slo_classes", "tenants", "server", "cost")
 _WORKLOAD = ("source", "rate", "process", "cv", "prompt", "output", "trace")
 _SOURCES = ("synthetic", "chat_trace")
 _LENGTH = ("kind", "mean", "low", "high", "sigma")
-_TRACE = ("vocab_size", "num_system_prompts", "system_prompt_tokens", "user_tokens",
-          "follow_up_prob", "recent_conversations", "follow_up_tokens", "output_tokens")
-_TRACE_RANGES = ("user_tokens", "follow_up_tokens", "output_tokens")
 _SLO = ("name", "weight", "ttft_ms", "e2e_ms", "tpot_ms")
 _TENANT = ("name", "share", "weight", "qps_limit", "token_rate_limit")
 _SERVER = ("mode", "policy", "max_num_seqs", "max_wait_ms", "max_num_batched_tokens",
@@ -77,16 +189,14 @@ _SERVER = ("mode", "policy", "max_num_seqs", "max_wait_ms", "max_num_batched_tok
            "qps_limit", "token_rate_limit")
 _COST = ("overhead_ms", "per_token_ms", "prefill_quad_ms", "per_kv_token_ms")
 _MAX_CONFIG_BYTES = 1 << 20
-_MAX_TRACE_LENGTH = 1 << 20  # tokens of one system prompt, user message, follow-up, output
-# workload.trace integer keys -> (minimum, maximum)
-_TRACE_INTS = {"vocab_size": (1, 2**31 - 1), "num_system_prompts": (1, 1 << 16),
-               "system_prompt_tokens": (1, _MAX_TRACE_LENGTH),
-               "recent_conversations": (1, 1 << 20)}
 
 
 @dataclass(frozen=True, slots=True)
 class SimSpec:
-    """A validated config: everything needed to build the workload and the server."""
+    """A validated config: everything needed to build the workload and the server.
+
+    Thread safety: immutable; ``build`` draws a fresh workload on every call.
+    """
 
     requests: int
     seed: int
@@ -112,8 +222,6 @@ class SimSpec:
         s = check_seed(self.seed if seed is None else seed)
         if check_num_requests(n) < 1:
             raise ValueError(f"num_requests must be >= 1, got {n!r}")
-        if self.source == "chat_trace":
-            check_chat_trace_size(n, **self.trace)  # before drawing anything
         slo = list(self.slo_classes) or None
         tenants = list(self.config.tenants) or None
         if self.source == "synthetic":
@@ -122,9 +230,7 @@ class SimSpec:
                 output=self.output, slo_classes=slo, tenants=tenants, seed=s,
             )
         else:
-            from llmds.bench.workloads import multi_turn_chat_trace
-
-            trace = multi_turn_chat_trace(n, seed=s, **self.trace)
+            trace = multi_turn_chat_trace(n, seed=s, **self.trace)  # size checked first
             reqs = trace_workload(trace, self.rate, process=self.process, cv=self.cv,
                                   slo_classes=slo, tenants=tenants, seed=s)
         return reqs, self.config
@@ -141,134 +247,83 @@ def _table(value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
-def _make(path: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Call a validating constructor; re-raise its error with the key path."""
-    try:
-        return fn(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config key '{path}': {exc}") from None
-
-
-def _int(value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"config key '{path}' must be an int >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"config key '{path}' must be <= {maximum}, got {value!r}")
-    return value
-
-
-def _choice(value: Any, path: str, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ValueError(f"config key '{path}' must be one of {options}, got {value!r}")
-    return str(value)
-
-
 def _list(value: Any, path: str) -> list[Any]:
     if not isinstance(value, list):
-        raise ValueError(f"config key '{path}' must be a list, got {value!r}")
+        raise ValueError(f"config key '{path}' must be a list, got {show(value)}")
     return value
 
 
-def parse_config(data: Any) -> SimSpec:
-    """Validate a config mapping (the parsed JSON/TOML) into a :class:`SimSpec`. O(size)."""
-    top = _table(data, "", _TOP)
-    requests = _int(top.get("requests", 2000), "requests", 1, MAX_REQUESTS)
-    seed = _int(top.get("seed", 0), "seed", 0, 2**63 - 1)
-    wl = _table(top.get("workload", {}), "workload", _WORKLOAD)
-    source = _choice(wl.get("source", "synthetic"), "workload.source", _SOURCES)
-    process = _choice(wl.get("process", "poisson"), "workload.process", ("poisson", "gamma"))
-    rate, cv = wl.get("rate", 5.0), wl.get("cv", 2.0)
-    for name, v in (("rate", rate), ("cv", cv)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
-            raise ValueError(f"config key 'workload.{name}' must be a number > 0, got {v!r}")
-    if not 1e-3 <= cv <= 1e3:
-        raise ValueError(f"config key 'workload.cv' must be in [0.001, 1000], got {cv!r}")
-    lengths: dict[str, LengthDist | None] = {"prompt": None, "output": None}
-    for name in lengths:
+def _key(path: str) -> str:
+    """How errors name a config key: ``config key 'workload.rate'``."""
+    return f"config key '{path}'"
+
+
+def _make(path: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a validating function; re-raise its error as a ValueError naming the key.
+
+    A config file's mistakes are all value errors (``llmds simulate`` exits with 2);
+    the message is the check's own (``llmds._validate``), prefixed by the key path
+    unless the check already names the key.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        raise ValueError(text if text.startswith("config key") else
+                         f"{_key(path)}: {text}") from None
+
+
+def _workload(wl: dict[str, Any]) -> dict[str, Any]:
+    """The checked ``workload`` table as SimSpec fields. O(size)."""
+    source = _make("workload.source", check_choice, wl.get("source", "synthetic"),
+                   _key("workload.source"), _SOURCES)
+    out: dict[str, Any] = {
+        "source": source,
+        "process": _make("workload.process", check_choice, wl.get("process", "poisson"),
+                         _key("workload.process"), ARRIVAL_PROCESSES),
+        "rate": _make("workload.rate", check_number, wl.get("rate", 5.0),
+                      _key("workload.rate"), minimum=0.0, exclusive_minimum=True),
+        "cv": _make("workload.cv", check_number, wl.get("cv", 2.0), _key("workload.cv"),
+                    minimum=CV_RANGE[0], maximum=CV_RANGE[1]),
+        "prompt": None, "output": None, "trace": {},
+    }
+    for name in ("prompt", "output"):
         if name in wl:
             if source != "synthetic":
                 raise ValueError(f"config key 'workload.{name}': only for source 'synthetic' "
                                  "(the chat trace has its own lengths; see workload.trace)")
             spec = _table(wl[name], f"workload.{name}", _LENGTH)
-            lengths[name] = _make(f"workload.{name}", LengthDist, spec)
-    trace: dict[str, Any] = {}
+            out[name] = _make(f"workload.{name}", LengthDist, **spec)
     if "trace" in wl:
         if source != "chat_trace":
             raise ValueError("config key 'workload.trace': only for source 'chat_trace'")
-        trace = dict(_table(wl["trace"], "workload.trace", _TRACE))
-        for key in _TRACE_RANGES:
-            if key in trace:
-                r = trace[key]
-                if (not isinstance(r, list) or len(r) != 2
-                        or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
-                        or not 1 <= r[0] <= r[1] <= _MAX_TRACE_LENGTH):
-                    raise ValueError(f"config key 'workload.trace.{key}' must be [lo, hi] "
-                                     f"ints with 1 <= lo <= hi <= {_MAX_TRACE_LENGTH}, "
-                                     f"got {r!r}")
-                trace[key] = (r[0], r[1])
-        for key, (lo, hi) in _TRACE_INTS.items():
-            if key in trace:
-                _int(trace[key], f"workload.trace.{key}", lo, hi)
-        p = trace.get("follow_up_prob", 0.0)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(
-                f"config key 'workload.trace.follow_up_prob' must be in [0, 1], got {p!r}")
+        trace = _table(wl["trace"], "workload.trace", TRACE_PARAMS)
+        out["trace"] = _make("workload.trace", check_trace_params, trace,
+                             lambda key: _key(f"workload.trace.{key}"))
+    return out
+
+
+def parse_config(data: Any) -> SimSpec:
+    """Validate a config mapping (the parsed JSON/TOML) into a :class:`SimSpec`. O(size)."""
+    top = _table(data, "", _TOP)
+    requests = _make("requests", check_size, top.get("requests", 2000), _key("requests"),
+                     maximum=MAX_REQUESTS)
+    seed = _make("seed", check_int, top.get("seed", 0), _key("seed"), minimum=0,
+                 maximum=INT64_MAX)
+    wl = _workload(_table(top.get("workload", {}), "workload", _WORKLOAD))
     slo = tuple(
-        _make(f"slo_classes[{i}]", SLOClass, _table(c, f"slo_classes[{i}]", _SLO))
+        _make(f"slo_classes[{i}]", SLOClass, **_table(c, f"slo_classes[{i}]", _SLO))
         for i, c in enumerate(_list(top.get("slo_classes", []), "slo_classes"))
     )
     tenants = tuple(
-        _make(f"tenants[{i}]", Tenant, _table(t, f"tenants[{i}]", _TENANT))
+        _make(f"tenants[{i}]", Tenant, **_table(t, f"tenants[{i}]", _TENANT))
         for i, t in enumerate(_list(top.get("tenants", []), "tenants"))
     )
-    cost = _make("cost", CostModel, _table(top.get("cost", {}), "cost", _COST))
+    cost = _make("cost", CostModel, **_table(top.get("cost", {}), "cost", _COST))
     server = _table(top.get("server", {}), "server", _SERVER)
-    config = _make("server", SimConfig, {**server, "cost": cost, "tenants": tenants})
-    return SimSpec(requests, seed, source, float(rate), process, float(cv), lengths["prompt"],
-                   lengths["output"], trace, slo, config)
-
-
-def read_text_file(path: str | os.PathLike[str], what: str, max_bytes: int) -> str:
-    """The UTF-8 text of a small regular file, or ``ValueError`` naming ``what``. O(size).
-
-    A missing, unreadable, non-regular (folder, FIFO, device: never opened in a way
-    that blocks) or larger-than-``max_bytes`` file, or one that is not UTF-8, raises
-    ``ValueError("<what> '<path>' ...")`` before its contents are read.
-    """
-    from llmds._persist import open_regular
-
-    where = os.fspath(path)
-    try:
-        fd, size = open_regular(where)
-    except FileNotFoundError:
-        raise ValueError(f"{what} {where!r} does not exist") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from None
-    except ValueError:  # CorruptFileError: a folder, FIFO, socket or device
-        raise ValueError(f"{what} {where!r} is not a regular file") from None
-    try:
-        if size > max_bytes:
-            raise ValueError(f"{what} {where!r} is {size:,} bytes, more than {max_bytes:,}")
-        chunks = []
-        left = max_bytes + 1  # the file may have grown since fstat
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise ValueError(f"{what} {where!r} is more than {max_bytes:,} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{what} {where!r} is not UTF-8 text ({exc.reason} at byte "
-                         f"{exc.start})") from None
+    config = _make("server", SimConfig, **server, cost=cost, tenants=tenants)
+    return SimSpec(requests, seed, wl["source"], wl["rate"], wl["process"], wl["cv"],
+                   wl["prompt"], wl["output"], wl["trace"], slo, config)
 
 
 def load_config(path: str | Path) -> SimSpec:

@@ -16,23 +16,24 @@ point of the simulator.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from llmds._validate import check_number
+
 __all__ = ["CostModel"]
 
 
-_MAX_MS = 1e9
+_MAX_MS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class CostModel:
     """Linear-in-features iteration cost (see the module docstring). All terms in ms.
 
-    Every evaluation is O(1).
+    Every evaluation is O(1). Thread safety: immutable; share it freely.
 
     >>> CostModel(1.0, 0.5, 0.0, 0.0).iteration_ms(batched_tokens=4)
     3.0
@@ -45,13 +46,8 @@ class CostModel:
 
     def __post_init__(self) -> None:
         for name in ("overhead_ms", "per_token_ms", "prefill_quad_ms", "per_kv_token_ms"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                raise TypeError(f"{name} must be a real number, got {v!r}")
-            if not (v >= 0.0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-            if v > _MAX_MS:  # larger sums of them overflow the simulated clock to inf
-                raise ValueError(f"{name} must be <= {_MAX_MS:g} ms, got {v!r}")
+            # Above _MAX_MS, sums of the terms overflow the simulated clock to inf.
+            check_number(getattr(self, name), name, minimum=0.0, maximum=_MAX_MS)
 
     def iteration_ms(
         self, batched_tokens: float = 0, sum_sq_chunk: float = 0, kv_tokens_read: float = 0

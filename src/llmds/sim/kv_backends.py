@@ -71,6 +71,7 @@ class TokenRemap:
     new ids and one dictionary look-up per distinct out-of-table id; ``fresh(n)``:
     O(n), no table entry. Memory: 8 bytes per table slot up to the largest id seen
     below 2**22 (32 MiB at most) and one dictionary entry per distinct larger id.
+    Thread safety: not thread-safe (one per simulation).
 
     >>> m = TokenRemap()
     >>> m.encode(np.array([2**40, 7, 2**40])).tolist(), m.fresh(2).tolist()
@@ -155,6 +156,7 @@ class KVCacheBackend:
     """The hash-chain :class:`~llmds.kv_cache.KVCache` (see the module docstring).
 
     Each call is the KVCache call of the same name: O(T) hashing + O(P) pages.
+    Thread safety: not thread-safe (one per simulation).
     """
 
     __slots__ = ("kv", "max_pages", "name", "remap")
@@ -204,6 +206,7 @@ class _PagePool:
     """The ``token_to_kv_pool_allocator`` RadixCache frees into: slot ids -> pages.
 
     ``free(indices)``: O(len(indices) / page_size) pages back to the allocator.
+    Thread safety: not thread-safe (its backend's).
     """
 
     __slots__ = ("alloc", "page_size")
@@ -218,7 +221,10 @@ class _PagePool:
 
 
 class _RadixSeq:
-    """A live sequence of the radix backend: locked match + its own pages."""
+    """A live sequence of the radix backend: locked match + its own pages.
+
+    Thread safety: not thread-safe (its backend's).
+    """
 
     __slots__ = ("chunks", "hit", "node", "num_tokens", "pages", "prefix")
 
@@ -247,6 +253,8 @@ class RadixBackend:
     owned by one live sequence, or held by one tree node; the pages held by the
     tree are ``tree.total_size() / page_size``; each live sequence holds
     ``ceil(num_tokens / page_size)`` pages (matched + own).
+
+    Thread safety: not thread-safe (one per simulation).
 
     >>> b = RadixBackend(page_size=4, max_pages=8)
     >>> ids = b.remap.encode(np.arange(10))

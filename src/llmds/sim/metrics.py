@@ -23,7 +23,10 @@ _PCTS = (50, 95, 99)
 
 
 class RequestRecord:
-    """What happened to one request (times in simulated seconds). O(1) + its ITLs."""
+    """What happened to one request (times in simulated seconds). O(1) + its ITLs.
+
+    Thread safety: written by one simulation run; read it once the run returned.
+    """
 
     __slots__ = (
         "arrival",

@@ -1,20 +1,21 @@
-"""Named scenarios for ``llmds simulate NAME``: a workload and a server configuration."""
+"""Named scenarios for ``llmds simulate NAME``: a workload and a server configuration.
+
+Thread safety: pure functions; safe from any number of threads.
+"""
 
 from __future__ import annotations
 
-from llmds.bench.workloads import multi_turn_chat_trace
+from llmds._validate import check_choice
 from llmds.sim.arrivals import (
     LengthDist,
     SimRequest,
     SLOClass,
     Tenant,
-    check_chat_trace_size,
-    check_num_requests,
-    check_seed,
     synthetic_workload,
     trace_workload,
 )
-from llmds.sim.engine import SimConfig
+from llmds.sim.config import SimConfig
+from llmds.sim.workloads import check_num_requests, check_seed, multi_turn_chat_trace
 
 __all__ = ["SCENARIOS", "scenario"]
 
@@ -23,7 +24,7 @@ SCENARIOS: dict[str, str] = {
     "chat": "multi-turn chat trace (shared prefixes), Poisson at 4 req/s, continuous batching",
     "chat-bursty": "multi-turn chat trace, gamma arrivals (cv=3) at 4 req/s",
     "mixed-slo": "synthetic interactive (TTFT 200 ms) + batch (E2E 30 s) at 10 req/s, EDF",
-    "micro-batch": "synthetic short requests at 30 req/s, the seed's micro-batching (50 ms)",
+    "micro-batch": "synthetic short requests at 30 req/s, the Scheduler's micro-batching (50 ms)",
     "overload-admission": "synthetic at 25 req/s (2x capacity) with admission at 10 req/s",
     "chat-radix": "multi-turn chat trace at 4 req/s, RadixCache + PagedAllocator KV backend",
     "tenants-fair": "two tenants (one sends 4x), 15 req/s (1.3x capacity), SFQ fair share",
@@ -42,12 +43,9 @@ def scenario(
     >>> len(reqs), cfg.mode
     (10, 'micro_batch')
     """
-    if not isinstance(name, str) or name not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {name!r}")
+    check_choice(name, "scenario", SCENARIOS)
     num_requests = check_num_requests(num_requests)  # before anything is drawn
-    seed = check_seed(seed)
-    if name.startswith("chat"):
-        check_chat_trace_size(num_requests)
+    seed = check_seed(seed)  # (the chat trace checks its own size first)
     classes = [SLOClass("interactive", 1.0, ttft_ms=200.0), SLOClass("batch", 1.0, e2e_ms=30e3)]
     if name in ("chat", "chat-radix"):
         return trace_workload(multi_turn_chat_trace(num_requests, seed=seed), 4.0, seed=seed), (

@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, str] = {
     "hnsw": "bench_hnsw",
     "retrieval": "bench_retrieval",
     "sim": "bench_sim",
+    "sim_profiles": "bench_sim_profiles",
+    "sim_cluster": "bench_sim_cluster",
 }
 
 

@@ -25,8 +25,10 @@ the end of the iteration it is in. The router picks a replica by one of
   ``balance_rel_threshold`` 1.5).
 * ``"oracle"``: the same rule on the replicas' *actual* KV caches (exact longest
   cached prefix, read without touching them; ``kv_backend="radix"``), falling back
-  to the least loaded replica. No real router knows this much; it bounds what
-  routing alone can gain.
+  to the least loaded replica. No real router knows this much. It is not an upper
+  bound on the hit rate: once a replica evicted a conversation's history, the
+  oracle no longer sends the conversation back there, where the approximate tree
+  (which never sees evictions) still does and the replica re-caches it.
 
 **Shared tier** (:class:`SharedTier`, optional; needs ``kv_backend="radix"``): a
 store of prefix KV pages every replica writes to and reads from (LMCache/Mooncake

@@ -243,6 +243,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     if "kv_pages_per_running_mean" in metrics:
         lines.insert(10, f"{'KV pages / running (mean)':<28}"
                          f"{metrics['kv_pages_per_running_mean']:>12.1f}")
+    if metrics.get("num_extrapolated"):  # GPU-profile look-ups beyond the profiled range
+        lines.insert(10, f"{'profile extrapolations':<28}{metrics['num_extrapolated']:>12}")
     for name, t in (metrics.get("by_tenant") or {}).items():
         p95 = t["ttft_ms"]["p95"]
         lines.append(f"tenant {name[:12]:<12} done {t['completed']:>7} rejected {t['rejected']:>6} "

@@ -189,6 +189,20 @@ def test_tier_serves_a_prefix_computed_on_another_replica():
     assert {r.request_id: r.cached_tokens for r in plain.records}[1] == 0
 
 
+def test_a_request_waiting_for_its_fetch_does_not_hold_later_ones():
+    a = _tokens(1, 160)
+    reqs = [_req(0, 0.0, a), _req(1, 1.0, _tokens(2, 32)), _req(2, 1.5, _tokens(3, 32)),
+            _req(3, 2.0, np.concatenate([a, _tokens(4, 16)])),  # replica 1: fetches a
+            _req(4, 2.0001, _tokens(5, 32)), _req(5, 2.001, _tokens(6, 32))]  # replica 1
+    tier = SharedTier(25.0)
+    res = Cluster(RADIX, 2, "round_robin", tier).run(reqs)
+    rec = {r.request_id: r for r in res.records}
+    ready = 2.0 + tier.fetch_ms(160, 524_288) / 1000.0
+    assert rec[3].remote_tokens == 160 and rec[3].first_scheduled >= ready
+    # request 5 entered (and started) while request 3's pages were still moving
+    assert rec[5].first_scheduled < ready < rec[3].first_scheduled
+
+
 def test_tier_capacity_is_lru_trimmed():
     reqs = [_req(i, float(i), _tokens(i, 96)) for i in range(4)]
     reqs.append(_req(9, 9.0, np.concatenate([reqs[0].token_ids[:96], _tokens(9, 16)])))

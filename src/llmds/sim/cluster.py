@@ -54,6 +54,8 @@ Thread safety: not thread-safe; one ``run`` at a time per Cluster.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,6 +285,9 @@ class Cluster:
         for rep in replicas:
             rep.open(remap, tier)
         picker = _Picker(self.router, replicas, ps, cfg.kv_pages * ps)
+        # requests waiting for a tier fetch, per replica: (ready, order, submit args);
+        # they enter their replica at ``ready``, so later arrivals are not held behind
+        fetching: list[list[tuple[float, int, tuple[Any, ...]]]] = [[] for _ in replicas]
         records: list[RequestRecord] = []
         routed = [0] * self.num_replicas
         fetches = fetched_tokens = 0
@@ -290,26 +295,29 @@ class Cluster:
         total = len(reqs)
         for n, r in enumerate(reqs):
             t = r.arrival
-            for rep in replicas:
-                rep.advance(t)
+            for rep, held in zip(replicas, fetching, strict=True):
+                _advance(rep, held, t)
             ids = (remap.encode(r.token_ids) if r.token_ids is not None
                    else remap.fresh(r.prompt_tokens + r.output_tokens))
             prompt = ids[: r.prompt_tokens]
-            k = picker.pick(prompt)
+            k = picker.pick(prompt, [rep.num_outstanding + len(held)
+                                     for rep, held in zip(replicas, fetching, strict=True)])
             rec = RequestRecord(r)
             records.append(rec)
-            ready, fetched = t, 0
-            if tier is not None:
-                ms, fetched, extra = self._fetch(replicas[k], tier, prompt)
-                if fetched:
-                    ready = t + ms / 1000.0
-                    fetches += 1
-                    fetched_tokens += extra
-                    fetch_ms += ms
-            replicas[k].submit(r, rec, ids, ready, fetched)
+            ms, fetched, extra = (0.0, 0, 0) if tier is None else self._fetch(
+                replicas[k], tier, prompt)
+            if fetched:
+                heapq.heappush(fetching[k], (t + ms / 1000.0, n, (r, rec, ids, fetched)))
+                fetches += 1
+                fetched_tokens += extra
+                fetch_ms += ms
+            else:
+                replicas[k].submit(r, rec, ids)
             routed[k] += 1
             if progress is not None and n % 1024 == 1023:
                 progress(n + 1, total, "routing")
+        for rep, held in zip(replicas, fetching, strict=True):
+            _advance(rep, held, math.inf)
         results = [rep.close() for rep in replicas]
         metrics = self._metrics(records, results, routed, picker,
                                 {"fetches": fetches, "fetched_tokens": fetched_tokens,
@@ -357,6 +365,16 @@ class Cluster:
         return summarize(records, extra)
 
 
+def _advance(rep: Simulator, fetching: list[tuple[float, int, tuple[Any, ...]]],
+             until: float) -> None:
+    """Advance ``rep`` to ``until``, handing it each fetched request at its ready time."""
+    while fetching and fetching[0][0] <= until:
+        ready, _, (req, rec, ids, fetched) = heapq.heappop(fetching)
+        rep.advance(ready)
+        rep.submit(req, rec, ids, ready, fetched)
+    rep.advance(until)
+
+
 class _Picker:
     """The routing rule of a run: state (turn, router trees) and the decision counts.
 
@@ -375,15 +393,14 @@ class _Picker:
                       if cfg.policy == "cache_aware" else [])
         self.counts = {"imbalanced": 0, "cache_hit": 0, "cache_miss": 0}
 
-    def pick(self, prompt: npt.NDArray[np.uint32]) -> int:
-        """The replica for a request with these prompt codes. O(replicas x (d + T))."""
+    def pick(self, prompt: npt.NDArray[np.uint32], loads: list[int]) -> int:
+        """The replica for a request with these prompt codes, given each replica's
+        outstanding requests. O(replicas x (d + T))."""
         policy = self.cfg.policy
-        n = len(self.replicas)
         if policy == "round_robin":
             k = self.turn
-            self.turn = (k + 1) % n
+            self.turn = (k + 1) % len(self.replicas)
             return k
-        loads = [rep.num_outstanding for rep in self.replicas]
         if policy == "least_outstanding":
             return loads.index(min(loads))
         k = self._affinity(prompt, loads)

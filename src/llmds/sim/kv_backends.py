@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from llmds.errors import CapacityError
 from llmds.kv_cache import KVCache
+from llmds.mem_cache._tree import find
 from llmds.mem_cache.base_prefix_cache import RadixKey
 from llmds.mem_cache.radix_cache import RadixCache, TreeNode
 from llmds.paged_allocator import PagedAllocator
@@ -459,9 +460,9 @@ class RadixBackend:
 def cached_prefix(tree: RadixCache, ids: npt.NDArray[np.uint32]) -> int:
     """Whole-page prefix of ``ids`` held by ``tree`` (no extra key), read only. O(d + T).
 
-    Walks the tree by its documented node fields (``children`` keyed by the bytes of a
-    child's first page, ``kb`` the node's token bytes) and changes nothing, where
-    ``RadixCache.match_prefix`` refreshes LRU times and splits the last node.
+    The read-only walk ``RadixCache.match_prefix`` itself starts with
+    (:func:`llmds.mem_cache._tree.find`), without what follows it there: no LRU time
+    is refreshed and no node is split.
 
     >>> class _Pool:
     ...     def free(self, indices): pass
@@ -470,25 +471,10 @@ def cached_prefix(tree: RadixCache, ids: npt.NDArray[np.uint32]) -> int:
     >>> cached_prefix(t, np.array([0, 1, 2, 3, 9, 9, 9], dtype=np.uint32))
     4
     """
-    pb = 4 * tree.page_size
+    ps = tree.page_size
     kb = np.ascontiguousarray(ids, dtype="<u4").tobytes()
-    nb = len(kb) - len(kb) % pb
-    node, pos = tree.root_node, 0
-    while pos < nb:
-        child = node.children.get(kb[pos : pos + pb])
-        if child is None:
-            break
-        ckb = child.kb
-        end = pos + len(ckb)
-        if end <= nb and kb.startswith(ckb, pos):
-            node, pos = child, end
-            continue
-        m = pb  # the first page matched: it is the child's key
-        while pos + m + pb <= nb and m + pb <= len(ckb) and \
-                kb[pos + m : pos + m + pb] == ckb[m : m + pb]:
-            m += pb
-        return (pos + m) // 4
-    return pos // 4
+    nb = len(kb) - len(kb) % (4 * ps)
+    return find(tree.root_node, kb, nb, 4 * ps, ps)[1] // 4
 
 
 def make_backend(kind: str, page_size: int, max_pages: int, prefix_caching: bool,

@@ -22,7 +22,9 @@ The pieces, one module each:
   (vLLM/Orca style) with chunked prefill and preemption by recomputation;
 * :mod:`llmds.sim.micro_batch` -- ``mode="micro_batch"``: the Scheduler's release
   rules release a batch that runs to its end before the next one starts;
-* :mod:`llmds.sim.metrics` -- per-request records and the metrics table.
+* :mod:`llmds.sim.metrics` -- per-request records and the metrics table;
+* :mod:`llmds.sim.cluster` -- several Simulators behind a router, fed one request
+  at a time (:meth:`Simulator.open`, ``submit``, ``advance``, ``close``).
 
 Everything is deterministic for a given workload and configuration.
 """

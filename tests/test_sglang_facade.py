@@ -62,7 +62,8 @@ def test_insert_match_both_call_forms() -> None:
     assert m.device_indices.tolist() == [10, 20, 30, 40] and m.device_indices.dtype == torch.int64
     assert m.last_device_node is m.last_host_node is m.best_match_node
     assert cache.match_prefix(RadixKey([1, 2])).device_indices.tolist() == [10, 20]
-    assert cache.match_prefix(MatchPrefixParams(key=RadixKey([1, 2], "x"))).device_indices.numel() == 0
+    other = cache.match_prefix(MatchPrefixParams(key=RadixKey([1, 2], "x")))
+    assert other.device_indices.numel() == 0
     assert cache.insert(InsertParams(key=RadixKey([7, 8]))) == 0  # value None: the token ids
     assert cache.total_size() == 6 == cache.evictable_size()
 

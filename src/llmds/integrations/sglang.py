@@ -79,6 +79,7 @@ import numpy as np
 
 from llmds._torch import as_index_format, require_torch
 from llmds._validate import check_choice, check_int, is_int, show
+from llmds.integrations._sglang_pools import ReqToTokenPool, TokenToKVPoolAllocator
 from llmds.integrations._sglang_records import (
     CacheInitParams,
     DecLockRefParams,
@@ -92,7 +93,6 @@ from llmds.integrations._sglang_records import (
     MatchResult,
     RadixKey,
 )
-from llmds.integrations._sglang_pools import ReqToTokenPool, TokenToKVPoolAllocator
 from llmds.mem_cache import chunk_cache as _chunk
 from llmds.mem_cache import mamba_radix_cache as _mamba
 from llmds.mem_cache import radix_cache as _radix
@@ -155,7 +155,7 @@ class _Pool:
     def __init__(self, inner: Any, page_size: int, device: Any) -> None:
         self.inner = inner
         self.device = device
-        size = getattr(inner, "size", None)
+        size: Any = getattr(inner, "size", None)
         self.size = int(size) + page_size if is_int(size) else None
 
     def _t(self, indices: Any) -> Any:

@@ -10,10 +10,10 @@ reference-counted allocator for the KV cache itself is
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-
-from typing import Any
 
 from llmds._kernels import kv as _kv
 from llmds._torch import as_array, require_torch, torch_or_none
@@ -119,7 +119,7 @@ class TokenToKVPoolAllocator:
         self._in_use[out] = True
         if self._tensors:
             t = torch_or_none().from_numpy(out)  # loaded: the pool made its device with it
-            return t if self.device.type == "cpu" else t.to(self.device)  # type: ignore[no-any-return]
+            return t if self.device.type == "cpu" else t.to(self.device)
         return out
 
     def free(self, indices: npt.ArrayLike) -> None:

@@ -474,6 +474,20 @@ class KVCache:
         self._hit_tokens += num_hit * ps
         return num_hit * ps
 
+    def cached_pages(
+        self, token_ids: Sequence[int] | npt.ArrayLike, extra_key: Hashable | None = None
+    ) -> list[int]:
+        """The cached pages a new :meth:`allocate` of ``token_ids`` would reuse: the
+        leading full pages whose identities are cached, in order. Read-only: nothing is
+        held, hashed beyond the hits, or touched in the LRU (vLLM's
+        ``get_num_cached_tokens`` probe). O(T)."""
+        tokens = self._coerce_tokens(token_ids, "token_ids")
+        if not self._sharing:
+            return []
+        pages = self._pages
+        return pages.leading_hits(tokens, tokens.shape[0] // self._page_size,
+                                  pages.seed(extra_key))
+
     def append_tokens(self, seq_id: Hashable, token_ids: Sequence[int] | npt.ArrayLike) -> None:
         """Extend a token-level sequence by ``token_ids`` (decode steps). O(k + P).
 

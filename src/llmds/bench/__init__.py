@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "scheduler": "bench_scheduler",
     "kv_cache": "bench_kv_cache",
     "prefix_cache": "bench_prefix_cache",
+    "engines": "bench_engines",
     "hybrid_cache": "bench_hybrid_cache",
     "bm25": "bench_bm25",
     "hnsw": "bench_hnsw",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._torch import IndexFormat, as_index_format, index_format
 from llmds._validate import check_int, is_int, show
 from llmds.mem_cache._keys import (
     EMPTY_I64,
@@ -32,6 +33,8 @@ from llmds.mem_cache._keys import (
     evict_counts,
     insert_args,
     key_bytes,
+    out_format,
+    tensor_match,
 )
 from llmds.mem_cache._lru import LazyHeap, unlocked_leaf
 from llmds.mem_cache._tree import TreeNode, check_tree, dump_tree, find, iter_nodes, load_tree
@@ -90,6 +93,18 @@ class RadixCache(BasePrefixCache):
     takes the victims out of the tree, hands their indices to the pool in one
     ``free`` call and, if the pool refuses, puts every victim back as it was and
     re-raises (``on_node_evict`` runs only after the pool accepted).
+
+    Tensors: keys and KV indices may be torch tensors (int32/int64, any device;
+    torch is never imported by llmds itself). The first tensor of KV indices
+    ``insert`` receives fixes the cache's *index format* (its device and dtype)
+    until :meth:`reset`; from then on ``match_prefix`` returns its indices, and
+    ``evict`` hands the pool the indices it frees, as tensors of that format (a
+    tensor key alone gives int64 on the key's device). A value on another device
+    is rejected. The tree itself keeps int64 NumPy arrays on the host: a CPU
+    tensor crosses the boundary without a copy, a CUDA tensor with one copy of
+    its indices each way (``match_prefix``: host to device; ``insert``: device
+    to host). Measured on the chat replay (page 1, CPU tensors in and out):
+    see ``llmds.bench.bench_engines``.
 
     Copies: the cache pickles and deep-copies to an independent cache with the
     same tree, times, locks and eviction order, at any tree depth (the tree is
@@ -197,6 +212,7 @@ class RadixCache(BasePrefixCache):
         # held twice would be freed twice on eviction
         size: Any = getattr(self.token_to_kv_pool_allocator, "size", None)
         self._held = np.zeros(int(size), dtype=np.bool_) if is_int(size) else None
+        self._fmt: IndexFormat | None = None  # device and dtype of tensor KV indices
         self.root_node = self._root(None)
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
@@ -211,11 +227,14 @@ class RadixCache(BasePrefixCache):
         nb -= nb % self._pb
         root = self._roots.get(extra)
         if root is None or nb == 0:
-            return MatchResult(indices=EMPTY_I64.copy(),
-                               last_node=root if root is not None else self.root_node)
-        path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)
-        self._descend(root, path, cut, m)
-        return self._match_result(root, path, pos)
+            res = MatchResult(indices=EMPTY_I64.copy(),
+                              last_node=root if root is not None else self.root_node)
+        else:
+            path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)
+            self._descend(root, path, cut, m)
+            res = self._match_result(root, path, pos)
+        fmt = out_format(key, self._fmt)
+        return res if fmt is None else tensor_match(res, fmt)
 
     def insert(
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
@@ -232,6 +251,10 @@ class RadixCache(BasePrefixCache):
         """
         state = self._insert_state(key, kwargs) if kwargs else None
         pool, whole = self.token_to_kv_pool_allocator, self._owns_whole_value
+        fmt = index_format(value)
+        if fmt is not None and self._fmt is not None and fmt[0] != self._fmt[0]:
+            raise ValueError(f"value is a tensor on {fmt[0]}, but this cache's KV indices "
+                             f"are on {self._fmt[0]} (the device of the first tensor it got)")
         kb, extra, vals = insert_args(key, value, pool, whole)
         if state is not None:
             state = self._check_state(state)
@@ -240,6 +263,8 @@ class RadixCache(BasePrefixCache):
         root = self._roots.get(extra)
         path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)  # read-only
         claim_indices(vals[pos >> 2 : nb >> 2], self._held, pool, not whole)
+        if fmt is not None and self._fmt is None:
+            self._fmt = fmt  # nothing below raises
         if root is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
@@ -368,9 +393,10 @@ class RadixCache(BasePrefixCache):
             )
 
     def all_values_flatten(self) -> npt.NDArray[np.int64]:
-        """Every cached KV index (all namespaces), depth-first order. O(tree)."""
+        """Every cached KV index (all namespaces), depth-first order; a tensor in the
+        cache's index format when it has one. O(tree)."""
         vals = [n.value for n in self._iter_nodes()]
-        return np.concatenate(vals) if vals else EMPTY_I64.copy()
+        return self._out(np.concatenate(vals) if vals else EMPTY_I64.copy())
 
     def pretty_print(self) -> None:
         """Print the tree (for debugging). O(tree)."""
@@ -506,10 +532,16 @@ class RadixCache(BasePrefixCache):
         return total
 
     def _free_indices(self, indices: npt.NDArray[np.int64]) -> None:
-        """Hand evicted indices back to the pool, if there is one."""
+        """Hand evicted indices back to the pool, if there is one (as a tensor in the
+        cache's index format when it has one)."""
         pool = self.token_to_kv_pool_allocator
         if pool is not None and len(indices):
-            pool.free(indices)
+            pool.free(self._out(indices))
+
+    def _out(self, indices: npt.NDArray[np.int64]) -> Any:
+        """Host indices in the cache's index format (unchanged without one). O(n)."""
+        fmt = self._fmt
+        return indices if fmt is None else as_index_format(indices, fmt)
 
     # -------------------------------------------------------------- internals
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmds._kernels import bm25 as _k
+from llmds._kernels import bm25_validate as _k
 from llmds.analysis import TOKEN_PATTERNS, Analyzer
 from llmds.errors import CorruptFileError
 from llmds.inverted_index import InvertedIndex

@@ -29,7 +29,7 @@ that fails: setting types and ranges; array dtypes and shapes against the counts
 arena and directory, non-overlapping, disjoint increasing doc ranges, ``nterms <=
 num_terms``); ``live`` in {0, 1}; ``doc_len >= 0``; every posting stream decoding
 inside its byte range into in-range, strictly increasing doc ids with ``tf >= 1``
-(:func:`llmds._kernels.bm25.validate_segments`); ``df`` equal to the recomputed
+(:func:`llmds._kernels.bm25_validate.validate_segments`); ``df`` equal to the recomputed
 live document frequencies; each live document's tfs summing to its ``doc_len``;
 ``num_live`` / ``total_len`` equal to their sums; unique live external ids; a
 vocabulary of unique UTF-8 strings. An index that loads passes ``_check()``.
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from llmds._kernels import bm25 as _k
+from llmds._kernels import bm25_validate as _k
 from llmds._persist import Container, read_container, write_container
 from llmds._validate import check_int, check_number, show
 from llmds.analysis import TOKEN_PATTERNS, Analyzer

@@ -17,7 +17,8 @@ These run at the API boundary, once per call; kernels never validate.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,9 @@ __all__ = [
     "check_int_list",
     "check_nonneg_int",
     "check_number",
+    "check_path",
     "check_positive_int",
+    "check_sequence",
     "check_size",
     "check_str",
     "check_text",
@@ -161,6 +164,18 @@ def check_bool(value: object, name: str) -> bool:
     return bool(value)
 
 
+def check_path(value: object, name: str = "path") -> str | os.PathLike[str]:
+    """``value`` if it is a ``str`` or ``os.PathLike`` (the file is not opened). O(1).
+
+    >>> check_path(3)
+    Traceback (most recent call last):
+    TypeError: path must be a str or os.PathLike, got int 3
+    """
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {show(value)}")
+    return value
+
+
 def check_str(value: object, name: str, *, nonempty: bool = False) -> str:
     """``value`` as a str; with ``nonempty`` it must hold a non-space character. O(len)."""
     if not isinstance(value, str):
@@ -224,6 +239,20 @@ def check_int_list(
     for i, v in enumerate(values):
         out.append(check_int(v, f"{name}[{i}]", minimum=minimum, maximum=maximum))
     return out
+
+
+def check_sequence(value: object, name: str, what: str, *, ordered: bool = True) -> None:
+    """Reject what cannot be a sequence of ``what``: a str, bytes, a non-iterable and,
+    if ``ordered``, a dict or a set (their order is not the caller's). O(1).
+
+    >>> check_sequence({"a": 1}, "queries", "str")
+    Traceback (most recent call last):
+    TypeError: queries must be a sequence of str, got dict {'a': 1}
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable) or (
+            ordered and isinstance(value, Mapping | Set)):
+        kind = "sequence" if ordered else "iterable"
+        raise TypeError(f"{name} must be a {kind} of {what}, got {show(value)}")
 
 
 def check_int_array(

@@ -62,8 +62,8 @@ def make_index() -> InvertedIndex:
 
 
 def state(index: InvertedIndex) -> Any:
-    return (index.stats(), list(index._terms), index.search("cat dog eel fox", 10),
-            sorted(index._ext2int.items()))
+    return (index.stats(), list(index._docs.terms), index.search("cat dog eel fox", 10),
+            sorted(index._docs.ext2int.items()))
 
 
 # (label, argument name, call, expect): expect "error" or "ok".

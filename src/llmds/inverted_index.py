@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from llmds._index_docs import DocTable
 from llmds._index_file import (
     IndexParts,
     check_settings,
@@ -27,7 +28,7 @@ from llmds._index_search import (
     analyze,
     search_rows,
 )
-from llmds._index_segments import SegmentStore, WriteBuffer, grown
+from llmds._index_segments import SegmentStore, WriteBuffer
 from llmds._kernels import bm25 as _k
 from llmds._threads import RWLock, num_threads_for
 from llmds._validate import (
@@ -124,11 +125,8 @@ class InvertedIndex:
     (1, 2)
     """
 
-    __slots__ = (
-        "_analyzer", "_b", "_buffer", "_df", "_doc_len", "_dummy_mask", "_ext2int", "_ext_ids",
-        "_ints", "_k1", "_live", "_lock", "_merge_factor", "_num_ids", "_num_live", "_params",
-        "_query", "_scratch", "_seal_postings", "_store", "_terms", "_total_len", "_vocab",
-    )
+    __slots__ = ("_analyzer", "_b", "_buffer", "_docs", "_dummy_mask", "_ints", "_k1", "_lock",
+                 "_merge_factor", "_params", "_query", "_scratch", "_seal_postings", "_store")
 
     def __init__(
         self,
@@ -155,27 +153,17 @@ class InvertedIndex:
         # SciFact "90% bulk + 10% one at a time" index answered 6.0k queries/CPU-s
         # (50k postings unsealed) against 12.9k for a sealed one.
         self._analyzer = parts.analyzer
-        self._terms = list(parts.terms)
-        self._vocab = {t: i for i, t in enumerate(self._terms)}
-        self._query = QueryTerms(parts.analyzer, self._vocab)
-        live, doc_len, ext_ids = parts.live, parts.doc_len, parts.ext_ids
-        self._df = grown(np.array(parts.df, dtype=np.int32), 1024)
-        self._live = grown(live, 1024)
-        self._doc_len = grown(doc_len, 1024)
-        self._ext_ids = grown(ext_ids, 1024)
-        self._num_ids = live.shape[0]
-        is_live = live.astype(bool)
-        self._num_live = int(is_live.sum())
-        self._total_len = int(doc_len[is_live].sum(dtype=np.int64))
-        self._ext2int = {e: i for i, e in enumerate(ext_ids.tolist()) if live[i]}
+        self._docs = docs = DocTable(parts.terms, parts.df, parts.live, parts.doc_len,
+                                     parts.ext_ids)
+        self._query = QueryTerms(parts.analyzer, docs.vocab)
         self._store = SegmentStore.from_arrays(parts.arena, parts.dir, parts.segments)
         self._buffer = (WriteBuffer.from_export(parts.buffer) if parts.buffer is not None
-                        else WriteBuffer(self._num_ids))
+                        else WriteBuffer(docs.num_ids))
         self._dummy_mask = np.zeros(1, dtype=np.uint8)
         self._params = np.zeros(4, dtype=np.float64)
         self._ints = np.zeros(4, dtype=np.int64)
         self._lock = RWLock()
-        self._scratch = ScratchPool(self._live.shape[0], self._df.shape[0])
+        self._scratch = ScratchPool(docs.live.shape[0], docs.df.shape[0])
         self._refresh_scalars()
 
     # ------------------------------------------------------------------ properties
@@ -193,32 +181,22 @@ class InvertedIndex:
 
     def __len__(self) -> int:
         """Number of live documents. O(1)."""
-        return self._num_live
+        return self._docs.num_live
 
     def __contains__(self, doc_id: object) -> bool:
         """True if ``doc_id`` is indexed (False for anything that is not an int). O(1)."""
-        return is_int(doc_id) and doc_id in self._ext2int
+        return is_int(doc_id) and doc_id in self._docs.ext2int
 
     @property
     def num_segments(self) -> int:
         return len(self._store.segments)
 
-    # ------------------------------------------------------------------ growth
-    def _ensure(self, num_docs: int, num_terms: int) -> None:
-        if num_docs > self._live.shape[0]:
-            self._live = grown(self._live, num_docs)
-            self._doc_len = grown(self._doc_len, num_docs)
-            self._ext_ids = grown(self._ext_ids, num_docs)
-        self._df = grown(self._df, num_terms)
-        self._scratch.resize(self._live.shape[0], self._df.shape[0])
-
     def _refresh_scalars(self) -> None:
-        n = self._num_live
-        self._params[:] = (self._k1, self._b,
-                           self._total_len / n if n and self._total_len else 1.0, float(n))
+        docs = self._docs
+        self._params[:] = (self._k1, self._b, docs.avgdl, float(docs.num_live))
         # ints[3]: any deleted ids (else the kernel skips the per-posting tombstone check)
         self._ints[:] = (self._buffer.base, self._buffer.ndocs, 0,
-                         int(self._num_ids != self._num_live))
+                         int(docs.num_ids != docs.num_live))
 
     # ------------------------------------------------------------------ adding
     def _prepare(self, text: str, what: str) -> tuple[list[str], list[int], int]:
@@ -233,31 +211,16 @@ class InvertedIndex:
 
     def _append(self, doc_id: int, terms: list[str], tfs: list[int], length: int) -> None:
         """Apply one analysed document (under the write lock; cannot fail)."""
-        if doc_id in self._ext2int:
+        if doc_id in self._docs.ext2int:
             self._delete(doc_id)
-        vocab = self._vocab
-        tids = []
-        for t in terms:
-            tid = vocab.get(t)
-            if tid is None:
-                tid = len(self._terms)
-                self._terms.append(t)
-                vocab[t] = tid
-            tids.append(tid)
-        internal = self._num_ids
-        self._ensure(internal + 1, len(self._terms))
-        tid_arr = np.array(tids, dtype=np.int64)
-        self._buffer.append(tid_arr, tfs)
-        self._df[tid_arr] += 1
-        self._live[internal] = 1
-        self._doc_len[internal] = length
-        self._ext_ids[internal] = doc_id
-        self._ext2int[doc_id] = internal
-        self._num_ids = internal + 1
-        self._num_live += 1
-        self._total_len += length
+        tids = self._docs.term_ids(terms)
+        self._docs.add(doc_id, tids, length)
+        self._buffer.append(tids, tfs)
 
     def _finish_writes(self) -> None:
+        """After writes (under the write lock): statistics, scratch size, seal by policy."""
+        docs = self._docs
+        self._scratch.resize(docs.live.shape[0], docs.df.shape[0])
         self._refresh_scalars()
         if self._buffer.npost >= self._seal_postings:
             self._seal()
@@ -291,10 +254,10 @@ class InvertedIndex:
             self._finish_writes()
 
     def _check_presence(self, doc_id: int, mode: str) -> None:
-        if mode == "add" and doc_id in self._ext2int:
+        if mode == "add" and doc_id in self._docs.ext2int:
             raise ValueError(
                 f"doc_id {doc_id} is already indexed; pass update=True or call update_document")
-        if mode == "update" and doc_id not in self._ext2int:
+        if mode == "update" and doc_id not in self._docs.ext2int:
             raise KeyError(f"doc_id {doc_id} is not indexed")
 
     def add_documents(
@@ -331,7 +294,7 @@ class InvertedIndex:
         return len(prepared)
 
     def _check_new(self, pos: int, doc_id: int, update: bool) -> None:
-        if not update and doc_id in self._ext2int:
+        if not update and doc_id in self._docs.ext2int:
             raise ValueError(f"documents[{pos}] doc_id {doc_id} is already indexed; pass "
                              "update=True to replace it")
 
@@ -342,12 +305,8 @@ class InvertedIndex:
         return self._store.doc(internal)
 
     def _delete(self, doc_id: int) -> None:
-        internal = self._ext2int.pop(doc_id)
-        terms, _ = self._doc_postings(internal)
-        self._df[terms] -= 1
-        self._live[internal] = 0
-        self._num_live -= 1
-        self._total_len -= int(self._doc_len[internal])
+        terms, _ = self._doc_postings(self._docs.ext2int[doc_id])
+        self._docs.remove(doc_id, terms)
 
     def delete_document(self, doc_id: int) -> None:
         """Remove ``doc_id`` (a tombstone until the next merge). O(|doc|) in the buffer,
@@ -357,7 +316,7 @@ class InvertedIndex:
         """
         doc_id = _doc_id(doc_id)
         with self._lock.writing():
-            if doc_id not in self._ext2int:
+            if doc_id not in self._docs.ext2int:
                 raise KeyError(f"doc_id {doc_id} is not indexed")
             self._delete(doc_id)
             self._refresh_scalars()
@@ -375,12 +334,12 @@ class InvertedIndex:
         buf = self._buffer
         if buf.ndocs == 0:
             return
-        v = len(self._terms)
-        data, ptr, npost = buf.seal(self._live, v)
+        live, v = self._docs.live, len(self._docs.terms)
+        data, ptr, npost = buf.seal(live, v)
         end = buf.base + buf.ndocs
         self._store.add(data, ptr, npost, buf.base, end)
         buf.restart(end)
-        self._store.merge_by_policy(self._merge_factor, self._live, v)
+        self._store.merge_by_policy(self._merge_factor, live, v)
         self._refresh_scalars()
 
     def merge(self) -> None:
@@ -389,7 +348,7 @@ class InvertedIndex:
         The buffer is not sealed (call :meth:`seal` first for a single segment).
         """
         with self._lock.writing():
-            self._store.merge_all(self._live, len(self._terms))
+            self._store.merge_all(self._docs.live, len(self._docs.terms))
 
     def _compact(self) -> None:
         """Copy live segments into fresh arrays (drops merged-away bytes). O(index bytes)."""
@@ -401,16 +360,16 @@ class InvertedIndex:
         """The kernels' ``allowed`` mask and ``ints`` (flag 2 set when filtering)."""
         if allowed_ids is None:
             return self._dummy_mask, self._ints
-        mask = allowed_mask(allowed_ids, self._ext2int, self._num_ids)
+        mask = allowed_mask(allowed_ids, self._docs.ext2int, self._docs.num_ids)
         ints = self._ints.copy()
         ints[2] = 1
         return mask, ints
 
     def _index_args(self, mask: np.ndarray, ints: np.ndarray) -> tuple[np.ndarray, ...]:
         """The index arrays of the search kernels' signature, ``arena`` to ``params``."""
-        store, buf = self._store, self._buffer
+        store, buf, docs = self._store, self._buffer, self._docs
         return (store.arena, store.dir, store.table, buf.ptr, buf.terms, buf.tfs, ints,
-                self._live, mask, self._doc_len, self._ext_ids, self._df, self._params)
+                docs.live, mask, docs.doc_len, docs.ext_ids, docs.df, self._params)
 
     def search(
         self, query: str, top_k: int = 10, *, allowed_ids: Iterable[int] | None = None
@@ -429,9 +388,9 @@ class InvertedIndex:
         try:
             mask, ints = self._mask(allowed_ids)
             q_terms, q_counts = self._query.arrays(query)
-            if q_terms.shape[0] == 0 or self._num_live == 0:
+            if q_terms.shape[0] == 0 or self._docs.num_live == 0:
                 return []
-            k = min(k, self._num_ids)
+            k = min(k, self._docs.num_ids)
             out_ids = np.empty(k, dtype=np.int64)
             out_scores = np.empty(k, dtype=np.float64)
             s = self._scratch.take()
@@ -471,7 +430,7 @@ class InvertedIndex:
         with self._lock.reading():
             mask, ints = self._mask(allowed_ids)
             return search_rows(self._query, queries, self._index_args(mask, ints),
-                               self._scratch, min(k, max(self._num_live, 1)), threads,
+                               self._scratch, min(k, max(self._docs.num_live, 1)), threads,
                                lists=not as_arrays)
 
     # ------------------------------------------------------------------ statistics
@@ -481,7 +440,7 @@ class InvertedIndex:
             return None
         if len(set(terms)) > 1:
             raise ValueError(f"term {term!r} analyses to several terms {terms}; pass one word")
-        return self._vocab.get(terms[0])
+        return self._docs.vocab.get(terms[0])
 
     def get_term_frequency(self, term: str, doc_id: int) -> int:
         """How often (analysed) ``term`` occurs in ``doc_id``. O(df(term)).
@@ -491,7 +450,7 @@ class InvertedIndex:
         doc_id = _doc_id(doc_id)
         with self._lock.reading():
             tid = self._single_term(term)
-            internal = self._ext2int.get(doc_id)
+            internal = self._docs.ext2int.get(doc_id)
             if internal is None:
                 raise KeyError(f"doc_id {doc_id} is not indexed")
             if tid is None:
@@ -506,7 +465,7 @@ class InvertedIndex:
         """Number of live documents containing (analysed) ``term``. O(|term|)."""
         with self._lock.reading():
             tid = self._single_term(term)
-            return 0 if tid is None else int(self._df[tid])
+            return 0 if tid is None else int(self._docs.df[tid])
 
     def stats(self) -> dict[str, Any]:
         """Sizes and compression. O(number of segments + vocabulary).
@@ -518,14 +477,15 @@ class InvertedIndex:
         """
         with self._lock.reading():
             seg_postings, seg_bytes, dir_bytes = self._store.sizes()
-            v = len(self._terms)
+            docs = self._docs
+            df = docs.df[: len(docs.terms)]
             return {
-                "num_docs": self._num_live,
+                "num_docs": docs.num_live,
                 # internal ids of deleted or replaced versions (merges purge their postings)
-                "num_dead_ids": self._num_ids - self._num_live,
-                "num_terms": int(np.count_nonzero(self._df[:v])),
-                "vocabulary_size": v,
-                "num_postings": int(self._df[:v].sum()),
+                "num_dead_ids": docs.num_ids - docs.num_live,
+                "num_terms": int(np.count_nonzero(df)),
+                "vocabulary_size": df.shape[0],
+                "num_postings": int(df.sum()),
                 "num_segments": len(self._store.segments),
                 "segment_postings": seg_postings,
                 "buffer_docs": self._buffer.ndocs,
@@ -534,7 +494,7 @@ class InvertedIndex:
                 "directory_bytes": dir_bytes,
                 "bytes_per_posting": ((seg_bytes + dir_bytes) / seg_postings
                                       if seg_postings else 0.0),
-                "avgdl": float(self._params[2]) if self._num_live else 0.0,
+                "avgdl": docs.avgdl if docs.num_live else 0.0,
                 "k1": self._k1,
                 "b": self._b,
             }
@@ -542,12 +502,9 @@ class InvertedIndex:
     # ------------------------------------------------------------------ persistence
     def _parts(self) -> IndexParts:
         """Everything the index holds, as new arrays (under the read or write lock)."""
-        n, v = self._num_ids, len(self._terms)
-        arena, dirs, rows = self._store.export()
         return IndexParts(
             self._k1, self._b, self._seal_postings, self._merge_factor, self._analyzer,
-            list(self._terms), self._df[:v].copy(), self._live[:n].copy(),
-            self._doc_len[:n].copy(), self._ext_ids[:n].copy(), arena, dirs, rows,
+            *self._docs.export(), *self._store.export(),
             self._buffer.export() if self._buffer.ndocs else None)
 
     def save(self, path: str | os.PathLike[str]) -> int:
@@ -635,17 +592,12 @@ class InvertedIndex:
     def _check(self) -> None:
         """Assert every invariant (O(index size)); for tests."""
         with self._lock.reading():
-            n, v = self._num_ids, len(self._terms)
-            live = self._live[:n].astype(bool)
-            assert int(live.sum()) == self._num_live == len(self._ext2int)
-            assert int(self._doc_len[:n][live].sum()) == self._total_len
-            for e, i in self._ext2int.items():
-                assert live[i] and self._ext_ids[i] == e
-            assert len(self._vocab) == v and all(
-                self._vocab[t] == i for i, t in enumerate(self._terms))
-            df = np.zeros(v, dtype=np.int64)
-            self._store.add_df(self._live, df, self._buffer.base)
-            assert self._buffer.base + self._buffer.ndocs == n
-            self._buffer.add_df(self._live, df)
-            assert np.array_equal(df, self._df[:v]), "df out of sync"
+            docs = self._docs
+            docs.check()
+            df = np.zeros(len(docs.terms), dtype=np.int64)
+            self._store.add_df(docs.live, df, self._buffer.base)
+            assert self._buffer.base + self._buffer.ndocs == docs.num_ids
+            self._buffer.add_df(docs.live, df)
+            assert np.array_equal(df, docs.df[: len(docs.terms)]), "df out of sync"
+            assert self._scratch.num_docs >= docs.num_ids
             assert all(s.is_clean() for s in self._scratch.sets()), "dirty search scratch"

@@ -528,7 +528,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     r.notes.append(f"k1={K1}, b={B} for llmds, bm25s and rank_bm25 (bm25s' defaults, which "
                    "are also llmds' defaults); tantivy keeps its own BM25 (k1=1.2, b=0.75) and "
                    "en_stem analyzer")
-    r.notes.append("llmds per query uses the seed API (a list of (doc_id, score) tuples); "
+    r.notes.append("llmds per query uses search() (a list of (doc_id, score) tuples); "
                    "batch uses search_batch(as_arrays=True), arrays like bm25s' retrieve; the "
                    "list-of-tuples batch is reported as its own row")
     r.notes.append("Recall@100 of bm25s on collections smaller than 100 docs counts "

@@ -162,7 +162,11 @@ def run_parallel(task: Callable[[int], None], num_tasks: int) -> None:
     futures: list[Future[None]] = []
     if num_tasks > 1:
         ex = _executor()
-        futures = [ex.submit(task, i) for i in range(1, num_tasks)]
+        for i in range(1, num_tasks):
+            try:
+                futures.append(ex.submit(task, i))
+            except RuntimeError:  # the pool is shut down (interpreter exit): work here
+                break
     error: BaseException | None = None
     try:
         task(0)

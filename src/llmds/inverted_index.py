@@ -126,7 +126,8 @@ class InvertedIndex:
     """
 
     __slots__ = ("_analyzer", "_b", "_buffer", "_docs", "_dummy_mask", "_ints", "_k1", "_lock",
-                 "_merge_factor", "_params", "_query", "_scratch", "_seal_postings", "_store")
+                 "_merge_factor", "_params", "_query", "_scratch", "_seal_postings", "_store",
+                 "_view")
 
     def __init__(
         self,
@@ -164,7 +165,7 @@ class InvertedIndex:
         self._ints = np.zeros(4, dtype=np.int64)
         self._lock = RWLock()
         self._scratch = ScratchPool(docs.live.shape[0], docs.df.shape[0])
-        self._refresh_scalars()
+        self._publish()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -191,12 +192,17 @@ class InvertedIndex:
     def num_segments(self) -> int:
         return len(self._store.segments)
 
-    def _refresh_scalars(self) -> None:
-        docs = self._docs
+    def _publish(self) -> None:
+        """After every write (under the write lock): the statistics the kernels read, the
+        scratch size and ``_view``, the index arrays of the kernels' signature (``arena``
+        to ``params``), kept as one tuple because searches pass it ~1 us faster."""
+        docs, store, buf = self._docs, self._store, self._buffer
         self._params[:] = (self._k1, self._b, docs.avgdl, float(docs.num_live))
         # ints[3]: any deleted ids (else the kernel skips the per-posting tombstone check)
-        self._ints[:] = (self._buffer.base, self._buffer.ndocs, 0,
-                         int(docs.num_ids != docs.num_live))
+        self._ints[:] = (buf.base, buf.ndocs, 0, int(docs.num_ids != docs.num_live))
+        self._scratch.resize(docs.live.shape[0], docs.df.shape[0])
+        self._view = (store.arena, store.dir, store.table, buf.ptr, buf.terms, buf.tfs,
+                      docs.live, docs.doc_len, docs.ext_ids, docs.df, self._params)
 
     # ------------------------------------------------------------------ adding
     def _prepare(self, text: str, what: str) -> tuple[list[str], list[int], int]:
@@ -218,10 +224,8 @@ class InvertedIndex:
         self._buffer.append(tids, tfs)
 
     def _finish_writes(self) -> None:
-        """After writes (under the write lock): statistics, scratch size, seal by policy."""
-        docs = self._docs
-        self._scratch.resize(docs.live.shape[0], docs.df.shape[0])
-        self._refresh_scalars()
+        """After adds (under the write lock): publish, and seal by policy."""
+        self._publish()
         if self._buffer.npost >= self._seal_postings:
             self._seal()
 
@@ -319,7 +323,7 @@ class InvertedIndex:
             if doc_id not in self._docs.ext2int:
                 raise KeyError(f"doc_id {doc_id} is not indexed")
             self._delete(doc_id)
-            self._refresh_scalars()
+            self._publish()
 
     # ------------------------------------------------------------------ segments
     def seal(self) -> None:
@@ -340,7 +344,7 @@ class InvertedIndex:
         self._store.add(data, ptr, npost, buf.base, end)
         buf.restart(end)
         self._store.merge_by_policy(self._merge_factor, live, v)
-        self._refresh_scalars()
+        self._publish()
 
     def merge(self) -> None:
         """Merge every segment into one, dropping deleted documents. O(index bytes).
@@ -349,11 +353,13 @@ class InvertedIndex:
         """
         with self._lock.writing():
             self._store.merge_all(self._docs.live, len(self._docs.terms))
+            self._publish()
 
     def _compact(self) -> None:
         """Copy live segments into fresh arrays (drops merged-away bytes). O(index bytes)."""
         with self._lock.writing():
             self._store.compact()
+            self._publish()
 
     # ------------------------------------------------------------------ searching
     def _mask(self, allowed_ids: Iterable[int] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -364,12 +370,6 @@ class InvertedIndex:
         ints = self._ints.copy()
         ints[2] = 1
         return mask, ints
-
-    def _index_args(self, mask: np.ndarray, ints: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The index arrays of the search kernels' signature, ``arena`` to ``params``."""
-        store, buf, docs = self._store, self._buffer, self._docs
-        return (store.arena, store.dir, store.table, buf.ptr, buf.terms, buf.tfs, ints,
-                docs.live, mask, docs.doc_len, docs.ext_ids, docs.df, self._params)
 
     def search(
         self, query: str, top_k: int = 10, *, allowed_ids: Iterable[int] | None = None
@@ -390,16 +390,15 @@ class InvertedIndex:
             q_terms, q_counts = self._query.arrays(query)
             if q_terms.shape[0] == 0 or self._docs.num_live == 0:
                 return []
-            k = min(k, self._docs.num_ids)
-            out_ids = np.empty(k, dtype=np.int64)
-            out_scores = np.empty(k, dtype=np.float64)
             s = self._scratch.take()
-            n = _search_one(q_terms, q_counts, *self._index_args(mask, ints), s.scores,
-                              s.touched, s.qmark, k, out_ids, out_scores)
+            out_ids, out_scores = s.out(min(k, self._docs.num_ids))
+            n = _search_one(q_terms, q_counts, ints, mask, *self._view, s.scores, s.touched,
+                            s.qmark, out_ids.shape[0], out_ids, out_scores)
+            hits = list(zip(out_ids[:n].tolist(), out_scores[:n].tolist(), strict=True))
             self._scratch.give(s)
         finally:
             lock.release_read()
-        return list(zip(out_ids[:n].tolist(), out_scores[:n].tolist(), strict=True))
+        return hits
 
     def search_batch(
         self, queries: Sequence[str], top_k: int = 10, *,
@@ -429,7 +428,7 @@ class InvertedIndex:
                 check_text(q, f"queries[{i}]")
         with self._lock.reading():
             mask, ints = self._mask(allowed_ids)
-            return search_rows(self._query, queries, self._index_args(mask, ints),
+            return search_rows(self._query, queries, (ints, mask, *self._view),
                                self._scratch, min(k, max(self._docs.num_live, 1)), threads,
                                lists=not as_arrays)
 

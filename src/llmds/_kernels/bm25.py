@@ -449,8 +449,8 @@ def _select_top_k(scores, touched, nt, ext_ids, k, out_ids, out_scores):
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _score_and_select(
-    q_terms, q_counts, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs, ints, live,
-    allowed, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
+    q_terms, q_counts, ints, allowed, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs,
+    live, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
 ):
     """Accumulate one query into ``scores``, select the top ``k``, reset; return count.
 
@@ -476,21 +476,20 @@ def _score_and_select(
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def search_one(
-    q_terms, q_counts, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs, ints, live,
-    allowed, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
+    q_terms, q_counts, ints, allowed, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs,
+    live, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
 ):
     """One query (unique term ids + counts): fill ``out_*[:n]``, return ``n``."""
     return _score_and_select(
-        q_terms, q_counts, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs, ints, live,
-        allowed, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
+        q_terms, q_counts, ints, allowed, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs,
+        live, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
     )
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def search_batch(
-    q_ptr, q_terms, q_counts, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs, ints, live,
-    allowed, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores,
-    out_n,
+    q_ptr, q_terms, q_counts, ints, allowed, arena, dir_flat, segs, buf_ptr, buf_terms, buf_tfs,
+    live, doc_len, ext_ids, df, params, scores, touched, qmark, k, out_ids, out_scores, out_n,
 ):
     """Many queries in one call: query ``i`` is ``q_terms[q_ptr[i]:q_ptr[i + 1]]``.
 
@@ -504,7 +503,7 @@ def search_batch(
             out_n[i] = 0
             continue
         out_n[i] = _score_and_select(
-            q_terms[lo:hi], q_counts[lo:hi], arena, dir_flat, segs, buf_ptr, buf_terms,
-            buf_tfs, ints, live, allowed, doc_len, ext_ids, df, params, scores, touched,
-            qmark, k, out_ids[i], out_scores[i],
+            q_terms[lo:hi], q_counts[lo:hi], ints, allowed, arena, dir_flat, segs, buf_ptr,
+            buf_terms, buf_tfs, live, doc_len, ext_ids, df, params, scores, touched, qmark, k,
+            out_ids[i], out_scores[i],
         )

@@ -28,6 +28,8 @@ class DocTable:
     and agrees with ``ext_ids``; ``num_live`` and ``total_len`` sum over live ids;
     ``vocab`` and ``terms`` are inverse. ``df`` is checked by the owner, which can
     count postings.
+
+    Thread safety: not thread-safe; the owning index writes only under its write lock.
     """
 
     __slots__ = ("df", "doc_len", "ext2int", "ext_ids", "live", "num_ids", "num_live", "terms",

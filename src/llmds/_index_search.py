@@ -77,9 +77,9 @@ class QueryTerms:
 
     Only ids already in ``vocab`` are returned (unknown terms cannot match). The
     raw-token cache holds stopwords (-1) and known terms, whose ids never change;
-    an unknown token is not cached since a later document may bring it in. Safe for
-    concurrent readers: dict reads and writes are atomic, and a full cache is
-    replaced by a new dict, never cleared under a reader.
+    an unknown token is not cached since a later document may bring it in. Thread
+    safety: safe for concurrent readers (dict reads and writes are atomic, and a full
+    cache is replaced by a new dict, never cleared under a reader).
     """
 
     __slots__ = ("_analyzer", "_cache", "_fast", "_vocab")
@@ -143,7 +143,8 @@ class Scratch:
     """One search's working arrays: ``scores`` (float64) and ``touched`` (int32, one
     spare slot for the kernel's branch-free bookkeeping) per internal doc, ``qmark``
     (int32) per term, all zero between searches; and a single search's result row.
-    Memory: 12 bytes per doc slot and 4 per term slot."""
+    Memory: 12 bytes per doc slot and 4 per term slot. Thread safety: one search at a
+    time (a :class:`ScratchPool` hands each set to one caller)."""
 
     __slots__ = ("_out_ids", "_out_scores", "num_docs", "num_terms", "qmark", "scores",
                  "touched")
@@ -172,8 +173,9 @@ class Scratch:
 class ScratchPool:
     """Scratch sets for ``num_docs`` doc slots and ``num_terms`` term slots. O(1) take/give.
 
-    ``list.pop`` and ``list.append`` are atomic, so no lock is needed. :meth:`resize`
-    (the index grew; called under the owner's write lock) drops the pooled sets.
+    Thread safety: safe for concurrent ``take``/``give`` (``list.pop`` and
+    ``list.append`` are atomic, so no lock is needed); :meth:`resize` (the index grew)
+    runs only under the owner's write lock and drops the pooled sets.
     """
 
     __slots__ = ("_free", "num_docs", "num_terms")

@@ -79,8 +79,8 @@ class WriteBuffer:
     """Forward index of the unsealed documents ``base .. base + ndocs - 1``.
 
     Document ``base + i`` owns ``terms[ptr[i]:ptr[i + 1]]`` (unique term ids) and the
-    matching ``tfs``. Invariant: ``ptr[ndocs] == npost``. Not thread-safe (its owner
-    serialises writers with readers).
+    matching ``tfs``. Invariant: ``ptr[ndocs] == npost``. Thread safety: not thread-safe;
+    its owner serialises writers with readers.
     """
 
     __slots__ = ("base", "ndocs", "npost", "ptr", "terms", "tfs")
@@ -161,7 +161,7 @@ class SegmentStore:
     internal-id ranges; each lies inside ``arena[:arena_used]`` and
     ``dir[:dir_used]``; each directory slice runs from 0 to its ``nbytes``; each
     posting list is strictly increasing; ``table`` equals the segments' rows.
-    Not thread-safe (its owner serialises writers with readers).
+    Thread safety: not thread-safe; its owner serialises writers with readers.
     """
 
     __slots__ = ("arena", "arena_garbage", "arena_used", "dir", "dir_garbage", "dir_used",

@@ -29,6 +29,8 @@ __all__ = ["RWLock", "cpu_count", "num_threads_for", "run_parallel"]
 class RWLock:
     """Many readers or one writer; a waiting writer blocks new readers. Not reentrant.
 
+    Thread safety: that is its purpose (its own state is guarded by one mutex).
+
     ``acquire_read``/``release_read`` on hot paths; ``with lock.writing():`` elsewhere.
     A thread holding either side must not acquire again (with a writer waiting, a
     second read acquire would wait for it forever).

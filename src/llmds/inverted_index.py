@@ -51,7 +51,6 @@ __all__ = ["InvertedIndex"]
 _search_one: Any = _k.search_one  # typed Any: mypy misreads numba's dispatcher signature
 
 
-
 def _doc_id(value: object, name: str = "doc_id") -> int:
     return check_int(value, name, minimum=INT64_MIN, maximum=INT64_MAX)
 
@@ -150,9 +149,9 @@ class InvertedIndex:
     def _install(self, parts: IndexParts) -> None:
         """Set every attribute from validated parts (constructor, load, unpickling)."""
         self._k1, self._b, self._seal_postings, self._merge_factor = parts.settings
-        # Every search scans the whole buffer, so it stays small: with 65,536 the
-        # SciFact "90% bulk + 10% one at a time" index answered 6.0k queries/CPU-s
-        # (50k postings unsealed) against 12.9k for a sealed one.
+        # seal_postings (default 16,384): every search scans the whole buffer, so it stays
+        # small; with 65,536 the SciFact "90% bulk + 10% one at a time" index answered
+        # 6.0k queries/CPU-s (50k postings unsealed) against 12.9k for a sealed one.
         self._analyzer = parts.analyzer
         self._docs = docs = DocTable(parts.terms, parts.df, parts.live, parts.doc_len,
                                      parts.ext_ids)

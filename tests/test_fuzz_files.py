@@ -202,7 +202,7 @@ def check_pipeline(path: str | None) -> None:
                      fusion=fusion)
     p.search("kiwi")
     p.add_document(_unused_ids(p.__contains__, 1)[0], "red kiwi", rng.standard_normal(dim))
-    live = [d for d in p._vec_row]
+    live = [d for d in p._docs.state()["ids"] if p.has_embedding(d)]
     if live:
         p.delete_document(live[0])
     p._check()

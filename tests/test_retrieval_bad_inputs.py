@@ -118,7 +118,9 @@ def state(obj: Any) -> Any:
                 list(obj._free), dict(obj._id_to_slot), obj._ef_search,
                 str(obj._rng.bit_generator.state))
     if isinstance(obj, RetrievalPipeline):
-        return repr(obj.stats()), obj._vecs[: obj._num_vecs].tobytes()
+        store = obj._vectors
+        return (repr(obj.stats()), store.vecs[: store.n].tobytes(),
+                store.row_slot[: store.n].tobytes(), obj._docs.state()["metas"])
     return None
 
 

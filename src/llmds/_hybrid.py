@@ -117,9 +117,13 @@ class HybridSearch:
             raise ValueError(f"{name} must fit in float32 (|x| < 3.4e38)")
         return out
 
-    def _embed(self, texts: list[str], name: str) -> npt.NDArray[np.float32]:
+    def _embed(self, texts: list[str], name: str, queries: bool = False,
+               ) -> npt.NDArray[np.float32]:
+        """The embedder's checked vectors of ``texts`` (queries go to its optional
+        ``embed_queries`` when it has one: asymmetric models embed them differently)."""
         assert self._embedder is not None
-        raw = self._embedder.embed(texts)
+        embed = getattr(self._embedder, "embed_queries", None) if queries else None
+        raw = (embed or self._embedder.embed)(texts)
         try:
             out = np.asarray(raw)
         except (TypeError, ValueError, OverflowError):
@@ -254,7 +258,7 @@ class HybridSearch:
             need = [i for i, r in enumerate(results) if r is None and vecs[i] is None]
             if need and w > 0.0 and self._embedder is not None and self._vectors.n:
                 found = self._embed([queries[i] for i in need],
-                                    "query" if len(queries) == 1 else "queries")
+                                    "query" if len(queries) == 1 else "queries", True)
                 for j, i in enumerate(need):
                     vecs[i] = found[j]
             hot = [self._cache.count(norm, None if not use or norm is None else r is not None)

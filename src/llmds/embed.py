@@ -34,7 +34,10 @@ class Embedder(Protocol):
 
     ``embed(texts)`` returns a float array of shape ``(len(texts), dim)``, row ``i``
     embedding ``texts[i]``; the same text must always give the same vector (the
-    pipeline's hot-query cache relies on it).
+    pipeline's hot-query cache relies on it). An embedder may also have
+    ``embed_queries(texts)`` (same contract), which the pipeline then uses for
+    queries (asymmetric models embed queries and documents differently), and
+    ``name``/``dim``/``normalize`` attributes, recorded when a pipeline is saved.
     """
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...

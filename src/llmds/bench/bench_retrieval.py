@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from llmds.bench import harness
+from llmds.bench import harness, rag_frameworks
 from llmds.bench.bench_bm25 import synthetic_collection
 from llmds.bench.harness import BenchContext
 from llmds.bench.ir_data import IRCollection, load_beir
@@ -413,6 +413,7 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
     step += 1
     ctx.progress(step, steps, "query embedding")
     embedder = None
+    fw_ratios: list[dict[str, Any]] = []
     if root is not None and dense and not ctx.quick and embed_reason is None:
         embedder = _make_embedder()
         sample = qs[: min(100, len(qs))]
@@ -422,6 +423,12 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
         rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "latency",
                      "config": "embed one query", "latency_ms": latency[
                          "query embedding (MiniLM)"]})
+    if dense and doc_vecs is not None and q_vecs is not None:
+        ctx.progress(step, steps, "frameworks and filters")
+        fw = rag_frameworks.run(c, doc_vecs, q_vecs, ctx.seed, embedder, 20 if ctx.quick else 100)
+        rows += fw["rows"]
+        notes += fw["notes"]
+        fw_ratios = fw["ratios"]
     for kind, info in embed_info.items():
         rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "embedding",
                      "config": f"embed {kind}", "count": info.get("count"),
@@ -482,7 +489,7 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
     ctx.progress(steps, steps, "done")
 
     # ---------------------------------------------------------- ratios, plots
-    ratios: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = list(fw_ratios) if dense else []
     bm25 = table["bm25"]
     # the 0.70 goal is about the full SciFact collection, not a quick subset or synthetic data
     goal = GOAL_NDCG if (root is not None and not ctx.quick) else None

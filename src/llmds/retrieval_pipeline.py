@@ -275,7 +275,21 @@ class RetrievalPipeline(_hybrid.HybridSearch):
 
     @property
     def embedder(self) -> Embedder | None:
+        """The embedder of text-only documents and queries; settable (None: none).
+
+        Setting one records its identity for :meth:`save` and empties the result cache;
+        it must produce vectors comparable with the stored ones (nothing can check that).
+        """
         return self._embedder
+
+    @embedder.setter
+    def embedder(self, value: Embedder | None) -> None:
+        _check_hooks(value, None, normalize_query)
+        with self._lock.writing():
+            self._embedder = value
+            if value is not None:
+                self._embedder_identity = embedder_identity(value, self._dim)
+            self._cache.clear()
 
     @property
     def id_kind(self) -> str | None:

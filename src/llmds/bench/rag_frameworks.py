@@ -66,7 +66,7 @@ def _langchain(c: IRCollection, doc_vecs: np.ndarray, vec_of: Callable[[str], li
         def embed_query(self, text: str) -> list[float]:
             return vec_of(text)
 
-    pipe._embedder = LangChainEmbedder(Lookup())  # bench only: swap the query embedder
+    pipe.embedder = LangChainEmbedder(Lookup())  # the query vectors of this run
     ours = LLMDSRetriever(pipeline=pipe, k=TOP)
     metas = [{"doc_id": d} for d in c.doc_ids]
     bm25 = BM25Retriever.from_texts(c.docs, metadatas=metas, k=DEPTH)

@@ -1,9 +1,10 @@
-# The two quick-start commands. Each works on a fresh clone with Python 3.11 and make.
+# The two quick-start commands, and the API reference. Each works on a fresh clone with
+# Python 3.11 and make.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bench test
+.PHONY: bench test docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +23,14 @@ test: $(BIN)/python
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# Installs the docs extra (pdoc) and writes the API reference from the docstrings to
+# docs/api/ (open docs/api/index.html). Generated, not committed: it is rebuilt from the
+# code in seconds, so it can never disagree with the docstrings.
+API_MODULES := llmds llmds.sim llmds.sim.config llmds.page_hash llmds.dist
+docs: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	rm -rf docs/api
+	$(BIN)/pdoc --docformat restructuredtext --no-show-source --footer-text "llmds API reference" \
+		--output-directory docs/api $(API_MODULES)
+	@echo "API reference: docs/api/index.html"

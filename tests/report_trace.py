@@ -2,10 +2,12 @@
 
 Independent of the report code except for ``fmt`` (the rule that turns a measured value
 into table text): collect every numeric token that the result files can produce (their
-numbers as written and as formatted to 3 or 4 digits, and the digits inside their strings
-and keys) and require every numeric token of the report to be one of them, once the fixed
-text that is allowed to hold numbers (the original report's claims and the verdict
-criteria, quoted verbatim) has been removed.
+numbers as written and as formatted to 3 or 4 digits, the digits inside their strings
+and keys, and the counts a summary states: result files, measures with a goal, goals
+met and missed, overall and per file) and require every numeric token of the report to
+be one of them, once the fixed text that is allowed to hold numbers (the claims of the
+design the library started from and the verdict criteria, quoted verbatim) has been
+removed.
 """
 
 from __future__ import annotations
@@ -44,8 +46,18 @@ def traceable_numbers(results_dir: Path) -> set[str]:
             for text in (fmt(value), fmt(value, 4), repr(value), str(value)):
                 out.update(_tokens(text))
 
+    totals = [0, 0, 0, 0]  # records that ran, goals, met, missed
     for path in results_dir.glob("*.json"):
-        walk(json.loads(path.read_text(encoding="utf-8")))
+        record = json.loads(path.read_text(encoding="utf-8"))
+        walk(record)
+        if not isinstance(record, dict) or "error" in record:
+            continue
+        goals = [r for r in record.get("ratios", []) if r.get("goal") is not None]
+        counts = [1, len(goals), sum(r.get("met") is True for r in goals),
+                  sum(r.get("met") is False for r in goals)]
+        out.update(str(n) for n in counts)
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    out.update(str(n) for n in totals)
     return out
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from llmds.bench import available
+from llmds.bench.report import CLAIMS
 from llmds.cli import main
 from tests.report_trace import untraced_numbers
 
@@ -41,4 +42,4 @@ def test_report_from_quick_results(results_dir, tmp_path):
         assert json.loads(path.read_text())["title"] in md
     # every number in the report built from the real (quick) results traces to them
     assert untraced_numbers(md, results_dir) == []
-    assert "## The original report's claims, checked" in md
+    assert f"## {CLAIMS}" in md

@@ -102,6 +102,24 @@ def test_summary_table_lists_ratios_skips_and_failures():
     assert "skipped peer heapdict" in text and "FAILED: ValueError: boom" in text
 
 
+def test_summary_table_wraps_long_measures_instead_of_cutting_them():
+    long = "requests/s, both hashing with SHA-256, vs vLLM v1 KVCacheManager (unbounded, 50k)"
+    rec = {"benchmark": "kv_cache", "ratios": [{"name": long, "value": 2.65, "goal": 3.0,
+                                                "met": False}],
+           "rows": [{"impl": "vllm", "skipped": "not importable: " + "no module named x " * 8}]}
+    narrow = summary_table([rec], width=80)
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    assert " ".join(narrow.split()).count(long) == 0  # wrapped...
+    words = narrow.split()
+    for word in long.split():  # ...but every word is there, in order
+        assert word in words
+        words = words[words.index(word) + 1:]
+    assert "2.65" in narrow.splitlines()[2] and narrow.splitlines()[3].startswith(" " * 15)
+    assert narrow.split().count("named") == 8  # the skip reason is not cut either
+    wide = summary_table([rec], width=200)
+    assert long in wide and len(wide.splitlines()) == 4
+
+
 def test_cli_rejects_unknown_benchmark(capsys):
     assert main(["bench", "no-such-bench", "--out", "/tmp/llmds-none"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err

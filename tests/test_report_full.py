@@ -3,7 +3,7 @@
 import pytest
 
 from llmds.bench.harness import BenchContext, result_record, write_record
-from llmds.bench.report import build_report, load_results
+from llmds.bench.report import CLAIMS, FILES, GOALS, MEMORY, SUMMARY, build_report, load_results
 from llmds.bench.report_claims import FAILS, HOLDS, PARTLY, UNMEASURED, check_claims
 from tests.report_trace import traceable_numbers, untraced_numbers
 
@@ -96,10 +96,18 @@ def test_every_number_in_the_report_comes_from_a_result_file(tmp_path):
     build_report(folder, tmp_path / "out", docx=False)
     md = (tmp_path / "out" / "report.md").read_text()
     assert untraced_numbers(md, folder) == []
-    for section in ("## Summary", "## The original report's claims, checked", "## Memory",
-                    "## Result files", "Verdict: HOLDS IN PART.", "Verdict: DOES NOT HOLD.",
-                    "Verdict: HOLDS."):
+    for section in ("Verdict: HOLDS IN PART.", "Verdict: DOES NOT HOLD.", "Verdict: HOLDS."):
         assert section in md
+    # prose first: the summary, then the goals table, the claims, ..., the result files
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:3] == [f"## {SUMMARY}", f"## {GOALS}", f"## {CLAIMS}"]
+    assert headings[-2:] == [f"## {MEMORY}", f"## {FILES}"]
+    summary = md.split(f"## {SUMMARY}")[1].split(f"## {GOALS}")[0]
+    assert summary.lstrip().startswith("This run timed 3 benchmarks")
+    assert "3 measures: 2 met, 1 missed (HNSW 1 of 1)" in summary  # the counts are traced
+    assert "prefix sharing's memory saving: holds in part" in summary
+    headline = "| KV cache | memory saved by prefix sharing, page 16 | 0.634 | >= 0.3 | met |"
+    assert headline + " 1 of 1 |" in summary
     # the checker is not vacuous: a number typed into the report is caught
     assert untraced_numbers(md + "\nthroughput rose by 17.25%\n", folder) == ["17.25"]
     assert "1,071" in traceable_numbers(folder)
@@ -109,9 +117,60 @@ def test_memory_section_lists_structure_memory_not_process_rss(tmp_path):
     folder = _results(tmp_path, _kv(), _hnsw())
     build_report(folder, tmp_path / "out", docx=False)
     md = (tmp_path / "out" / "report.md").read_text()
-    memory = md.split("## Memory")[1].split("## Result files")[0]
-    assert "memory_saved_fraction" in memory and "memory_mb" in memory
-    assert "peak_rss" not in memory
+    memory = md.split(f"## {MEMORY}")[1].split(f"## {FILES}")[0]
+    assert "| row | pages_with_sharing | pages_without_sharing | memory_saved_fraction |" in memory
+    assert "| prefix sharing, page 16 | 100 | 300 | 0.634 |" in memory
+    # the index's memory, measured at two search settings, is one row per library
+    assert "| llmds | 62.9 |" in memory and "| hnswlib | 62.9 |" in memory
+    assert "ef 10" not in memory and "peak_rss" not in memory
+
+
+def test_report_shows_no_absolute_path_of_the_build_machine(tmp_path):
+    rec = _hnsw()
+    rec["data"] = "/home/ci/shared/datasets/ann/fashion-mnist (Fashion-MNIST sample)"
+    rec["notes"] = ["vectors cached under /root/.cache/llmds/embeddings; ops/s and p50/p95 "
+                    "stay; 1 / 16 stays", "results written to /tmp/run-7/results"]
+    rec["rows"][0]["file"] = "/var/tmp/x/base-vectors.npy"
+    folder = _results(tmp_path, rec)
+    build_report(folder, tmp_path / "out", docx=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    for text in (md, page):
+        assert "datasets/ann/fashion-mnist (Fashion-MNIST sample)" in text
+        assert "$LLMDS_CACHE/embeddings;" in text and "written to results" in text
+        assert "| base-vectors.npy |" in md
+        assert "ops/s and p50/p95 stay; 1 / 16 stays" in text
+        for root in ("/home/", "/root/", "/tmp/", "/var/", str(tmp_path)):
+            assert root not in text
+
+
+def test_bar_plots_label_every_bar_and_keep_the_legend_above_the_axes(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from llmds.bench.report_plots import render_plot
+
+    drawn = []
+    save = Figure.savefig
+
+    def save_and_measure(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)  # lays the figure out and draws it
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        drawn.append((ax, ax.get_legend().get_window_extent(renderer),
+                      ax.get_window_extent(renderer),
+                      [b.get_window_extent(renderer) for c in ax.containers for b in c]))
+
+    monkeypatch.setattr(Figure, "savefig", save_and_measure)
+    spec = {"title": "hit rate", "kind": "bar", "x_label": "capacity", "y_label": "hit rate",
+            "series": [{"label": "RadixCache", "x": ["unbounded", "200k"], "y": [0.777, 0.5]},
+                       {"label": "SWARadixCache W=1024", "x": ["unbounded", "200k"],
+                        "y": [0.771, 0.25]}]}
+    assert render_plot(spec, tmp_path / "plot.png")
+    ax, legend, plot_area, bars = drawn[0]
+    assert [t.get_text() for t in ax.texts] == ["0.777", "0.5", "0.771", "0.25"]
+    assert legend.y0 >= plot_area.y1 - 1  # above the plot area
+    assert len(bars) == 4 and not any(legend.overlaps(b) for b in bars)
 
 
 def test_word_report_follows_the_seed_outline(tmp_path):
@@ -121,16 +180,57 @@ def test_word_report_follows_the_seed_outline(tmp_path):
     assert [p.name for p in paths] == ["report.md", "report.html", "report.docx"]
     doc = docx.Document(str(tmp_path / "out" / "report.docx"))
     headings = [p.text for p in doc.paragraphs if p.style.name.startswith("Heading")]
-    for h in ("Abstract", "1. Application Context", "2. Chosen Data Structures",
-              "2.1 Paged KV Cache", "3. Design Rationale & Complexity", "3.1 Memory Efficiency",
-              "3.2 Latency vs. Throughput", "3.3 Retrieval Accuracy",
+    assert headings[:2] == ["Abstract", "Claims Checked"]  # the summary and claims first
+    for h in ("1. Application Context", "2. Chosen Data Structures",
+              "2.1 Paged KV Cache", "2.5 Serving Simulator", "3. Design Rationale & Complexity",
+              "3.1 Memory Efficiency", "3.2 Latency vs. Throughput", "3.3 Retrieval Accuracy",
               "4. Implementation Overview", "5. Challenges & Limitations", "References"):
         assert h in headings
+    text = "\n".join(p.text for p in doc.paragraphs)
+    title_page = text.split("Abstract")[0]
+    for field in ("Date: ", "Version: llmds ", "Machine: ", "Built from: kv_cache.json"):
+        assert field in title_page
     cells = {c.text for t in doc.tables for row in t.rows for c in row.cells}
     assert "0.634" in cells and "1,071" in cells
     assert len(doc.inline_shapes) == 1  # the one plot
-    text = "\n".join(p.text for p in doc.paragraphs)
     assert "Verdict: DOES NOT HOLD." in text
+    # notes are plain small text, not Word's large bold-italic "Intense Quote"
+    assert {p.style.name for p in doc.paragraphs} >= {"Note"}
+    assert "Intense Quote" not in {p.style.name for p in doc.paragraphs}
+    # the raw rows stay in the result files: no (row, measure, value) dump
+    assert "row" not in {t.rows[0].cells[0].text for t in doc.tables if len(t.columns) == 3}
+
+
+def test_word_tables_fit_the_page_without_breaking_words_or_numbers(tmp_path):
+    docx = pytest.importorskip("docx")
+    from docx.shared import Inches
+
+    from llmds.bench.report_docx import _EM_PER_CHAR, column_widths
+
+    folder = _results(tmp_path, _kv(), _sim(), _hnsw())
+    build_report(folder, tmp_path / "out", docx=True)
+    doc = docx.Document(str(tmp_path / "out" / "report.docx"))
+    for table in doc.tables:
+        # 6.5 inches of text width; Word stores widths in twips (635 EMU), rounded
+        assert sum(c.width for c in table.columns) <= Inches(6.5) + 635 * len(table.columns)
+        for row in table.rows[1:]:
+            for cell in row.cells:
+                if cell.text.replace(",", "").replace(".", "").isdigit():
+                    assert cell._tc.tcPr.find(
+                        "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}noWrap"
+                    ) is not None
+    # a wide table: every column holds its longest word (or number) on one line
+    header = ["benchmark", "measure", "value", "goal", "status", "source"]
+    body = [["hybrid_cache", "requests/s, both hashing with SHA-256, vs vLLM v1 KVCacheManager "
+             "(unbounded) " * 2, "4,649,160", ">= 0.95", "missed",
+             "kv_cache.json: rows[impl='prefix sharing, page 16'].memory_saved_fraction"]]
+    size, widths = column_widths(header, body)
+    assert sum(widths) <= 6.5 + 1e-9 and size <= 9
+    for j, width in enumerate(widths):
+        longest = max(len(w) for cell in [header[j], body[0][j]] for w in cell.split())
+        if j == 2:
+            longest = len("4,649,160")
+        assert width >= longest * size * _EM_PER_CHAR / 72
 
 
 def test_docx_false_skips_and_true_requires_python_docx(tmp_path, monkeypatch):
@@ -151,7 +251,9 @@ def test_committed_report_traces_to_its_committed_results():
 
     root = Path(__file__).resolve().parents[1] / "docs" / "report"
     md = (root / "report.md").read_text(encoding="utf-8")
-    assert untraced_numbers(md.replace("docs/report/results", ""), root / "results") == []
-    assert "## The original report's claims, checked" in md
+    assert untraced_numbers(md, root / "results") == []
+    assert f"## {CLAIMS}" in md
+    for machine_root in ("/work/", "/root/", "/home/", "/tmp/"):
+        assert machine_root not in md
     for name in ("kv_cache", "hnsw", "sim", "retrieval", "bm25"):
         assert (root / "results" / f"{name}.json").is_file()

@@ -111,27 +111,49 @@ def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["(no message)"])[-1]
 
 
-def summary_table(records: list[dict[str, Any]]) -> str:
-    """Plain-text table: one line per headline ratio of each benchmark."""
-    lines = [f"{'benchmark':<14} {'measure':<52} {'value':>9} {'goal':>7}  met"]
+def summary_table(records: list[dict[str, Any]], width: int | None = None) -> str:
+    """Plain-text table: one line per headline ratio of each benchmark.
+
+    The measure column is as wide as the longest measure, up to what ``width`` (default:
+    the terminal's, at least 80 columns) leaves; a longer measure, failure or skip reason
+    wraps onto indented lines, so no label is cut.
+    """
+    import textwrap
+
+    if width is None:
+        width = max(80, shutil.get_terminal_size((100, 20)).columns)
+    names = [str(r.get("name")) for rec in records if "error" not in rec
+             for r in rec.get("ratios") or []]
+    # benchmark(14) + measure + value(9) + goal(7) + met(3) and the gaps between them
+    mw = max(20, min(max(map(len, names), default=20), width - 38))
+    indent = " " * 15
+
+    def wrap(text: str, text_width: int) -> list[str]:
+        return textwrap.wrap(text, text_width, break_on_hyphens=False) or [""]
+
+    def block(name: str, text: str) -> list[str]:
+        first, *rest = wrap(text, width - 15)
+        return [f"{name:<14} {first}", *(indent + line for line in rest)]
+
+    lines = [f"{'benchmark':<14} {'measure':<{mw}} {'value':>9} {'goal':>7}  met"]
     lines.append("-" * len(lines[0]))
     for rec in records:
         name = rec.get("benchmark", "?")
         if "error" in rec:
-            lines.append(f"{name:<14} FAILED: {_last_line(rec['error'])[:70]}")
+            lines += block(name, f"FAILED: {_last_line(rec['error'])}")
             continue
         ratios = rec.get("ratios") or []
         if not ratios:
             lines.append(f"{name:<14} (no peer ratio)")
         for r in ratios:
             met = {True: "yes", False: "NO", None: "-"}[r.get("met")]
-            lines.append(
-                f"{name:<14} {r['name'][:52]:<52} {_fmt(r.get('value')):>9} "
-                f"{_fmt(r.get('goal')):>7}  {met}"
-            )
+            first, *rest = wrap(str(r.get("name")), mw)
+            lines.append(f"{name:<14} {first:<{mw}} {_fmt(r.get('value')):>9} "
+                         f"{_fmt(r.get('goal')):>7}  {met}")
+            lines += [indent + line for line in rest]
         for row in rec.get("rows", []):
             if "skipped" in row:
-                lines.append(f"{name:<14} skipped peer {row.get('impl')}: {row['skipped'][:60]}")
+                lines += block(name, f"skipped peer {row.get('impl')}: {row['skipped']}")
     return "\n".join(lines)
 
 

@@ -1,1 +1,1 @@
-"""Private numba kernels: module-level functions over NumPy arrays (see STYLE.md)."""
+"""Private numba kernels: functions over NumPy arrays; their callers validate every input."""

@@ -254,7 +254,7 @@ def _sift_down(hs, he, n, i):
             return
 
 
-# fastmath only on the scoring kernels (STYLE.md): SciFact batch 38.6 -> 36 us per query;
+# fastmath only on the scoring kernels (score arithmetic): SciFact batch 38.6 -> 36 us per query;
 # tests compare scores with a tolerance.
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _score_and_select(

@@ -1,6 +1,6 @@
 """Count-Min sketch kernels (numba): hashing, batch update, batch estimate.
 
-Kernel rules (STYLE.md): arguments are NumPy arrays and scalars, no Python
+Kernel rules: arguments are NumPy arrays and scalars, no Python
 objects, no exceptions; outputs are allocated once. Preconditions are documented
 here and enforced by :class:`llmds.cmsketch.CountMinSketch`:
 

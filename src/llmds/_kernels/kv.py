@@ -1,6 +1,6 @@
 """Chained page hashes for the KV cache's prefix sharing (numba kernels).
 
-Kernel rules (STYLE.md): arrays and scalars in, arrays out, no exceptions.
+Kernel rules: arrays and scalars in, arrays out, no exceptions.
 Preconditions are enforced by the caller, :class:`llmds.kv_cache.KVCache`.
 
 The hash is a 64-bit chained hash built from xxHash64's round function and

@@ -1,6 +1,6 @@
 """XXH64 (xxHash, 64-bit) of a byte buffer: the payload checksum of remote KV pages.
 
-Kernel rules (STYLE.md): arrays and scalars in, a scalar out, no exceptions. The
+Kernel rules: arrays and scalars in, a scalar out, no exceptions. The
 caller (:mod:`llmds.dist.redis_store`) passes two views of one buffer: ``data``
 (``uint8``) and ``words`` (little-endian ``uint64``, ``len(data) // 8`` entries,
 8-byte aligned), so the 32-byte stripes read whole words.

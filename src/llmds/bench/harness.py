@@ -6,7 +6,7 @@ peer library on the same workload in the same process with :func:`measure`, and
 returns a result record built with :func:`result_record`. The CLI writes the record
 to ``<out>/<NAME>.json``; the report generator reads those files.
 
-Timing rules (STYLE.md, "Benchmarks"): one untimed warm-up (JIT compile, caches),
+Timing rules: one untimed warm-up (JIT compile, caches),
 then ``repeat`` >= 5 timed runs; each run records wall time (``perf_counter``) and
 CPU time of the process (``process_time``). Rates use CPU time because the
 machines are shared and noisy; every peer is pinned to one thread, so CPU

@@ -170,7 +170,8 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-_NUMERIC_CELL = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
+#: A table cell that holds a number (or a goal such as ">= 0.3"): right-aligned, never wrapped.
+NUMERIC_CELL = re.compile(r"^(?:[<>]=\s)?-?[\d,]*\.?\d+(?:e[+-]?\d+)?$|^–$|^nan$|^inf$")
 
 
 def _html_table(header: list[str], body: list[list[str]]) -> str:
@@ -178,7 +179,7 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
         return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     def cell(c: str) -> str:
-        css = (' class="num"' if _NUMERIC_CELL.match(c) else
+        css = (' class="num"' if NUMERIC_CELL.match(c) else
                ' class="missed"' if c == "missed" else "")
         return f"<td{css}>{html.escape(c)}</td>"
 
@@ -186,85 +187,90 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _ratio_rows(rec: dict[str, Any]) -> list[list[str]]:
-    out = []
-    for r in rec.get("ratios", []):
-        goal = r.get("goal")
-        sense = ">=" if r.get("higher_is_better", True) else "<="
-        met = {True: "met", False: "missed", None: "–"}[r.get("met")]
-        value = fmt(r.get("value"))
-        if goal is not None and value == fmt(goal) and r.get("value") != goal:
-            value = fmt(r.get("value"), 4)  # 0.2995 missed a goal of 0.3: show why
-        out.append([r["name"], value, f"{sense} {fmt(goal)}" if goal is not None else "–", met])
-    return out
+def _ratio_row(r: dict[str, Any]) -> list[str]:
+    """``[measure, value, goal, status]`` of one ratio entry."""
+    goal = r.get("goal")
+    sense = ">=" if r.get("higher_is_better", True) else "<="
+    met = {True: "met", False: "missed", None: "–"}[r.get("met")]
+    value = fmt(r.get("value"))
+    if goal is not None and value == fmt(goal) and r.get("value") != goal:
+        value = fmt(r.get("value"), 4)  # 0.2995 missed a goal of 0.3: show why
+    return [r["name"], value, f"{sense} {fmt(goal)}" if goal is not None else "–", met]
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "plot"
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _render_plot(spec: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    kind = spec.get("kind", "line")
-    series = spec.get("series", [])
-    if kind == "bar" and any(len(_as_list(s.get("x"))) > 1 for s in series):
-        # Grouped bars: one group per x category, one bar per series within it.
-        cats: list[str] = []
-        for s in series:
-            cats += [str(c) for c in _as_list(s.get("x")) if str(c) not in cats]
-        width = 0.8 / max(len(series), 1)
-        for i, s in enumerate(series):
-            ys = dict(zip([str(c) for c in _as_list(s.get("x"))], _as_list(s["y"]), strict=False))
-            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(cats))]
-            ax.bar(xs, [ys.get(c, 0.0) for c in cats], width=width, label=str(s["label"]))
-        ax.set_xticks(range(len(cats)))
-        ax.set_xticklabels(cats, rotation=20)
-        ax.legend(fontsize=8)
-    elif kind == "bar":
-        labels = [str(s["label"]) for s in series]
-        values = [_as_list(s["y"])[0] for s in series]
-        ax.bar(labels, values, color="#4477aa")
-        ax.tick_params(axis="x", rotation=20)
-    else:
-        for s in series:
-            ax.plot(s["x"], s["y"], marker="o" if s.get("marker", True) else None,
-                    label=str(s["label"]), linewidth=1.5 if s.get("marker", True) else 1.0)
-        if len(series) > 1:
-            ax.legend(fontsize=8)
-    if spec.get("log_x"):
-        ax.set_xscale("log")
-    if spec.get("log_y"):
-        ax.set_yscale("log")
-    ax.set_title(spec.get("title", ""), fontsize=10)
-    ax.set_xlabel(spec.get("x_label", ""))
-    ax.set_ylabel(spec.get("y_label", ""))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
-
-
 Block = tuple[Any, ...]
 """One piece of the report: ``("h1"|"h2"|"h3"|"p"|"quote"|"bullet", text)``,
-``("table", header, body)`` or ``("img", relative_path, caption)``."""
+``("table", header, body)`` or ``("img", relative_path, alt_text)``."""
+
+# Section titles; the Word document picks its material from the sections by these names.
+SUMMARY = "Summary"
+GOALS = "Every measure with a goal"
+CLAIMS = "Claims checked: the design this library started from"
+RESULTS = "Results by benchmark"
+MEMORY = "Memory of the structures"
+FILES = "Result files"
+
+# An absolute path: a slash that does not follow a word, dot or bracket, then two or more
+# path components ("ops/s" and "1 / 16" are not paths).
+_PATH = re.compile(r"(?<![\w.~$:/)\]])/(?:[^\s/,;:()'\"\[\]]+/)+[^\s/,;:()'\"\[\]]*")
+
+
+def _short_path(match: re.Match[str]) -> str:
+    """A build machine's absolute path as a reader can use it: from ``datasets/`` on,
+    under ``$LLMDS_CACHE``, or the name alone."""
+    parts = match.group(0).rstrip("/").split("/")
+    if "datasets" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("datasets"):])
+    for i in range(len(parts) - 1):
+        if parts[i] == ".cache" and parts[i + 1] == "llmds":
+            return "/".join(["$LLMDS_CACHE", *parts[i + 2:]])
+    return parts[-1]
+
+
+def _without_paths(block: Block) -> Block:
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PATH.sub(_short_path, value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return block if block[0] == "img" else (block[0], *[clean(v) for v in block[1:]])
+
+
+def short_title(rec: dict[str, Any]) -> str:
+    """The structure a benchmark measures: its title up to the first ``:`` or `` (``."""
+    title = str(rec.get("title") or rec["benchmark"])
+    return re.split(r":| \(", title, maxsplit=1)[0].strip() or rec["benchmark"]
+
+
+def run_facts(records: list[dict[str, Any]]) -> dict[str, str]:
+    """What ran where: ``version``, ``commits`` ("commit abc1234" or "commits a, b"),
+    ``date`` and ``machine`` ("?" where no record says)."""
+    envs = [r["env"] for r in records if isinstance(r.get("env"), dict)]
+    if not envs:
+        return {"version": "?", "commits": "commit ?", "date": "?", "machine": "?"}
+    env = envs[0]
+    commits = list(dict.fromkeys(str(e.get("git_commit")) for e in envs if e.get("git_commit")))
+    dates = sorted({str(e.get("timestamp", ""))[:10] for e in envs if e.get("timestamp")})
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    return {
+        "version": str(versions.get("llmds", "?")),
+        "commits": ("commit " if len(commits) == 1 else "commits ") + (", ".join(commits) or "?"),
+        "date": " to ".join(dict.fromkeys([dates[0], dates[-1]])) if dates else "?",
+        "machine": f"{env.get('platform')}, {env.get('cpu_count')} CPUs, "
+                   f"{env.get('memory_gb')} GiB, Python {env.get('python')}",
+    }
 
 
 def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], bool]:
     """Blocks for one benchmark's section; the flag says matplotlib was missing."""
+    from llmds.bench.report_plots import as_list, render_plot
+
     title = rec.get("title", rec["benchmark"])
     out: list[Block] = [("h3", title)]
     if "error" in rec:
@@ -276,7 +282,7 @@ def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], b
     params = rec.get("params") or {}
     if params:
         out.append(("p", "Parameters: " + ", ".join(f"{k}={fmt(v)}" for k, v in params.items())))
-    ratio_rows = _ratio_rows(rec)
+    ratio_rows = [_ratio_row(r) for r in rec.get("ratios", [])]
     if ratio_rows:
         out.append(("table", ["measure", "value", "goal", "status"], ratio_rows))
     tables, skipped = _tables(rec)
@@ -286,41 +292,95 @@ def _record_blocks(rec: dict[str, Any], plots_dir: Path) -> tuple[list[Block], b
     missing = False
     for j, spec in enumerate(rec.get("plots", [])):
         # A peer that was skipped leaves an empty series: plot what was measured.
-        series = [x for x in spec.get("series", []) if _as_list(x.get("y"))]
+        series = [x for x in spec.get("series", []) if as_list(x.get("y"))]
         if not series:
             continue
         spec = {**spec, "series": series}
         name = f"{rec['benchmark']}-{j}-{_slug(spec.get('title', ''))}.png"
-        if _render_plot(spec, plots_dir / name):
+        if render_plot(spec, plots_dir / name):
+            # The title is drawn in the plot: no caption repeats it.
             out.append(("img", f"plots/{name}", spec.get("title", "")))
         else:
             missing = True
     return out, missing
 
 
+def _goal_counts(rec: dict[str, Any]) -> tuple[int, int, int]:
+    """(measures with a goal, met, missed) of one record."""
+    goals = [r for r in rec.get("ratios", []) if r.get("goal") is not None]
+    return (len(goals), sum(r.get("met") is True for r in goals),
+            sum(r.get("met") is False for r in goals))
+
+
 def _summary_blocks(records: list[dict[str, Any]]) -> list[Block]:
-    """Every measure that has a goal, across the suite, with its status."""
+    """What was measured and what came of it, in a few sentences and one table.
+
+    Every number is a count over the records or a value copied from them.
+    """
+    from llmds.bench.report_claims import CLAIM_TOPICS, check_claims
+
+    ran = [r for r in records if "error" not in r]
+    out: list[Block] = [("h2", SUMMARY)]
+    if ran:
+        out.append(("p", f"This run timed {len(ran)} benchmarks, each against the libraries "
+                         "people would otherwise use, on the same workload in the same "
+                         "process: " + ", ".join(short_title(r) for r in ran) + ". Rates are "
+                         "per CPU-second with every library on one thread; the ratios "
+                         "(llmds / peer) are the figures to read."))
+        real = [r for r in ran if r.get("data") and not str(r["data"]).startswith("synthetic")]
+        if real:
+            out.append(("p", "Real data: " + "; ".join(f"{short_title(r)} on {r['data']}"
+                                                       for r in real)
+                        + ". The others run seeded synthetic workloads."))
+    counts = [_goal_counts(r) for r in ran]
+    goals, met, missed = (sum(c[i] for c in counts) for i in range(3))
+    if goals:
+        text = f"The project set a goal for {goals} measures: {met} met, {missed} missed"
+        misses = [f"{short_title(r)} {c[2]} of {c[0]}" for r, c in zip(ran, counts, strict=True)
+                  if c[2]]
+        out.append(("p", text + (" (" + ", ".join(misses) + ")" if misses else "") + ". Each "
+                    "benchmark's notes below say what limits its misses."))
+    verdicts = [f"{CLAIM_TOPICS[c.key]}: {c.verdict}" for c in check_claims(records)]
+    out.append(("p", "The design this library started from states figures it never measured; "
+                     "checked against this run, " + "; ".join(verdicts) + "."))
     body = []
-    for rec in records:
-        for row in _ratio_rows(rec):
-            if row[2] != "–":
-                body.append([rec["benchmark"], *row])
-    failed = [rec["benchmark"] for rec in records if "error" in rec]
-    out: list[Block] = [("h2", "Summary: every measure with a goal")]
+    for rec, (n_goals, n_met, _) in zip(ran, counts, strict=True):
+        ratios = rec.get("ratios", [])
+        head = next((r for r in ratios if r.get("goal") is not None), ratios[0] if ratios
+                    else None)
+        if head is not None:
+            body.append([short_title(rec), *_ratio_row(head),
+                         f"{n_met} of {n_goals}" if n_goals else "no goal"])
     if body:
-        out.append(("table", ["benchmark", "measure", "value", "goal", "status"], body))
-        out.append(("p", "Status compares the value with the goal the project set; the "
-                         "benchmark sections below say what limits each miss."))
+        out.append(("p", "The headline of each benchmark (its first measure with a goal):"))
+        out.append(("table", ["structure", "headline measure", "value", "goal", "status",
+                              "goals met"], body))
+    failed = [rec["benchmark"] for rec in records if "error" in rec]
     if failed:
         out.append(("p", "Failed benchmarks: " + ", ".join(failed) + "."))
+    skipped = [f"{s} ({rec['benchmark']})" for rec in ran for s in _tables(rec)[1]]
+    if skipped:
+        out.append(("p", "Peers reported as skipped: " + "; ".join(skipped) + "."))
     return out
+
+
+def _goal_blocks(records: list[dict[str, Any]]) -> list[Block]:
+    """Every measure that has a goal, across the suite, with its status."""
+    body = [[rec["benchmark"], *row] for rec in records for r in rec.get("ratios", [])
+            if r.get("goal") is not None for row in [_ratio_row(r)]]
+    if not body:
+        return []
+    return [("h2", GOALS),
+            ("p", "Status compares the value with the goal the project set; the benchmark "
+                  "sections below say what limits each miss."),
+            ("table", ["benchmark", "measure", "value", "goal", "status"], body)]
 
 
 def _claim_blocks(records: list[dict[str, Any]]) -> list[Block]:
     from llmds.bench.report_claims import check_claims
 
-    out: list[Block] = [("h2", "The original report's claims, checked"),
-                        ("p", "The report this project started from states the figures below "
+    out: list[Block] = [("h2", CLAIMS),
+                        ("p", "The design this library started from states the figures below "
                               "without measuring them. Each is checked against the results "
                               "in this run; the source column names the file and field.")]
     for claim in check_claims(records):
@@ -338,40 +398,68 @@ def _claim_blocks(records: list[dict[str, Any]]) -> list[Block]:
 _MEMORY_KEYS = re.compile(r"^(memory_mb|index_bytes|bytes_per_posting|file_bytes_per_posting|"
                           r"memory_saved_fraction|pages_with_sharing|pages_without_sharing|"
                           r".*per_request.*|.*memory_saved.*)$")
+_ROW_LABELS = ("impl", "experiment", "config", "collection", "page_size", "load", "ef")
+
+
+def _row_label(flat: dict[str, Any]) -> str:
+    """The name of a measured row: its ``impl`` and the other label fields it lacks."""
+    impl = fmt(flat.get("impl")) if flat.get("impl") is not None else ""
+    parts = [impl] if impl else []
+    for key in _ROW_LABELS[1:]:
+        value = flat.get(key)
+        if value is not None and fmt(value) not in impl:
+            parts.append(f"{key} {fmt(value)}")
+    return ", ".join(parts)
 
 
 def _memory_blocks(records: list[dict[str, Any]]) -> list[Block]:
-    """Memory measures of the structures themselves (not the process RSS)."""
-    body = []
+    """Memory measures of the structures themselves (not the process RSS): one table per
+    benchmark, a row per measured configuration and a column per measure.
+
+    Rows of one implementation with the same memory figures (an index measured at
+    several search settings) are shown once, under the implementation's name.
+    """
+    out: list[Block] = []
     for rec in records:
+        rows: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         for row in rec.get("rows", []):
             flat = _flatten(row)
-            label = " ".join(fmt(flat[k]) for k in ("impl", "stage", "experiment", "config",
-                                                     "collection", "page_size", "ef")
-                             if k in flat and flat[k] is not None)
-            for key, value in flat.items():
-                if _MEMORY_KEYS.match(key) and isinstance(value, (int, float)):
-                    body.append([rec["benchmark"], label, key, fmt(value)])
-    if not body:
-        return []
-    return [("h2", "Memory"), ("table", ["benchmark", "row", "measure", "value"], body)]
+            found = {k: v for k, v in flat.items() if _MEMORY_KEYS.match(k)
+                     and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if not found:
+                continue
+            same = (flat.get("impl"), tuple(sorted((k, fmt(v)) for k, v in found.items())))
+            if same in rows:  # a repeat of the same figures: name the implementation only
+                rows[same] = (fmt(flat.get("impl")), found)
+            else:
+                rows[same] = (_row_label(flat), found)
+        if not rows:
+            continue
+        measures = list(dict.fromkeys(k for _, found in rows.values() for k in found))
+        body = [[label, *(fmt(found.get(k)) for k in measures)] for label, found in rows.values()]
+        out += [("p", f"{short_title(rec)} ({rec['_file']}):"),
+                ("table", ["row", *measures], body)]
+    return [("h2", MEMORY), *out] if out else []
 
 
 def report_blocks(records: list[dict[str, Any]], results_dir: Path,
                   plots_dir: Path) -> list[Block]:
-    """The whole report as renderer-neutral blocks (Markdown, HTML and Word share them)."""
+    """The whole report as renderer-neutral blocks (Markdown, HTML and Word share them).
+
+    Order: the run, the summary, every goal, the claims check, one section per
+    benchmark, memory, the result files. Absolute paths of the machine that ran the
+    benchmarks are shortened (see ``_short_path``); plots are drawn into ``plots_dir``.
+    """
+    facts = run_facts(records)
     out: list[Block] = [("h1", "llmds benchmark report")]
-    out.append(("p", f"Generated from the result files in {results_dir} (listed at the end). "
-                     "Every number below is copied from those files; ratios compare llmds "
-                     "with the peer library timed on the same workload in the same run."))
-    env = next((r["env"] for r in records if "env" in r), None)
-    if env:
-        out.append(("p", f"Environment: Python {env.get('python')} on {env.get('platform')}, "
-                         f"{env.get('cpu_count')} CPUs, {env.get('memory_gb')} GiB; commit "
-                         f"{env.get('git_commit')}; {env.get('timestamp')}."))
+    out.append(("p", f"llmds {facts['version']} ({facts['commits']}), run "
+                     f"{facts['date']} on {facts['machine']}. Every number below is copied "
+                     "from the result files listed at the end; ratios compare llmds with "
+                     "the peer library timed on the same workload in the same run."))
     out += _summary_blocks(records)
+    out += _goal_blocks(records)
     out += _claim_blocks(records)
-    out.append(("h2", "Results by benchmark"))
+    out.append(("h2", RESULTS))
     missing = False
     for rec in records:
         blocks, miss = _record_blocks(rec, plots_dir)
@@ -381,9 +469,10 @@ def report_blocks(records: list[dict[str, Any]], results_dir: Path,
         out.append(("p", "Plots were skipped: matplotlib is not installed "
                          "(pip install llmds[bench])."))
     out += _memory_blocks(records)
-    out.append(("h2", "Result files"))
+    out.append(("h2", FILES))
+    out.append(("p", f"In the folder {results_dir.resolve().name or results_dir}:"))
     out += [("bullet", rec["_file"]) for rec in records]
-    return out
+    return [_without_paths(b) for b in out]
 
 
 def _to_markdown(blocks: list[Block]) -> str:
@@ -434,9 +523,9 @@ def _to_html(blocks: list[Block]) -> str:
         elif kind == "table":
             parts.append(_html_table(b[1], b[2]))
         elif kind == "img":
-            cap = html.escape(b[2])
-            parts.append(f'<figure><img src="{html.escape(b[1])}" alt="{cap}">'
-                         f"<figcaption>{cap}</figcaption></figure>")
+            # The plot draws its own title; the alt text repeats it for screen readers.
+            parts.append(f'<figure><img src="{html.escape(b[1])}" alt="{html.escape(b[2])}">'
+                         "</figure>")
     if in_list:
         parts.append("</ul>")
     return _HTML_HEAD + "\n".join(parts) + "\n</body></html>\n"
@@ -445,7 +534,7 @@ def _to_html(blocks: list[Block]) -> str:
 def build_report(results_dir: Path, out_dir: Path, *, docx: bool | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir``.
 
-    Also ``report.docx`` (the seed report's outline, filled with the measurements) when
+    Also ``report.docx`` (the Word report, see :mod:`llmds.bench.report_docx`) when
     python-docx is installed (the ``report`` extra); ``docx=True`` requires it,
     ``docx=False`` skips it. Returns the written report files.
     """
@@ -478,7 +567,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; display: b
         overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f3f7; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.missed { color: #a01010; font-weight: bold; }
 .verdict { font-weight: bold; padding: 0 0.3em; border-radius: 3px; }
 .holds { background: #d7f0d7; } .partly { background: #fbeecb; } .fails { background: #f6d3d3; }

@@ -275,20 +275,13 @@ def test_metadata_part_is_validated(tmp_path):
     p.save(tmp_path / "p")
     docs = part_path(tmp_path / "p", "docs")
     doc, arrays = read_raw(docs)
-    bad = b'{"$k": 1}'
-    arrays["meta_bytes"] = np.frombuffer(bad, dtype=np.uint8)
-    arrays["meta_offsets"] = np.array([0, len(bad), len(bad)], dtype=np.int64)
-    write_raw(docs, doc, arrays)
-    refresh_manifest(tmp_path / "p")
-    with pytest.raises(CorruptFileError, match="metadata of document 0"):
-        RetrievalPipeline.load(tmp_path / "p")
-    nested = b"[" * 100_000 + b"]" * 100_000
-    arrays["meta_bytes"] = np.frombuffer(nested, dtype=np.uint8)
-    arrays["meta_offsets"] = np.array([0, len(nested), len(nested)], dtype=np.int64)
-    write_raw(docs, doc, arrays)
-    refresh_manifest(tmp_path / "p")
-    with pytest.raises(CorruptFileError, match="metadata of document 0"):
-        RetrievalPipeline.load(tmp_path / "p")
+    for bad in (b'{"$k": 1}', b"[" * 100_000 + b"]" * 100_000):  # a $ name; too deep
+        arrays["meta_bytes"] = np.frombuffer(bad, dtype=np.uint8)
+        arrays["meta_offsets"] = np.array([0, len(bad), len(bad)], dtype=np.int64)
+        write_raw(docs, doc, arrays)
+        refresh_manifest(tmp_path / "p")
+        with pytest.raises(CorruptFileError, match="metadata of document 0"):
+            RetrievalPipeline.load(tmp_path / "p")
 
 
 # ------------------------------------------------------------------ threads and pickle

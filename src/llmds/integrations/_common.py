@@ -9,8 +9,9 @@ from types import ModuleType
 from typing import Any
 
 from llmds._validate import check_int, show
+from llmds.fusion import check_weight
 
-__all__ = ["new_ids", "require", "top_k"]
+__all__ = ["new_ids", "require", "settings", "top_k"]
 
 
 def require(module: str, extra: str, package: str) -> ModuleType:
@@ -33,3 +34,13 @@ def new_ids(ids: Sequence[Any] | None, n: int) -> list[Any]:
 
 def top_k(value: object, name: str = "k") -> int:
     return check_int(value, name, minimum=1)
+
+
+def settings(pipeline: object, k: object, fusion_weight: object,
+             k_name: str = "top_k") -> tuple[Any, int, float]:
+    """A retriever's checked ``(pipeline, top_k, fusion_weight)``."""
+    from llmds.retrieval_pipeline import RetrievalPipeline
+
+    if not isinstance(pipeline, RetrievalPipeline):
+        raise TypeError(f"pipeline must be a RetrievalPipeline, got {show(pipeline)}")
+    return pipeline, top_k(k, k_name), check_weight(fusion_weight)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from llmds._validate import show
-from llmds.integrations._common import require, top_k
+from llmds.integrations._common import require, settings, top_k
 from llmds.retrieval_pipeline import RetrievalPipeline
 
 require("haystack", "haystack", "haystack-ai")
@@ -74,12 +74,8 @@ class LLMDSRetriever:
 
     def __init__(self, pipeline: RetrievalPipeline, top_k: int = 10,
                  filters: dict[str, Any] | None = None, fusion_weight: float = 0.5) -> None:
-        if not isinstance(pipeline, RetrievalPipeline):
-            raise TypeError(f"pipeline must be a RetrievalPipeline, got {show(pipeline)}")
-        self.pipeline = pipeline
-        self.top_k = _top_k(top_k)
+        self.pipeline, self.top_k, self.fusion_weight = settings(pipeline, top_k, fusion_weight)
         self.filters = to_llmds_filter(filters)
-        self.fusion_weight = fusion_weight
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, filters: dict[str, Any] | None = None, top_k: int | None = None,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from llmds._validate import show
-from llmds.integrations._common import new_ids, require, top_k
+from llmds.integrations._common import new_ids, require, settings, top_k
 from llmds.retrieval_pipeline import RetrievalPipeline
 
 require("llama_index.core", "llamaindex", "llama-index-core")
@@ -85,12 +85,8 @@ class LLMDSRetriever(BaseRetriever):
     def __init__(self, pipeline: RetrievalPipeline, top_k: int = 4,
                  filters: MetadataFilters | dict[str, Any] | None = None,
                  fusion_weight: float = 0.5, **kwargs: Any) -> None:
-        if not isinstance(pipeline, RetrievalPipeline):
-            raise TypeError(f"pipeline must be a RetrievalPipeline, got {show(pipeline)}")
-        self.pipeline = pipeline
-        self.top_k = _top_k(top_k)
+        self.pipeline, self.top_k, self.fusion_weight = settings(pipeline, top_k, fusion_weight)
         self.filters = to_llmds_filter(filters)
-        self.fusion_weight = fusion_weight
         super().__init__(**kwargs)
 
     @classmethod

@@ -370,7 +370,7 @@ CASES: list[Case] = [
          _ok("10**12")),
     # ------------------------------------------------------------------- embed
     *[Case(f"SentenceTransformerEmbedder({a}=)", _none, _embedder_ctor(a), (a,), ok)
-      for a, ok in (("model", _ok()), ("device", _ok("str")),
+      for a, ok in (("model", _ok("None")), ("device", _ok("str")),
                     ("batch_size", _ok()), ("normalize", _ok("True")),
                     ("num_threads", _ok("None")))],
     Case("SentenceTransformerEmbedder.embed(texts=)", make_embedder,

@@ -446,8 +446,12 @@ class RetrievalPipeline(_hybrid.HybridSearch):
                 "store_text": self._docs.store_text, "metadata_fields": self._docs.filters.fields,
                 **self._cache.stats(),
                 "vector_bytes": int(self._vectors.vecs.nbytes + self._vectors.row_slot.nbytes),
-                "lexical": self._index.stats(), "dense": self._vectors.hnsw.stats(),
+                "lexical": self._lexical_stats(), "dense": self._vectors.hnsw.stats(),
             }
+
+    def _lexical_stats(self) -> dict[str, Any]:
+        with self._lex_lock:
+            return self._index.stats()
 
     # ------------------------------------------------------------------ persistence
     def _params(self) -> dict[str, Any]:
@@ -575,7 +579,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     # ------------------------------------------------------------------ invariants
     def _check(self) -> None:
         """Assert the invariants (O(index size)); for tests."""
-        with self._lock.reading():
+        with self._lock.reading(), self._lex_lock:
             self._index._check()
             self._vectors.hnsw._check()
             self._docs._check()

@@ -350,7 +350,7 @@ class HybridSearch:
                threads: int) -> list[Candidates]:
         """Nearest ``depth`` (keys, scores) per row, best first, ties by key."""
         store = self._vectors
-        found = store.search(q, depth, mask, store.n <= self._brute_force_max, threads)
+        found = store.search(q, depth, mask, self._brute_force_max, threads)
         keys_of = self._docs.keys()
         out = []
         for slots, scores in found:

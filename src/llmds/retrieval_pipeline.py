@@ -90,8 +90,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     Search: ``search(query, query_embedding=None, top_k=10, fusion_weight=0.5)``
     takes the ``max(lexical_depth, top_k)`` best BM25 documents and the
     ``max(dense_depth, top_k)`` nearest vectors (exact while at most
-    ``brute_force_max`` vectors are stored, the HNSW graph with
-    ``ef = max(ef_search, depth)`` above), fuses them (``fusion="weighted"``:
+    ``brute_force_max`` vectors are stored or admitted by the filter, the HNSW graph
+    with ``ef = max(ef_search, depth)`` above), fuses them (``fusion="weighted"``:
     :func:`fuse_weighted`, ``fusion_weight`` being the dense share; ``"rrf"``:
     :func:`fuse_rrf`) and returns the ``top_k`` best ``(doc_id, score)``, or
     :class:`Document` objects with ``return_documents=True``. Ties go to the
@@ -107,7 +107,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     over the documents per call, applied *inside* both searches: BM25 scores only
     admitted documents (or, for a filter admitting at least a fifth of them,
     over-fetches unfiltered and falls back when too few pass: exact either way) and
-    the graph search skips non-admitted nodes (exact brute force when at most 512
+    the graph search skips non-admitted nodes (exact when at most ``brute_force_max``
     are admitted). So a selective filter still returns ``top_k`` results when that
     many match, equal to a brute-force filtered search on the lexical side and at a
     high ``ef`` on the dense side.

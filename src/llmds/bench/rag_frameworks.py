@@ -24,6 +24,7 @@ with ``{"bucket": {"$lt": s}}`` for 1%, 10% and 50% selectivity, against no filt
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,8 +54,11 @@ def _lookup(q_texts: Sequence[str], q_vecs: np.ndarray, model: Any) -> Callable[
 def _langchain(c: IRCollection, doc_vecs: np.ndarray, vec_of: Callable[[str], list[float]],
                pipe: RetrievalPipeline) -> dict[str, Callable[[str], list[str]]]:
     from langchain_classic.retrievers import EnsembleRetriever
-    from langchain_community.retrievers import BM25Retriever
-    from langchain_community.vectorstores import FAISS
+
+    with warnings.catch_warnings():  # langchain-community announces its sunset on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community.retrievers import BM25Retriever
+        from langchain_community.vectorstores import FAISS
     from langchain_core.embeddings import Embeddings
 
     from llmds.integrations.langchain import LangChainEmbedder, LLMDSRetriever

@@ -11,7 +11,7 @@
   share their work through a counter, so a call never waits for a worker that has
   not started: unstarted tasks are cancelled and the caller's task did their share.
 
-Nothing here knows about a particular index.
+Nothing here knows about a particular index (InvertedIndex, HNSW and RetrievalPipeline use it).
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ class RWLock:
     def acquire_read(self) -> None:
         m = self._mutex
         m.acquire()  # explicit calls: a `with` block costs 0.2 us more per search
-        while self._writer:
-            self._cond.wait()
-        self._readers += 1
-        m.release()
+        try:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        finally:  # also when Ctrl-C lands in wait(), which re-takes the mutex first
+            m.release()
 
     def release_read(self) -> None:
         m = self._mutex
@@ -67,17 +69,28 @@ class RWLock:
         m.release()
 
     def acquire_write(self) -> None:
-        with self._mutex:
-            while self._writer:
+        m = self._mutex
+        m.acquire()
+        try:
+            while self._writer:  # another writer holds or waits: queue behind it
                 self._cond.wait()
-            self._writer = True
-            while self._readers:
-                self._cond.wait()
+            self._writer = True  # from here on new readers wait
+            try:
+                while self._readers:
+                    self._cond.wait()
+            except BaseException:  # interrupted: let the readers queued behind us in
+                self._writer = False
+                self._cond.notify_all()
+                raise
+        finally:
+            m.release()
 
     def release_write(self) -> None:
-        with self._mutex:
-            self._writer = False
-            self._cond.notify_all()
+        m = self._mutex
+        m.acquire()
+        self._writer = False
+        self._cond.notify_all()  # the readers and writers that queued meanwhile
+        m.release()
 
     def reading(self) -> _Held:
         """Context manager holding the read side."""

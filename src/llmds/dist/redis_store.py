@@ -299,6 +299,12 @@ class RedisPageStore:
         return self._shape
 
     @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The NumPy dtype of the pages, or ``None`` for a name NumPy does not know
+        (``'bfloat16'``: pages are then bytes)."""
+        return self._dtype
+
+    @property
     def identity(self) -> dict[str, str]:
         """The identity fields hashed into every key, as strings (see the module doc)."""
         return dict(self._identity)

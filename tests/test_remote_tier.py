@@ -553,3 +553,16 @@ def test_stateful_against_a_reference(redis_url: str) -> None:
     run = TierMachine.TestCase
     run.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
     run().runTest()
+
+
+def test_the_readme_demo_shares_pages_between_runs(redis_url: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from llmds.dist import demo
+
+    assert demo.main([redis_url, "--requests", "3", "--qps", "1000"]) == 0
+    first = capsys.readouterr().out
+    assert "remote hit tokens 0" in first
+    assert demo.main([redis_url, "--requests", "3", "--qps", "1000"]) == 0
+    second = capsys.readouterr().out.splitlines()[-1]
+    assert "prefix hit rate 0.99" in second and "remote hit tokens 320" in second
+    assert demo.main(["redis://127.0.0.1:1/0"]) == 1

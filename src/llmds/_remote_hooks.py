@@ -78,7 +78,8 @@ class PagedRemote:
         of pages fetched. O(bytes)."""
         k = len(fetched)
         if k:
-            pool[pages[:k]] = fetched
+            for page, payload in zip(pages, fetched, strict=False):
+                pool[page] = payload  # one copy each (pool[pages] = list stacks first)
             tokens = k * pool.shape[1]
             self.hit_tokens += tokens
             self.tier.note_hit_tokens(tokens)

@@ -30,16 +30,15 @@ reason. Run it alone with ``python -m llmds.bench.bench_remote_tier [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmds.bench import harness
 from llmds.bench._replay import Request, chat_requests
+from llmds.bench.bench_redis import cli, redis_missing, skipped_record
 from llmds.bench.harness import BenchContext
 from llmds.kv_cache import KVCache
 from llmds.mem_cache import RadixCache, RadixKey, TokenToKVPoolAllocator
@@ -239,27 +238,21 @@ def _fetch_cost(store_cls: Any, tier_cls: Any, url: str, ctx: BenchContext
 
 
 # ---------------------------------------------------------------------- run
-def _skipped(ctx: BenchContext, why: str) -> dict[str, Any]:
-    rows = [{"impl": name, "skipped": why} for name in (
-        "hit rate: one cache / isolated / shared tier", "remote fetch cost")]
-    return harness.result_record(NAME, TITLE, ctx=ctx, params={"requests": _num_requests(ctx)},
-                                 data="none", rows=rows, notes=[f"skipped: {why}"])
-
-
 def run(ctx: BenchContext) -> dict[str, Any]:
-    redis = harness.peer("redis", extra="redis")
-    if redis is None:
-        return _skipped(ctx, harness.skipped("redis"))
-    from llmds.dist import RedisPageStore, RemoteTier
-    from llmds.dist._redis_server import RedisServer, redis_server_binary
+    why = redis_missing()
+    if why is not None:
+        return skipped_record(NAME, TITLE, ctx, {"requests": _num_requests(ctx)}, (
+            "hit rate: one cache / isolated / shared tier", "remote fetch cost"), why)
+    import redis
 
-    if redis_server_binary() is None:
-        return _skipped(ctx, "redis-server not found on PATH (apt-get install redis-server)")
+    from llmds.dist import RedisPageStore, RemoteTier
+    from llmds.dist._redis_server import RedisServer
+
     n = _num_requests(ctx)
     reqs = chat_requests(n, ctx.seed)
     ctx.progress(0, 2, "two replicas on the chat trace")
     with RedisServer() as server:
-        probe = redis.Redis.from_url(server.url)
+        probe: Any = redis.Redis.from_url(server.url)
         version = probe.info("server").get("redis_version")
         probe.close()
         rows, rates = _hit_rates(RedisPageStore, RemoteTier, server, reqs)
@@ -319,25 +312,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmds.bench.bench_remote_tier",
-                                     description=TITLE)
-    parser.add_argument("--quick", action="store_true", help="200 requests (seconds)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (>= 1)")
-    parser.add_argument("--out", type=Path, default=None, help="write <out>/remote_tier.json")
-    args = parser.parse_args(argv)
-    record = run(BenchContext(quick=args.quick, repeat=args.repeat))
-    if args.out is not None:
-        print(harness.write_record(record, args.out))
-    for row in record["rows"]:
-        if "skipped" in row:
-            print(f"skipped {row['impl']}: {row['skipped']}")
-        elif "hit_rate" in row:
-            print(f"{row['impl']:<40} page {row['page_size']:>2}: hit rate "
-                  f"{row['hit_rate']:.4f} ({row['wall_s']:.1f} s)")
-    for r in record["ratios"]:
-        value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
-        print(f"{r['name']}: {value} (goal {r['goal']}, met {r['met']})")
-    return 0
+    return cli("bench_remote_tier", run, TITLE, argv)
 
 
 if __name__ == "__main__":

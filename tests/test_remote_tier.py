@@ -9,6 +9,7 @@ import pickle
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -566,3 +567,64 @@ def test_the_readme_demo_shares_pages_between_runs(redis_url: str,
     second = capsys.readouterr().out.splitlines()[-1]
     assert "prefix hit rate 0.99" in second and "remote hit tokens 320" in second
     assert demo.main(["redis://127.0.0.1:1/0"]) == 1
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_one_tier_is_safe_for_eight_threads(redis_url: str, background: bool) -> None:
+    tier = RemoteTier(store(redis_url), background=background, batch_pages=7)
+    tier.bind((P, *ROW), np.dtype(DT), "test pages")
+
+    def pages_of(t: int) -> tuple[list[bytes], np.ndarray]:
+        hashes = page_hash.chain_digests(list(range(t * 1000, t * 1000 + 20 * P)), P)
+        return hashes, (np.arange(20 * P * 6, dtype=DT) + t).reshape(20, P, *ROW)
+
+    def work(t: int) -> bytes:
+        hashes, pages = pages_of(t)
+        for i in range(0, 20, 5):
+            tier.submit(hashes[i : i + 5], pages[i : i + 5])
+        assert tier.flush(timeout_s=30)
+        return np.stack(tier.fetch(hashes)).tobytes()
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(work, range(8)))
+    assert got == [pages_of(t)[1].tobytes() for t in range(8)]
+    stats = tier.stats()
+    assert stats["put_pages"] == stats["written_pages"] == stats["hit_pages"] == 160
+    tier._check()
+    tier.close()
+
+
+def test_benchmarks_report_skips_without_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmds.bench import bench_redis, bench_remote_tier
+    from llmds.bench.harness import BenchContext
+
+    monkeypatch.setenv("LLMDS_REDIS_SERVER", "/nonexistent/redis-server")
+    for module in (bench_redis, bench_remote_tier):
+        record = module.run(BenchContext(quick=True))
+        assert record["rows"] and all("redis-server not found" in r["skipped"]
+                                      for r in record["rows"])
+
+
+def _child_of_a_busy_tier(tier: RemoteTier, store: GatedStore) -> dict[str, Any]:
+    tier._check()  # the parent's queue is not the child's; the lock is fresh
+    store.gate.set()
+    hashes, pages = _pages(30)
+    tier.submit(hashes[20:], pages[20:])
+    assert tier.flush(timeout_s=30)
+    tier._check()
+    return tier.stats()
+
+
+def test_a_forked_child_gets_its_own_queue_and_writer() -> None:
+    s = GatedStore()
+    tier = RemoteTier(s, background=True)
+    tier.bind((P, *ROW), np.dtype(DT), "test pages")
+    hashes, pages = _pages(30)
+    tier.submit(hashes[:4], pages[:4])
+    assert s.entered.wait(30)  # in flight in the parent
+    tier.submit(hashes[4:10], pages[4:10])  # queued in the parent
+    [child] = run_in_processes(_child_of_a_busy_tier, [(tier, s)])
+    assert child["written_pages"] == 10 and child["dropped_pages"] == 10
+    s.gate.set()
+    tier.close()
+    assert tier.stats()["written_pages"] == 10 and len(s.pages) == 10

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -101,14 +102,15 @@ class RemoteTier:
 
     Thread safety: safe; the counters and the queue are guarded by an internal
     lock, and the store must itself be safe for concurrent callers when
-    ``background=True`` (RedisPageStore is). Each process needs its own tier: after
-    ``os.fork`` a child starts with an empty queue and its own writer thread.
+    ``background=True`` (RedisPageStore is). After ``os.fork`` the child's tier
+    starts with an empty queue and, when needed, its own writer thread (the parent's
+    queued pages count as dropped in the child: the parent writes them).
     Cannot be pickled or copied (it holds a connection and a thread).
     """
 
-    __slots__ = ("_closed", "_cond", "_counts", "_dtype", "_inflight", "_page_shape", "_pid",
-                 "_queue", "_queued", "_stopping", "_store", "_thread", "background",
-                 "batch_pages", "last_error", "max_pending_pages")
+    __slots__ = ("__weakref__", "_closed", "_cond", "_counts", "_dtype", "_inflight",
+                 "_page_shape", "_queue", "_queued", "_stopping", "_store", "_thread",
+                 "background", "batch_pages", "last_error", "max_pending_pages")
 
     def __init__(
         self,
@@ -143,7 +145,7 @@ class RemoteTier:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
-        self._pid = os.getpid()
+        _LIVE.add(self)
 
     # ------------------------------------------------------------ the page
     @property
@@ -263,8 +265,6 @@ class RemoteTier:
             self._put(page_hashes, list(pages))
             return
         with self._cond:
-            if self._pid != os.getpid():
-                self._after_fork()
             self._counts["put_pages"] += n
             if self._queued + self._inflight + n > self.max_pending_pages:
                 self._counts["dropped_pages"] += n
@@ -312,13 +312,14 @@ class RemoteTier:
                     cond.notify_all()
 
     def _after_fork(self) -> None:
-        """In a forked child: the parent's queue and thread are not ours. Caller holds
-        the (inherited) condition; it is replaced."""
+        """In a forked child: the parent's queue and writer thread are not the child's,
+        and the lock may have been held by a parent thread at the fork; their pages
+        count as dropped here (the parent writes them). O(1)."""
+        self._cond = threading.Condition()
+        self._counts["dropped_pages"] += self._queued + self._inflight
         self._queue = deque()
         self._queued = self._inflight = 0
         self._thread = None
-        self._cond = threading.Condition()
-        self._pid = os.getpid()
 
     @property
     def pending_pages(self) -> int:
@@ -331,8 +332,6 @@ class RemoteTier:
         if timeout_s is not None:
             timeout_s = check_number(timeout_s, "timeout_s", minimum=0.0)
         with self._cond:
-            if self._pid != os.getpid():
-                self._after_fork()
             return self._cond.wait_for(lambda: not self.pending_pages, timeout_s)
 
     def close(self, flush: bool = True, timeout_s: float | None = None) -> None:
@@ -416,6 +415,17 @@ class RemoteTier:
         mode = "background" if self.background else "sync"
         return (f"RemoteTier({self._store!r}, {mode}, page_size={self.page_size}, "
                 f"page_shape={self._page_shape}, dtype={self._dtype})")
+
+
+_LIVE: weakref.WeakSet[RemoteTier] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for tier in list(_LIVE):
+        tier._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def as_tier(remote: Any, name: str = "remote") -> RemoteTier:

@@ -10,3 +10,4 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # The real redis-server for llmds.dist's tests (fixtures in tests/redis_server.py).
 from tests.redis_server import make_redis_server, redis_server, redis_url  # noqa: E402, F401
+

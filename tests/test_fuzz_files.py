@@ -192,7 +192,7 @@ def check_pipeline(path: str | None) -> None:
         p.add_documents([1, 2], ["red", "green"], np.eye(4)[:2])
         p.search("red", np.ones(4))
         return
-    p = RetrievalPipeline.load(path)
+    p = RetrievalPipeline.load(path, embedder=None)  # a saved identity needs no model here
     p._check()
     rng = np.random.default_rng(0)
     dim = p.embedding_dim
@@ -201,14 +201,22 @@ def check_pipeline(path: str | None) -> None:
             p.search("red apple kiwi", rng.standard_normal(dim), top_k=5, fusion_weight=w,
                      fusion=fusion)
     p.search("kiwi")
-    p.add_document(_unused_ids(p.__contains__, 1)[0], "red kiwi", rng.standard_normal(dim))
-    live = [d for d in p._vec_row]
+    fields = p.stats()["metadata_fields"]
+    if fields:
+        p.search("red", top_k=3, filter={"$or": [{fields[0]: {"$gte": 3}},
+                                                   {fields[-1]: {"$in": ["red", 1]}}]})
+        p.search_batch(["red", "kiwi"], top_k=3, filter={"$not": {fields[0]: "red"}})
+    new_id: Any = (f"new{len(p)}" if p.id_kind == "str"
+                   else _unused_ids(p.__contains__, 1)[0])
+    p.add_document(new_id, "red kiwi", rng.standard_normal(dim), {"c": "red"})
+    live = [d for d in p._docs.state()["ids"] if p.has_embedding(d)]
+    p.get_document(live[0] if live else new_id)
     if live:
         p.delete_document(live[0])
     p._check()
     out = Path(path).parent / (Path(path).name + "-again")
     p.save(out)
-    RetrievalPipeline.load(out)._check()
+    RetrievalPipeline.load(out, embedder=None)._check()
 
 
 # --------------------------------------------------------------------------- mutations
@@ -316,7 +324,7 @@ def mutate_hnsw(path: Path, rng: np.random.Generator) -> str:
 
 def mutate_pipeline(folder: Path, rng: np.random.Generator) -> str:
     """Mutate a saved pipeline bundle in place (manifest, ids or dense part), sums fixed."""
-    what = int(rng.integers(4))
+    what = int(rng.integers(6))
     note = ""
     if what == 0:  # a pipeline parameter: hostile or benign
         benign = {"fusion": ["rrf"], "lexical_depth": [1, 3], "dense_depth": [1, 2],
@@ -335,14 +343,40 @@ def mutate_pipeline(folder: Path, rng: np.random.Generator) -> str:
             nonlocal note
             note = _mutate_meta(rng, meta, int(meta.get("num_vectors", 0)))
         refresh_manifest(folder, change)
-    elif what == 2:  # the ids part
-        ids_path = part_path(folder, "ids")
-        doc, arrays = read_raw(ids_path)
-        note = _mutate_array(rng, arrays, arrays["ids"].shape[0], 4)
-        write_raw(ids_path, doc, arrays)
+    elif what == 2:  # the docs part's vector rows, ids and keys
+        docs_path = part_path(folder, "docs")
+        doc, arrays = read_raw(docs_path)
+        small = {k: arrays.pop(k) for k in [k for k in arrays if k in (
+            "vector_slots", "keys", "ids", "id_offsets")]}
+        note = "docs: " + _mutate_array(rng, small, arrays["text_offsets"].shape[0] - 1, 4)
+        arrays.update(small)
+        write_raw(docs_path, doc, arrays)
         refresh_manifest(folder)
-    else:  # the graph
+    elif what == 3:  # the graph
         note = "dense: " + mutate_hnsw(part_path(folder, "dense"), rng)
+        refresh_manifest(folder)
+    elif what == 4:  # the documents: keys, ids, texts, metadata, vector slots
+        docs_path = part_path(folder, "docs")
+        doc, arrays = read_raw(docs_path)
+        note = "docs: " + _mutate_array(rng, arrays, arrays["keys"].shape[0], 4)
+        write_raw(docs_path, doc, arrays)
+        refresh_manifest(folder)
+    else:  # the documents' header, or the metadata bytes as text
+        docs_path = part_path(folder, "docs")
+        doc, arrays = read_raw(docs_path)
+        if rng.random() < 0.5:
+            key = str(rng.choice(["id_kind", "next_key"]))
+            doc["meta"][key] = copy.deepcopy(_JSON[rng.integers(len(_JSON))])
+            note = f"docs meta {key}={doc['meta'][key]!r}"
+        else:
+            text = arrays["meta_bytes"].tobytes()
+            junk = [b"{", b"}", b"[", b'"$x"', b"1e999", b"NaN", rb"\ud800", b"\xff", b":"]
+            pos = int(rng.integers(len(text) + 1))
+            text = text[:pos] + junk[rng.integers(len(junk))] + text[pos:]
+            arrays["meta_bytes"] = np.frombuffer(text, dtype=np.uint8).copy()
+            arrays["meta_offsets"][-1] = len(text)
+            note = "docs metadata bytes"
+        write_raw(docs_path, doc, arrays)
         refresh_manifest(folder)
     return note
 
@@ -358,16 +392,18 @@ def _base_hnsw(metric: str, n: int, seed: int) -> HNSW:
     return index
 
 
-def _base_pipeline() -> RetrievalPipeline:
+def _base_pipeline(str_ids: bool = False) -> RetrievalPipeline:
     rng = np.random.default_rng(1)
     words = ["red", "green", "apple", "kiwi", "car"]
     p = RetrievalPipeline(embedding_dim=4, seed=1, brute_force_max=5)
     n = 30
     texts = [f"{words[i % 5]} {words[(i * 2 + 1) % 5]}" for i in range(n)]
     embs = [v if i % 6 else None for i, v in enumerate(rng.standard_normal((n, 4)))]
-    p.add_documents([i - 10 for i in range(n)], texts, embs)
-    p.delete_document(-3)
-    p.delete_document(4)
+    metas = [{"c": words[i % 3], "n": i, "x": [i]} if i % 4 else None for i in range(n)]
+    ids: list = [f"d{i}" for i in range(n)] if str_ids else [i - 10 for i in range(n)]
+    p.add_documents(ids, texts, embs, metas)
+    p.delete_document(ids[7])
+    p.delete_document(ids[14])
     return p
 
 
@@ -386,16 +422,19 @@ def test_fuzz_hnsw_and_pipeline_files(tmp_path):
             path.write_bytes(data)
             entries.append(("tests.test_fuzz_files:check_hnsw", str(path),
                             f"{metric} n={n}: {mutate_hnsw(path, rng)}"))
-    pipe = _base_pipeline()
-    for j in range(400):
+    pipes = [_base_pipeline(), _base_pipeline(str_ids=True)]
+    for j in range(500):
         folder = tmp_path / f"p{j}"
+        pipe = pipes[j % 2]
         pipe.save(folder)
         entries.append(("tests.test_fuzz_files:check_pipeline", str(folder),
                         mutate_pipeline(folder, rng)))
     # the unmutated files must load as valid indexes
     entries.append(("tests.test_fuzz_files:check_hnsw", str(tmp_path / "base0.llmds"), "base"))
-    pipe.save(tmp_path / "pbase")
-    entries.append(("tests.test_fuzz_files:check_pipeline", str(tmp_path / "pbase"), "base"))
+    for b, pipe in enumerate(pipes):
+        pipe.save(tmp_path / f"pbase{b}")
+        entries.append(("tests.test_fuzz_files:check_pipeline", str(tmp_path / f"pbase{b}"),
+                        "base"))
     counts, failures = run_files(entries, tmp_path, warm=(
         "tests.test_fuzz_files:check_hnsw", "tests.test_fuzz_files:check_pipeline"))
     summary = {"files": len(entries), **{k: counts[k] for k in (

@@ -6,6 +6,7 @@ serial build; ``num_threads``. No timing assertions: speed lives in the benchmar
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 import threading
 from collections.abc import Callable
@@ -123,11 +124,25 @@ def test_rwlock_writer_waits_for_readers_and_holds_off_new_ones():
 
 
 def test_run_parallel_runs_every_task_and_reraises():
-    seen: list[int] = []
-    run_parallel(seen.append, 5)
-    assert sorted(seen) == [0, 1, 2, 3, 4]
+    # tasks share their work through a counter: task 0 alone may finish all of it, and
+    # tasks that have not started by then are cancelled (so a call never waits on them)
+    items = itertools.count()
+    done: list[int] = []
+
+    def task(_: int) -> None:
+        while (item := next(items)) < 100:
+            done.append(item)
+
+    run_parallel(task, 5)
+    assert sorted(done) == list(range(100))
+    items = itertools.count()
+
+    def failing(_: int) -> None:  # whichever thread takes item 50 fails
+        while (item := next(items)) < 100:
+            1 // (item - 50)
+
     with pytest.raises(ZeroDivisionError):
-        run_parallel(lambda i: 1 // (i - 2), 4)  # a worker fails
+        run_parallel(failing, 4)
     with pytest.raises(ZeroDivisionError):
         run_parallel(lambda i: 1 // i, 3)  # the calling thread's task fails
 

@@ -1,4 +1,6 @@
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -342,9 +344,21 @@ class IndexAgainstModel(RuleBasedStateMachine):
     def compact(self):
         self.index._compact()
 
+    @rule(how=st.sampled_from(["pickle", "deepcopy", "copy"]))
+    def copy_and_keep_using(self, how):
+        # the copy (buffer still unsealed) replaces the index; the original stays intact
+        old = self.index
+        self.index = {"pickle": lambda ix: pickle.loads(pickle.dumps(ix)),
+                      "deepcopy": copy.deepcopy, "copy": copy.copy}[how](old)
+        assert self.index.stats() == old.stats()
+        assert self.index.search("cat dog", 5) == old.search("cat dog", 5)
+        old.add_document(1000, "cat cat")  # a write to the original changes nothing here
+        assert 1000 not in self.index
+        old._check()
+
     @rule()
     def save_and_keep_using(self):
-        # save() seals and compacts the live object; searches continue on it
+        # save() seals the live object; searches continue on it
         with tempfile.TemporaryDirectory() as tmp:
             self.index.save(Path(tmp) / "ix.llmds")
 

@@ -62,8 +62,8 @@ def make_index() -> InvertedIndex:
 
 
 def state(index: InvertedIndex) -> Any:
-    return (index.stats(), list(index._terms), index.search("cat dog eel fox", 10),
-            sorted(index._ext2int.items()))
+    return (index.stats(), list(index._docs.terms), index.search("cat dog eel fox", 10),
+            sorted(index._docs.ext2int.items()))
 
 
 # (label, argument name, call, expect): expect "error" or "ok".
@@ -167,6 +167,12 @@ def _cases() -> list[Case]:
     for v in BAD_BOOL:
         add(f"search_batch(as_arrays={v!r:.20})", "as_arrays",
             lambda ix, p, v=v: ix.search_batch(["cat"], as_arrays=v))
+    for v in [0, -2, -HUGE, 1.5, NAN, "2", True, None, [2], OBJ]:
+        add(f"search_batch(num_threads={v!r:.20})", "num_threads",
+            lambda ix, p, v=v: ix.search_batch(["cat"], num_threads=v))
+    for v in [1, -1, 3, np.int64(2), HUGE]:  # more threads than queries: capped, not an error
+        add(f"search_batch(num_threads={v!r:.20})", "",
+            lambda ix, p, v=v: ix.search_batch(["cat", "dog"] * 20, num_threads=v), "ok")
 
     # --- statistics
     for v in BAD_STR:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmds._kernels import bm25 as _k
+from llmds._kernels import bm25_validate as _k
 from llmds.analysis import TOKEN_PATTERNS, Analyzer
 from llmds.errors import CorruptFileError
 from llmds.inverted_index import InvertedIndex
@@ -88,14 +88,14 @@ def load_and_search(path: str) -> None:
     for mmap in (False, True):
         index = InvertedIndex.load(path, mmap=mmap)
         index._check()
-        terms = [t for t in index._terms[:60] if t.isalnum()]
+        terms = [t for t in index._docs.terms[:60] if t.isalnum()]
         queries = [" ".join(terms[i : i + 3]) for i in range(0, len(terms), 3)] + ["zzz"]
         index.search_batch(queries, 7)
         index.search_batch(queries, 2**40, as_arrays=True)
         for q in queries[:8]:
             index.search(q, 3)
-            index.search(q, 5, allowed_ids=list(index._ext2int)[:4])
-        ids = sorted(index._ext2int)[:3]
+            index.search(q, 5, allowed_ids=list(index._docs.ext2int)[:4])
+        ids = sorted(index._docs.ext2int)[:3]
         for doc_id in ids:
             for t in terms[:3]:
                 index.get_term_frequency(t, doc_id)

@@ -84,7 +84,8 @@ def make_pipeline() -> RetrievalPipeline:
     p = RetrievalPipeline(embedding_dim=DIM, seed=0, hot_threshold=1, brute_force_max=8)
     words = ["red", "green", "apple", "car", "kiwi"]
     p.add_documents(range(20), [f"{words[i % 5]} {words[(i * 3) % 5]}" for i in range(20)],
-                    rng.standard_normal((20, DIM)))
+                    rng.standard_normal((20, DIM)),
+                    [{"colour": words[i % 2], "n": i} if i % 3 else None for i in range(20)])
     p.search("red apple", rng.standard_normal(DIM))
     return p
 
@@ -118,7 +119,9 @@ def state(obj: Any) -> Any:
                 list(obj._free), dict(obj._id_to_slot), obj._ef_search,
                 str(obj._rng.bit_generator.state))
     if isinstance(obj, RetrievalPipeline):
-        return repr(obj.stats()), obj._vecs[: obj._num_vecs].tobytes()
+        store = obj._vectors
+        return (repr(obj.stats()), store.vecs[: store.n].tobytes(),
+                store.row_slot[: store.n].tobytes(), obj._docs.state()["metas"])
     return None
 
 
@@ -251,7 +254,8 @@ CASES: list[Case] = [
         ("ef_construction", _ok()), ("ef_search", _ok()),
         ("brute_force_max", _ok("0", "10**12")), ("cache_budget", _ok("0", "10**12")),
         ("hot_threshold", _ok("10**12")), ("sketch_width", _ok()), ("sketch_depth", _ok()),
-        ("decay_every", _ok("None", "10**12")), ("query_normalizer", _ok()))],
+        ("decay_every", _ok("None", "10**12")), ("query_normalizer", _ok()),
+        ("store_text", _ok("True")))],
     Case("add_document(doc_id=)", make_pipeline, lambda o, v: o.add_document(v, "red car"),
          ("doc_id",), _ok("-1", "10**12")),
     Case("add_document(text=)", make_pipeline, lambda o, v: o.add_document(99, v), ("text",),
@@ -268,6 +272,43 @@ CASES: list[Case] = [
     Case("add_documents(one bad embedding)", make_pipeline,
          lambda o, v: o.add_documents([98, 99], ["red", "car"], [np.ones(DIM), v]),
          ("embeddings[1]",), _ok("None", "huge_vector")),
+    Case("add_document(metadata=)", make_pipeline,
+         lambda o, v: o.add_document(99, "red car", metadata=v), ("metadata",),
+         _ok("None", "dict")),
+    Case("add_documents(metadatas=)", make_pipeline,
+         lambda o, v: o.add_documents([99], ["red car"], metadatas=v), ("metadatas",),
+         _ok("None")),
+    Case("add_documents(batch_size=)", make_pipeline,
+         lambda o, v: o.add_documents([99], ["red car"], batch_size=v), ("batch_size",)),
+    Case("add_documents(show_progress=)", make_pipeline,
+         lambda o, v: o.add_documents([99], ["red car"], show_progress=v), ("show_progress",),
+         _ok("True")),
+    Case("add_documents(num_threads=)", make_pipeline,
+         lambda o, v: o.add_documents([99], ["red car"], num_threads=v), ("num_threads",),
+         _ok("-1", "10**12", "2**64")),
+    Case("get_document(doc_id=)", make_pipeline, lambda o, v: o.get_document(v), ("doc_id",),
+         _ok("0")),
+    Case("search(filter=)", make_pipeline, lambda o, v: o.search("red", filter=v),
+         ("filter",), _ok("None")),
+    Case("search(filter={field: value})", make_pipeline,
+         lambda o, v: o.search("red", filter={"colour": v}), ("filter",),
+         _ok("True", "1.5", "-1", "0", "2**64", "10**12", "str")),
+    Case("search(filter={field: {op: value}})", make_pipeline,
+         lambda o, v: o.search("red", filter={"colour": {"$gte": v}}), ("filter",),
+         _ok("1.5", "-1", "0", "2**64", "10**12", "inf")),
+    Case("search(return_documents=)", make_pipeline,
+         lambda o, v: o.search("red", return_documents=v), ("return_documents",), _ok("True")),
+    Case("search_batch(queries=)", make_pipeline, lambda o, v: o.search_batch(v),
+         ("queries",), _ok("empty", "str_list")),
+    Case("search_batch(query_embeddings=)", make_pipeline,
+         lambda o, v: o.search_batch(["red"], v), ("query_embeddings",), _ok("None")),
+    Case("search_batch(top_k=)", make_pipeline,
+         lambda o, v: o.search_batch(["red"], top_k=v), ("top_k",), _ok("10**12")),
+    Case("search_batch(filter=)", make_pipeline,
+         lambda o, v: o.search_batch(["red"], filter=v), ("filter",), _ok("None")),
+    Case("search_batch(num_threads=)", make_pipeline,
+         lambda o, v: o.search_batch(["red"], num_threads=v), ("num_threads",),
+         _ok("-1", "10**12", "2**64")),
     Case("delete_document(doc_id=)", make_pipeline, lambda o, v: o.delete_document(v),
          ("doc_id",), _ok("0")),
     Case("has_embedding(doc_id=)", make_pipeline, lambda o, v: o.has_embedding(v),
@@ -329,7 +370,7 @@ CASES: list[Case] = [
          _ok("10**12")),
     # ------------------------------------------------------------------- embed
     *[Case(f"SentenceTransformerEmbedder({a}=)", _none, _embedder_ctor(a), (a,), ok)
-      for a, ok in (("model", _ok()), ("device", _ok("str")),
+      for a, ok in (("model", _ok("None")), ("device", _ok("str")),
                     ("batch_size", _ok()), ("normalize", _ok("True")),
                     ("num_threads", _ok("None")))],
     Case("SentenceTransformerEmbedder.embed(texts=)", make_embedder,

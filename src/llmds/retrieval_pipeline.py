@@ -1,72 +1,54 @@
-"""RetrievalPipeline: hybrid BM25 + HNSW retrieval with score fusion and a hot-query cache.
+"""RetrievalPipeline: hybrid BM25 + HNSW retrieval over stored documents, with metadata
+filters, batch search, score fusion and a hot-query cache.
 
 Every document is indexed by text in an :class:`~llmds.inverted_index.InvertedIndex`
 (BM25) and, when it has an embedding, by vector in an :class:`~llmds.hnsw.HNSW`
 graph. A search takes the best ``lexical_depth`` BM25 candidates and the nearest
-``dense_depth`` vectors, fuses the two lists (:func:`fuse_weighted` or
-:func:`fuse_rrf`) and selects the ``top_k`` best through an
-:class:`~llmds.indexed_heap.IndexedHeap`. Hot queries (counted by a
-:class:`~llmds.cmsketch.CountMinSketch`) keep their results in a
-:class:`~llmds.token_lru.TokenLRU` until the index changes.
+``dense_depth`` vectors among the documents a filter admits, fuses the two lists
+(:func:`fuse_weighted` or :func:`fuse_rrf`) and selects the ``top_k`` best through
+an :class:`~llmds.indexed_heap.IndexedHeap`. The parts live in their own modules:
+ids, texts and metadata in :mod:`llmds._docstore`, filters in :mod:`llmds.filters`,
+vectors in :mod:`llmds._vectors`, the candidate search in :mod:`llmds._hybrid`, the
+cache in :mod:`llmds._query_cache` and files in :mod:`llmds._pipeline_file`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmds._hnsw_file import check_path
-from llmds._persist import MANIFEST, read_bundle, read_container, write_bundle, write_container
+from llmds import _hybrid
+from llmds._docstore import DocId, DocStore, Document, check_metadata
+from llmds._pipeline_file import read_pipeline, write_pipeline
+from llmds._query_cache import QueryCache
+from llmds._threads import RWLock, num_threads_for
 from llmds._validate import (
     INT64_MAX,
-    INT64_MIN,
     check_bool,
     check_choice,
-    check_finite_array,
     check_int,
-    check_str,
-    is_int,
+    check_path,
+    check_text,
     show,
 )
 from llmds.analysis import Analyzer
-from llmds.cmsketch import CountMinSketch
-from llmds.embed import Embedder
-from llmds.errors import CorruptFileError
-from llmds.fusion import (
-    _NO_IDS,
-    _NO_SCORES,
-    FUSIONS,
-    MAX_RRF_K,
-    RRF_K,
-    IdArray,
-    ScoreArray,
-    _fuse,
-    _top_k_sorted,
-    _weight,
-    fuse_rrf,
-    fuse_weighted,
-    minmax_normalize,
-)
+from llmds.embed import Embedder, embedder_from_identity, embedder_identity
+from llmds.fusion import FUSIONS, MAX_RRF_K, RRF_K, fuse_rrf, fuse_weighted, minmax_normalize
 from llmds.hnsw import HNSW, MAX_DIM
 from llmds.inverted_index import InvertedIndex
-from llmds.token_lru import TokenLRU
 
-__all__ = ["FUSIONS", "RRF_K", "RetrievalPipeline", "fuse_rrf", "fuse_weighted",
+__all__ = ["FUSIONS", "RRF_K", "Document", "RetrievalPipeline", "fuse_rrf", "fuse_weighted",
            "minmax_normalize", "normalize_query"]
 
 METRICS = ("cosine", "ip", "l2")
-_KIND = "llmds.RetrievalPipeline"
-_IDS_KIND = "llmds.RetrievalPipeline.ids"
-_VERSION = 1
-_PARTS = ("lexical", "dense", "ids")
-_PARAMS = ("embedding_dim", "seed", "fusion", "metric", "lexical_depth", "dense_depth",
-           "rrf_k", "k1", "b", "M", "ef_construction", "ef_search", "brute_force_max",
-           "cache_budget", "hot_threshold", "sketch_width", "sketch_depth", "decay_every")
+_AUTO: Any = object()  # load(): recreate the saved embedder
 
 
 def normalize_query(query: str) -> str:
@@ -81,27 +63,6 @@ def normalize_query(query: str) -> str:
     return " ".join(query.lower().split())
 
 
-# ------------------------------------------------------------------------ validation
-def _doc_id(doc_id: object, name: str = "doc_id") -> int:
-    return check_int(doc_id, name, minimum=INT64_MIN, maximum=INT64_MAX)
-
-
-def _text(text: object, name: str = "text") -> str:
-    return check_str(text, name, nonempty=True)
-
-
-def _sequence(values: object, name: str, what: str) -> list[Any]:
-    """``values`` (any iterable except a str/bytes/dict/set) as a list, or a TypeError."""
-    expected = f"{name} must be a sequence of {what}, got {show(values)}"
-    if isinstance(values, str | bytes | dict | set | frozenset) or not isinstance(
-            values, Iterable):
-        raise TypeError(expected)
-    try:
-        return list(values)
-    except TypeError:  # a 0-d array is Iterable but cannot be iterated
-        raise TypeError(expected) from None
-
-
 def _check_hooks(embedder: object, analyzer: object, query_normalizer: object) -> None:
     if embedder is not None and not callable(getattr(embedder, "embed", None)):
         raise TypeError(f"embedder must have an embed(texts) method, got {show(embedder)}")
@@ -111,63 +72,77 @@ def _check_hooks(embedder: object, analyzer: object, query_normalizer: object) -
         raise TypeError(f"query_normalizer must be callable, got {show(query_normalizer)}")
 
 
-class RetrievalPipeline:
-    """Hybrid lexical + dense retrieval: BM25 and HNSW candidates, fused, top-k by heap.
+class RetrievalPipeline(_hybrid.HybridSearch):
+    """Hybrid lexical + dense retrieval over stored documents: BM25 and HNSW candidates
+    (both filtered by metadata), fused, top-k by heap.
 
-    Documents: ``add_document(doc_id, text, embedding=None)`` indexes ``text`` for
-    BM25 and, when an embedding is given (or an ``embedder`` computes one), the
-    vector for nearest-neighbour search; documents without one are lexical-only.
-    Vectors are compared by ``metric``: ``"cosine"`` (default; vectors normalised
-    to unit length, then inner product), ``"ip"`` (inner product as given: use it
-    for unit-length embedders such as MiniLM to skip the normalisation) or ``"l2"``
-    (dense score = minus the squared distance).
+    Documents: ``add_documents(doc_ids, texts, embeddings=None, metadatas=None)`` (or
+    ``add_document``) stores each text and metadata dict under the caller's id (all
+    ``int`` or all ``str`` in one pipeline, fixed by the first document), indexes the
+    text for BM25 and, when an embedding is given (or the ``embedder`` computes one, in
+    batches of ``batch_size`` with an optional progress bar), the vector for
+    nearest-neighbour search; documents without one are lexical-only.
+    ``store_text=False`` keeps no text (results carry ``text=None``). Vectors are
+    compared by ``metric``: ``"cosine"`` (default; normalised to unit length, then
+    inner product), ``"ip"`` (as given: use it for unit-length embedders such as
+    MiniLM) or ``"l2"`` (dense score = minus the squared distance).
 
     Search: ``search(query, query_embedding=None, top_k=10, fusion_weight=0.5)``
     takes the ``max(lexical_depth, top_k)`` best BM25 documents and the
-    ``max(dense_depth, top_k)`` nearest vectors (exact brute force while at most
-    ``brute_force_max`` vectors are stored, the HNSW graph with
-    ``ef = max(ef_search, depth)`` above), fuses them (``fusion="weighted"``:
+    ``max(dense_depth, top_k)`` nearest vectors (exact while at most
+    ``brute_force_max`` vectors are stored or admitted by the filter, the HNSW graph
+    with ``ef = max(ef_search, depth)`` above), fuses them (``fusion="weighted"``:
     :func:`fuse_weighted`, ``fusion_weight`` being the dense share; ``"rrf"``:
-    :func:`fuse_rrf`) and returns the ``top_k`` best ``(doc_id, score)``, ties to
-    the smaller doc id. Without a query vector (none given, no embedder) the search
-    is lexical-only; ``fusion_weight`` 0 or 1 searches one side only. The defaults
-    (weighted, ``fusion_weight=0.5``, depth 100 per side) were measured best on
-    SciFact with MiniLM-L6 vectors: nDCG@10 0.731 against 0.686 for BM25 alone, 0.645
-    for dense alone and 0.717 for RRF; depths 300 and 1000 gave 0.730 and 0.727.
+    :func:`fuse_rrf`) and returns the ``top_k`` best ``(doc_id, score)``, or
+    :class:`Document` objects with ``return_documents=True``. Ties go to the
+    smaller id for int ids and to the document added first for str ids. Without a
+    query vector (none given, no embedder) the search is lexical-only;
+    ``fusion_weight`` 0 or 1 searches one side only. ``search_batch`` answers many
+    queries at once (the embedder is called once per batch; the graph side runs on
+    ``num_threads`` threads) with exactly the results of ``search``. The defaults
+    (weighted, 0.5, depth 100 per side) were measured best on SciFact with MiniLM-L6
+    vectors: nDCG@10 0.731 against 0.686 for BM25 alone, 0.645 dense alone, 0.717 RRF.
 
-    Hot-query cache: every search counts ``normalize_query(query)`` in a
-    Count-Min sketch; when that count reaches ``hot_threshold`` the results are
-    kept in a :class:`TokenLRU` whose budget ``cache_budget`` counts result entries
-    (``len(results) + 1`` per query). A hit skips both searches and the query
-    embedding. Any ``add_document``/``add_documents``/``delete_document`` empties
-    the result cache; counts survive (``decay_every=N`` halves them every N
-    searches, so queries that stop coming cool down). ``cache_budget=0`` disables it.
+    Filters (``filter=``, syntax in :mod:`llmds.filters`) become one boolean mask
+    over the documents per call, applied *inside* both searches: BM25 scores only
+    admitted documents (or, for a filter admitting at least a fifth of them,
+    over-fetches unfiltered and falls back when too few pass: exact either way) and
+    the graph search skips non-admitted nodes (exact when at most ``brute_force_max``
+    are admitted). So a selective filter still returns ``top_k`` results when that
+    many match, equal to a brute-force filtered search on the lexical side and at a
+    high ``ef`` on the dense side.
 
-    Doc ids are any int64 (negative ones too). The HNSW graph is keyed by the row of
-    each vector in the pipeline's vector store, never by doc id, so no doc id can be
-    confused with the graph's -1 padding; a delete moves the last row into the gap
-    and relabels it in the graph (O(1)).
+    Hot-query cache: see :mod:`llmds._query_cache` (``cache_budget`` result entries,
+    ``hot_threshold``, ``decay_every``; ``cache_budget=0`` disables it). Any write
+    empties the result cache; counts survive.
 
-    Invariants (asserted by ``_check``): every stored vector belongs to a document
-    of the inverted index; row ``r`` of the vector store is the graph's id ``r`` with
-    the same vector; the cache holds at most ``cache_budget`` entries' worth of
-    results, all computed since the last index change.
+    Invariants (``_check``): documents, keys, slots and the BM25 index agree; every
+    stored vector belongs to a document, row ``r`` of the vector store is the graph's
+    id ``r`` with the same vector; the filter columns agree with the metadata; the
+    cache holds at most ``cache_budget`` entries, all computed since the last write.
 
-    Complexity: ``add_document`` O(|text|) + one HNSW insert
-    (O(ef_construction * M * dim * log n)) + the embedder; ``search`` O(BM25 postings
-    of the query terms) + O(ef * M * dim * log n) (or O(n * dim) brute force) +
-    O(c log c) fusion of the c <= depths candidates; a cache hit O(len(query) +
-    depth of the sketch + top_k); ``delete_document`` O(|doc|) + O(1).
-    Memory: the inverted index (~1.5 bytes per posting), the HNSW graph
-    (``4 * dim + 4 * (2M + 1)`` bytes per vector) plus a second float32 copy of the
-    vectors (``4 * dim`` bytes each, for the brute-force path; ``save`` writes only
-    the graph's), the sketch (``8 * width * depth`` bytes) and the cached results.
+    Complexity: ``add_documents`` O(total text + metadata) + n HNSW inserts
+    (O(ef_construction * M * dim * log n) each) + the embedder; ``search`` O(filter
+    conditions * n) + O(BM25 postings of the query terms) + O(ef * M * dim * log n)
+    (or O(n * dim) exact) + O(c log c) fusion of c candidates; a cache hit O(len(query)
+    + sketch depth + top_k); ``delete_document`` O(|doc| + fields + dim); ``get_document``
+    O(metadata). Memory: the inverted index (~1.5 bytes per posting), the graph
+    (``4 * dim + 4 * (2M + 1)`` bytes per vector) plus a float32 copy of the vectors
+    for the exact path, the texts and JSON metadata, 12 bytes per (field, document) of
+    filter columns, the sketch and the cached results.
 
     Every argument is checked before anything changes (a failed call leaves the
-    pipeline as it was); :meth:`save` writes a checksummed bundle and :meth:`load`
-    trusts nothing in it.
+    pipeline as it was); :meth:`save` writes a checksummed bundle with the documents,
+    metadata and the embedder's identity, and :meth:`load` trusts nothing in it.
+    ``pickle`` and ``copy.deepcopy`` go through the same format (plus the embedder,
+    analyzer and normaliser objects) to an independent pipeline.
 
-    Thread safety: not thread-safe; guard it.
+    Thread safety: safe for concurrent readers; writers are serialised with readers by
+    an internal readers-writer lock. Any number of threads may call ``search``,
+    ``search_batch``, ``get_document``, ``stats`` or ``save`` at once and get a serial
+    run's answers (the hot-query cache's state sits behind its own mutex, and a write
+    empties it while no search runs). ``add_document(s)``, ``delete_document``, the
+    setters and ``clear_cache`` wait for running searches and block new ones.
 
     >>> import numpy as np
     >>> p = RetrievalPipeline(embedding_dim=2, seed=0)
@@ -182,9 +157,9 @@ class RetrievalPipeline:
 
     __slots__ = (
         "_brute_force_max", "_cache", "_cache_budget", "_decay_every", "_dense_depth", "_dim",
-        "_embedder", "_fusion", "_hits", "_hnsw", "_hot_threshold", "_index", "_invalidations",
-        "_lexical_depth", "_metric", "_misses", "_normalize", "_num_vecs", "_rrf_k",
-        "_searches", "_seed", "_sketch", "_vec_ids", "_vec_row", "_vecs",
+        "_docs", "_embedder", "_embedder_identity", "_fusion", "_hot_threshold", "_index",
+        "_lex_lock", "_lexical_depth", "_lock", "_metric", "_normalize", "_rrf_k", "_seed",
+        "_sketch_depth", "_sketch_width", "_vectors",
     )
 
     def __init__(
@@ -211,6 +186,7 @@ class RetrievalPipeline:
         sketch_depth: int = 4,
         decay_every: int | None = None,
         query_normalizer: Callable[[str], str] = normalize_query,
+        store_text: bool = True,
     ) -> None:
         # every argument is checked before anything is allocated
         self._dim = check_int(embedding_dim, "embedding_dim", minimum=1, maximum=MAX_DIM)
@@ -231,25 +207,26 @@ class RetrievalPipeline:
                                         maximum=INT64_MAX)
         self._decay_every = (None if decay_every is None
                              else check_int(decay_every, "decay_every", minimum=1,
-                                       maximum=INT64_MAX))
-        check_int(sketch_width, "sketch_width", minimum=1)
-        check_int(sketch_depth, "sketch_depth", minimum=1)
+                                            maximum=INT64_MAX))
+        self._sketch_width = check_int(sketch_width, "sketch_width", minimum=1)
+        self._sketch_depth = check_int(sketch_depth, "sketch_depth", minimum=1)
+        store_text = check_bool(store_text, "store_text")
         self._embedder = embedder
+        self._embedder_identity = (None if embedder is None
+                                   else embedder_identity(embedder, self._dim))
         self._normalize = query_normalizer
         self._index = InvertedIndex(k1, b, analyzer=analyzer)
-        self._hnsw = HNSW(self._dim, M=M, ef_construction=ef_construction, ef_search=ef_search,
-                          seed=self._seed, metric="l2" if metric == "l2" else "ip")
+        hnsw = HNSW(self._dim, M=M, ef_construction=ef_construction, ef_search=ef_search,
+                    seed=self._seed, metric="l2" if metric == "l2" else "ip")
         try:
-            self._sketch = CountMinSketch(sketch_width, sketch_depth, seed=self._seed or 0)
+            self._cache = QueryCache(self._cache_budget, self._hot_threshold, sketch_width,
+                                     sketch_depth, self._decay_every, self._seed or 0)
         except ValueError as exc:
             raise ValueError(f"sketch_width/sketch_depth: {exc}") from None
-        self._cache: TokenLRU[Any, tuple[tuple[int, float], ...]] | None = (
-            TokenLRU(self._cache_budget, _entry_cost) if self._cache_budget else None)
-        self._vecs = np.zeros((16, self._dim), dtype=np.float32)
-        self._vec_ids = np.zeros(16, dtype=np.int64)
-        self._vec_row: dict[int, int] = {}
-        self._num_vecs = 0
-        self._hits = self._misses = self._searches = self._invalidations = 0
+        self._docs = DocStore(store_text)
+        self._vectors = _hybrid.VectorStore(hnsw, self._metric)
+        self._lock = RWLock()
+        self._lex_lock = threading.Lock()  # InvertedIndex searches share scratch arrays
 
     # ------------------------------------------------------------------ properties
     @property
@@ -267,8 +244,10 @@ class RetrievalPipeline:
 
     @fusion.setter
     def fusion(self, value: str) -> None:
-        self._fusion = check_choice(value, "fusion", FUSIONS)
-        self.clear_cache()
+        value = check_choice(value, "fusion", FUSIONS)
+        with self._lock.writing():
+            self._fusion = value
+            self._cache.clear()
 
     @property
     def lexical_depth(self) -> int:
@@ -277,8 +256,10 @@ class RetrievalPipeline:
 
     @lexical_depth.setter
     def lexical_depth(self, value: int) -> None:
-        self._lexical_depth = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
-        self.clear_cache()
+        value = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
+        with self._lock.writing():
+            self._lexical_depth = value
+            self._cache.clear()
 
     @property
     def dense_depth(self) -> int:
@@ -287,328 +268,163 @@ class RetrievalPipeline:
 
     @dense_depth.setter
     def dense_depth(self, value: int) -> None:
-        self._dense_depth = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
-        self.clear_cache()
+        value = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
+        with self._lock.writing():
+            self._dense_depth = value
+            self._cache.clear()
 
     @property
     def embedder(self) -> Embedder | None:
+        """The embedder of text-only documents and queries; settable (None: none).
+
+        Setting one records its identity for :meth:`save` and empties the result cache;
+        it must produce vectors comparable with the stored ones (nothing can check that).
+        """
         return self._embedder
+
+    @embedder.setter
+    def embedder(self, value: Embedder | None) -> None:
+        _check_hooks(value, None, normalize_query)
+        with self._lock.writing():
+            self._embedder = value
+            if value is not None:
+                self._embedder_identity = embedder_identity(value, self._dim)
+            self._cache.clear()
+
+    @property
+    def id_kind(self) -> str | None:
+        """``"int"`` or ``"str"``: the kind of every id here (None before the first add)."""
+        return self._docs.id_kind
 
     def __len__(self) -> int:
         """Number of documents. O(1)."""
-        return len(self._index)
+        return len(self._docs)
 
     def __contains__(self, doc_id: object) -> bool:
-        return is_int(doc_id) and int(doc_id) in self._index  # type: ignore[call-overload]
+        return doc_id in self._docs
 
-    def has_embedding(self, doc_id: int) -> bool:
+    def has_embedding(self, doc_id: DocId) -> bool:
         """True if ``doc_id`` has a vector. O(1). Raises KeyError for an unknown id."""
-        d = _doc_id(doc_id)
-        if d not in self._index:
-            raise KeyError(f"doc_id {d} is not in the pipeline")
-        return d in self._vec_row
+        with self._lock.reading():
+            return self._vectors.has(self._docs.slot(doc_id))
 
-    # ------------------------------------------------------------------ vectors
-    def _vector(self, x: Any, name: str) -> npt.NDArray[np.float32]:
-        """Validate one embedding: shape (dim,) or (1, dim), finite, non-zero for cosine."""
-        arr = check_finite_array(x, name, dtype=np.float64)
-        if arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.shape != (self._dim,):
-            raise ValueError(f"{name} must have shape ({self._dim},), got {arr.shape}")
-        return self._prepare(arr[None, :], name)[0]
-
-    def _prepare(self, arr: npt.NDArray[np.float64], name: str) -> npt.NDArray[np.float32]:
-        """Finite float64 rows as float32 (unit length for cosine); nothing may overflow."""
-        if self._metric == "cosine":
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise ValueError(f"{name} has a zero vector, which has no cosine direction")
-            arr = arr / norms
-        with np.errstate(over="ignore"):
-            out = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{name} must fit in float32 (|x| < 3.4e38)")
-        return out
-
-    def _embed(self, texts: list[str], name: str) -> npt.NDArray[np.float32]:
-        assert self._embedder is not None
-        raw = self._embedder.embed(texts)
-        try:
-            out = np.asarray(raw)
-        except (TypeError, ValueError, OverflowError):
-            out = np.asarray(None)
-        if out.shape != (len(texts), self._dim):
-            raise ValueError(f"embedder returned shape {out.shape} for {len(texts)} texts; "
-                             f"expected ({len(texts)}, {self._dim})")
-        return self._prepare(check_finite_array(out, f"embedder output for {name}",
-                                                dtype=np.float64),
-                             f"embedder output for {name}")
-
-    def _store_vectors(self, ids: list[int], x: npt.NDArray[np.float32]) -> None:
-        """Append ``x`` under ``ids``; the HNSW ids are the rows of the vector store. O(n)."""
-        n = self._num_vecs
-        need = n + len(ids)
-        self._hnsw.add_items(x, np.arange(n, need, dtype=np.int64))
-        if need > self._vecs.shape[0]:
-            cap = max(need, 2 * self._vecs.shape[0])
-            vecs = np.zeros((cap, self._dim), dtype=np.float32)
-            vecs[:n] = self._vecs[:n]
-            vid = np.zeros(cap, dtype=np.int64)
-            vid[:n] = self._vec_ids[:n]
-            self._vecs, self._vec_ids = vecs, vid
-        self._vecs[n:need] = x
-        self._vec_ids[n:need] = ids
-        for j, d in enumerate(ids):
-            self._vec_row[d] = n + j
-        self._num_vecs = need
-
-    def _drop_vector(self, doc_id: int) -> None:
-        """Swap-with-last removal from the vector store and the graph's row ids. O(dim)."""
-        row = self._vec_row.pop(doc_id)
-        last = self._num_vecs - 1
-        self._hnsw.mark_deleted(row)
-        if row != last:
-            moved = int(self._vec_ids[last])
-            self._vecs[row] = self._vecs[last]
-            self._vec_ids[row] = moved
-            self._vec_row[moved] = row
-            self._hnsw._relabel(last, row)
-        self._num_vecs = last
+    def get_document(self, doc_id: DocId) -> Document:
+        """The stored document (``score=None``). O(text + metadata). KeyError if unknown."""
+        with self._lock.reading():
+            slot = self._docs.slot(doc_id)
+            return Document(self._docs.doc_id(slot), None, self._docs.text(slot),
+                            self._docs.metadata(slot))
 
     # ------------------------------------------------------------------ adding
-    def add_document(self, doc_id: int, text: str, embedding: npt.ArrayLike | None = None,
-                     ) -> None:
-        """Index ``text`` (and ``embedding``, or the embedder's vector) under ``doc_id``.
+    def add_document(self, doc_id: DocId, text: str, embedding: npt.ArrayLike | None = None,
+                     metadata: Mapping[str, Any] | None = None) -> None:
+        """Store and index one document (see :meth:`add_documents`). O(|text|) + one insert.
 
-        O(|text|) + one HNSW insert. Raises ValueError for a duplicate ``doc_id``, an
-        empty text, a wrong-shaped, NaN/inf or (cosine) zero embedding; nothing
-        changes then. Empties the result cache.
+        Raises ValueError for a duplicate ``doc_id``, an empty text, a wrong-shaped,
+        NaN/inf or (cosine) zero embedding, TypeError for an id of the other kind or
+        metadata JSON cannot hold; nothing changes then. Empties the result cache.
         """
-        d = _doc_id(doc_id)
-        text = _text(text)
-        if d in self._index:
-            raise ValueError(f"doc_id {d} is already in the pipeline; delete_document it first")
-        vec = None
+        d = self._new_single(doc_id, "doc_id")
+        text = check_text(text, "text", nonempty=True)
+        meta = check_metadata(metadata, "metadata")
+        x: Any = None
         if embedding is not None:
-            vec = self._vector(embedding, "embedding")[None, :]
+            x = self._vector(embedding, "embedding")[None, :]
         elif self._embedder is not None:
-            vec = self._embed([text], "text")
-        self._index.add_document(d, text)
-        if vec is not None:
-            self._store_vectors([d], vec)
-        self.clear_cache(invalidate=True)
+            x = self._embed([text], "text")
+        self._insert([d], [text], [meta], [0] if x is not None else [], x, 1)
 
     def add_documents(
         self,
-        doc_ids: Sequence[int],
+        doc_ids: Sequence[DocId],
         texts: Sequence[str],
         embeddings: npt.ArrayLike | Sequence[npt.ArrayLike | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int = 256,
+        show_progress: bool = False,
+        num_threads: int = -1,
     ) -> int:
         """Add many documents at once, all or nothing; returns how many were added.
 
-        ``embeddings`` is ``None`` (the embedder embeds every text in one call, or
-        all are lexical-only), an ``(n, dim)`` array, or a sequence of vectors and
-        ``None`` (the embedder, if any, fills the ``None`` ones). Everything is
-        validated before the pipeline changes. O(total text + n HNSW inserts).
+        ``embeddings`` is ``None`` (the embedder embeds every text, or all are
+        lexical-only), an ``(n, dim)`` array, or a sequence of vectors and ``None``
+        (the embedder, if any, fills the ``None`` ones). The embedder gets
+        ``batch_size`` texts per call, with a progress bar on stderr when
+        ``show_progress`` (tqdm's if installed, else a plain one). ``metadatas``: one
+        JSON-serialisable dict (or None) per document. ``num_threads`` links the new
+        vectors into the graph (-1: all cores; 1: a deterministic graph). Everything is
+        validated and embedded before the pipeline changes. O(total text + n inserts).
         """
-        ids = [_doc_id(x, f"doc_ids[{i}]")
-               for i, x in enumerate(_sequence(doc_ids, "doc_ids", "int ids"))]
-        docs = [_text(t, f"texts[{i}]") for i, t in enumerate(_sequence(texts, "texts", "str"))]
+        ids, docs, metas = self._check_batch(doc_ids, texts, metadatas)
+        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=2**31 - 1)
+        show_progress = check_bool(show_progress, "show_progress")
+        threads = num_threads_for(num_threads, max(len(ids), 1), 1)
+        rows, x = self._batch_vectors(embeddings, docs, batch_size, show_progress)
+        if ids:
+            self._insert(ids, docs, metas, rows, x, threads)
+        return len(ids)
+
+    def _insert(self, ids: list[DocId], docs: list[str], metas: list[str | None],
+                rows: list[int], x: Any, threads: int) -> None:
+        """Store checked documents (``x``: the vectors of the documents ``rows``)."""
+        with self._lock.writing():
+            if any(d in self._docs for d in ids):  # another thread added one meanwhile
+                raise ValueError("a doc_id was added by another thread meanwhile")
+            first = len(self._docs)
+            # the index first: it checks (and may refuse) everything before it changes
+            self._index.add_documents(zip(self._docs.planned_keys(ids), docs, strict=True))
+            self._docs.add(ids, docs, metas)
+            self._vectors.reserve_slots(first + len(ids))
+            if rows:
+                self._vectors.add(np.asarray(rows, dtype=np.int64) + first, x, threads)
+            self._cache.clear(invalidate=True)
+
+    def _check_batch(self, doc_ids: Any, texts: Any, metadatas: Any,
+                     ) -> tuple[list[DocId], list[str], list[str | None]]:
+        ids = self._docs.check_new_ids(_hybrid.as_list(doc_ids, "doc_ids", "ids"), "doc_ids")
+        docs = [check_text(t, f"texts[{i}]", nonempty=True)
+                for i, t in enumerate(_hybrid.as_list(texts, "texts", "str"))]
         n = len(ids)
         if len(docs) != n:
             raise ValueError(f"doc_ids and texts differ in length: {n} and {len(docs)}")
-        seen: set[int] = set()
-        for d in ids:
-            if d in seen or d in self._index:
-                raise ValueError(f"doc_id {d} is repeated or already in the pipeline")
-            seen.add(d)
-        rows: list[int] = []
-        mats: list[npt.NDArray[np.float32]] = []
-        if embeddings is None:
-            if self._embedder is not None and n:
-                rows, mats = list(range(n)), [self._embed(docs, "texts")]
-        elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
-            arr = check_finite_array(embeddings, "embeddings", dtype=np.float64)
-            if arr.shape != (n, self._dim):
-                raise ValueError(f"embeddings must have shape ({n}, {self._dim}), "
-                                 f"got {arr.shape}")
-            rows = list(range(n))
-            mats = [self._prepare(arr, "embeddings")]
-        else:
-            given = _sequence(embeddings, "embeddings", "vectors or None")
+        metas: list[str | None] = [None] * n
+        if metadatas is not None:
+            given = _hybrid.as_list(metadatas, "metadatas", "dicts or None")
             if len(given) != n:
-                raise ValueError(f"embeddings has {len(given)} entries for {n} documents")
-            missing = [i for i, e in enumerate(given) if e is None]
-            present = [i for i, e in enumerate(given) if e is not None]
-            vecs = [self._vector(given[i], f"embeddings[{i}]") for i in present]
-            if present:
-                mats.append(np.stack(vecs))
-                rows.extend(present)
-            if missing and self._embedder is not None:
-                mats.append(self._embed([docs[i] for i in missing], "texts"))
-                rows.extend(missing)
-        self._index.add_documents(zip(ids, docs, strict=True))
-        if rows:
-            x = np.concatenate(mats) if len(mats) > 1 else mats[0]
-            self._store_vectors([ids[i] for i in rows], x)
-        if n:
-            self.clear_cache(invalidate=True)
-        return n
+                raise ValueError(f"metadatas has {len(given)} entries for {n} documents")
+            metas = [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(given)]
+        return ids, docs, metas
 
-    def delete_document(self, doc_id: int) -> None:
-        """Remove ``doc_id`` from both indexes. O(|doc|) + O(dim). Empties the result cache.
+    def _new_single(self, doc_id: Any, name: str) -> DocId:
+        d = self._docs.check_id(doc_id, name)
+        if d in self._docs:
+            raise ValueError(f"{name} {d!r} is already in the pipeline; delete_document it first")
+        return d
+
+    def delete_document(self, doc_id: DocId) -> None:
+        """Remove ``doc_id`` everywhere. O(|doc| + fields + dim). Empties the result cache.
 
         Raises KeyError if ``doc_id`` is not in the pipeline.
         """
-        d = _doc_id(doc_id)
-        if d not in self._index:
-            raise KeyError(f"doc_id {d} is not in the pipeline")
-        self._index.delete_document(d)
-        if d in self._vec_row:
-            self._drop_vector(d)
-        self.clear_cache(invalidate=True)
-
-    # ------------------------------------------------------------------ search
-    def _dense_candidates(self, q: npt.NDArray[np.float32], depth: int,
-                          ) -> tuple[IdArray, ScoreArray]:
-        """Up to ``depth`` nearest stored vectors, best first, ties by id (exact if small).
-
-        Any doc id works, negative ones too: the graph's ids are vector-store rows, so
-        no doc id can collide with the graph's -1 padding.
-        """
-        n = self._num_vecs
-        if n == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        depth = min(depth, n)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if n <= self._brute_force_max:
-                vecs = self._vecs[:n]
-                if self._metric == "l2":
-                    diff = vecs - q
-                    scores = -np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-                else:
-                    scores = (vecs @ q).astype(np.float64)
-                rows = None
-            else:
-                ef = max(self._hnsw.ef_search, depth)
-                found, dist, counts = self._hnsw._search(q[None, :], depth, ef, None)
-                rows = found[0, : int(counts[0])]
-                d64 = dist[0, : rows.shape[0]].astype(np.float64)
-                scores = -d64 if self._metric == "l2" else 1.0 - d64
-        # float32 overflow (|x| near 3.4e38) gives inf or NaN: rank those last, finitely
-        if not np.isfinite(scores).all():
-            big = np.finfo(np.float64).max
-            scores = np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
-        if rows is not None:
-            ids = self._vec_ids[rows]
-            order = np.lexsort((ids, -scores))
-            return ids[order], scores[order]
-        ids = self._vec_ids[:n]
-        if depth < n:
-            part = np.argpartition(-scores, depth - 1)[:depth]
-            cut = scores[part].min()
-            # keep every candidate tied with the cut, then order by (-score, id)
-            part = np.flatnonzero(scores >= cut)
-            ids, scores = ids[part], scores[part]
-        order = np.lexsort((ids, -scores))[:depth]
-        return ids[order], scores[order]
-
-    def search(
-        self,
-        query: str,
-        query_embedding: npt.ArrayLike | None = None,
-        top_k: int = 10,
-        fusion_weight: float = 0.5,
-        *,
-        fusion: str | None = None,
-        use_cache: bool = True,
-    ) -> list[tuple[int, float]]:
-        """The ``top_k`` best ``(doc_id, fused score)``, best first, ties by doc id.
-
-        ``fusion_weight`` is the dense side's share (``weighted``) or weight
-        (``rrf``); ``fusion`` overrides the pipeline's default for this call;
-        ``use_cache=False`` neither reads nor fills the hot-query cache (the query
-        is still counted). See the class docstring for the cost.
-        """
-        query = check_str(query, "query")
-        k = check_int(top_k, "top_k", minimum=1, maximum=INT64_MAX)
-        w = _weight(fusion_weight)
-        mode = self._fusion if fusion is None else check_choice(fusion, "fusion", FUSIONS)
-        cache = self._cache if check_bool(use_cache, "use_cache") else None
-        q = None
-        if query_embedding is not None:
-            q = self._vector(query_embedding, "query_embedding")
-        key: Any = None
-        norm = None
-        if self._cache is not None:
-            norm = self._normalize(query)
-            if not isinstance(norm, str):
-                raise TypeError(f"query_normalizer must return a str, got {show(norm)}")
-            if cache is not None:
-                digest = (None if q is None or w == 0.0
-                          else hashlib.blake2b(q.tobytes(), digest_size=16).digest())
-                key = (norm, digest, k, w, mode)
-                hit = cache.get(key)
-                if hit is not None:
-                    self._count(norm)
-                    self._hits += 1
-                    return list(hit)
-        if q is None and w > 0.0 and self._embedder is not None and self._num_vecs:
-            q = self._embed([query], "query")[0]
-        self._count(norm)  # nothing below can fail on bad input: count the search now
-        hot = False
-        if cache is not None and norm is not None:
-            self._misses += 1
-            hot = self._sketch.estimate(norm) >= self._hot_threshold
-        if q is None:
-            w = 0.0  # no query vector: lexical only
-        lex_ids = dense_ids = _NO_IDS
-        lex_scores = dense_scores = _NO_SCORES
-        if w < 1.0 and len(self._index):
-            depth = min(max(self._lexical_depth, k), len(self._index))
-            ids2, scores2, counts = self._index.search_batch([query], depth, as_arrays=True)
-            n = int(counts[0])
-            lex_ids, lex_scores = ids2[0, :n], scores2[0, :n]
-        if w > 0.0 and q is not None:
-            dense_ids, dense_scores = self._dense_candidates(q, max(self._dense_depth, k))
-        if mode == "weighted":
-            ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores, 1.0 - w, w, 0, 0)
-        else:
-            ids, scores = _fuse(lex_ids, lex_scores, dense_ids, dense_scores,
-                                2.0 * (1.0 - w), 2.0 * w, 1, self._rrf_k)
-        results = _top_k_sorted(ids, scores, k)
-        # a result list costlier than the whole budget is not cached (TokenLRU refuses it)
-        if hot and cache is not None:
-            entry = tuple(results)
-            if _entry_cost(entry) <= self._cache_budget:
-                cache.put(key, entry)
-        return results
-
-    def _count(self, norm: str | None) -> None:
-        """Count one search (and its normalised query in the sketch, when caching)."""
-        self._searches += 1
-        if self._decay_every is not None and self._searches % self._decay_every == 0:
-            self._sketch.decay()  # aging: yesterday's hot queries cool down
-        if norm is not None:
-            self._sketch.add(norm)
+        with self._lock.writing():
+            slot = self._docs.slot(doc_id)
+            self._index.delete_document(self._docs.key(slot))
+            self._vectors.remove(slot)
+            last = self._docs.remove(slot)
+            if last != slot:
+                self._vectors.move_slot(last, slot)
+            self._cache.clear(invalidate=True)
 
     # ------------------------------------------------------------------ cache
     def clear_cache(self, invalidate: bool = False) -> None:
         """Drop every cached result (query counts stay). O(cached queries)."""
-        invalidate = check_bool(invalidate, "invalidate")
-        if self._cache is not None and len(self._cache):
-            self._cache.clear()
-            if invalidate:
-                self._invalidations += 1
+        self._cache.clear(check_bool(invalidate, "invalidate"))
 
     def reset_cache(self) -> None:
         """Empty the result cache, forget every query count and zero the hit/miss
         counters (a cold start, e.g. between benchmark runs). O(cached + sketch size)."""
-        if self._cache is not None:
-            self._cache.clear()
-        self._sketch.clear()
-        self._hits = self._misses = 0
+        self._cache.reset()
 
     def stats(self) -> dict[str, Any]:
         """Counts, configuration and cache figures. O(segments + vocabulary + n).
@@ -617,38 +433,29 @@ class RetrievalPipeline:
         result cache; ``hot_queries`` is the number of hot queries whose results are
         cached now; ``lexical`` and ``dense`` are the two indexes' own ``stats()``.
         """
-        lookups = self._hits + self._misses
-        cache = self._cache
-        return {
-            "num_documents": len(self._index),
-            "num_embedded": self._num_vecs,
-            "num_lexical_only": len(self._index) - self._num_vecs,
-            "embedding_dim": self._dim,
-            "metric": self._metric,
-            "fusion": self._fusion,
-            "lexical_depth": self._lexical_depth,
-            "dense_depth": self._dense_depth,
-            "rrf_k": self._rrf_k,
-            "dense_search": ("exact" if self._num_vecs <= self._brute_force_max else "hnsw"),
-            "embedder": repr(self._embedder) if self._embedder is not None else None,
-            "num_searches": self._searches,
-            "cache_hits": self._hits,
-            "cache_misses": self._misses,
-            "cache_hit_rate": self._hits / lookups if lookups else 0.0,
-            "hot_queries": len(cache) if cache is not None else 0,
-            "hot_threshold": self._hot_threshold,
-            "cache_tokens": cache.total_tokens() if cache is not None else 0,
-            "cache_budget": self._cache_budget,
-            "cache_invalidations": self._invalidations,
-            "queries_counted": self._sketch.total,
-            "vector_bytes": int(self._vecs.nbytes + self._vec_ids.nbytes),
-            "lexical": self._index.stats(),
-            "dense": self._hnsw.stats(),
-        }
+        with self._lock.reading():
+            n, nv = len(self._docs), self._vectors.n
+            return {
+                "num_documents": n, "num_embedded": nv, "num_lexical_only": n - nv,
+                "embedding_dim": self._dim, "metric": self._metric, "fusion": self._fusion,
+                "lexical_depth": self._lexical_depth, "dense_depth": self._dense_depth,
+                "rrf_k": self._rrf_k,
+                "dense_search": "exact" if nv <= self._brute_force_max else "hnsw",
+                "embedder": repr(self._embedder) if self._embedder is not None else None,
+                "embedder_identity": self._embedder_identity, "id_kind": self._docs.id_kind,
+                "store_text": self._docs.store_text, "metadata_fields": self._docs.filters.fields,
+                **self._cache.stats(),
+                "vector_bytes": int(self._vectors.vecs.nbytes + self._vectors.row_slot.nbytes),
+                "lexical": self._lexical_stats(), "dense": self._vectors.hnsw.stats(),
+            }
+
+    def _lexical_stats(self) -> dict[str, Any]:
+        with self._lex_lock:
+            return self._index.stats()
 
     # ------------------------------------------------------------------ persistence
     def _params(self) -> dict[str, Any]:
-        h = self._hnsw.stats()
+        h = self._vectors.hnsw.stats()
         return {
             "embedding_dim": self._dim, "seed": self._seed, "fusion": self._fusion,
             "metric": self._metric, "lexical_depth": self._lexical_depth,
@@ -656,128 +463,129 @@ class RetrievalPipeline:
             "k1": self._index.k1, "b": self._index.b, "M": h["M"],
             "ef_construction": h["ef_construction"], "ef_search": h["ef_search"],
             "brute_force_max": self._brute_force_max, "cache_budget": self._cache_budget,
-            "hot_threshold": self._hot_threshold, "sketch_width": self._sketch.width,
-            "sketch_depth": self._sketch.depth, "decay_every": self._decay_every,
+            "hot_threshold": self._hot_threshold, "sketch_width": self._sketch_width,
+            "sketch_depth": self._sketch_depth, "decay_every": self._decay_every,
+            "store_text": self._docs.store_text,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the pipeline to the folder ``path`` as one bundle. O(index size).
 
-        A :mod:`llmds._persist` bundle: ``lexical`` (:meth:`InvertedIndex.save`),
-        ``dense`` (:meth:`HNSW.save`, whose ids are rows of the vector store) and
-        ``ids`` (the doc id of each row) container files, then a ``MANIFEST``
-        holding the parameters and counts and each part's SHA-256, written last by
-        rename: a reader sees the old save or the new one, never a mix, and saving
-        over the folder a pipeline was loaded from is safe. No pickle. The embedder,
-        a custom analyzer or query normaliser, and the result cache and query counts
-        are not saved.
+        See :mod:`llmds._pipeline_file`: the BM25 index, the graph, the documents
+        (ids, texts, metadata) and a ``MANIFEST`` with the parameters and the
+        embedder's identity, committed last by rename (a reader sees the old save or
+        the new one; saving over the folder a pipeline was loaded from is safe). No
+        pickle. A custom analyzer or query normaliser, the result cache and query
+        counts are not saved. Searches run on while it writes; writers wait.
         """
         path = check_path(path)
-        n = self._num_vecs
-        meta = {"params": self._params(), "num_documents": len(self._index), "num_vectors": n}
-        write_bundle(path, _KIND, _VERSION, meta, {
-            "lexical": self._index.save, "dense": self._hnsw.save,
-            "ids": lambda p: write_container(p, _IDS_KIND, 1, {},
-                                             {"ids": self._vec_ids[:n]})})
+        with self._lock.reading():
+            n = self._vectors.n
+            meta = {"params": self._params(), "num_documents": len(self._docs),
+                    "num_vectors": n, "embedder": self._embedder_identity}
+            with self._lex_lock:
+                write_pipeline(path, meta, self._docs.state(), self._index,
+                               self._vectors.hnsw, self._vectors.row_slot[:n].copy())
 
     @classmethod
     def load(
         cls,
         path: str | os.PathLike[str],
         *,
-        embedder: Embedder | None = None,
+        embedder: Embedder | None = _AUTO,
         analyzer: Analyzer | Callable[[str], Sequence[str]] | None = None,
         query_normalizer: Callable[[str], str] = normalize_query,
         mmap: bool = False,
     ) -> RetrievalPipeline:
         """Read a pipeline written by :meth:`save`, trusting nothing in it. O(index size).
 
-        Checks the manifest and each part's SHA-256, every parameter (type, range,
-        choice; the error names the key), each part with its own loader, and that the
-        parts agree (documents, ids, dimension, metric, graph parameters).
-        ``mmap=True`` maps the parts' arrays. A folder saved by llmds 0.2
-        (``pipeline.json``) is refused with a CorruptFileError saying so.
+        The embedder: left out, the saved one is made again when llmds can (the
+        packaged MiniLM of the ``embed`` extra); a pipeline saved with any other
+        embedder raises ``ValueError`` asking for ``embedder=`` — pass the embedder,
+        or ``embedder=None`` to accept lexical-only text queries (vectors given with
+        a query still search the dense side). ``mmap=True`` maps the parts' arrays.
 
-        Raises FileNotFoundError if ``path`` holds no pipeline and CorruptFileError
-        if any part is truncated, altered, of another version or inconsistent.
+        Raises FileNotFoundError if ``path`` holds no pipeline and CorruptFileError if
+        any part is truncated, altered, of another version or inconsistent (see
+        :mod:`llmds._pipeline_file` for every check).
         """
         path = check_path(path)
         mmap = check_bool(mmap, "mmap")
-        _check_hooks(embedder, analyzer, query_normalizer)
-        if os.path.isfile(os.path.join(path, "pipeline.json")) and not os.path.exists(
-                os.path.join(path, MANIFEST)):
-            raise CorruptFileError(
-                f"{os.fspath(path)!r} holds a RetrievalPipeline of llmds 0.2 (pipeline.json), "
-                "a format this llmds no longer reads: rebuild the pipeline and save it again")
-        manifest, parts = read_bundle(path, _KIND, (_VERSION,), _PARTS)
-        meta = manifest.meta
-        p = meta.get("params")
-        if set(meta) != {"params", "num_documents", "num_vectors", "parts"} or \
-                not isinstance(p, dict):
-            raise manifest.fail("the manifest must hold params, num_documents and num_vectors")
-        if set(p) != set(_PARAMS):
-            missing, extra = sorted(set(_PARAMS) - set(p)), sorted(set(p) - set(_PARAMS))
-            raise manifest.fail(f"params: missing {missing}, unknown {extra}")
-        try:
-            self = cls(**p, embedder=embedder, analyzer=analyzer,
-                       query_normalizer=query_normalizer)
-        except (TypeError, ValueError) as exc:
-            raise manifest.fail(f"bad parameter: {exc}") from None
-        num_docs, n = meta["num_documents"], meta["num_vectors"]
-        for key, value in (("num_documents", num_docs), ("num_vectors", n)):
-            if not is_int(value) or not 0 <= value <= INT64_MAX:
-                raise manifest.fail(f"{key} must be an int >= 0, got {value!r}")
-        index = InvertedIndex.load(parts["lexical"], mmap=mmap, analyzer=analyzer)
-        hnsw = HNSW.load(parts["dense"], mmap=mmap)
-        ids_file = read_container(parts["ids"], _IDS_KIND, (1,), mmap=mmap)
-        ids = ids_file.array("ids", "int64", 1)
-        h = hnsw.stats()
-        graph = {"dim": self._dim, "metric": self._hnsw.metric, "M": p["M"],
-                 "ef_construction": p["ef_construction"], "ef_search": p["ef_search"]}
-        for key, want in (*graph.items(), ("num_vectors", n)):
-            if h[key] != want:
-                raise manifest.fail(f"the dense part has {key} {h[key]!r}, expected {want!r}")
-        if (index.k1, index.b) != (p["k1"], p["b"]) or len(index) != num_docs:
-            raise manifest.fail("the lexical part disagrees with the manifest (k1, b or "
-                                "number of documents)")
-        id_list = ids.tolist()
-        if len(id_list) != n or len(set(id_list)) != n or not all(d in index for d in id_list):
-            raise manifest.fail(f"the ids part must hold {n} distinct ids of indexed documents")
-        if any(r not in hnsw for r in range(n)):
-            raise manifest.fail("the dense part's ids must be the rows 0..num_vectors - 1")
-        vecs = hnsw._vectors[hnsw._slots_of(np.arange(n, dtype=np.int64))]
-        if self._metric == "cosine" and n and not np.allclose(
-                np.linalg.norm(vecs.astype(np.float64), axis=1), 1.0, atol=1e-4):
-            raise manifest.fail("cosine vectors must have unit length")
-        self._index, self._hnsw = index, hnsw
-        cap = max(n, 16)
-        self._vecs = np.zeros((cap, self._dim), dtype=np.float32)
-        self._vecs[:n] = vecs
-        self._vec_ids = np.zeros(cap, dtype=np.int64)
-        self._vec_ids[:n] = ids
-        self._vec_row = {d: i for i, d in enumerate(id_list)}
-        self._num_vecs = n
+        _check_hooks(None if embedder is _AUTO else embedder, analyzer, query_normalizer)
+        made: list[RetrievalPipeline] = []
+
+        def make(params: dict[str, Any]) -> HNSW:
+            made.append(cls(**params, analyzer=analyzer, query_normalizer=query_normalizer))
+            return made[0]._vectors.hnsw
+
+        saved = read_pipeline(path, mmap, analyzer, make)
+        self = made[0]
+        self._embedder_identity = saved.identity
+        self._embedder = self._loaded_embedder(embedder, saved.identity, path)
+        self._index = saved.lexical
+        self._vectors = _hybrid.VectorStore(saved.hnsw, self._metric)
+        self._docs.restore(saved.id_kind, saved.ids, saved.keys, saved.texts, saved.metas,
+                           saved.next_key)
+        store = self._vectors
+        n = saved.vectors.shape[0]
+        store.reserve_slots(len(saved.ids))
+        store.vecs = np.zeros((max(n, 16), self._dim), dtype=np.float32)
+        store.vecs[:n] = saved.vectors
+        store.row_slot = np.zeros(max(n, 16), dtype=np.int64)
+        store.row_slot[:n] = saved.vector_slots
+        store.slot_row[saved.vector_slots] = np.arange(n)
+        store.n = n
         return self
+
+    def _loaded_embedder(self, embedder: Any, identity: dict[str, Any] | None,
+                         path: Any) -> Embedder | None:
+        if embedder is not _AUTO:
+            dim = getattr(embedder, "dim", self._dim)
+            if embedder is not None and dim != self._dim:
+                raise ValueError(f"embedder has dim {dim!r}; the pipeline at "
+                                 f"{os.fspath(path)!r} has embedding_dim {self._dim}")
+            return embedder
+        if identity is None:
+            return None
+        try:
+            return embedder_from_identity(identity)
+        except (LookupError, ImportError, OSError, ValueError) as exc:
+            raise ValueError(
+                f"the pipeline at {os.fspath(path)!r} was built with the embedder "
+                f"{identity.get('name') or identity['kind']} ({identity['dim']} dims), which "
+                f"cannot be made here ({exc}); pass embedder=... to load(), or embedder=None "
+                "to accept lexical-only text queries") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and deepcopy carry: the saved bundle's files and the hooks."""
+        with tempfile.TemporaryDirectory(prefix="llmds-pickle-") as tmp:
+            self.save(tmp)
+            files = {f.name: f.read_bytes() for f in Path(tmp).iterdir()}
+        analyzer = self._index.analyzer
+        return {"files": files, "embedder": self._embedder, "normalizer": self._normalize,
+                "analyzer": None if isinstance(analyzer, Analyzer) else analyzer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from ``__getstate__``'s output through :meth:`load`'s checks."""
+        with tempfile.TemporaryDirectory(prefix="llmds-pickle-") as tmp:
+            for name, data in state["files"].items():
+                (Path(tmp) / Path(name).name).write_bytes(data)
+            other = RetrievalPipeline.load(tmp, embedder=state["embedder"],
+                                           analyzer=state["analyzer"],
+                                           query_normalizer=state["normalizer"])
+        for name in RetrievalPipeline.__slots__:
+            object.__setattr__(self, name, getattr(other, name))
 
     # ------------------------------------------------------------------ invariants
     def _check(self) -> None:
         """Assert the invariants (O(index size)); for tests."""
-        self._index._check()
-        self._hnsw._check()
-        n = self._num_vecs
-        ids = self._vec_ids[:n].tolist()
-        assert len(self._vec_row) == n == len(self._hnsw)
-        for row, d in enumerate(ids):
-            assert self._vec_row[d] == row and row in self._hnsw and d in self._index
-            assert np.array_equal(self._hnsw.get_vector(row), self._vecs[row])
-        if self._metric == "cosine" and n:
-            assert np.allclose(np.linalg.norm(self._vecs[:n], axis=1), 1.0, atol=1e-4)
-        if self._cache is not None:
+        with self._lock.reading(), self._lex_lock:
+            self._index._check()
+            self._vectors.hnsw._check()
+            self._docs._check()
+            n = len(self._docs)
+            assert len(self._index) == n
+            assert all(k in self._index for k in self._docs.keys().tolist())
+            self._vectors._check(n, self._metric)
             self._cache._check()
-            assert self._cache.total_tokens() <= self._cache_budget
-        assert self._hits + self._misses <= self._searches
 
-
-def _entry_cost(results: tuple[tuple[int, float], ...]) -> int:
-    """Budget units of one cached result list: its entries plus one for the key."""
-    return len(results) + 1

@@ -70,19 +70,24 @@ class NaivePipeline:
     def delete(self, doc_id):
         del self.docs[doc_id]
 
-    def search(self, query, qvec, top_k_, weight, fusion):
+    def search(self, query, qvec, top_k_, weight, fusion, admit=None):
+        """``admit(doc_id) -> bool``: a filter, applied before anything is scored."""
         if qvec is None:
             weight = 0.0
         lexical, dense = [], []
-        if weight < 1.0 and self.docs:
+        docs = {d: v for d, v in self.docs.items() if admit is None or admit(d)}
+        if weight < 1.0 and docs:
+            # BM25 statistics over every document; the filter only picks who is returned
             index = InvertedIndex()
             for doc_id in sorted(self.docs):
                 index.add_document(doc_id, self.docs[doc_id][0])
-            lexical = index.search(query, max(self.lexical_depth, top_k_))
+            ranked = index.search(query, len(self.docs))
+            lexical = [(d, s) for d, s in ranked if d in docs][
+                : max(self.lexical_depth, top_k_)]
         if weight > 0.0:
             q = [float(x) for x in qvec]
             scored = [(doc_id, sum(a * b for a, b in zip(v, q, strict=True)))
-                      for doc_id, (_, v) in self.docs.items() if v is not None]
+                      for doc_id, (_, v) in docs.items() if v is not None]
             scored.sort(key=lambda item: (-item[1], item[0]))
             dense = scored[: max(self.dense_depth, top_k_)]
         if fusion == "weighted":

@@ -5,8 +5,10 @@ the high bit of a byte says "another byte follows". Values below 128 take one by
 ``2**64 - 1`` takes ten. Zigzag maps signed to unsigned so small magnitudes stay
 small: ``0, -1, 1, -2, 2 -> 0, 1, 2, 3, 4`` (``(n << 1) ^ (n >> 63)``).
 
-The posting codec in :mod:`llmds._kernels.bm25` inlines the int64 fast path
-(:func:`write_uvarint` / :func:`read_uvarint`); the array functions here are the
+The posting codec in :mod:`llmds._kernels.bm25` uses the int64 fast path
+(:func:`write_uvarint` / :func:`read_uvarint`); its scoring loop alone writes
+:func:`read_uvarint` out inline, for the reason measured in
+``llmds._kernels.bm25._accumulate_segments``. The array functions here are the
 general uint64 codec used by :mod:`llmds.postings` and the property tests.
 """
 

@@ -43,12 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from llmds.bench import harness
+from llmds.bench import harness, rag_frameworks
 from llmds.bench.bench_bm25 import synthetic_collection
 from llmds.bench.harness import BenchContext
 from llmds.bench.ir_data import IRCollection, load_beir
 from llmds.bench.ir_eval import mean_ndcg, mean_recall
 from llmds.bench.workloads import zipf_keys
+from llmds.inverted_index import InvertedIndex
 from llmds.retrieval_pipeline import RetrievalPipeline, minmax_normalize
 
 NAME = "retrieval"
@@ -156,13 +157,16 @@ def _embedder_missing() -> str | None:
 
 # ------------------------------------------------------------------ naive baseline
 class _NaiveHybrid:
-    """Same BM25 index; exact dense scores over every vector; dict fusion; full sort."""
+    """The same BM25 (an InvertedIndex of the same texts); exact dense scores over every
+    vector; dict fusion; full sort."""
 
-    def __init__(self, pipe: RetrievalPipeline, doc_vecs: np.ndarray, depth: int) -> None:
-        self.pipe, self.vecs, self.depth = pipe, doc_vecs, depth
+    def __init__(self, docs: list[str], doc_vecs: np.ndarray, depth: int) -> None:
+        self.index = InvertedIndex()
+        self.index.add_documents(enumerate(docs))
+        self.vecs, self.depth = doc_vecs, depth
 
     def search(self, query: str, qvec: np.ndarray, w: float, k: int) -> list[tuple[int, float]]:
-        lex = self.pipe._index.search(query, max(self.depth, k))
+        lex = self.index.search(query, max(self.depth, k))
         sims = self.vecs @ qvec
         order = np.argsort(-sims, kind="stable")[: max(self.depth, k)]
         fused: dict[int, float] = {}
@@ -367,7 +371,7 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
         rows.append({"impl": "llmds", "mode": "latency", "config": label, "top_k": 10,
                      "latency_ms": latency[label]})
     if doc_vecs is not None and q_vecs is not None:
-        naive = _NaiveHybrid(pipe, doc_vecs, DEFAULT_DEPTH)
+        naive = _NaiveHybrid(c.docs, doc_vecs, DEFAULT_DEPTH)
         naive_fn = lambda i: naive.search(qs[i], q_vecs[i], DEFAULT_WEIGHT, 10)  # noqa: E731
         check = [naive_fn(i) for i in idx[:20]]
         ours = [pipe.search(qs[i], q_vecs[i], top_k=10, fusion_weight=DEFAULT_WEIGHT,
@@ -413,6 +417,7 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
     step += 1
     ctx.progress(step, steps, "query embedding")
     embedder = None
+    fw_ratios: list[dict[str, Any]] = []
     if root is not None and dense and not ctx.quick and embed_reason is None:
         embedder = _make_embedder()
         sample = qs[: min(100, len(qs))]
@@ -422,6 +427,12 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
         rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "latency",
                      "config": "embed one query", "latency_ms": latency[
                          "query embedding (MiniLM)"]})
+    if dense and doc_vecs is not None and q_vecs is not None:
+        ctx.progress(step, steps, "frameworks and filters")
+        fw = rag_frameworks.run(c, doc_vecs, q_vecs, ctx.seed, embedder, 20 if ctx.quick else 100)
+        rows += fw["rows"]
+        notes += fw["notes"]
+        fw_ratios = fw["ratios"]
     for kind, info in embed_info.items():
         rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "embedding",
                      "config": f"embed {kind}", "count": info.get("count"),
@@ -470,19 +481,19 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
     vec_label = "query vectors given" if dense else "lexical only"
     cache_case(vec_label, stream, True, repeat)
     if embedder is not None:
-        pipe_embedder = pipe._embedder
-        pipe._embedder = embedder  # text-only queries: the pipeline embeds on a miss
+        pipe_embedder = pipe.embedder
+        pipe.embedder = embedder  # text-only queries: the pipeline embeds on a miss
         try:
             cache_case("text queries, MiniLM in the loop", stream[:400], False,
                        max(2, min(repeat, 3)))
         finally:
-            pipe._embedder = pipe_embedder
+            pipe.embedder = pipe_embedder
         notes.append("'text queries, MiniLM in the loop' replays the first 400 queries of the "
                      "stream with 3 timed repeats (each miss embeds the query, ~10 ms)")
     ctx.progress(steps, steps, "done")
 
     # ---------------------------------------------------------- ratios, plots
-    ratios: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = list(fw_ratios) if dense else []
     bm25 = table["bm25"]
     # the 0.70 goal is about the full SciFact collection, not a quick subset or synthetic data
     goal = GOAL_NDCG if (root is not None and not ctx.quick) else None

@@ -10,6 +10,7 @@ changes a cache.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable
 from typing import Any
 
@@ -17,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import kv as _kv
+from llmds._torch import IndexFormat, as_array, as_index_format
 from llmds._validate import check_int
-from llmds.mem_cache.base_prefix_cache import RadixKey, kv_indices
+from llmds.mem_cache.base_prefix_cache import MatchResult, RadixKey, kv_indices
 from llmds.page_hash import TOKEN_LIMIT, encode_namespace
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "key_bytes",
     "key_token_bytes",
     "namespace",
+    "out_format",
+    "tensor_match",
 ]
 
 EMPTY_I64 = np.empty(0, dtype=np.int64)
@@ -48,7 +52,7 @@ def key_token_bytes(token_ids: Any) -> bytes:
     >>> key_token_bytes([1, 258])
     b'\\x01\\x00\\x00\\x00\\x02\\x01\\x00\\x00'
     """
-    arr = token_ids if isinstance(token_ids, np.ndarray) else np.asarray(token_ids)
+    arr = token_ids if isinstance(token_ids, np.ndarray) else as_array(token_ids, "token_ids")
     if arr.ndim != 1:
         raise TypeError(
             f"token_ids must be a 1-D sequence of ints (tuple/bigram keys are not "
@@ -115,6 +119,27 @@ def insert_args(
     if value is None:
         value = np.frombuffer(kb, dtype=_U32)
     return kb, extra, kv_indices(value, ntok, pool, owned=owned)
+
+
+def out_format(key: Any, fmt: IndexFormat | None) -> IndexFormat | None:
+    """The format of a call's index results: the cache's own (``fmt``, set by the
+    first tensor of KV indices it was given), else int64 on the device of a tensor
+    ``key``, else ``None`` (NumPy). O(1); one dict look-up when torch is not loaded.
+    """
+    if fmt is not None:
+        return fmt
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    toks = key.token_ids if isinstance(key, RadixKey) else key
+    return (toks.device, torch.int64) if isinstance(toks, torch.Tensor) else None
+
+
+def tensor_match(res: MatchResult, fmt: IndexFormat) -> MatchResult:
+    """``res`` with its indices as a tensor of format ``fmt``. O(prefix_len)."""
+    return MatchResult(indices=as_index_format(res.indices, fmt), last_node=res.last_node,
+                       prefix_len=res.prefix_len,
+                       mamba_branching_seqlen=res.mamba_branching_seqlen)
 
 
 def evict_counts(num_tokens: Any, swa_num_tokens: Any) -> tuple[int, int]:

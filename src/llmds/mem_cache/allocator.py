@@ -10,11 +10,14 @@ reference-counted allocator for the KV cache itself is
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import kv as _kv
-from llmds._validate import check_int
+from llmds._torch import as_array, require_torch, torch_or_none
+from llmds._validate import check_int, show
 from llmds.errors import CapacityError
 
 __all__ = ["TokenToKVPoolAllocator"]
@@ -33,6 +36,13 @@ class TokenToKVPoolAllocator:
 
     Names: ``size`` (the pool size in slots), ``free(indices)`` and
     ``available_size()`` (= ``num_free``) are SGLang's names for this interface.
+
+    Tensors: with ``device`` (a torch device or its name, e.g. ``"cuda:0"``),
+    ``alloc`` returns int64 tensors on that device, as SGLang's allocator does;
+    ``device`` is then a ``torch.device``. ``free`` and ``is_allocated`` take NumPy
+    arrays or tensors on any device either way. The free stack stays on the host:
+    a CUDA pool pays one host-to-device copy per ``alloc`` and one
+    device-to-host copy per ``free``.
     Pickles and deep-copies like any object of NumPy arrays.
 
     Thread safety: not thread-safe; guard it (with the cache that frees into it).
@@ -45,17 +55,26 @@ class TokenToKVPoolAllocator:
     8
     """
 
-    __slots__ = ("_free", "_in_use", "_num_free", "_positions", "_scratch", "device")
+    __slots__ = ("_free", "_in_use", "_num_free", "_positions", "_scratch", "_tensors", "device")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, device: Any = None) -> None:
         size = check_int(size, "size", minimum=0, maximum=1 << 32)
+        self._tensors = False  # alloc returns tensors on ``device``
+        dev: Any = "cpu"
+        if device is not None:
+            torch = require_torch("TokenToKVPoolAllocator(device=...)")
+            try:
+                dev = torch.device(device)
+            except (TypeError, RuntimeError, ValueError):
+                raise ValueError(f"device must be a torch device, got {show(device)}") from None
+            self._tensors = True
         # LIFO: the most recently freed slots are handed out first (cache-warm).
         self._free = np.arange(size - 1, -1, -1, dtype=np.int64)
         self._in_use = np.zeros(size, dtype=np.bool_)
         self._scratch = np.zeros(size, dtype=np.int64)
         self._positions = np.arange(min(size, 1 << 16), dtype=np.int64)
         self._num_free = size
-        self.device = "cpu"
+        self.device = dev
 
     @property
     def size(self) -> int:
@@ -80,13 +99,14 @@ class TokenToKVPoolAllocator:
 
         The prefix caches call it before taking ownership of indices (``insert``).
         """
-        idx = indices if isinstance(indices, np.ndarray) else np.asarray(indices)
+        idx = indices if isinstance(indices, np.ndarray) else as_array(indices, "indices")
         if idx.dtype.kind not in "iu":
             return idx.size == 0
         return bool(_kv.all_set(idx.reshape(-1), self._in_use))
 
     def alloc(self, n: int) -> npt.NDArray[np.int64]:
-        """Take ``n`` free slots; all or nothing. O(n).
+        """Take ``n`` free slots (a tensor on ``device`` when the pool has one); all or
+        nothing. O(n).
 
         Raises ``CapacityError`` when fewer than ``n`` are free (nothing changes).
         """
@@ -97,6 +117,9 @@ class TokenToKVPoolAllocator:
         out = self._free[top - n : top].copy()
         self._num_free = top - n
         self._in_use[out] = True
+        if self._tensors:
+            t = torch_or_none().from_numpy(out)  # loaded: the pool made its device with it
+            return t if self.device.type == "cpu" else t.to(self.device)
         return out
 
     def free(self, indices: npt.ArrayLike) -> None:
@@ -105,7 +128,7 @@ class TokenToKVPoolAllocator:
         Raises ``ValueError`` for an id out of range, a slot that is not allocated,
         or an id repeated in ``indices`` (a double free); nothing changes then.
         """
-        idx = indices if isinstance(indices, np.ndarray) else np.asarray(indices)
+        idx = indices if isinstance(indices, np.ndarray) else as_array(indices, "indices")
         if idx.dtype != np.int64:
             if idx.size == 0:
                 return

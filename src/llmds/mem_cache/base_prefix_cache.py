@@ -3,8 +3,9 @@
 Concrete caches (:class:`~llmds.mem_cache.radix_cache.RadixCache`,
 :class:`~llmds.mem_cache.chunk_cache.ChunkCache`, and later the sliding-window and
 Mamba-state variants) subclass :class:`BasePrefixCache` and return the records
-defined here. KV indices are NumPy ``int64`` arrays (``torch.from_numpy`` turns them
-into tensors without a copy; torch is not a dependency).
+defined here. KV indices are NumPy ``int64`` arrays, or torch tensors when the cache
+was given tensors (:mod:`llmds._torch` converts at the boundary; torch is optional
+and never imported by this module).
 
 The hash helpers give a stable, position-aware identity to a page of token ids
 (SHA-256, not Python's salted ``hash``), the same digests on every machine.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._torch import as_array, is_tensor
 from llmds._validate import show
 
 __all__ = [
@@ -62,6 +64,8 @@ def kv_indices(
     Traceback (most recent call last):
     ValueError: value must hold KV indices >= 0, got -1
     """
+    if not isinstance(value, np.ndarray) and is_tensor(value):
+        value = as_array(value, "value")  # a CUDA tensor: one copy to the host
     try:
         vals = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError, OverflowError):

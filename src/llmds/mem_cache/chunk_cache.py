@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._validate import show
-from llmds.mem_cache._keys import evict_counts
+from llmds.mem_cache._keys import evict_counts, out_format, tensor_match
 from llmds.mem_cache.base_prefix_cache import (
     BasePrefixCache,
     EvictResult,
@@ -49,8 +49,10 @@ class ChunkCache(BasePrefixCache):
         """Nothing to clear. O(1)."""
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
-        """Always the empty match. O(1)."""
-        return MatchResult(indices=np.empty(0, dtype=np.int64), last_node=None)
+        """Always the empty match (an empty int64 tensor on a tensor key's device). O(1)."""
+        res = MatchResult(indices=np.empty(0, dtype=np.int64), last_node=None)
+        fmt = out_format(key, None)
+        return res if fmt is None else tensor_match(res, fmt)
 
     def insert(
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any

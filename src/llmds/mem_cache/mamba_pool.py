@@ -12,16 +12,38 @@ from typing import Any
 
 import numpy as np
 
+from llmds._torch import is_torch_dtype, require_torch
 from llmds._validate import check_int, show
 from llmds.errors import CapacityError
 
 __all__ = ["MambaPool"]
 
 _MAX_BYTES = 1 << 40  # the states array is made with np.zeros (mapped lazily)
+# NumPy dtype names with a torch twin, for a NumPy dtype given with a torch device
+_TORCH_DTYPES: dict[str, Any] = {}
+
+
+def _np_ok(dtype: Any) -> bool:
+    try:
+        np.dtype(dtype)
+    except (TypeError, ValueError):
+        return False
+    if not _TORCH_DTYPES:
+        import torch
+
+        _TORCH_DTYPES.update({"float16": torch.float16, "float32": torch.float32,
+                              "float64": torch.float64, "int32": torch.int32,
+                              "int64": torch.int64, "int16": torch.int16, "int8": torch.int8,
+                              "uint8": torch.uint8})
+    return True
 
 
 class MambaPool:
-    """Fixed pool of ``size`` state slots, each a NumPy array of ``state_shape``.
+    """Fixed pool of ``size`` state slots, each an array of ``state_shape``.
+
+    ``states`` is a NumPy array, or a torch tensor when ``dtype`` is a torch dtype
+    (``torch.bfloat16`` included) or a ``device`` is given (e.g. ``"cuda:0"``; the
+    tensor is allocated there; the slot bookkeeping stays on the host).
 
     ``alloc_track_slot()`` takes a free slot (LIFO free stack, O(1)),
     ``free_track_slot(slot)`` returns it (O(1); double free / unknown slot raise
@@ -43,22 +65,41 @@ class MambaPool:
     __slots__ = ("_free", "_in_use", "states")
 
     def __init__(
-        self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32
+        self, size: int, state_shape: tuple[int, ...] = (1,), dtype: Any = np.float32,
+        device: Any = None,
     ) -> None:
         size = check_int(size, "size", minimum=0, maximum=1 << 32)
         if not isinstance(state_shape, tuple | list):
             raise TypeError(f"state_shape must be a tuple of ints, got {show(state_shape)}")
         state_shape = tuple(check_int(d, f"state_shape[{i}]", minimum=1, maximum=1 << 40)
                             for i, d in enumerate(state_shape))
-        try:
-            dt = np.dtype(dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"dtype must be a NumPy dtype, got {show(dtype)}") from None
-        nbytes = size * math.prod(state_shape) * dt.itemsize
+        torch = None
+        if is_torch_dtype(dtype) or device is not None:
+            torch = require_torch("MambaPool with a torch dtype or device")
+            if not isinstance(dtype, torch.dtype):
+                dtype = _TORCH_DTYPES.get(np.dtype(dtype).name) if _np_ok(dtype) else None
+                if dtype is None:
+                    raise TypeError(f"dtype must be a torch or NumPy float/int dtype, got "
+                                    f"{show(dtype)}")
+            itemsize = dtype.itemsize
+        else:
+            try:
+                dt = np.dtype(dtype)
+            except (TypeError, ValueError):
+                raise TypeError(f"dtype must be a NumPy dtype, got {show(dtype)}") from None
+            itemsize = dt.itemsize
+        nbytes = size * math.prod(state_shape) * itemsize
         if nbytes > _MAX_BYTES:
             raise ValueError(f"the state pool would take {nbytes} bytes (size={size} * "
-                             f"state_shape={state_shape} * {dt}), more than {_MAX_BYTES}")
-        self.states = np.zeros((size, *state_shape), dtype=dt)
+                             f"state_shape={state_shape} * {dtype}), more than {_MAX_BYTES}")
+        if torch is not None:
+            try:
+                dev = torch.device(device if device is not None else "cpu")
+            except (TypeError, RuntimeError, ValueError):
+                raise ValueError(f"device must be a torch device, got {show(device)}") from None
+            self.states: Any = torch.zeros((size, *state_shape), dtype=dtype, device=dev)
+        else:
+            self.states = np.zeros((size, *state_shape), dtype=dt)
         self._free = list(range(int(size) - 1, -1, -1))
         self._in_use = bytearray(int(size))  # indexing it costs a third of a NumPy bool's
 

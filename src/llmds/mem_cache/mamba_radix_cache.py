@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._torch import is_tensor
 from llmds._validate import check_int
 from llmds.mem_cache._keys import EMPTY_I64, evict_counts
 from llmds.mem_cache._lru import Sentinel, f_link, f_unlink, m_link, m_unlink, walk
@@ -80,7 +81,8 @@ class MambaRadixCache(RadixCache):
       SGLang's reading -- where the request's own first (stateless) node will
       start -- is the one kept.
     * ``insert(key, value=None, *, mamba_value=None)``: inserts the KV as
-      RadixCache does; with ``mamba_value`` (a slot id) the state is attached to the
+      RadixCache does; with ``mamba_value`` (a slot id, or a one-element integer
+      tensor as SGLang passes it) the state is attached to the
       node where the key ends. ``mamba_exist`` is True when that node already had a
       state: the cache keeps its own and the caller frees ``mamba_value``.
     * ``evict(num_tokens, swa_num_tokens)``: phase 1 evicts LRU unlocked leaves
@@ -229,6 +231,8 @@ class MambaRadixCache(RadixCache):
         slot = kwargs.get("mamba_value")
         if slot is None:
             return None
+        if is_tensor(slot) and slot.numel() == 1 and not slot.is_floating_point():
+            slot = int(slot.reshape(-1)[0])  # SGLang passes the slot as a 1-element tensor
         if type(slot) is not int:
             slot = check_int(slot, "mamba_value")
         n = len(key)

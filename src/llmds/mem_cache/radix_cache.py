@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._torch import IndexFormat, as_index_format, index_format
 from llmds._validate import check_int, is_int, show
 from llmds.mem_cache._keys import (
     EMPTY_I64,
@@ -32,6 +33,8 @@ from llmds.mem_cache._keys import (
     evict_counts,
     insert_args,
     key_bytes,
+    out_format,
+    tensor_match,
 )
 from llmds.mem_cache._lru import LazyHeap, unlocked_leaf
 from llmds.mem_cache._tree import TreeNode, check_tree, dump_tree, find, iter_nodes, load_tree
@@ -91,12 +94,43 @@ class RadixCache(BasePrefixCache):
     ``free`` call and, if the pool refuses, puts every victim back as it was and
     re-raises (``on_node_evict`` runs only after the pool accepted).
 
+    Tensors: keys and KV indices may be torch tensors (int32/int64, any device;
+    torch is never imported by llmds itself). The first tensor of KV indices
+    ``insert`` receives fixes the cache's *index format* (its device and dtype)
+    until :meth:`reset`; from then on ``match_prefix`` returns its indices, and
+    ``evict`` hands the pool the indices it frees, as tensors of that format (a
+    tensor key alone gives int64 on the key's device). A value on another device
+    is rejected. The tree itself keeps int64 NumPy arrays on the host: a CPU
+    tensor crosses the boundary without a copy, a CUDA tensor with one copy of
+    its indices each way (``match_prefix``: host to device; ``insert``: device
+    to host). Measured on the chat replay (page 1, CPU tensors in and out):
+    see ``llmds.bench.bench_engines``.
+
     Copies: the cache pickles and deep-copies to an independent cache with the
     same tree, times, locks and eviction order, at any tree depth (the tree is
     written as flat rows, never recursively). The token pool, ``on_node_evict``
     and any node in the same pickle come along (a node comes back as the copy's
     node at the same place), so the copy is self-consistent; both must be
     picklable (a ``lambda`` callback is not) or deep-copyable.
+
+    Remote tier (``remote=``: a page store such as :class:`llmds.dist.RedisPageStore`,
+    or a :class:`llmds.dist.RemoteTier` around one). The tree holds KV *indices*, so
+    the tier needs the data: ``kv_buffer`` is the engine's KV by slot index (a NumPy
+    array of shape ``(slots, *token_shape)``, or an object with ``row_shape``,
+    ``dtype``, ``gather(slots)`` and ``scatter(slots, rows)`` for KV kept elsewhere),
+    and ``token_to_kv_pool_allocator`` must have ``alloc(n)``. A remote page is
+    ``P`` = the store's ``page_size`` tokens, so ``page_size`` must divide ``P``; its
+    payload is the ``(P, *token_shape)`` rows of its slots, its key the
+    :mod:`llmds.page_hash` digest over ``P``-token pages and the key's ``extra_key``,
+    exactly what a :class:`~llmds.kv_cache.KVCache` with ``page_size=P`` computes, so
+    replicas built on either cache share one store. ``match_prefix`` fetches the
+    whole remote pages stored past the local match, writes their rows into new slots
+    (evicting unlocked leaves if the pool is short) and inserts them; ``insert``
+    writes back the remote pages that hold newly inserted tokens (their KV must be in
+    ``kv_buffer`` by then). A store failure is a miss or a dropped write, never an
+    error (:mod:`llmds._remote_tier`). The sliding-window and Mamba variants take no
+    ``remote``: a remote page would also need their window KV or recurrent state.
+    A cache with a remote tier cannot be pickled.
 
     Thread safety: not thread-safe; guard it with a lock when shared.
 
@@ -138,6 +172,9 @@ class RadixCache(BasePrefixCache):
         sliding_window_size: int | None = None,
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Callable[[int], None] | None = None,
+        *,
+        remote: Any = None,
+        kv_buffer: Any = None,
     ) -> None:
         page_size = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         if sliding_window_size is not None:
@@ -157,6 +194,14 @@ class RadixCache(BasePrefixCache):
         self.token_to_kv_pool_allocator = token_to_kv_pool_allocator
         self.on_node_evict = on_node_evict
         self._pb = 4 * self.page_size  # bytes per page
+        self._remote: Any = None  # llmds._remote_hooks.RadixRemote
+        if remote is not None:
+            from llmds._remote_hooks import RadixRemote
+            self._remote = RadixRemote(remote, kv_buffer, token_to_kv_pool_allocator,
+                                       self.page_size)
+        elif kv_buffer is not None:
+            raise ValueError("kv_buffer is only used with remote= (the tier reads and "
+                             "writes KV rows there)")
         self._roots: dict[Hashable, TreeNode] = {}
         self.reset()
 
@@ -173,6 +218,11 @@ class RadixCache(BasePrefixCache):
     def total_size(self) -> int:
         """All cached tokens. O(1)."""
         return self._evictable + self._protected
+
+    @property
+    def remote(self) -> Any:
+        """The :class:`llmds.dist.RemoteTier` behind ``remote=`` (``None`` without). O(1)."""
+        return None if self._remote is None else self._remote.tier
 
     @property
     def num_nodes(self) -> int:
@@ -197,6 +247,7 @@ class RadixCache(BasePrefixCache):
         # held twice would be freed twice on eviction
         size: Any = getattr(self.token_to_kv_pool_allocator, "size", None)
         self._held = np.zeros(int(size), dtype=np.bool_) if is_int(size) else None
+        self._fmt: IndexFormat | None = None  # device and dtype of tensor KV indices
         self.root_node = self._root(None)
 
     def match_prefix(self, key: RadixKey | Any) -> MatchResult:
@@ -205,17 +256,28 @@ class RadixCache(BasePrefixCache):
         Refreshes the LRU time of the matched path. When the match ends inside a
         node, that node is split so ``last_node`` ends exactly at the match (ready
         for ``inc_lock_ref``). ``key`` is a :class:`RadixKey` or a sequence of ints.
+        With ``remote=``, the whole remote pages the store holds past the local match
+        are fetched and inserted first (see the class docstring).
         """
+        if self._remote is not None:
+            return self._remote.match(self, key)
+        return self._match_local(key)
+
+    def _match_local(self, key: RadixKey | Any) -> MatchResult:
+        """:meth:`match_prefix` in this process's tree only. O(d + n)."""
         kb, extra = key_bytes(key)
         nb = len(kb)
         nb -= nb % self._pb
         root = self._roots.get(extra)
         if root is None or nb == 0:
-            return MatchResult(indices=EMPTY_I64.copy(),
-                               last_node=root if root is not None else self.root_node)
-        path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)
-        self._descend(root, path, cut, m)
-        return self._match_result(root, path, pos)
+            res = MatchResult(indices=EMPTY_I64.copy(),
+                              last_node=root if root is not None else self.root_node)
+        else:
+            path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)
+            self._descend(root, path, cut, m)
+            res = self._match_result(root, path, pos)
+        fmt = out_format(key, self._fmt)
+        return res if fmt is None else tensor_match(res, fmt)
 
     def insert(
         self, key: RadixKey | Any, value: npt.ArrayLike | None = None, **kwargs: Any
@@ -232,6 +294,10 @@ class RadixCache(BasePrefixCache):
         """
         state = self._insert_state(key, kwargs) if kwargs else None
         pool, whole = self.token_to_kv_pool_allocator, self._owns_whole_value
+        fmt = index_format(value)
+        if fmt is not None and self._fmt is not None and fmt[0] != self._fmt[0]:
+            raise ValueError(f"value is a tensor on {fmt[0]}, but this cache's KV indices "
+                             f"are on {self._fmt[0]} (the device of the first tensor it got)")
         kb, extra, vals = insert_args(key, value, pool, whole)
         if state is not None:
             state = self._check_state(state)
@@ -240,12 +306,17 @@ class RadixCache(BasePrefixCache):
         root = self._roots.get(extra)
         path, pos, cut, m = find(root, kb, nb, self._pb, self.page_size)  # read-only
         claim_indices(vals[pos >> 2 : nb >> 2], self._held, pool, not whole)
+        if fmt is not None and self._fmt is None:
+            self._fmt = fmt  # nothing below raises
         if root is None:
             if nb == 0:
                 return InsertResult(prefix_len=0, last_node=self.root_node)
             root = self._root(extra)
         node = self._descend(root, path, cut, m)
-        return self._finish_insert(node, path, pos, kb, nb, vals, state)
+        result = self._finish_insert(node, path, pos, kb, nb, vals, state)
+        if self._remote is not None:  # write back the remote pages with new tokens
+            self._remote.inserted(key, kb, pos, nb, vals)
+        return result
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
         """Evict least-recently-used unlocked leaves until ``num_tokens`` are freed.
@@ -368,9 +439,10 @@ class RadixCache(BasePrefixCache):
             )
 
     def all_values_flatten(self) -> npt.NDArray[np.int64]:
-        """Every cached KV index (all namespaces), depth-first order. O(tree)."""
+        """Every cached KV index (all namespaces), depth-first order; a tensor in the
+        cache's index format when it has one. O(tree)."""
         vals = [n.value for n in self._iter_nodes()]
-        return np.concatenate(vals) if vals else EMPTY_I64.copy()
+        return self._out(np.concatenate(vals) if vals else EMPTY_I64.copy())
 
     def pretty_print(self) -> None:
         """Print the tree (for debugging). O(tree)."""
@@ -506,10 +578,16 @@ class RadixCache(BasePrefixCache):
         return total
 
     def _free_indices(self, indices: npt.NDArray[np.int64]) -> None:
-        """Hand evicted indices back to the pool, if there is one."""
+        """Hand evicted indices back to the pool, if there is one (as a tensor in the
+        cache's index format when it has one)."""
         pool = self.token_to_kv_pool_allocator
         if pool is not None and len(indices):
-            pool.free(indices)
+            pool.free(self._out(indices))
+
+    def _out(self, indices: npt.NDArray[np.int64]) -> Any:
+        """Host indices in the cache's index format (unchanged without one). O(n)."""
+        fmt = self._fmt
+        return indices if fmt is None else as_index_format(indices, fmt)
 
     # -------------------------------------------------------------- internals
 

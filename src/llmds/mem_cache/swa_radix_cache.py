@@ -266,7 +266,7 @@ class SWARadixCache(RadixCache):
         pool = self.token_to_kv_pool_allocator
         if swa_freed and pool is not None and callable(getattr(pool, "free_swa", None)):
             try:  # first: if the pool refuses, nothing has been handed back yet
-                pool.free_swa(np.concatenate(swa_freed))
+                pool.free_swa(self._out(np.concatenate(swa_freed)))
             except BaseException:
                 self._undo(log)
                 raise

@@ -1,0 +1,373 @@
+"""The search half of :class:`~llmds.retrieval_pipeline.RetrievalPipeline`: query checks,
+embedding, filtered candidates from both indexes, fusion, the cache and the results.
+
+One code path answers ``search`` and ``search_batch``: a batch is checked, its filter
+turned into one mask, its cache hits taken, the embedder called once for the misses
+that need a vector, BM25 run as one batch and the graph as one batch (on
+``num_threads`` threads), then each query fused and converted. A single search is a
+batch of one.
+
+Lexical filtering (exact in both branches): a filter admitting fewer than a fifth
+of the documents passes their keys to BM25 (``allowed_ids``: only they are scored);
+a wider one over-fetches ``depth * n / admitted * 2 + 16`` unfiltered results and
+keeps the admitted ones, which are the filtered top ``depth`` when at least
+``depth`` pass or the list ended early; otherwise that query is redone with
+``allowed_ids``. (InvertedIndex takes ``allowed_ids`` as a list it walks in Python,
+O(admitted); a mask-taking entry would make the wide case one pass too.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmds._docstore import DocStore, Document
+from llmds._progress import Progress
+from llmds._query_cache import QueryCache
+from llmds._threads import RWLock, num_threads_for
+from llmds._validate import (
+    INT64_MAX,
+    check_bool,
+    check_choice,
+    check_finite_array,
+    check_int,
+    check_str,
+    show,
+)
+from llmds._vectors import VectorStore
+from llmds.filters import check_filter
+from llmds.fusion import FUSIONS, NO_IDS, NO_SCORES, check_weight, fuse_top_k
+from llmds.inverted_index import InvertedIndex
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmds.embed import Embedder
+
+__all__ = ["HybridSearch", "VectorStore", "as_list"]
+
+Candidates = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+Results = tuple[tuple[int, float], ...]
+_WIDE_FILTER = 5  # a filter admitting >= 1/5 of the documents over-fetches (see above)
+
+
+def as_list(values: object, name: str, what: str) -> list[Any]:
+    """``values`` (any iterable except a str/bytes/dict/set) as a list, or a TypeError."""
+    expected = f"{name} must be a sequence of {what}, got {show(values)}"
+    if isinstance(values, str | bytes | dict | set | frozenset) or not isinstance(
+            values, Iterable):
+        raise TypeError(expected)
+    try:
+        return list(values)
+    except TypeError:  # a 0-d array is Iterable but cannot be iterated
+        raise TypeError(expected) from None
+
+
+def _filter_key(filt: Mapping[str, Any]) -> str:
+    return json.dumps(filt, sort_keys=True, default=lambda o: o.item())
+
+
+class HybridSearch:
+    """The search methods of RetrievalPipeline (a base class holding no state)."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        _brute_force_max: int
+        _cache: QueryCache
+        _dense_depth: int
+        _dim: int
+        _docs: DocStore
+        _embedder: Embedder | None
+        _fusion: str
+        _index: InvertedIndex
+        _lex_lock: threading.Lock
+        _lexical_depth: int
+        _lock: RWLock
+        _metric: str
+        _normalize: Callable[[str], str]
+        _rrf_k: int
+        _vectors: VectorStore
+
+    # ------------------------------------------------------------------ vectors
+    def _vector(self, x: Any, name: str) -> npt.NDArray[np.float32]:
+        """Validate one embedding: shape (dim,) or (1, dim), finite, non-zero for cosine."""
+        arr = check_finite_array(x, name, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.shape != (self._dim,):
+            raise ValueError(f"{name} must have shape ({self._dim},), got {arr.shape}")
+        return self._prepare(arr[None, :], name)[0]
+
+    def _prepare(self, arr: npt.NDArray[np.float64], name: str) -> npt.NDArray[np.float32]:
+        """Finite float64 rows as float32 (unit length for cosine); nothing may overflow."""
+        if self._metric == "cosine":
+            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise ValueError(f"{name} has a zero vector, which has no cosine direction")
+            arr = arr / norms
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name} must fit in float32 (|x| < 3.4e38)")
+        return out
+
+    def _embed(self, texts: list[str], name: str, queries: bool = False,
+               ) -> npt.NDArray[np.float32]:
+        """The embedder's checked vectors of ``texts`` (queries go to its optional
+        ``embed_queries`` when it has one: asymmetric models embed them differently)."""
+        assert self._embedder is not None
+        embed = getattr(self._embedder, "embed_queries", None) if queries else None
+        raw = (embed or self._embedder.embed)(texts)
+        try:
+            out = np.asarray(raw)
+        except (TypeError, ValueError, OverflowError):
+            out = np.asarray(None)
+        if out.shape != (len(texts), self._dim):
+            raise ValueError(f"embedder returned shape {out.shape} for {len(texts)} texts; "
+                             f"expected ({len(texts)}, {self._dim})")
+        return self._prepare(check_finite_array(out, f"embedder output for {name}",
+                                                dtype=np.float64),
+                             f"embedder output for {name}")
+
+    def _batch_vectors(self, embeddings: Any, docs: list[str], batch_size: int,
+                       show_progress: bool) -> tuple[list[int], Any]:
+        """``(rows, vectors)`` of an ``add_documents`` batch: given ones checked, missing
+        ones embedded ``batch_size`` texts per call. Changes nothing."""
+        n = len(docs)
+        rows: list[int] = []
+        mats: list[npt.NDArray[np.float32]] = []
+        missing: list[int] = []
+        if embeddings is None:
+            missing = list(range(n))
+        elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
+            arr = check_finite_array(embeddings, "embeddings", dtype=np.float64)
+            if arr.shape != (n, self._dim):
+                raise ValueError(f"embeddings must have shape ({n}, {self._dim}), "
+                                 f"got {arr.shape}")
+            rows, mats = list(range(n)), [self._prepare(arr, "embeddings")]
+        else:
+            given = as_list(embeddings, "embeddings", "vectors or None")
+            if len(given) != n:
+                raise ValueError(f"embeddings has {len(given)} entries for {n} documents")
+            present = [i for i, e in enumerate(given) if e is not None]
+            missing = [i for i, e in enumerate(given) if e is None]
+            if present:
+                mats.append(np.stack([self._vector(given[i], f"embeddings[{i}]")
+                                      for i in present]))
+                rows.extend(present)
+        if missing and self._embedder is not None:
+            with Progress(len(missing), "embedding documents", show_progress) as bar:
+                for start in range(0, len(missing), batch_size):
+                    part = missing[start: start + batch_size]
+                    mats.append(self._embed([docs[i] for i in part], "texts"))
+                    rows.extend(part)
+                    bar.update(len(part))
+        if not rows:
+            return [], None
+        return rows, np.concatenate(mats) if len(mats) > 1 else mats[0]
+
+    # ------------------------------------------------------------------ public search
+    def search(
+        self,
+        query: str,
+        query_embedding: npt.ArrayLike | None = None,
+        top_k: int = 10,
+        fusion_weight: float = 0.5,
+        *,
+        fusion: str | None = None,
+        use_cache: bool = True,
+        filter: Mapping[str, Any] | None = None,
+        return_documents: bool = False,
+    ) -> list[Any]:
+        """The ``top_k`` best ``(doc_id, fused score)``, best first (or :class:`Document`\\ s).
+
+        ``fusion_weight`` is the dense side's share (``weighted``) or weight
+        (``rrf``); ``fusion`` overrides the pipeline's default for this call;
+        ``filter`` admits documents by metadata (:mod:`llmds.filters`);
+        ``use_cache=False`` neither reads nor fills the hot-query cache (the query
+        is still counted). See the class docstring for the cost.
+        """
+        query = check_str(query, "query")
+        q = None if query_embedding is None else self._vector(query_embedding,
+                                                              "query_embedding")
+        return self._run([query], [q], top_k, fusion_weight, fusion, use_cache, filter,
+                         return_documents, 1)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        query_embeddings: npt.ArrayLike | Sequence[npt.ArrayLike | None] | None = None,
+        top_k: int = 10,
+        fusion_weight: float = 0.5,
+        *,
+        fusion: str | None = None,
+        use_cache: bool = True,
+        filter: Mapping[str, Any] | None = None,
+        return_documents: bool = False,
+        num_threads: int = -1,
+    ) -> list[list[Any]]:
+        """:meth:`search` for every query: one result list per query, each equal to
+        what ``search`` returns for it.
+
+        ``query_embeddings``: None, an ``(n, dim)`` array, or one vector or None per
+        query; queries without one are embedded in a single embedder call (when
+        there is an embedder). The graph side runs on ``num_threads`` threads (-1:
+        all cores). O(sum of the per-query costs), the graph part divided among the
+        threads.
+        """
+        qs = [check_str(q, f"queries[{i}]") for i, q in
+              enumerate(as_list(queries, "queries", "str"))]
+        vecs: list[npt.NDArray[np.float32] | None] = [None] * len(qs)
+        if isinstance(query_embeddings, np.ndarray) and query_embeddings.ndim == 2:
+            arr = check_finite_array(query_embeddings, "query_embeddings", dtype=np.float64)
+            if arr.shape != (len(qs), self._dim):
+                raise ValueError(f"query_embeddings must have shape ({len(qs)}, "
+                                 f"{self._dim}), got {arr.shape}")
+            vecs = list(self._prepare(arr, "query_embeddings"))
+        elif query_embeddings is not None:
+            given = as_list(query_embeddings, "query_embeddings", "vectors or None")
+            if len(given) != len(qs):
+                raise ValueError(f"query_embeddings has {len(given)} entries for {len(qs)} "
+                                 "queries")
+            vecs = [None if v is None else self._vector(v, f"query_embeddings[{i}]")
+                    for i, v in enumerate(given)]
+        threads = num_threads_for(num_threads, max(len(qs), 1), 1)
+        return self._run(qs, vecs, top_k, fusion_weight, fusion, use_cache, filter,
+                         return_documents, threads)
+
+    # ------------------------------------------------------------------ the engine
+    def _run(self, queries: list[str], vecs: list[Any], top_k: Any, fusion_weight: Any,
+             fusion: Any, use_cache: Any, filt: Any, return_documents: Any,
+             threads: int) -> list[list[Any]]:
+        k = check_int(top_k, "top_k", minimum=1, maximum=INT64_MAX)
+        w = check_weight(fusion_weight)
+        mode = self._fusion if fusion is None else check_choice(fusion, "fusion", FUSIONS)
+        use = check_bool(use_cache, "use_cache") and self._cache.enabled
+        docs_out = check_bool(return_documents, "return_documents")
+        filt = check_filter(filt)
+        with self._lock.reading():
+            mask = None if filt is None else self._docs.filters.mask(filt, len(self._docs))
+            fkey = () if filt is None else (_filter_key(filt),)
+            norms, keys, results = self._cached(queries, vecs, k, w, mode, fkey, use)
+            need = [i for i, r in enumerate(results) if r is None and vecs[i] is None]
+            if need and w > 0.0 and self._embedder is not None and self._vectors.n:
+                found = self._embed([queries[i] for i in need],
+                                    "query" if len(queries) == 1 else "queries", True)
+                for j, i in enumerate(need):
+                    vecs[i] = found[j]
+            hot = [self._cache.count(norm, None if not use or norm is None else r is not None)
+                   for norm, r in zip(norms, results, strict=True)]
+            todo = [i for i, r in enumerate(results) if r is None]
+            self._fill(todo, queries, vecs, k, w, mode, mask, threads, results)
+            for i in todo:
+                if hot[i] and keys[i] is not None:
+                    self._cache.store(keys[i], results[i])  # type: ignore[arg-type]
+            return [self._output(r, docs_out) for r in results]  # type: ignore[arg-type]
+
+    def _cached(self, queries: list[str], vecs: list[Any], k: int, w: float, mode: str,
+                fkey: tuple[str, ...], use: bool,
+                ) -> tuple[list[str | None], list[Any], list[Results | None]]:
+        """Normalised queries, cache keys and cache hits (None: a miss)."""
+        m = len(queries)
+        norms: list[str | None] = [None] * m
+        keys: list[Any] = [None] * m
+        results: list[Results | None] = [None] * m
+        if not self._cache.enabled:
+            return norms, keys, results
+        for i, query in enumerate(queries):
+            norm = self._normalize(query)
+            if not isinstance(norm, str):
+                raise TypeError(f"query_normalizer must return a str, got {show(norm)}")
+            norms[i] = norm
+            if use:
+                q = vecs[i]
+                digest = (None if q is None or w == 0.0
+                          else hashlib.blake2b(q.tobytes(), digest_size=16).digest())
+                keys[i] = (norm, digest, k, w, mode, *fkey)
+                results[i] = self._cache.get(keys[i])
+        return norms, keys, results
+
+    def _fill(self, todo: list[int], queries: list[str], vecs: list[Any], k: int, w: float,
+              mode: str, mask: Any, threads: int, results: list[Results | None]) -> None:
+        """Search both sides for the queries ``todo`` and fuse each into ``results``."""
+        weights = {i: 0.0 if vecs[i] is None else w for i in todo}
+        lex_rows = [i for i in todo if weights[i] < 1.0]
+        dense_rows = [i for i in todo if weights[i] > 0.0]
+        lex = dict(zip(lex_rows, self._lexical([queries[i] for i in lex_rows],
+                                               max(self._lexical_depth, k), mask),
+                       strict=True))
+        dense: dict[int, Candidates] = {}
+        if dense_rows:
+            q = np.stack([vecs[i] for i in dense_rows])
+            dense = dict(zip(dense_rows, self._dense(q, max(self._dense_depth, k), mask,
+                                                     threads), strict=True))
+        empty = (NO_IDS, NO_SCORES)
+        for i in todo:
+            lk, ls = lex.get(i, empty)
+            dk, ds = dense.get(i, empty)
+            results[i] = tuple(fuse_top_k(lk, ls, dk, ds, weights[i], mode, self._rrf_k, k))
+
+    def _lexical(self, queries: list[str], depth: int, mask: Any) -> list[Candidates]:
+        """BM25 top ``depth`` (keys, scores) per query among the documents ``mask`` admits."""
+        n = len(self._docs)
+        empty = [(NO_IDS, NO_SCORES)] * len(queries)
+        if not queries or n == 0:
+            return empty
+        depth = min(depth, n)
+        if mask is None:
+            return self._bm25(queries, depth, None)
+        admitted = int(np.count_nonzero(mask))
+        if admitted == 0:
+            return empty
+        if admitted == n:
+            return self._bm25(queries, depth, None)
+        keys = self._docs.keys()
+        if admitted * _WIDE_FILTER < n:
+            return self._bm25(queries, depth, keys[mask])
+        fetch = min(n, depth * n // admitted * 2 + 16)
+        out = []
+        for query, (ids, scores) in zip(queries, self._bm25(queries, fetch, None), strict=True):
+            ok = mask[self._docs.slots_of_keys(ids)]
+            if int(ok.sum()) >= depth or ids.shape[0] < fetch or fetch == n:
+                out.append((ids[ok][:depth], scores[ok][:depth]))
+            else:  # too few admitted among the over-fetched: score only the admitted
+                out.append(self._bm25([query], depth, keys[mask])[0])
+        return out
+
+    def _bm25(self, queries: list[str], depth: int, allowed: Any) -> list[Candidates]:
+        with self._lex_lock:
+            ids, scores, counts = self._index.search_batch(queries, depth, allowed_ids=allowed,
+                                                           as_arrays=True)
+        return [(ids[i, :c], scores[i, :c]) for i, c in enumerate(counts.tolist())]
+
+    def _dense(self, q: npt.NDArray[np.float32], depth: int, mask: Any,
+               threads: int) -> list[Candidates]:
+        """Nearest ``depth`` (keys, scores) per row, best first, ties by key."""
+        store = self._vectors
+        found = store.search(q, depth, mask, self._brute_force_max, threads)
+        keys_of = self._docs.keys()
+        out = []
+        for slots, scores in found:
+            keys = keys_of[slots]
+            order = np.lexsort((keys, -scores))[:depth]
+            out.append((keys[order], scores[order]))
+        return out
+
+    def _output(self, results: Results, documents: bool) -> list[Any]:
+        docs = self._docs
+        if not documents:
+            if docs.id_kind != "str":
+                return list(results)
+            ids = docs.ids_of_keys([key for key, _ in results])
+            return [(d, s) for d, (_, s) in zip(ids, results, strict=True)]
+        out = []
+        for key, score in results:
+            slot = docs.slot_of_key(key)
+            out.append(Document(docs.doc_id(slot), score, docs.text(slot), docs.metadata(slot)))
+        return out

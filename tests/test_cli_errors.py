@@ -96,6 +96,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config("mean.json", {"workload": {"prompt": {"kind": "constant", "mean": 1e300}}})
     config("cost.json", {"cost": {"overhead_ms": 1e300}})
     config("rate.json", {"workload": {"rate": float("inf")}})
+    config("gpu.json", {"cost": {"gpu": "v100"}})
+    config("gpu_model.json", {"cost": {"gpu": "a100", "model": "gpt-2"}})
+    config("gpu_mix.json", {"cost": {"gpu": "a100", "overhead_ms": 3.0}})
+    # cost.gpu with the profiles in a folder that has none: LLMDS_DATA cannot help here
+    config("gpu_pages.json", {"server": {"kv_pages": 10**6}, "cost": {"gpu": "a100"}})
+    (root / "bad_vidur" / "data" / "profiling").mkdir(parents=True)
+    f["bad_vidur"] = root / "bad_vidur"
     write("deep.json", "[" * 100_000 + "]" * 100_000)
     write("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000)
     write("bad.json", "{not json")
@@ -241,6 +248,27 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("config rate inf", ["simulate", "--config", "{rate_json}"], USAGE, "workload.rate"),
     ("config requests flag over the cap", ["simulate", "--config", "{kv1_json}",
                                            "--requests", str(10**7)], USAGE, "--requests"),
+    # GPU profiles: --gpu/--model/--data and the config's cost.gpu/cost.model
+    ("simulate unknown gpu", ["simulate", "chat", "--gpu", "v100"], USAGE,
+     "--gpu: unknown GPU 'v100'; known: a100, h100"),
+    ("simulate unknown model", ["simulate", "chat", "--model", "gpt-2"], USAGE,
+     "--model: unknown model 'gpt-2'; known: llama-2-7b, llama-3-8b"),
+    ("simulate data missing", ["simulate", "chat", "--gpu", "a100", "--data", "{root}/none"],
+     USAGE, "--data folder"),
+    ("simulate data a file", ["simulate", "chat", "--gpu", "a100", "--data", "{a_file}"],
+     USAGE, "--data must be a folder"),
+    ("simulate data without profiles", ["simulate", "chat", "--gpu", "a100", "--data",
+                                        "{empty}"], USAGE, "--gpu: profiles_dir points to"),
+    ("simulate profile file missing", ["simulate", "chat", "--gpu", "a100", "--data",
+                                       "{bad_vidur}"], USAGE, "mlp.csv"),
+    ("config unknown gpu", ["simulate", "--config", "{gpu_json}"], USAGE,
+     "config key 'cost.gpu' must be one of 'a100', 'h100', got 'v100'"),
+    ("config unknown model", ["simulate", "--config", "{gpu_model_json}"], USAGE,
+     "config key 'cost.model' must be one of"),
+    ("config gpu and guessed cost", ["simulate", "--config", "{gpu_mix_json}"], USAGE,
+     "not both"),
+    ("config gpu kv over memory", ["simulate", "--config", "{gpu_pages_json}", "--data",
+                                   "{empty}"], USAGE, "config key 'cost.gpu': profiles_dir"),
 ]
 if sys.version_info >= (3, 11):
     CASES += [

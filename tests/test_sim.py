@@ -265,10 +265,19 @@ def test_bench_sim_quick_smoke():
     assert {r["name"].split(" vs ")[0] for r in saved} == {
         "exp3: memory saved by KVCache", "exp3: memory saved by RadixCache"}
     assert all(-1.0 < r["value"] < 1.0 for r in saved)
+    setups = rec["params"]["setups"]
+    assert setups[0] == bench_sim.GUESS  # (+ a100 and h100 when the profiles exist)
     exp1 = [r for r in rec["ratios"] if r["name"].startswith("exp1:")]
-    assert all(r["cost_model"]["overhead_ms"] > 0 for r in exp1)
+    assert {r["cost"] for r in exp1} == set(setups)
+    for r in exp1:
+        kind = r["cost_model"]["kind"]
+        assert (kind == "guess") == (r["cost"] == bench_sim.GUESS)
+        assert r["cost_model"]["overhead_ms"] > 0 if kind == "guess" else r["cost_model"]["gpu"]
+        # goals only on the setup the claims are judged on
+        assert (r["goal"] is not None) == (r["cost"] == bench_sim.CLAIMS_SETUP)
     mem_rows = [r for r in rec["rows"] if r.get("experiment") == "prefix_cache"]
     assert {r["cache"] for r in mem_rows} == {"off", "KVCache", "RadixCache"}
+    assert {r["cost"] for r in mem_rows} == set(setups)
 
 
 @pytest.mark.slow

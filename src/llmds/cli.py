@@ -3,6 +3,7 @@
     llmds bench [NAMES...] [--quick | --full] [--out DIR] [--data DIR] [--repeat N] [--seed S]
     llmds report [--results DIR] [--out DIR]
     llmds simulate [SCENARIO | --config FILE] [--requests N] [--seed S] [--list]
+                   [--gpu GPU] [--model MODEL] [--data DIR]
     llmds --version
 
 ``python -m llmds ...`` is the same command.
@@ -280,8 +281,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_option(known: Any, kind: str) -> Callable[[str], str]:
+    """argparse type for --gpu/--model: one of ``known`` (names them otherwise)."""
+    def parse(text: str) -> str:
+        if text not in known:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {text!r}; known: {', '.join(known)}")
+        return text
+    return parse
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from llmds.sim.config import load_config
+    from llmds.sim.config import load_config, move_to_gpu
     from llmds.sim.engine import Simulator, simulate
     from llmds.sim.metrics import format_table
     from llmds.sim.scenarios import SCENARIOS, scenario
@@ -297,10 +308,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     # Everything before the run is a check of what the user asked for: its ValueErrors
     # (bad config keys, sizes over the caps, requests that cannot fit the server) are
     # usage errors. Errors during the run are not.
+    on_gpu = args.gpu is not None or args.model is not None
+    data = None
+    if args.data is not None:
+        data = _input_folder(args.data, "--data")
     try:
+        keep_pages = False
         if args.config is not None:
-            spec = load_config(args.config)
+            spec = load_config(args.config, data)
             requests, config = spec.build(args.requests, args.seed)
+            keep_pages = spec.kv_pages_given
             label = Path(args.config).name
         else:
             if args.scenario not in SCENARIOS:
@@ -311,7 +328,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 0 if args.seed is None else args.seed,
             )
             label = args.scenario
+        if on_gpu:
+            config = move_to_gpu(config, args.gpu or "a100", args.model or "llama-2-7b",
+                                 profiles_dir=data, keep_kv_pages=keep_pages)
+            label += f" on {args.gpu or 'a100'}/{args.model or 'llama-2-7b'}"
         Simulator(config).validate(requests)
+    except FileNotFoundError as exc:  # the GPU profiles (--gpu, or cost.gpu in a config)
+        raise UsageError(f"--gpu: {exc}" if on_gpu else str(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     bar = ProgressBar(1)
@@ -391,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=seed, default=None,
                      help=f"workload seed, 0..{_MAX_SEED} (default: 0, or the config's)")
     sim.add_argument("--list", action="store_true", help="list the scenarios")
+    from llmds.sim.profiles.hardware import GPUS, MODELS
+
+    sim.add_argument("--gpu", type=_gpu_option(GPUS, "GPU"), default=None,
+                     help=f"time iterations with Vidur's GPU profiles of this GPU ("
+                          f"{', '.join(GPUS)}; default a100 when --model is given) and size "
+                          "the KV pool as vLLM would")
+    sim.add_argument("--model", type=_gpu_option(MODELS, "model"), default=None,
+                     help=f"the model on that GPU ({', '.join(MODELS)}; default llama-2-7b "
+                          "when --gpu is given)")
+    sim.add_argument("--data", default=None,
+                     help="datasets folder holding serving/vidur (default: $LLMDS_DATA, then "
+                          "../shared/datasets)")
     sim.set_defaults(func=cmd_simulate)
     return parser
 

@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, str] = {
     "sim": "bench_sim",
     "redis": "bench_redis",
     "remote_tier": "bench_remote_tier",
+    "sim_profiles": "bench_sim_profiles",
+    "sim_cluster": "bench_sim_cluster",
 }
 
 

@@ -4,12 +4,16 @@
    model fitted on the rest, relative error on the hidden ones (goal: median < 5%,
    p95 < 15% for every op).
 2. The profiles README's hand-worked figures (goal: within 2%).
-3. Published end-to-end numbers (TensorRT-LLM, vLLM via FlightLLM's artefact) vs the
-   predictions, with every setup difference (goal: first-token latency within 20% of
+3. Published end-to-end numbers (TensorRT-LLM, vLLM via FlightLLM's artefact, and
+   vLLM's LLaMA-7B ShareGPT request rates simulated end to end) vs the predictions,
+   with every setup difference (goal: first-token latency within 20% of
    TensorRT-LLM's at 128 and 2048 tokens). The simulator's old guessed
    :class:`~llmds.sim.CostModel` is the baseline column.
 4. KV capacity from the model shape per GPU and model, against vLLM's logged figure.
-5. CPU cost of ``iteration_ms`` (the simulator calls it once per iteration), with the
+5. The prefill rule: Vidur's (summed KV over a batch's prefill chunks, extrapolated
+   past the profile and counted) vs a per-request sum, on the multi-turn chat trace
+   (A100, Llama-2-7B): TTFT, throughput and how many look-ups left the profile.
+6. CPU cost of ``iteration_ms`` (the simulator calls it once per iteration), with the
    old CostModel's call as the baseline.
 
 Needs Vidur's profiles (``serving/vidur`` in the datasets folder); without them the
@@ -24,8 +28,9 @@ from typing import Any
 
 from llmds.bench import harness
 from llmds.bench.harness import BenchContext
-from llmds.sim import CostModel
+from llmds.sim import CostModel, SimConfig, simulate, trace_workload
 from llmds.sim.profiles import GPUS, MODELS, ProfileCostModel, kv_capacity_tokens, kv_pages
+from llmds.sim.profiles.cost import PREFILL_RULES
 from llmds.sim.profiles.hardware import GIB
 from llmds.sim.profiles.tables import find_profiles_dir
 from llmds.sim.profiles.validation import (
@@ -36,6 +41,7 @@ from llmds.sim.profiles.validation import (
     holdout_errors,
     published_comparisons,
 )
+from llmds.sim.workloads import multi_turn_chat_trace
 
 NAME = "sim_profiles"
 TITLE = "Simulator cost model from GPU profiles: held-out error, validation, KV capacity"
@@ -79,8 +85,40 @@ def _timing_rows(ctx: BenchContext, model: ProfileCostModel) -> tuple[list[dict[
     return rows, per_call
 
 
+def _prefill_rule_rows(ctx: BenchContext, root: Any) -> tuple[list[dict[str, Any]],
+                                                               list[dict[str, Any]]]:
+    """The chat trace under each prefill rule: at 0.9 of its caching-off capacity, and
+    at saturation (every request at once), where prefills coincide most."""
+    n = 300 if ctx.quick else 2000
+    trace = multi_turn_chat_trace(n, seed=ctx.seed)
+    off = SimConfig.on_gpu("a100", "llama-2-7b", profiles_dir=root, prefix_caching=False)
+    cap = simulate(trace_workload(trace, 1e5, seed=ctx.seed), off).metrics["request_throughput"]
+    rows, ratios = [], []
+    for load, rate in ((0.9, 0.9 * cap), ("saturation", 1e5)):
+        reqs = trace_workload(trace, rate, seed=ctx.seed)
+        by = {}
+        for rule in PREFILL_RULES:
+            cfg = SimConfig.on_gpu("a100", "llama-2-7b", profiles_dir=root, prefill_rule=rule)
+            m = by[rule] = simulate(reqs, cfg).metrics
+            rows.append({"impl": "llmds.sim", "experiment": "prefill rule",
+                         "prefill_rule": rule, "num_requests": n, "load": load,
+                         "p50_ttft_ms": m["ttft_ms"]["p50"], "p95_ttft_ms": m["ttft_ms"]["p95"],
+                         "p95_tpot_ms": m["tpot_ms"]["p95"],
+                         "request_throughput": m["request_throughput"],
+                         "num_iterations": m["num_iterations"],
+                         "num_extrapolated": m["num_extrapolated"]})
+        a, b = by["per_request"], by["vidur"]
+        ratios += [
+            {"name": f"TTFT p95 per-request / Vidur prefill rule (chat trace, A100, load {load})",
+             "value": a["ttft_ms"]["p95"] / b["ttft_ms"]["p95"], "goal": None},
+            {"name": f"look-ups extrapolated per iteration, Vidur prefill rule (chat trace, "
+                     f"A100, load {load})",
+             "value": b["num_extrapolated"] / b["num_iterations"], "goal": None}]
+    return rows, ratios
+
+
 def run(ctx: BenchContext) -> dict[str, Any]:
-    total = 5
+    total = 6
     try:
         root = find_profiles_dir(ctx.dataset("serving", "vidur") or ctx.data_dir)
     except FileNotFoundError as e:
@@ -112,6 +150,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         if r["metric"].startswith("first-token latency"):
             ratios.append({"name": f"|error| vs TensorRT-LLM {r['metric']}",
                            "value": abs(r["error"]), "goal": 0.20, "higher_is_better": False})
+        elif "requests/s" in r["metric"]:
+            ratios.append({"name": f"error vs {r['reference'].split(' (')[0]}: {r['metric']}",
+                           "value": r["error"], "goal": None})
     guesses = {("first-token latency", 128): _guess_ms([], [(128, 0)]),
                ("first-token latency", 2048): _guess_ms([], [(2048, 0)])}
     for (what, n), ms in guesses.items():
@@ -131,7 +172,11 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                          if (gpu_name, model_name) == ("a100", "llama-2-7b") else None})
     ratios.append({"name": "KV pages / vLLM's logged blocks (A100, Llama-2-7B)",
                    "value": kv_pages("a100", "llama-2-7b") / VLLM_LOGGED_BLOCKS, "goal": None})
-    ctx.progress(4, total, "call cost")
+    ctx.progress(4, total, "prefill rule on the chat trace")
+    more_rows, more_ratios = _prefill_rule_rows(ctx, root)
+    rows += more_rows
+    ratios += more_ratios
+    ctx.progress(5, total, "call cost")
     cost = ProfileCostModel.from_profiles("a100", "llama-2-7b", root)
     timing, per_call = _timing_rows(ctx, cost)
     rows += timing
@@ -200,6 +245,13 @@ def main() -> int:
                                      ("pages of 16", "pages_16", "d"), ("tokens", "tokens", "d"),
                                      ("KV GiB", "kv_gib", ".2f"),
                                      ("vLLM logged", "vllm_logged_blocks", "d")]))
+    print("\n## Prefill rule on the chat trace (A100, Llama-2-7B)\n")
+    print(_table(by["prefill rule"], [("rule", "prefill_rule", "s"), ("load", "load", ""),
+                                      ("TTFT p50", "p50_ttft_ms", ".1f"),
+                                      ("TTFT p95", "p95_ttft_ms", ".1f"),
+                                      ("TPOT p95", "p95_tpot_ms", ".1f"),
+                                      ("req/s", "request_throughput", ".3f"),
+                                      ("extrapolated", "num_extrapolated", "d")]))
     print("\n## Cost per call (CPU us, indicative)\n")
     print(_table(by["call cost"], [("impl", "impl", "s"), ("batch", "batch", "s"),
                                    ("us/call", "us_per_call", ".2f")]))

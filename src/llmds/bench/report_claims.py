@@ -8,6 +8,11 @@ in each claim's ``criterion`` so a reader can re-judge from the evidence table.
 
 No number is typed in here except the claims' own thresholds, which are quoted from the
 claim's text (:data:`CLAIM_STATEMENTS`).
+
+The serving simulator's record (``sim``) holds the experiments on several cost models
+("setups", each row and ratio tagged ``cost``); the claims are judged on the setup its
+``params.claims_setup`` names (the GPU-profile model of an A100 with Llama-2-7B), and
+on every row of records written before setups existed.
 """
 
 from __future__ import annotations
@@ -88,6 +93,14 @@ def _num(value: Any) -> float | None:
         else None
 
 
+def _claims_setup(rec: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """Which rows/ratios of the ``sim`` record the claims are judged on (see above)."""
+    setup = (rec.get("params") or {}).get("claims_setup")
+    if setup is None:
+        return lambda item: True
+    return lambda item: item.get("cost", setup) == setup
+
+
 def _prefix_sharing(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
     kv = recs.get("kv_cache")
     if kv is not None:
@@ -101,8 +114,10 @@ def _prefix_sharing(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
                 saved >= 0.30))
     sim = recs.get("sim")
     if sim is not None:
+        judged = _claims_setup(sim)
         for r in sim.get("ratios", []):
-            if "memory saved" in r.get("name", "") and _num(r.get("value")) is not None:
+            if ("memory saved" in r.get("name", "") and _num(r.get("value")) is not None
+                    and judged(r)):
                 c.evidence.append(Evidence(
                     r["name"], r["value"], f"{sim['_file']}: ratios[{r['name']!r}]",
                     float(r["value"]) >= 0.30))
@@ -125,8 +140,9 @@ def _max_wait(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
         c.remarks.append("No sim result: run `llmds bench sim`.")
         return
     oks = []
+    judged = _claims_setup(sim)
     for row in sim.get("rows", []):
-        if _num(row.get("max_wait_ms")) != 50.0 or "load" not in row:
+        if _num(row.get("max_wait_ms")) != 50.0 or "load" not in row or not judged(row):
             continue
         cap, p95 = _num(row.get("capacity_vs_full")), _num(row.get("p95_e2e_ms"))
         if cap is None or p95 is None:
@@ -139,8 +155,16 @@ def _max_wait(recs: dict[str, dict[str, Any]], c: ClaimCheck) -> None:
         c.evidence.append(Evidence(f"p95 end-to-end ms, load {row['load']}", p95,
                                    where + ".p95_e2e_ms", p95_ok))
     c.verdict = _verdict(oks, any_suffices=True)
-    cost = (sim.get("params") or {}).get("cost_model")
-    if isinstance(cost, dict):
+    params = sim.get("params") or {}
+    setup = params.get("claims_setup")
+    cost = (params.get("cost_models") or {}).get(setup) if setup else params.get("cost_model")
+    if isinstance(cost, dict) and cost.get("kind") == "gpu profiles":
+        c.remarks.append(
+            f"Simulated on the {setup} setup: every iteration timed from measured GPU "
+            f"operator profiles ({cost.get('gpu_description')}, {cost.get('model')}, "
+            f"attention {cost.get('attention_source')}), not on the old guessed cost "
+            "model, whose rows the sim record also holds.")
+    elif isinstance(cost, dict):
         c.remarks.append("Simulated with cost parameters " + ", ".join(
             f"{k}={v}" for k, v in cost.items()) + "; absolute latencies are only as good "
             "as these parameters, the throughput fraction is the robust figure.")

@@ -9,8 +9,14 @@ the modules it lists), :mod:`llmds.sim.kv_backends` and :mod:`llmds.sim.workload
     result = simulate(synthetic_workload(1000, rate=5.0, seed=0), SimConfig())
     result.metrics["ttft_ms"]["p95"], result.metrics["goodput"]
 
-Absolute times are only as good as the :class:`CostModel` parameters; comparisons
-between policies under the same parameters are the point.
+Absolute times are only as good as the cost model: the guessed :class:`CostModel`
+by default, or measured GPU profiles with :meth:`SimConfig.on_gpu` (Vidur's operator
+timings of Llama-2-7B/Llama-3-8B on an A100 or H100, :mod:`llmds.sim.profiles`).
+:mod:`llmds.sim.cluster` puts several servers behind a router::
+
+    from llmds.sim import Cluster, SimConfig
+    cfg = SimConfig.on_gpu("a100", "llama-2-7b", kv_backend="radix")
+    Cluster(cfg, num_replicas=4, router="cache_aware").run(requests).metrics
 """
 
 from llmds.sim.arrivals import (
@@ -21,6 +27,14 @@ from llmds.sim.arrivals import (
     arrival_times,
     synthetic_workload,
     trace_workload,
+)
+from llmds.sim.cluster import (
+    ROUTERS,
+    Cluster,
+    ClusterResult,
+    RouterConfig,
+    SharedTier,
+    simulate_cluster,
 )
 from llmds.sim.cost_model import CostModel
 from llmds.sim.engine import (
@@ -41,14 +55,19 @@ __all__ = [
     "KV_BACKENDS",
     "MODES",
     "POLICIES",
+    "ROUTERS",
     "SCENARIOS",
     "ChatRequest",
+    "Cluster",
+    "ClusterResult",
     "CostModel",
     "KVCacheBackend",
     "LengthDist",
     "RadixBackend",
     "RequestRecord",
+    "RouterConfig",
     "SLOClass",
+    "SharedTier",
     "SimConfig",
     "SimRequest",
     "SimResult",
@@ -60,6 +79,7 @@ __all__ = [
     "multi_turn_chat_trace",
     "scenario",
     "simulate",
+    "simulate_cluster",
     "summarize",
     "synthetic_workload",
     "trace_workload",

@@ -32,15 +32,25 @@ Schema (every key optional; defaults in brackets). Unknown keys and bad values r
     server:      SimConfig fields: mode, policy, max_num_seqs, max_wait_ms,
                  max_num_batched_tokens, chunked_prefill, kv_backend, kv_page_size,
                  kv_pages, prefix_caching, qps_limit, token_rate_limit
-    cost:        CostModel fields: overhead_ms, per_token_ms, prefill_quad_ms,
-                 per_kv_token_ms
+    cost:        either CostModel fields (the guessed model): overhead_ms,
+                 per_token_ms, prefill_quad_ms, per_kv_token_ms;
+                 or a GPU and model (Vidur's profiles, see :meth:`SimConfig.on_gpu`):
+                 gpu ("a100" | "h100"), model ("llama-2-7b" | "llama-3-8b"),
+                 cpu_overhead (bool) [false], prefill_rule ("vidur" | "per_request")
+                 ["vidur"], gpu_memory_utilization (0, 1] [0.9]; server.kv_pages then
+                 defaults to the pages that model's KV fits in (vLLM's rule)
 
 Example (JSON)::
 
     {"requests": 500, "workload": {"source": "chat_trace", "rate": 4.0},
      "tenants": [{"name": "a", "share": 3}, {"name": "b", "weight": 2}],
      "server": {"policy": "fair", "kv_backend": "radix", "kv_pages": 4096},
-     "cost": {"overhead_ms": 6.0}}
+     "cost": {"gpu": "a100", "model": "llama-2-7b"}}
+
+The profiles are found as :func:`llmds.sim.profiles.find_profiles_dir` finds them
+(``profiles_dir`` of :func:`load_config`, which ``llmds simulate --data`` sets, then
+``$LLMDS_DATA``, then ``../shared/datasets``); missing ones are a ``ValueError``
+naming the key.
 
 Thread safety: :class:`SimConfig` and :class:`SimSpec` are immutable; the functions
 are pure. Safe from any number of threads.
@@ -49,8 +59,10 @@ are pure. Safe from any number of threads.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +89,9 @@ from llmds.sim.arrivals import (
 )
 from llmds.sim.cost_model import CostModel
 from llmds.sim.kv_backends import KV_BACKENDS
+from llmds.sim.profiles.cost import PREFILL_RULES, ProfileCostModel
+from llmds.sim.profiles.hardware import GPUS, MODELS, get_gpu, get_model, kv_pages
+from llmds.sim.profiles.tables import find_profiles_dir
 from llmds.sim.workloads import (
     TRACE_PARAMS,
     check_num_requests,
@@ -92,7 +107,9 @@ __all__ = [
     "SimConfig",
     "SimSpec",
     "load_config",
+    "move_to_gpu",
     "parse_config",
+    "profile_cost",
     "read_text_file",
 ]
 
@@ -107,6 +124,44 @@ _MAX_KV_PAGES = 1 << 22  # ~50 bytes of allocator bookkeeping per page: ~200 MiB
 _MAX_PAGE_SIZE = 1 << 16
 _MAX_NUM_SEQS = 1 << 20
 _MAX_BATCHED_TOKENS = (1 << 31) - 1  # the Scheduler's per-request token limit
+
+
+_PROFILES: dict[tuple[Any, ...], ProfileCostModel] = {}
+_PROFILES_LOCK = threading.Lock()
+
+
+def profile_cost(
+    gpu: str = "a100",
+    model: str = "llama-2-7b",
+    profiles_dir: str | os.PathLike[str] | None = None,
+    *,
+    cpu_overhead: bool = False,
+    prefill_rule: str = "vidur",
+) -> ProfileCostModel:
+    """The simulator's profile cost model for a GPU and model, built once per setting.
+
+    ``ProfileCostModel.from_profiles(..., extrapolate=True)``: a batch beyond the
+    profiled range (a decode batch above 128, KV beyond 4096 tokens, summed prefill KV
+    of several prefix-cached prompts above 4096) is extended linearly and counted, and
+    every run reports its own count as ``metrics["num_extrapolated"]``. The model is
+    shared by every config built with the same arguments (~0.2 s to build). Raises
+    ``ValueError`` for an unknown GPU or model (naming the known ones) or a bad
+    setting, ``FileNotFoundError`` when the profiles are missing and
+    :class:`~llmds.errors.CorruptFileError` for a malformed profile. Thread-safe.
+    """
+    get_gpu(gpu)
+    get_model(model)
+    check_bool(cpu_overhead, "cpu_overhead")
+    check_choice(prefill_rule, "prefill_rule", PREFILL_RULES)
+    root = find_profiles_dir(profiles_dir)
+    key = (gpu, model, str(root), cpu_overhead, prefill_rule)
+    with _PROFILES_LOCK:
+        cost = _PROFILES.get(key)
+        if cost is None:
+            cost = ProfileCostModel.from_profiles(gpu, model, root, cpu_overhead=cpu_overhead,
+                                                  extrapolate=True, prefill_rule=prefill_rule)
+            _PROFILES[key] = cost
+    return cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +181,13 @@ class SimConfig:
     control; set either to enable it, the other then defaults to unlimited-ish
     1e12); ``tenants``: a tuple of :class:`~llmds.sim.arrivals.Tenant` (per-tenant
     buckets and ``policy="fair"`` weights; tenants not listed have weight 1 and no
-    bucket); ``cost``: the iteration cost model.
+    bucket); ``cost``: the iteration cost model, the guessed
+    :class:`~llmds.sim.cost_model.CostModel` or a GPU's
+    :class:`~llmds.sim.profiles.ProfileCostModel` (:meth:`on_gpu` builds both it
+    and the KV pool its GPU holds). With a profile model ``kv_pages`` may not exceed
+    what the model's KV fits in the GPU's whole memory (``kv_pages(gpu, model,
+    kv_page_size, gpu_memory_utilization=1.0)``), so no simulated batch holds KV that
+    would not fit: the profiles' decode rows beyond that memory are never used.
 
     Thread safety: immutable; share it freely.
     """
@@ -142,7 +203,7 @@ class SimConfig:
     prefix_caching: bool = True
     qps_limit: float | None = None
     token_rate_limit: float | None = None
-    cost: CostModel = field(default_factory=CostModel)
+    cost: CostModel | ProfileCostModel = field(default_factory=CostModel)
     kv_backend: str = "kvcache"
     tenants: tuple[Tenant, ...] = ()
 
@@ -164,8 +225,11 @@ class SimConfig:
         for name in ("qps_limit", "token_rate_limit"):
             if getattr(self, name) is not None:
                 check_number(getattr(self, name), name, minimum=0.0, exclusive_minimum=True)
-        if not isinstance(self.cost, CostModel):
-            raise TypeError(f"cost must be a CostModel, got {show(self.cost)}")
+        if isinstance(self.cost, ProfileCostModel):
+            self._check_kv_memory(self.cost)
+        elif not isinstance(self.cost, CostModel):
+            raise TypeError(f"cost must be a CostModel or a ProfileCostModel, got "
+                            f"{show(self.cost)}")
         check_choice(self.kv_backend, "kv_backend", KV_BACKENDS)
         check_bool(self.chunked_prefill, "chunked_prefill")
         check_bool(self.prefix_caching, "prefix_caching")
@@ -176,6 +240,61 @@ class SimConfig:
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError(f"tenants must have distinct names, got {names}")
+
+    def _check_kv_memory(self, cost: ProfileCostModel) -> None:
+        gpu, model = cost.gpu.name, cost.model.name
+        most = kv_pages(gpu, model, self.kv_page_size, gpu_memory_utilization=1.0)
+        if self.kv_pages > most:
+            usual = kv_pages(gpu, model, self.kv_page_size)
+            raise ValueError(
+                f"kv_pages must be <= {most} for {model} on {gpu} (its KV in the whole GPU "
+                f"memory, pages of {self.kv_page_size} tokens; vLLM's default 0.9 "
+                f"utilisation gives {usual}), got {self.kv_pages}"
+            )
+
+    @classmethod
+    def on_gpu(
+        cls,
+        gpu: str = "a100",
+        model: str = "llama-2-7b",
+        *,
+        profiles_dir: str | os.PathLike[str] | None = None,
+        cpu_overhead: bool = False,
+        prefill_rule: str = "vidur",
+        gpu_memory_utilization: float = 0.9,
+        **fields: Any,
+    ) -> SimConfig:
+        """A server on ``gpu`` serving ``model``: the profile cost model and its KV pool.
+
+        ``cost`` is :func:`profile_cost` (Vidur's profiles, flagged extrapolation);
+        ``kv_pages``, unless given, is what vLLM would allocate
+        (:func:`llmds.sim.profiles.kv_pages` at ``gpu_memory_utilization``: 7,463
+        pages of 16 tokens for Llama-2-7B on an A100-80GB). Other ``fields`` are
+        :class:`SimConfig`'s. ~0.2 s the first time per setting (the tables).
+        """
+        cost = profile_cost(gpu, model, profiles_dir, cpu_overhead=cpu_overhead,
+                            prefill_rule=prefill_rule)
+        if "kv_pages" not in fields:
+            fields["kv_pages"] = kv_pages(gpu, model, fields.get("kv_page_size", 16),
+                                          gpu_memory_utilization=gpu_memory_utilization)
+        return cls(cost=cost, **fields)
+
+
+def move_to_gpu(
+    config: SimConfig,
+    gpu: str = "a100",
+    model: str = "llama-2-7b",
+    *,
+    profiles_dir: str | os.PathLike[str] | None = None,
+    keep_kv_pages: bool = False,
+) -> SimConfig:
+    """``config`` moved onto a GPU: its profile cost model and (unless ``keep_kv_pages``)
+    the KV pages vLLM would allocate there (what ``llmds simulate --gpu`` does). O(1)."""
+    fields: dict[str, Any] = {"kv_page_size": config.kv_page_size}
+    if keep_kv_pages:
+        fields["kv_pages"] = config.kv_pages
+    moved = SimConfig.on_gpu(gpu, model, profiles_dir=profiles_dir, **fields)
+    return replace(config, cost=moved.cost, kv_pages=moved.kv_pages)
 
 
 _TOP = ("requests", "seed", "workload", "slo_classes", "tenants", "server", "cost")
@@ -188,6 +307,7 @@ _SERVER = ("mode", "policy", "max_num_seqs", "max_wait_ms", "max_num_batched_tok
            "chunked_prefill", "kv_backend", "kv_page_size", "kv_pages", "prefix_caching",
            "qps_limit", "token_rate_limit")
 _COST = ("overhead_ms", "per_token_ms", "prefill_quad_ms", "per_kv_token_ms")
+_COST_GPU = ("gpu", "model", "cpu_overhead", "prefill_rule", "gpu_memory_utilization")
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -209,6 +329,7 @@ class SimSpec:
     trace: dict[str, Any]
     slo_classes: tuple[SLOClass, ...]
     config: SimConfig
+    kv_pages_given: bool = False  # server.kv_pages was in the file (--gpu keeps it)
 
     @property
     def tenants(self) -> tuple[Tenant, ...]:
@@ -303,8 +424,47 @@ def _workload(wl: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_config(data: Any) -> SimSpec:
-    """Validate a config mapping (the parsed JSON/TOML) into a :class:`SimSpec`. O(size)."""
+def _cost(table: dict[str, Any], server: dict[str, Any],
+          profiles_dir: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
+    """The ``cost`` table as a cost model, and the server fields it implies. O(1).
+
+    GPU keys build the profile model (:func:`profile_cost`; server.kv_pages then
+    defaults to that model's pages); otherwise the keys are CostModel fields.
+    """
+    gpu_keys = [k for k in table if k in _COST_GPU]
+    if not gpu_keys:
+        return _make("cost", CostModel, **table), {}
+    if len(gpu_keys) < len(table):
+        raise ValueError("config key 'cost': give either gpu/model (Vidur's GPU profiles: "
+                         f"{', '.join(_COST_GPU)}) or the guessed model's "
+                         f"{', '.join(_COST)}, not both")
+    gpu = _make("cost.gpu", check_choice, table.get("gpu", "a100"), _key("cost.gpu"), GPUS)
+    model = _make("cost.model", check_choice, table.get("model", "llama-2-7b"),
+                  _key("cost.model"), MODELS)
+    util = _make("cost.gpu_memory_utilization", check_number,
+                 table.get("gpu_memory_utilization", 0.9), _key("cost.gpu_memory_utilization"),
+                 minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    try:
+        cost = _make("cost", profile_cost, gpu, model, profiles_dir,
+                     cpu_overhead=table.get("cpu_overhead", False),
+                     prefill_rule=table.get("prefill_rule", "vidur"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"{_key('cost.gpu')}: {exc}") from None
+    extra: dict[str, Any] = {}
+    if "kv_pages" not in server:
+        page = server.get("kv_page_size", 16)
+        extra["kv_pages"] = _make("server.kv_page_size", kv_pages, gpu, model, page,
+                                  gpu_memory_utilization=util)
+    return cost, extra
+
+
+def parse_config(
+    data: Any, profiles_dir: str | os.PathLike[str] | None = None
+) -> SimSpec:
+    """Validate a config mapping (the parsed JSON/TOML) into a :class:`SimSpec`. O(size).
+
+    ``profiles_dir``: where to look for the GPU profiles first (``cost.gpu``).
+    """
     top = _table(data, "", _TOP)
     requests = _make("requests", check_size, top.get("requests", 2000), _key("requests"),
                      maximum=MAX_REQUESTS)
@@ -319,14 +479,18 @@ def parse_config(data: Any) -> SimSpec:
         _make(f"tenants[{i}]", Tenant, **_table(t, f"tenants[{i}]", _TENANT))
         for i, t in enumerate(_list(top.get("tenants", []), "tenants"))
     )
-    cost = _make("cost", CostModel, **_table(top.get("cost", {}), "cost", _COST))
     server = _table(top.get("server", {}), "server", _SERVER)
-    config = _make("server", SimConfig, **server, cost=cost, tenants=tenants)
+    cost, implied = _cost(_table(top.get("cost", {}), "cost", _COST + _COST_GPU), server,
+                          profiles_dir)
+    config = _make("server", SimConfig, **server, **implied, cost=cost, tenants=tenants)
     return SimSpec(requests, seed, wl["source"], wl["rate"], wl["process"], wl["cv"],
-                   wl["prompt"], wl["output"], wl["trace"], slo, config)
+                   wl["prompt"], wl["output"], wl["trace"], slo, config,
+                   kv_pages_given="kv_pages" in server)
 
 
-def load_config(path: str | Path) -> SimSpec:
+def load_config(
+    path: str | Path, profiles_dir: str | os.PathLike[str] | None = None
+) -> SimSpec:
     """Read and validate a config file: ``.toml`` as TOML, anything else as JSON. O(size).
 
     Raises ``ValueError`` (naming the file) for missing, unreadable, non-regular,
@@ -351,4 +515,4 @@ def load_config(path: str | Path) -> SimSpec:
         raise ValueError(f"config file {str(p)!r} is nested too deeply to be a config") from None
     except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, int digit limits
         raise ValueError(f"config file {str(p)!r} is not valid {kind}: {exc}") from None
-    return parse_config(data)
+    return parse_config(data, profiles_dir)

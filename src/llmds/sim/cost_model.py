@@ -11,7 +11,10 @@ chunk adding ~20 ms of attention, 0.3 ms per 1k KV tokens read); they were not
 measured. **Absolute times are only as good as the parameters**: fit them with
 :meth:`CostModel.fit` from measured ``(batch shape, latency)`` pairs before trusting
 a millisecond figure. Comparisons between policies under the same parameters are the
-point of the simulator.
+point of the simulator. :class:`~llmds.sim.profiles.ProfileCostModel` is the
+measured alternative (Vidur's GPU operator profiles); both answer the two calls the
+simulator makes, :meth:`CostModel.iteration_ms_mix` (one continuous-batching
+iteration) and :meth:`CostModel.decode_steps_ms` (a micro-batch's decode phase).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from llmds._validate import check_number
 
@@ -59,6 +63,37 @@ class CostModel:
             + self.prefill_quad_ms * sum_sq_chunk
             + self.per_kv_token_ms * kv_tokens_read
         )
+
+    def iteration_ms_mix(
+        self, num_decode: int, decode_kv_sum: int, prefill_chunks: Sequence[tuple[int, int]]
+    ) -> float:
+        """One iteration from its decode totals and prefill ``(chunk, cached)`` pairs. O(k).
+
+        The simulator's call (ints, not checked): ``num_decode`` decode steps reading
+        ``decode_kv_sum`` KV tokens, plus ``prefill_chunks``; the cached tokens of a
+        chunk do not enter this model. Same value as :meth:`iteration_ms` of the totals.
+
+        >>> CostModel(1.0, 0.5, 0.01, 0.001).iteration_ms_mix(2, 1000, [(10, 64)])
+        9.0
+        """
+        tokens, sq = num_decode, 0
+        for chunk, _cached in prefill_chunks:
+            tokens += chunk
+            sq += chunk * chunk
+        return self.iteration_ms(tokens, sq, decode_kv_sum)
+
+    def decode_steps_ms(
+        self, num_decode: npt.ArrayLike, decode_kv_sum: npt.ArrayLike
+    ) -> npt.NDArray[np.float64]:
+        """Times of pure-decode iterations, vectorised (micro-batch decode phases). O(n).
+
+        Element ``s`` is ``iteration_ms(num_decode[s], 0, decode_kv_sum[s])``, 0 where
+        ``num_decode[s] == 0``.
+        """
+        n = np.asarray(num_decode)
+        kv = np.asarray(decode_kv_sum)
+        step = self.overhead_ms + self.per_token_ms * n + self.per_kv_token_ms * kv
+        return np.where(n > 0, step, 0.0).astype(np.float64)
 
     @classmethod
     def fit(cls, samples: Iterable[Sequence[float]]) -> CostModel:

@@ -9,7 +9,8 @@ sharing) or :class:`~llmds.mem_cache.RadixCache` over a
 :class:`~llmds.paged_allocator.PagedAllocator` (``kv_backend="radix"``: match, lock,
 LRU-evict, insert). ``prefix_caching=False`` turns prefix reuse off in either. All of
 them read the simulated clock, which jumps from event to event (no sleeping). Time
-per iteration comes from a :class:`~llmds.sim.cost_model.CostModel`.
+per iteration comes from a :class:`~llmds.sim.cost_model.CostModel` (a guess) or a
+GPU's :class:`~llmds.sim.profiles.ProfileCostModel` (:meth:`SimConfig.on_gpu`).
 
 The pieces, one module each:
 
@@ -21,21 +22,27 @@ The pieces, one module each:
   (vLLM/Orca style) with chunked prefill and preemption by recomputation;
 * :mod:`llmds.sim.micro_batch` -- ``mode="micro_batch"``: the Scheduler's release
   rules release a batch that runs to its end before the next one starts;
-* :mod:`llmds.sim.metrics` -- per-request records and the metrics table.
+* :mod:`llmds.sim.metrics` -- per-request records and the metrics table;
+* :mod:`llmds.sim.cluster` -- several Simulators behind a router, fed one request
+  at a time (:meth:`Simulator.open`, ``submit``, ``advance``, ``close``).
 
 Everything is deterministic for a given workload and configuration.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from llmds.sim.arrivals import SimRequest
 from llmds.sim.config import MAX_KV_TOKENS, MODES, POLICIES, SimConfig
 from llmds.sim.continuous import ContinuousBatching
-from llmds.sim.kv_backends import KV_BACKENDS
+from llmds.sim.kv_backends import KV_BACKENDS, TokenRemap
 from llmds.sim.metrics import RequestRecord, summarize
 from llmds.sim.micro_batch import MicroBatching
 
@@ -136,6 +143,43 @@ class Simulator(ContinuousBatching, MicroBatching):
             self._run_continuous()
         else:
             self._run_micro_batch()
+        return self._result()
+
+    # ------------------------------------------------ streaming (llmds.sim.cluster)
+    def open(self, remap: TokenRemap | None = None, tier: Any = None) -> None:
+        """Start an empty run that requests are fed into one by one (continuous mode). O(1).
+
+        The cluster's way in (:mod:`llmds.sim.cluster`): :meth:`open`, then
+        :meth:`advance` to each arrival and :meth:`submit`, then :meth:`close`.
+        ``remap`` is the token-code table shared with the other replicas; ``tier`` the
+        shared tier told about every prefix computed here (``publish(ids, n)``).
+        """
+        if self.config.mode != "continuous":
+            raise ValueError("a streamed run (a cluster replica) needs mode='continuous', "
+                             f"got {self.config.mode!r}")
+        self._begin([], None, remap, tier)
+        self._start_continuous()
+
+    def submit(self, request: SimRequest, record: RequestRecord, ids: npt.NDArray[np.uint32],
+               ready: float | None = None, fetched: int = 0) -> None:
+        """Hand one request (already validated) to an open run. O(1).
+
+        ``ids``: its token codes in the shared table; ``ready`` (default its arrival):
+        when it enters the server; ``fetched``: leading tokens whose KV it brings.
+        """
+        self._submit(request, record, ids, request.arrival if ready is None else ready,
+                     fetched)
+
+    def advance(self, until: float) -> None:
+        """Run an open run's iterations that start before ``until`` (see ``_advance``)."""
+        self._advance(until)
+
+    def close(self) -> SimResult:
+        """Run an open run to its end and return its result (its records only). O(events)."""
+        self._advance(math.inf)
+        return self._result()
+
+    def _result(self) -> SimResult:
         return SimResult(
             metrics=summarize(self.records, self._memory_metrics()),
             records=self.records,

@@ -49,11 +49,13 @@ import numpy.typing as npt
 
 from llmds.errors import CapacityError
 from llmds.kv_cache import KVCache
+from llmds.mem_cache._tree import find
 from llmds.mem_cache.base_prefix_cache import RadixKey
 from llmds.mem_cache.radix_cache import RadixCache, TreeNode
 from llmds.paged_allocator import PagedAllocator
 
-__all__ = ["KV_BACKENDS", "KVCacheBackend", "RadixBackend", "TokenRemap", "make_backend"]
+__all__ = ["KV_BACKENDS", "KVCacheBackend", "RadixBackend", "TokenRemap", "cached_prefix",
+           "make_backend"]
 
 KV_BACKENDS = ("kvcache", "radix")
 _CODE_LIMIT = 1 << 32
@@ -161,14 +163,16 @@ class KVCacheBackend:
 
     __slots__ = ("kv", "max_pages", "name", "remap")
 
-    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool) -> None:
+    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool,
+                 remap: TokenRemap | None = None) -> None:
         self.name = "kvcache" if prefix_caching else "off"
         self.max_pages = max_pages
         self.kv = KVCache(
             page_size=page_size, max_pages=max_pages, enable_prefix_sharing=prefix_caching,
             dtype=np.float32,
         )
-        self.remap = TokenRemap()  # KVCache token ids are uint32, as RadixCache keys
+        # KVCache token ids are uint32, as RadixCache keys; a cluster shares one table
+        self.remap = TokenRemap() if remap is None else remap
 
     def token_ids(self, req: Any) -> npt.NDArray[np.uint32]:
         """The request's token ids as dense uint32 codes (synthetic ones unique). O(T)."""
@@ -268,7 +272,8 @@ class RadixBackend:
     __slots__ = ("_hit_tokens", "_queried_tokens", "max_pages", "name", "page_size", "pool",
                  "remap", "seqs", "sharing", "tree")
 
-    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool = True) -> None:
+    def __init__(self, page_size: int, max_pages: int, prefix_caching: bool = True,
+                 remap: TokenRemap | None = None) -> None:
         self.name = "radix" if prefix_caching else "off"
         self.page_size = page_size
         self.max_pages = max_pages
@@ -276,7 +281,7 @@ class RadixBackend:
         self.pool = PagedAllocator(max_pages)
         self.tree = RadixCache(page_size=page_size,
                                token_to_kv_pool_allocator=_PagePool(self.pool, page_size))
-        self.remap = TokenRemap()
+        self.remap = TokenRemap() if remap is None else remap
         self.seqs: dict[int, _RadixSeq] = {}
         self._queried_tokens = 0
         self._hit_tokens = 0
@@ -405,6 +410,15 @@ class RadixBackend:
         if seq.node is not None:
             self.tree.dec_lock_ref(seq.node)
 
+    def cached_prefix(self, ids: npt.NDArray[np.uint32]) -> int:
+        """Tokens of ``ids`` the tree holds now (whole pages), without touching it. O(d + T).
+
+        Unlike ``match_prefix`` it refreshes no LRU time and splits no node: a probe
+        (a cluster's oracle router, the shared tier's fetch decision) leaves the
+        cache exactly as it was. 0 when prefix caching is off.
+        """
+        return cached_prefix(self.tree, ids) if self.sharing else 0
+
     def drain(self) -> int:
         """Evict every unlocked tree node; return the free pages afterwards. O(tree)."""
         self.tree.evict(self.tree.evictable_size())
@@ -443,10 +457,34 @@ class RadixBackend:
             assert s.hit // ps + len(s.pages) == -(-s.num_tokens // ps)
 
 
-def make_backend(kind: str, page_size: int, max_pages: int, prefix_caching: bool) -> Any:
-    """The backend named ``kind`` (one of :data:`KV_BACKENDS`). O(max_pages)."""
+def cached_prefix(tree: RadixCache, ids: npt.NDArray[np.uint32]) -> int:
+    """Whole-page prefix of ``ids`` held by ``tree`` (no extra key), read only. O(d + T).
+
+    The read-only walk ``RadixCache.match_prefix`` itself starts with
+    (:func:`llmds.mem_cache._tree.find`), without what follows it there: no LRU time
+    is refreshed and no node is split.
+
+    >>> class _Pool:
+    ...     def free(self, indices): pass
+    >>> t = RadixCache(page_size=2, token_to_kv_pool_allocator=_Pool())
+    >>> _ = t.insert(RadixKey(np.arange(6, dtype=np.uint32)))
+    >>> cached_prefix(t, np.array([0, 1, 2, 3, 9, 9, 9], dtype=np.uint32))
+    4
+    """
+    ps = tree.page_size
+    kb = np.ascontiguousarray(ids, dtype="<u4").tobytes()
+    nb = len(kb) - len(kb) % (4 * ps)
+    return find(tree.root_node, kb, nb, 4 * ps, ps)[1] // 4
+
+
+def make_backend(kind: str, page_size: int, max_pages: int, prefix_caching: bool,
+                 remap: TokenRemap | None = None) -> Any:
+    """The backend named ``kind`` (one of :data:`KV_BACKENDS`). O(max_pages).
+
+    ``remap``: a token-code table to share (a cluster's replicas); None makes one.
+    """
     if kind == "kvcache":
-        return KVCacheBackend(page_size, max_pages, prefix_caching)
+        return KVCacheBackend(page_size, max_pages, prefix_caching, remap)
     if kind == "radix":
-        return RadixBackend(page_size, max_pages, prefix_caching)
+        return RadixBackend(page_size, max_pages, prefix_caching, remap)
     raise ValueError(f"kv_backend must be one of {KV_BACKENDS}, got {kind!r}")

@@ -42,6 +42,7 @@ class RequestRecord:
         "preemptions",
         "prompt_tokens",
         "reason",
+        "remote_tokens",
         "request_id",
         "slo_class",
         "status",
@@ -67,7 +68,8 @@ class RequestRecord:
         self.last_token: float | None = None
         self.finish: float | None = None
         self.generated = 0
-        self.cached_tokens = 0
+        self.cached_tokens = 0  # prompt tokens not prefilled at first scheduling
+        self.remote_tokens = 0  # ... of which a cluster's shared tier supplied
         self.preemptions = 0
         # array('d'): 8 bytes per gap instead of ~32 for a list of floats
         self.itls: array[float] = array("d")
@@ -127,7 +129,9 @@ def summarize(
     ``total_token_throughput`` (per s), ``goodput`` (SLO-meeting requests per s),
     ``slo_attainment`` (fraction of finished requests meeting their SLOs, overall
     and per class), ``ttft_ms``/``tpot_ms``/``itl_ms``/``e2e_ms``/``queue_wait_ms``
-    (mean, p50, p95, p99), ``preemptions``, ``prefix_hit_rate``; ``by_tenant``
+    (mean, p50, p95, p99), ``preemptions``, ``prefix_hit_rate`` (prompt tokens
+    not prefilled at first scheduling / prompt tokens, finished requests) and
+    ``remote_hit_rate`` (the part of it a cluster's shared tier supplied); ``by_tenant``
     (see :func:`tenant_metrics`) when the requests carry more than one tenant;
     plus ``extra``.
     """
@@ -181,6 +185,7 @@ def summarize(
         ),
         "preemptions": sum(r.preemptions for r in records),
         "prefix_hit_rate": sum(r.cached_tokens for r in done) / queried if queried else 0.0,
+        "remote_hit_rate": sum(r.remote_tokens for r in done) / queried if queried else 0.0,
     }
     if len({r.tenant for r in records}) > 1:
         out["by_tenant"] = tenant_metrics(records, duration)
@@ -238,6 +243,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     if "kv_pages_per_running_mean" in metrics:
         lines.insert(10, f"{'KV pages / running (mean)':<28}"
                          f"{metrics['kv_pages_per_running_mean']:>12.1f}")
+    if metrics.get("num_extrapolated"):  # GPU-profile look-ups beyond the profiled range
+        lines.insert(10, f"{'profile extrapolations':<28}{metrics['num_extrapolated']:>12}")
     for name, t in (metrics.get("by_tenant") or {}).items():
         p95 = t["ttft_ms"]["p95"]
         lines.append(f"tenant {name[:12]:<12} done {t['completed']:>7} rejected {t['rejected']:>6} "

@@ -1,12 +1,15 @@
 """Micro-batching (request-level, the Scheduler's release rules): the ``"micro_batch"`` mode.
 
 The Scheduler's release rules (full batch, ``max_wait_ms``, SLO) release a batch; the
-batch reserves KV for its requests' whole prompt + output, runs one prefill iteration
+batch reserves KV for its requests' whole prompt + output, runs its prefill phase
 and then decode iterations until its longest request ends, and only then is the
 server free for the next batch. Requests whose KV does not fit wait for the next
-batch. A batch's token times are computed in closed form with NumPy (decode step
-``j`` runs the requests with more than ``j`` output tokens), not iteration by
-iteration.
+batch. The prefill phase packs the uncached prompt tails into iterations of at most
+``max_num_batched_tokens`` tokens (in batch order, a tail split across two
+iterations where it does not fit whole), so no iteration exceeds the token budget;
+every first token comes at the end of that phase. The decode phase's token times are
+computed in closed form with NumPy (decode step ``j`` runs the requests with more
+than ``j`` output tokens), not iteration by iteration.
 
 Thread safety: not thread-safe (see :class:`~llmds.sim.server.Server`).
 """
@@ -94,25 +97,46 @@ class MicroBatching(Server):
             placed.append(run)
         return placed
 
+    def _prefill_ms(self, placed: list[LiveRequest]) -> float:
+        """The prefill phase: uncached tails packed into budgeted iterations. O(k + iters)."""
+        cost = self.config.cost
+        budget = self.config.max_num_batched_tokens
+        total = 0.0
+        chunks: list[tuple[int, int]] = []
+        room = budget
+        for r in placed:
+            done, end = r.computed, r.req.prompt_tokens
+            while done < end:
+                take = min(end - done, room)
+                chunks.append((take, done))
+                done += take
+                room -= take
+                if room == 0:
+                    total += cost.iteration_ms_mix(0, 0, chunks)
+                    chunks, room = [], budget
+        if chunks:
+            total += cost.iteration_ms_mix(0, 0, chunks)
+        return total
+
     def _token_times(self, placed: list[LiveRequest], t0: float) -> npt.NDArray[np.float64]:
         """Time of output token ``j`` of the batch started at ``t0``: ``times[j]``. O(k log k + m).
 
-        One prefill iteration over the uncached prompt tails, then decode step ``j``
-        (1 .. longest output - 1) over the requests with more than ``j`` outputs,
-        each reading its prompt plus ``j`` KV tokens.
+        The prefill phase (:meth:`_prefill_ms`), then decode step ``j`` (1 .. longest
+        output - 1) over the requests with more than ``j`` outputs, each reading its
+        prompt plus ``j - 1`` KV tokens (as a continuous-batching decode step does).
         """
         cost = self.config.cost
-        chunks = np.array([r.req.prompt_tokens - r.computed for r in placed], dtype=np.float64)
-        t = t0 + cost.iteration_ms(chunks.sum(), (chunks * chunks).sum(), 0) / 1000.0
+        t = t0 + self._prefill_ms(placed) / 1000.0
         outs = np.array([r.req.output_tokens for r in placed], dtype=np.int64)
-        prompts = np.array([r.req.prompt_tokens for r in placed], dtype=np.float64)
+        prompts = np.array([r.req.prompt_tokens for r in placed], dtype=np.int64)
         steps = np.arange(1, int(outs.max()), dtype=np.int64)
         order = np.argsort(outs, kind="stable")
-        sorted_prompt_suffix = np.concatenate((np.cumsum(prompts[order][::-1])[::-1], [0.0]))
+        sorted_prompt_suffix = np.concatenate((np.cumsum(prompts[order][::-1])[::-1], [0]))
         first_active = np.searchsorted(outs[order], steps, side="right")
         count = len(placed) - first_active
-        kv_read = sorted_prompt_suffix[first_active] + steps * count
-        step_ms = cost.overhead_ms + cost.per_token_ms * count + cost.per_kv_token_ms * kv_read
+        # step j feeds output token j: the cache holds the prompt and j - 1 outputs
+        kv_read = sorted_prompt_suffix[first_active] + (steps - 1) * count
+        step_ms = cost.decode_steps_ms(count, kv_read)
         return t + np.concatenate(([0.0], np.cumsum(step_ms) / 1000.0))
 
     def _run_batch(self, placed: list[LiveRequest]) -> None:

@@ -18,6 +18,12 @@ tag of the last request taken from the queue, and the smallest tag runs first (F
 on ties). A backlogged tenant then gets service in proportion to its weight however
 much the others send.
 
+Requests normally come as one sorted list (:meth:`Server._begin`); a cluster
+(:mod:`llmds.sim.cluster`) instead hands each replica its requests one at a time
+(:meth:`Server._submit`), each with the token codes the cluster computed, the time it
+may enter the server (its arrival, or later when its prefix is first fetched from a
+shared tier) and the tokens that fetch brings (``fetched``).
+
 Memory per running request (:meth:`Server._record_memory`): every iteration records
 the KV pages held by live requests (shared pages counted once) and the number of
 running requests, weighted by the iteration's duration;
@@ -41,7 +47,7 @@ from llmds.admissions import AdmissionController
 from llmds.scheduler import Request, Scheduler
 from llmds.sim.arrivals import SimRequest
 from llmds.sim.config import SimConfig
-from llmds.sim.kv_backends import make_backend
+from llmds.sim.kv_backends import TokenRemap, make_backend
 from llmds.sim.metrics import REJECTED, RequestRecord
 
 __all__ = ["LiveRequest", "Server"]
@@ -86,10 +92,12 @@ class LiveRequest:
     Thread safety: not thread-safe (its server's).
     """
 
-    __slots__ = ("computed", "deadline", "ids", "kv_len", "rec", "req", "sid", "target")
+    __slots__ = ("computed", "deadline", "fetched", "ids", "kv_len", "rec", "req", "sid",
+                 "target")
 
     def __init__(
-        self, req: SimRequest, rec: RequestRecord, sid: int, deadline: float, ids: np.ndarray
+        self, req: SimRequest, rec: RequestRecord, sid: int, deadline: float, ids: np.ndarray,
+        fetched: int = 0,
     ) -> None:
         self.req = req
         self.rec = rec
@@ -99,6 +107,7 @@ class LiveRequest:
         self.target = 0  # tokens to prefill in the current attempt (prompt + generated)
         self.kv_len = 0  # token ids handed to the KV backend (<= slots in its pages)
         self.ids = ids  # in the backend's id space (see kv_backends.TokenRemap)
+        self.fetched = fetched  # leading tokens whose KV a shared tier supplied (cluster)
 
 
 class Server:
@@ -128,11 +137,19 @@ class Server:
         self._progress: Callable[[int, int, str], None] | None = None
 
     def _begin(
-        self, reqs: list[SimRequest], progress: Callable[[int, int, str], None] | None
+        self, reqs: list[SimRequest], progress: Callable[[int, int, str], None] | None,
+        remap: TokenRemap | None = None, tier: Any = None,
     ) -> None:
-        """Fresh state for a run over ``reqs`` (sorted by arrival). O(n)."""
+        """Fresh state for a run over ``reqs`` (sorted by arrival). O(n).
+
+        ``remap``: the token-code table to share (a cluster's replicas share one);
+        ``tier``: an object with ``publish(ids, num_tokens)`` told about every prefix
+        whose KV this server computed (a cluster's shared tier), or None.
+        """
         cfg = self.config
         self._progress = progress
+        self._tier = tier
+        self._extrapolated0 = getattr(cfg.cost, "num_extrapolated", 0)
         self.now = 0.0
         clock = self._clock
         self._tag = 0.0  # SFQ start tag of the request being submitted (policy "fair")
@@ -155,7 +172,7 @@ class Server:
             if bucket is not None:
                 self.tenant_admission[t.name] = bucket
         self.kv = make_backend(cfg.kv_backend, cfg.kv_page_size, cfg.kv_pages,
-                               cfg.prefix_caching)
+                               cfg.prefix_caching, remap)
         self._mem_area = 0.0  # sum of active pages * iteration duration
         self._run_area = 0.0  # sum of running requests * iteration duration
         self._mem_peak = 0
@@ -164,6 +181,8 @@ class Server:
         self.runs = {}  # scheduler id -> live request
         self.kv_util = []
         self._reqs = reqs
+        self._ready = [r.arrival for r in reqs]  # when each may enter (see _submit)
+        self._given: dict[int, tuple[np.ndarray, int]] = {}  # index -> (codes, fetched)
         self._next = 0
         self.busy_s = 0.0  # simulated time spent running iterations
 
@@ -185,12 +204,38 @@ class Server:
             "kv_pages_per_running_peak": self._per_run_peak,
             "kv_active_pages_mean": self._mem_area / self.busy_s if self.busy_s else 0.0,
             "kv_active_pages_peak": self._mem_peak,
+            "kv_active_page_s": self._mem_area,  # pages held x seconds
+            "running_request_s": self._run_area,  # running requests x seconds
+            # lookups of the profile cost model beyond its profiled range, this run
+            "num_extrapolated": getattr(self.config.cost, "num_extrapolated", 0)
+            - self._extrapolated0,
         }
+
+    # --------------------------------------------------------------- streaming (clusters)
+    def _submit(self, req: SimRequest, rec: RequestRecord, ids: np.ndarray, ready: float,
+                fetched: int = 0) -> None:
+        """Hand one more request to a running server (arrivals in time order). O(1).
+
+        It enters the scheduler at ``ready`` (>= its arrival and >= the previous
+        request's ``ready``); ``ids`` are its token codes in this server's table;
+        ``fetched`` leading tokens need no prefill (their KV came from a shared tier).
+        """
+        i = len(self._reqs)
+        self._reqs.append(req)
+        self.records.append(rec)
+        self._ready.append(ready)
+        self._given[i] = (ids, fetched)
+
+    @property
+    def num_outstanding(self) -> int:
+        """Requests handed to this server and not finished (queued, running, not yet
+        entered); rejected ones do not count. O(1)."""
+        return len(self.runs) + len(self._reqs) - self._next
 
     # --------------------------------------------------------------- arrivals
     def _arrive_until(self, t: float) -> None:
         """Admit/queue every arrival at or before ``t``, each at its own time. O(k log n)."""
-        reqs, recs = self._reqs, self.records
+        reqs, recs, ready, given = self._reqs, self.records, self._ready, self._given
         i = self._next
         n = len(reqs)
         adm = self.admission
@@ -198,9 +243,10 @@ class Server:
         per_tenant = self.tenant_admission
         fair = self.config.policy == "fair"
         backend_ids = self.kv.token_ids
-        while i < n and reqs[i].arrival <= t:
+        while i < n and ready[i] <= t:
             r, rec = reqs[i], recs[i]
-            self.now = r.arrival
+            self.now = ready[i]
+            pre = given.pop(i) if given else None  # a cluster's codes and fetched tokens
             work = r.prompt_tokens + r.output_tokens
             tadm = per_tenant.get(r.tenant) if per_tenant else None
             if tadm is not None:
@@ -225,13 +271,16 @@ class Server:
             if fair:
                 self._tags[sid] = self._tag
             deadline = sched.request(sid).deadline  # type: ignore[union-attr]
-            self.runs[sid] = LiveRequest(r, rec, sid, deadline, backend_ids(r))
+            if pre is not None:
+                self.runs[sid] = LiveRequest(r, rec, sid, deadline, pre[0], pre[1])
+            else:
+                self.runs[sid] = LiveRequest(r, rec, sid, deadline, backend_ids(r))
             i += 1
         self._next = i
         self.now = max(self.now, t)
 
     def _next_arrival(self) -> float:
-        return self._reqs[self._next].arrival if self._next < len(self._reqs) else math.inf
+        return self._ready[self._next] if self._next < len(self._reqs) else math.inf
 
     def _dispatched(self, sids: Sequence[int]) -> None:
         """SFQ: virtual time becomes the start tag of the last request taken. O(k)."""

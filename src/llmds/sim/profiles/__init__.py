@@ -8,6 +8,10 @@
 * :mod:`~llmds.sim.profiles.validation`: held-out errors, the profiles README's
   hand-worked figures, and published end-to-end numbers compared with predictions.
 
+The simulator uses it through :meth:`llmds.sim.SimConfig.on_gpu` (the model with
+flagged extrapolation, and the KV pool :func:`kv_pages` gives), ``cost.gpu`` /
+``cost.model`` in config files and ``llmds simulate --gpu --model``.
+
 Quick start (needs the profiles under ``../shared/datasets`` or ``$LLMDS_DATA``)::
 
     from llmds.sim.profiles import ProfileCostModel, kv_pages

@@ -43,6 +43,15 @@ op; monotone 2-D attention surfaces) and are precomputed into Python lists, so
   would be 3.4x too high. A different attention backend, so indicative only.
 * Llama-3-8B and H100 CPU overheads (not profiled): the A100 Llama-2-7B ones.
 
+**Prefill rule.** ``prefill_rule="vidur"`` (the default) combines a batch's prefill
+chunks as Vidur does (above). ``"per_request"`` looks each chunk up at its own
+``(chunk, cached)`` and sums the times (the GQA 1.1 still applies when more than one
+chunk is in the batch): FlashAttention's variable-length kernel works sequence by
+sequence, and the sum never leaves the profile when every chunk is inside it, whereas
+Vidur's summed KV can (below). :meth:`ProfileCostModel.iteration_ms_totals` always uses
+Vidur's rule (the totals cannot express the other); :meth:`~ProfileCostModel.iteration_ms`
+and :meth:`~ProfileCostModel.iteration_ms_mix` follow ``prefill_rule``.
+
 **Beyond the profiled range** (tokens above the largest profiled count, decode
 batch above 128, mean decode KV, combined chunk or *summed* prefill KV above the
 attention profile's 4096, CPU batch above 128) a call raises ``ValueError`` naming
@@ -64,7 +73,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmds._validate import check_bool, check_int, show
+from llmds._validate import check_bool, check_choice, check_int, show
 from llmds.sim.profiles import fit
 from llmds.sim.profiles.hardware import GPUS, MODELS, GPUSpec, ModelShape, get_gpu, get_model
 from llmds.sim.profiles.tables import (
@@ -78,12 +87,14 @@ from llmds.sim.profiles.tables import (
     load_linear,
 )
 
-__all__ = ["KV_GRANULARITY", "TOKEN_GRANULARITY", "ProfileCostModel", "attention_grid",
-           "load_profiles"]
+__all__ = ["KV_GRANULARITY", "PREFILL_RULES", "TOKEN_GRANULARITY", "ProfileCostModel",
+           "attention_grid", "load_profiles"]
 
 TOKEN_GRANULARITY = 8  # Vidur rounds a batch's token count up to a multiple of 8
 KV_GRANULARITY = 64  # ... and KV lengths up to a multiple of 64
 GQA_BATCHING_OVERHEAD = 0.1  # Vidur's attention_{decode,prefill}_batching_overhead_fraction
+#: How a batch's prefill chunks are combined (module docstring, "Prefill rule").
+PREFILL_RULES = ("vidur", "per_request")
 _REF_GPU, _REF_MODEL = "a100", "llama-2-7b"
 _G = fit.GRID_STEP
 
@@ -181,10 +192,10 @@ class ProfileCostModel:
     concurrent callers.
     """
 
-    __slots__ = ("_cpu", "_cpu_min", "_dec", "_gqa", "_lin", "_pre", "assumptions",
-                 "attention_source", "cpu_overhead", "decode_surface", "extrapolate", "gpu",
-                 "linear_per_layer_ms", "model", "num_extrapolated", "prefill_surface",
-                 "sources")
+    __slots__ = ("_cpu", "_cpu_min", "_dec", "_gqa", "_lin", "_per_request", "_pre",
+                 "assumptions", "attention_source", "cpu_overhead", "decode_surface",
+                 "extrapolate", "gpu", "linear_per_layer_ms", "model", "num_extrapolated",
+                 "prefill_rule", "prefill_surface", "sources")
 
     def __init__(
         self,
@@ -199,8 +210,11 @@ class ProfileCostModel:
         extrapolate: bool = False,
         assumptions: Sequence[str] = (),
         sources: Sequence[str] = (),
+        prefill_rule: str = "vidur",
     ) -> None:
         self.gpu, self.model = gpu, model
+        self.prefill_rule = check_choice(prefill_rule, "prefill_rule", PREFILL_RULES)
+        self._per_request = self.prefill_rule == "per_request"
         self.linear_per_layer_ms = np.asarray(linear_per_layer_ms, dtype=np.float64)
         self.decode_surface, self.prefill_surface = decode_surface, prefill_surface
         self.cpu_overhead = cpu_ms is not None
@@ -228,19 +242,24 @@ class ProfileCostModel:
         *,
         cpu_overhead: bool = False,
         extrapolate: bool = False,
+        prefill_rule: str = "vidur",
     ) -> ProfileCostModel:
         """Fit the tables from Vidur's profiles (found by :func:`find_profiles_dir`). ~0.2 s.
 
+        ``prefill_rule`` is one of :data:`PREFILL_RULES` (module docstring).
         Raises ValueError naming the known GPUs/models for an unknown one,
         ``FileNotFoundError`` when the profiles or a file are missing, and
         :class:`~llmds.errors.CorruptFileError` (a ValueError) for a malformed file.
         """
         g, m = get_gpu(gpu), get_model(model)
         cpu_on = check_bool(cpu_overhead, "cpu_overhead")
+        check_bool(extrapolate, "extrapolate")
+        check_choice(prefill_rule, "prefill_rule", PREFILL_RULES)
         root = find_profiles_dir(profiles_dir)
         linear, att, dscale, pscale, notes, cpu = load_profiles(g.name, m.name, root)
         return cls.from_tables(g, m, linear, att, dscale, pscale, cpu if cpu_on else None,
-                               extrapolate=extrapolate, assumptions=notes)
+                               extrapolate=extrapolate, assumptions=notes,
+                               prefill_rule=prefill_rule)
 
     @classmethod
     def from_tables(
@@ -255,6 +274,7 @@ class ProfileCostModel:
         *,
         extrapolate: bool = False,
         assumptions: Sequence[str] = (),
+        prefill_rule: str = "vidur",
     ) -> ProfileCostModel:
         """Fit from already loaded profiles (tests and held-out runs use subsets). O(grid)."""
         tmax = int(linear.tokens[-1])
@@ -277,7 +297,7 @@ class ProfileCostModel:
             cpu_ms = fit.MonotoneCurve.fit(cpu.batch, total)(batches)
         sources = [str(linear.path), str(attention.path)] + ([str(cpu.path)] if cpu else [])
         return cls(gpu, model, per_layer, dec, pre, cpu_ms, cpu_min, extrapolate=extrapolate,
-                   assumptions=assumptions, sources=sources)
+                   assumptions=assumptions, sources=sources, prefill_rule=prefill_rule)
 
     # ---------------------------------------------------------------- ranges
     @property
@@ -394,32 +414,73 @@ class ProfileCostModel:
             if min(num_decode, decode_kv_sum, num_prefill, prefill_tokens, prefill_sq_sum,
                    prefill_kv_sum) < 0:
                 raise ValueError
-            tokens = num_decode + prefill_tokens
-            k = (tokens + 7) >> 3
+            tokens = (num_decode + prefill_tokens) | 0  # ints only: a float raises TypeError
         except (TypeError, ValueError):
             self._explain(num_decode, decode_kv_sum, num_prefill, prefill_tokens,
                           prefill_sq_sum, prefill_kv_sum)
             raise
         if tokens == 0:
             return 0.0
-        lin = self._lin
-        layer = lin[k] if k < len(lin) else self.linear_ms(tokens)
-        if num_decode:
-            d = self.decode_attention_ms(num_decode, decode_kv_sum // num_decode)
-            layer += d * self._gqa if num_decode > 1 else d
-        elif decode_kv_sum:
-            raise ValueError(f"decode_kv_sum must be 0 when num_decode is 0, got {decode_kv_sum}")
+        lin = self._linear(tokens)
         if num_prefill:
             p = self.prefill_attention_ms(round(math.sqrt(prefill_sq_sum)), prefill_kv_sum)
-            layer += p * self._gqa if num_prefill > 1 else p
         elif prefill_tokens or prefill_sq_sum or prefill_kv_sum:
             raise ValueError("prefill totals must be 0 when num_prefill is 0, got "
                              f"prefill_tokens={prefill_tokens}, prefill_sq_sum={prefill_sq_sum},"
                              f" prefill_kv_sum={prefill_kv_sum}")
+        else:
+            p = 0.0
+        if decode_kv_sum and not num_decode:
+            raise ValueError(f"decode_kv_sum must be 0 when num_decode is 0, got {decode_kv_sum}")
+        return self._compose(num_decode, decode_kv_sum, num_prefill, lin, p)
+
+    def _linear(self, tokens: int) -> float:
+        k = (tokens + 7) >> 3
+        lin = self._lin
+        return lin[k] if k < len(lin) else self.linear_ms(tokens)
+
+    def _compose(self, num_decode: int, decode_kv_sum: int, num_prefill: int, layer: float,
+                 prefill_ms: float) -> float:
+        """Model time from one layer's linear part, the decode totals and prefill attention."""
+        if num_decode:
+            d = self.decode_attention_ms(num_decode, decode_kv_sum // num_decode)
+            layer += d * self._gqa if num_decode > 1 else d
+        layer += prefill_ms * self._gqa if num_prefill > 1 else prefill_ms
         total = layer * self.model.num_layers
         if self._cpu:
             total += self.cpu_ms(num_decode + num_prefill)
         return total
+
+    def iteration_ms_mix(
+        self, num_decode: int, decode_kv_sum: int, prefill_chunks: Sequence[tuple[int, int]]
+    ) -> float:
+        """One iteration from its decode totals and prefill ``(chunk, cached)`` pairs. O(k).
+
+        The simulator's call, with ``prefill_rule`` applied; the values are ints it
+        built itself and are not checked (:meth:`iteration_ms` checks them). Equal to
+        ``iteration_ms(decode_kv_lens, prefill_chunks)`` for any ``decode_kv_lens``
+        of ``num_decode`` entries summing to ``decode_kv_sum``.
+        """
+        if not prefill_chunks:
+            if not num_decode:
+                return 0.0
+            return self._compose(num_decode, decode_kv_sum, 0, self._linear(num_decode), 0.0)
+        g = KV_GRANULARITY
+        tokens = num_decode
+        for chunk, _cached in prefill_chunks:
+            tokens += chunk
+        lin = self._linear(tokens)
+        if self._per_request:
+            p = 0.0
+            for chunk, cached in prefill_chunks:
+                p += self.prefill_attention_ms(chunk, -(-cached // g) * g)
+        else:
+            sq = kv = 0
+            for chunk, cached in prefill_chunks:
+                sq += chunk * chunk
+                kv += -(-cached // g) * g
+            p = self.prefill_attention_ms(round(math.sqrt(sq)), kv)
+        return self._compose(num_decode, decode_kv_sum, len(prefill_chunks), lin, p)
 
     def _explain(self, *values: object) -> None:
         names = ("num_decode", "decode_kv_sum", "num_prefill", "prefill_tokens",
@@ -436,8 +497,9 @@ class ProfileCostModel:
 
         ``decode_kv_lens``: KV length (tokens already cached) of each decoding request;
         ``prefill_chunks``: ``(chunk_tokens, cached_tokens)`` of each prefill chunk,
-        ``chunk_tokens >= 1``. Raises TypeError/ValueError naming a bad entry, and
-        ValueError for a batch beyond the profiled range unless ``extrapolate``.
+        ``chunk_tokens >= 1``, combined by ``prefill_rule``. Raises TypeError/ValueError
+        naming a bad entry, and ValueError for a batch beyond the profiled range unless
+        ``extrapolate``.
 
         >>> import numpy as np
         >>> from llmds.sim.profiles import fit
@@ -463,7 +525,7 @@ class ProfileCostModel:
                 lens = [check_int(v, f"decode_kv_lens[{i}]", minimum=0)
                         for i, v in enumerate(lens)]
             dsum = sum(lens)
-        n_pre = ptok = psq = pkv = 0
+        chunks: list[tuple[int, int]] = []
         for i, item in enumerate(prefill_chunks):
             try:
                 c, cached = item
@@ -476,11 +538,8 @@ class ProfileCostModel:
                                     f"cached_tokens) pair, got {show(item)}")
                 c = check_int(item[0], f"prefill_chunks[{i}][0]", minimum=1)
                 cached = check_int(item[1], f"prefill_chunks[{i}][1]", minimum=0)
-            n_pre += 1
-            ptok += c
-            psq += c * c
-            pkv += -(-cached // KV_GRANULARITY) * KV_GRANULARITY
-        return self.iteration_ms_totals(n_dec, dsum, n_pre, ptok, psq, pkv)
+            chunks.append((c, cached))
+        return self.iteration_ms_mix(n_dec, dsum, chunks)
 
     def decode_steps_ms(
         self, num_decode: npt.ArrayLike, decode_kv_sum: npt.ArrayLike
@@ -523,6 +582,7 @@ class ProfileCostModel:
                 "model": self.model.name, "layers": self.model.num_layers,
                 "attention_source": self.attention_source, "assumptions": list(self.assumptions),
                 "cpu_overhead": self.cpu_overhead, "extrapolate": self.extrapolate,
+                "prefill_rule": self.prefill_rule,
                 "max_tokens": self.max_tokens, "max_decode_batch": self.max_decode_batch,
                 "max_kv": self.max_kv, "max_chunk": self.max_chunk,
                 "sources": list(self.sources)}
@@ -530,7 +590,7 @@ class ProfileCostModel:
     def __repr__(self) -> str:
         return (f"ProfileCostModel(gpu={self.gpu.name!r}, model={self.model.name!r}, "
                 f"attention={self.attention_source!r}, cpu_overhead={self.cpu_overhead}, "
-                f"extrapolate={self.extrapolate})")
+                f"extrapolate={self.extrapolate}, prefill_rule={self.prefill_rule!r})")
 
     def _check(self) -> None:
         """Assert the invariants (tests only). O(table size)."""
@@ -546,3 +606,5 @@ class ProfileCostModel:
         assert self._pre == self.prefill_surface.values.tolist()
         assert self.decode_surface.x0 == 1 and self.prefill_surface.x0 == _G
         assert self.attention_source in ("measured", "scaled")
+        assert self.prefill_rule in PREFILL_RULES
+        assert self._per_request == (self.prefill_rule == "per_request")

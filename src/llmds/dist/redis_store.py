@@ -141,6 +141,37 @@ def _shape(value: object) -> tuple[int, ...] | None:
     return dims
 
 
+def _identity_header(model: str, revision: str, dtype_name: str, page_size: int,
+                     shape: tuple[int, ...] | None, namespace: str, nbytes: int,
+                     ) -> tuple[tuple[tuple[str, str], ...], bytes, bytes]:
+    """``(identity fields, 16-byte identity digest, value header)`` of a store: the
+    digest names every key; the header (padded to 16 bytes) starts every value.
+    ValueError if a page of ``nbytes`` cannot fit in one Redis value."""
+    name_bytes = dtype_name.encode("ascii")
+    header_len = -(-(_FIXED.size + len(name_bytes) + 8 * len(shape or ())) // 16) * 16
+    if nbytes and nbytes + header_len > _MAX_VALUE:
+        raise ValueError(f"page_shape {shape} of {dtype_name} is {nbytes} bytes; a Redis "
+                         f"value holds at most {_MAX_VALUE - header_len} payload bytes")
+    identity = (
+        ("format", "1"),
+        ("model", model),
+        ("revision", revision),
+        ("dtype", dtype_name),
+        ("page_size", str(page_size)),
+        ("page_shape", "bytes" if shape is None else ",".join(map(str, shape))),
+        ("namespace", namespace),
+    )
+    encoded = b"llmds-page-identity\x00" + b"".join(_field(k, v) for k, v in identity)
+    digest = hashlib.sha256(encoded).digest()[:16]
+    tail = name_bytes + b"".join(d.to_bytes(8, "little") for d in shape or ())
+    header = bytearray(header_len)
+    _FIXED.pack_into(header, 0, _MAGIC, _VERSION,
+                     _KIND_BYTES if shape is None else _KIND_ARRAY, len(shape or ()),
+                     len(name_bytes), digest, nbytes, 0)
+    header[_FIXED.size:_FIXED.size + len(tail)] = tail
+    return identity, digest, bytes(header)
+
+
 class RedisPageStore:
     """KV pages of one model configuration in Redis, one key per page, batched.
 
@@ -240,30 +271,9 @@ class RedisPageStore:
             assert dt is not None
             nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         breaker = Breaker(error_backoff_s, f"RedisPageStore(model={model!r})")
-        name_bytes = dtype_name.encode("ascii")
-        header_len = -(-(_FIXED.size + len(name_bytes) + 8 * len(shape or ())) // 16) * 16
-        if nbytes and nbytes + header_len > _MAX_VALUE:
-            raise ValueError(f"page_shape {shape} of {dtype_name} is {nbytes} bytes; a Redis "
-                             f"value holds at most {_MAX_VALUE - header_len} payload bytes")
+        identity, digest, header = _identity_header(model, revision, dtype_name, page_size,
+                                                    shape, namespace, nbytes)
         client, owned = connect(url_or_client, timeout_s=timeout_s)
-
-        identity = (
-            ("format", "1"),
-            ("model", model),
-            ("revision", revision),
-            ("dtype", dtype_name),
-            ("page_size", str(page_size)),
-            ("page_shape", "bytes" if shape is None else ",".join(map(str, shape))),
-            ("namespace", namespace),
-        )
-        encoded = b"llmds-page-identity\x00" + b"".join(_field(k, v) for k, v in identity)
-        digest = hashlib.sha256(encoded).digest()[:16]
-        tail = name_bytes + b"".join(d.to_bytes(8, "little") for d in shape or ())
-        header = bytearray(header_len)
-        _FIXED.pack_into(header, 0, _MAGIC, _VERSION,
-                         _KIND_BYTES if shape is None else _KIND_ARRAY, len(shape or ()),
-                         len(name_bytes), digest, nbytes, 0)
-        header[_FIXED.size:_FIXED.size + len(tail)] = tail
 
         self.model = model
         self.revision = revision
@@ -278,8 +288,8 @@ class RedisPageStore:
         self._identity = dict(identity)
         self._identity_digest = digest
         self._key_prefix = _KEY_PREFIX + digest.hex().encode("ascii") + b":"
-        self._header = bytes(header)
-        self._header_len = header_len
+        self._header = header
+        self._header_len = len(header)
         self._seed_mask = int.from_bytes(digest[:8], "little")
         self._client = client
         self._owned = owned

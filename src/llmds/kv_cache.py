@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,9 @@ from llmds._page_cache import HASH_ALGORITHMS, PageCache
 from llmds._validate import check_bool, check_choice, check_int, check_size, show
 from llmds.errors import UnknownSequenceError
 from llmds.paged_allocator import MAX_NUM_PAGES
+
+if TYPE_CHECKING:
+    from llmds._remote_hooks import PagedRemote
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_POOL_BYTES", "KVCache"]
 
@@ -91,6 +94,21 @@ class KVCache:
     whose last, partial page is shared (after :meth:`fork`) first copies it.
     Both count as ``cow_copies`` in :meth:`stats`.
 
+    **Remote tier** (``remote=``: a page store such as
+    :class:`llmds.dist.RedisPageStore`, or a :class:`llmds.dist.RemoteTier` around one
+    for background write-back). The remote page is this cache's page: the store's
+    ``page_size`` must equal ``page_size`` and its page shape and dtype the pool's
+    ``(page_size, *token_shape)`` and ``dtype``; it needs prefix sharing and
+    ``hash_algorithm="sha256"``. :meth:`allocate` continues its run of local hits
+    with the run of pages the store holds (fetched into fresh pages, counted in
+    ``prefix_hit_tokens`` and ``remote_hit_tokens``); pages :meth:`allocate` and
+    :meth:`append_tokens` cache are written back when a sequence holding them is
+    released (:meth:`detach`/:meth:`free`: the engine writes their KV in between),
+    pages :meth:`attach` caches at once. A store failure is a miss or a dropped write,
+    never an error here. The store key is the :mod:`llmds.page_hash` digest, so a
+    :class:`~llmds.mem_cache.RadixCache` replica with the same store shares these
+    pages (:mod:`llmds._remote_tier`). A cache with a remote tier cannot be pickled.
+
     **Caching and eviction.** When its last holder detaches, a hashed page is
     not freed: it stays in the hash table, unreferenced, and a later request
     with the same prefix reuses it. Such pages sit in an LRU list (an
@@ -163,6 +181,7 @@ class KVCache:
         "_page_size",
         "_pages",
         "_queried_tokens",
+        "_remote",
         "_seqs",
         "_sharing",
         "_token_shape",
@@ -180,6 +199,7 @@ class KVCache:
         dtype: npt.DTypeLike = np.float64,
         hash_algorithm: str = "sha256",
         vocab_size: int | None = None,
+        remote: Any = None,
     ) -> None:
         ps = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         n = check_size(max_pages, "max_pages", maximum=MAX_NUM_PAGES,
@@ -211,6 +231,11 @@ class KVCache:
         self._sharing = sharing
         self._vocab_size = vocab
         self.pool = pool
+        self._remote: PagedRemote | None = None
+        if remote is not None:
+            from llmds._remote_hooks import PagedRemote
+            self._remote = PagedRemote(remote, page_shape=(ps, *shape), dtype=dt,
+                                       sharing=sharing, algorithm=algo)
         self._pages = PageCache(n, ps, algo)
         self._seqs: dict[Hashable, _Seq] = {}
         self._queried_tokens = 0
@@ -222,6 +247,11 @@ class KVCache:
     def page_size(self) -> int:
         """Tokens per page. O(1)."""
         return self._page_size
+
+    @property
+    def remote(self) -> Any:
+        """The :class:`llmds.dist.RemoteTier` behind ``remote=`` (``None`` without). O(1)."""
+        return None if self._remote is None else self._remote.tier
 
     @property
     def max_pages(self) -> int:
@@ -312,6 +342,8 @@ class KVCache:
                 chunk = data[i * ps : (i + 1) * ps]
                 pool[page, : chunk.shape[0]] = chunk
         pages.register([table[i] for i in fresh_ids], keys, digests)
+        if self._remote is not None:
+            self._remote.push([table[i] for i in fresh_ids], digests, pool)
         self._seqs[seq_id] = _Seq(table, n, extra_key)
         if prefix is not None and self._sharing:
             self._queried_tokens += prefix.shape[0]
@@ -325,6 +357,9 @@ class KVCache:
         """
         seq = self._seq(seq_id)
         del self._seqs[seq_id]
+        if self._remote is not None:
+            pc = self._pages
+            self._remote.release(seq.pages, self.pool, pc.page_key, pc.page_digest)
         self._pages.release(seq.pages)
 
     def free(self, seq_id: Hashable) -> None:
@@ -358,7 +393,8 @@ class KVCache:
         holders), ``total_page_refs`` (block-table entries), ``pages_saved_by_sharing``
         (``total_page_refs - used_pages``: pages that would be needed without
         sharing); prefix reuse: ``prefix_queried_tokens``, ``prefix_hit_tokens``,
-        ``prefix_hit_rate`` (hit / queried, 0.0 before any query); ``cow_copies``,
+        ``prefix_hit_rate`` (hit / queried, 0.0 before any query),
+        ``remote_hit_tokens`` (the part of the hits fetched from ``remote``); ``cow_copies``,
         ``evictions``; ``utilisation`` (used / max_pages) and ``bytes_per_page``.
         """
         holders = self._pages.holders
@@ -380,6 +416,7 @@ class KVCache:
             "prefix_queried_tokens": q,
             "prefix_hit_tokens": self._hit_tokens,
             "prefix_hit_rate": self._hit_tokens / q if q else 0.0,
+            "remote_hit_tokens": 0 if self._remote is None else self._remote.hit_tokens,
             "cow_copies": self._cow_copies,
             "evictions": self._pages.evictions,
             "utilisation": used / self.max_pages,
@@ -460,11 +497,16 @@ class KVCache:
             )
         num_hit = len(hits)
         pages.reserve(num_pages - num_hit, hits, self.max_pages)
+        remote = self._remote
+        fetched = remote.fetch(digests) if remote is not None else []  # never raises
         # ---- nothing below raises: mutate
         pages.acquire(hits)
         table = hits + pages.obtain(num_pages - num_hit)
         if keys:
             pages.register(table[num_hit:], keys, digests)
+        if remote is not None:
+            num_hit += remote.fill(self.pool, table[num_hit:], fetched,
+                                   table[num_hit : num_hit + len(keys)], pages.page_key)
         seq = _Seq(table, n, extra_key)
         seq.tracked = True
         seq.last_hash = last
@@ -514,6 +556,8 @@ class KVCache:
         if self._sharing and full:
             keys, digests = self._pages.digests(combined, 0, full, seq.last_hash)
             self._pages.register(seq.pages[first : first + full], keys, digests)
+            if self._remote is not None:
+                self._remote.mark(seq.pages[first : first + full], self._pages.page_key)
             seq.last_hash = digests[-1]
         seq.tail = combined[full * ps :].copy()  # never a view of the caller's array
         seq.num_tokens += k
@@ -601,6 +645,8 @@ class KVCache:
             if seq.tracked:
                 assert seq.tail.shape[0] == seq.num_tokens % ps, "tail length"
         self._pages.check(held)
+        if self._remote is not None:
+            self._remote.check(self._pages.holders, self._pages.page_key)
         sha = self._pages.algorithm == "sha256"
         for seq in self._seqs.values():
             if seq.num_tokens % ps:

@@ -29,6 +29,8 @@ BENCHMARKS: dict[str, str] = {
     "hnsw": "bench_hnsw",
     "retrieval": "bench_retrieval",
     "sim": "bench_sim",
+    "redis": "bench_redis",
+    "remote_tier": "bench_remote_tier",
 }
 
 

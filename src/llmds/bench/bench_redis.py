@@ -292,28 +292,42 @@ def _eviction(redis: Any, store_cls: Any, server_cls: Any, ctx: BenchContext, n:
     return rows, out
 
 
-def _skipped(ctx: BenchContext, why: str) -> dict[str, Any]:
-    rows = [{"impl": name, "skipped": why} for name in (
-        "llmds contains_prefix", "llmds get_many/put_many", "llmds RedisAdmissionController",
-        "pages under allkeys-lru")]
-    return harness.result_record(NAME, TITLE, ctx=ctx, params=_sizes(ctx), data="none",
+def redis_missing() -> str | None:
+    """Why the Redis benchmarks cannot run here (no redis-py, no ``redis-server``), or
+    None when they can. Shared with ``bench_remote_tier``."""
+    if harness.peer("redis", extra="redis") is None:
+        return harness.skipped("redis")
+    from llmds.dist._redis_server import redis_server_binary
+
+    if redis_server_binary() is None:
+        return "redis-server not found on PATH (apt-get install redis-server)"
+    return None
+
+
+def skipped_record(name: str, title: str, ctx: BenchContext, params: dict[str, Any],
+                   impls: tuple[str, ...], why: str) -> dict[str, Any]:
+    """The record of a Redis benchmark that could not run: each of ``impls`` skipped."""
+    rows = [{"impl": impl, "skipped": why} for impl in impls]
+    return harness.result_record(name, title, ctx=ctx, params=params, data="none",
                                  rows=rows, notes=[f"skipped: {why}"])
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    redis = harness.peer("redis", extra="redis")
-    if redis is None:
-        return _skipped(ctx, harness.skipped("redis"))
-    from llmds.dist import RedisAdmissionController, RedisPageStore
-    from llmds.dist._redis_server import RedisServer, redis_server_binary
+    why = redis_missing()
+    if why is not None:
+        return skipped_record(NAME, TITLE, ctx, _sizes(ctx), (
+            "llmds contains_prefix", "llmds get_many/put_many",
+            "llmds RedisAdmissionController", "pages under allkeys-lru"), why)
+    import redis
 
-    if redis_server_binary() is None:
-        return _skipped(ctx, "redis-server not found on PATH (apt-get install redis-server)")
+    from llmds.dist import RedisAdmissionController, RedisPageStore
+    from llmds.dist._redis_server import RedisServer
+
     sizes = _sizes(ctx)
     rows: list[dict[str, Any]] = []
     steps = 4
     with RedisServer() as server:
-        probe = redis.Redis.from_url(server.url)
+        probe: Any = redis.Redis.from_url(server.url)
         versions = {"redis_server": probe.info("server").get("redis_version"),
                     "redis_py": harness.peer_version("redis"),
                     "hiredis": harness.peer_version("hiredis") if _hiredis() else None,
@@ -407,25 +421,31 @@ def _hiredis() -> bool:
     return bool(HIREDIS_AVAILABLE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmds.bench.bench_redis",
-                                     description=TITLE)
+def cli(module: str, run_fn: Callable[[BenchContext], dict[str, Any]], title: str,
+        argv: list[str] | None) -> int:
+    """``python -m llmds.bench.<module>``: run at the size asked, print the skips and
+    ratios, write the JSON record with ``--out DIR``. Shared with ``bench_remote_tier``."""
+    parser = argparse.ArgumentParser(prog=f"python -m llmds.bench.{module}",
+                                     description=title)
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--full", action="store_true", help="large sizes")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (>= 1)")
-    parser.add_argument("--out", type=Path, default=None, help="write <out>/redis.json")
+    parser.add_argument("--out", type=Path, default=None, help="write <out>/<name>.json")
     args = parser.parse_args(argv)
-    ctx = BenchContext(quick=args.quick, full=args.full, repeat=args.repeat)
-    record = run(ctx)
+    record = run_fn(BenchContext(quick=args.quick, full=args.full, repeat=args.repeat))
     if args.out is not None:
         print(harness.write_record(record, args.out))
     for row in record["rows"]:
         if "skipped" in row:
             print(f"skipped {row['impl']}: {row['skipped']}")
     for r in record["ratios"]:
-        value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
         print(f"{r['name']}: {value} (goal {r['goal']}, met {r['met']})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli("bench_redis", run, TITLE, argv)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,23 @@
 * :class:`RedisAdmissionController` (``llmds.dist.redis_admission``): the
   :class:`llmds.AdmissionController` API with its two token buckets kept in Redis and
   charged atomically by one Lua script on the server's clock.
+* :class:`RemoteTier` (from ``llmds._remote_tier``, no Redis in it): a page store
+  used as the second tier of a :class:`llmds.KVCache` or a
+  :class:`llmds.mem_cache.RadixCache` (``remote=``), with synchronous or background
+  write-back; :class:`PageStore` is the protocol a store implements.
 
-Both need the ``redis`` extra (redis-py and hiredis): ``pip install 'llmds[redis]'``.
-Importing ``llmds`` or ``llmds.dist`` never imports redis-py; the first use of a
-class does, and without the extra raises ``ImportError`` naming it.
+The Redis classes need the ``redis`` extra (redis-py and hiredis): ``pip install
+'llmds[redis]'``. Importing ``llmds`` or ``llmds.dist`` never imports redis-py; the
+first use of a Redis class does, and without the extra raises ``ImportError`` naming it.
+
+>>> from llmds import KVCache
+>>> from llmds.dist import RedisPageStore, RemoteTier
+>>> store = RedisPageStore("redis://127.0.0.1:6379/0", model="demo", dtype="float32",
+...                        page_size=16, page_shape=(16, 8))
+>>> cache = KVCache(page_size=16, max_pages=64, token_shape=(8,), dtype="float32",
+...                 remote=RemoteTier(store, background=True))
+>>> cache.remote.page_shape
+(16, 8)
 """
 
 from __future__ import annotations
@@ -16,11 +29,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from llmds._remote_tier import PageStore, RemoteTier
+
 if TYPE_CHECKING:
     from llmds.dist.redis_admission import RedisAdmissionController
     from llmds.dist.redis_store import RedisPageStore
 
-__all__ = ["RedisAdmissionController", "RedisPageStore"]
+__all__ = ["PageStore", "RedisAdmissionController", "RedisPageStore", "RemoteTier"]
 
 _MODULES = {
     "RedisAdmissionController": "llmds.dist.redis_admission",

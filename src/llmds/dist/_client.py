@@ -33,12 +33,14 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "llmds.dist needs redis-py (with hiredis): pip install 'llmds[redis]'"
     ) from exc
 
-__all__ = ["Breaker", "NoScriptError", "RedisError", "connect", "is_oom", "redact"]
+__all__ = ["Breaker", "NoScriptError", "RedisError", "ResponseError", "connect", "is_oom",
+           "redact"]
 
 log = logging.getLogger("llmds.dist")
 
 RedisError = redis.exceptions.RedisError
 NoScriptError = redis.exceptions.NoScriptError
+ResponseError = redis.exceptions.ResponseError
 _OOM = getattr(redis.exceptions, "OutOfMemoryError", None)
 _SCHEMES = ("redis", "rediss", "unix")
 # 256 KiB reads: a 64 KiB page pipeline ran at 34k GET/s against 30.6k with

@@ -72,7 +72,7 @@ import numpy.typing as npt
 
 from llmds._kernels.xxh64 import xxh64
 from llmds._validate import check_number, check_positive_int, check_str, show
-from llmds.dist._client import Breaker, RedisError, connect, is_oom, redact
+from llmds.dist._client import Breaker, RedisError, ResponseError, connect, is_oom, redact
 
 __all__ = ["RedisPageStore"]
 
@@ -85,6 +85,7 @@ _CHECKSUM_AT = 32
 _MAX_VALUE = 512 * 2**20  # Redis's largest string
 _MIN_DIGEST, _MAX_DIGEST = 16, 64
 _MAX_NDIM = 8
+_MSET_MAX_VALUE = 6000  # redis-py's buffer cutoff: larger values are sent unpacked
 _OPAQUE_DTYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _NO_JIT = bool(getattr(numba.config, "DISABLE_JIT", 0))
 
@@ -160,8 +161,9 @@ class RedisPageStore:
       verified. O(total bytes). Arrays come back as read-only views over the
       received bytes (no copy; ``np.array(page)`` for a writable one).
     * ``put_many(page_hashes, payloads)``: validates every payload first (a bad one
-      raises and nothing is written), then one pipeline of ``SET`` (``PX`` when
-      ``ttl_s`` is set). O(total bytes). Returns the number of pages written.
+      raises and nothing is written), then one ``MSET`` (pages up to 6,000 bytes, no
+      TTL) or one pipeline of ``SET`` (``PX`` when ``ttl_s`` is set). O(total
+      bytes). Returns the number of pages written.
     * ``stats()``: counters, O(1).
 
     Invariants (``_check``): ``hits + misses + corrupt == get_pages`` and
@@ -297,6 +299,12 @@ class RedisPageStore:
     def page_shape(self) -> tuple[int, ...] | None:
         """Shape of an array page, or ``None`` for bytes pages."""
         return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The NumPy dtype of the pages, or ``None`` for a name NumPy does not know
+        (``'bfloat16'``: pages are then bytes)."""
+        return self._dtype
 
     @property
     def identity(self) -> dict[str, str]:
@@ -506,11 +514,26 @@ class RedisPageStore:
         values = [self._encode(d, v) for d, v in zip(digests, views, strict=True)]
         prefix = self._key_prefix
         ttl = self._ttl_ms
+        keys = [prefix + d.hex().encode("ascii") for d in digests]
+        replies: list[Any]
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for d, value in zip(digests, values, strict=True):
-                pipe.set(prefix + d.hex().encode("ascii"), value, px=ttl)
-            replies = pipe.execute(raise_on_error=False)
+            if ttl is None and max(map(len, values)) <= _MSET_MAX_VALUE:
+                # Small pages: one MSET instead of a pipeline of SETs, so redis-py packs
+                # and parses one command instead of n. Loopback, per page: 64 B pages
+                # x256 10.8 us vs 30.4 us; 4 KiB x64 18.8 vs 59.8. Larger values go
+                # through the pipeline, which sends them without copying them into one
+                # buffer (16 KiB x64: MSET 108 us, pipeline 69 us).
+                try:
+                    self._client.execute_command(
+                        "MSET", *[x for kv in zip(keys, values, strict=True) for x in kv])
+                    replies = [True] * n
+                except ResponseError as exc:  # OOM refuses the whole command
+                    replies = [exc] * n
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for key, value in zip(keys, values, strict=True):
+                    pipe.set(key, value, px=ttl)
+                replies = pipe.execute(raise_on_error=False)
         except RedisError as exc:
             self._breaker.failure(exc)
             self._count(put_pages=n, dropped=n)

@@ -113,6 +113,25 @@ class RadixCache(BasePrefixCache):
     node at the same place), so the copy is self-consistent; both must be
     picklable (a ``lambda`` callback is not) or deep-copyable.
 
+    Remote tier (``remote=``: a page store such as :class:`llmds.dist.RedisPageStore`,
+    or a :class:`llmds.dist.RemoteTier` around one). The tree holds KV *indices*, so
+    the tier needs the data: ``kv_buffer`` is the engine's KV by slot index (a NumPy
+    array of shape ``(slots, *token_shape)``, or an object with ``row_shape``,
+    ``dtype``, ``gather(slots)`` and ``scatter(slots, rows)`` for KV kept elsewhere),
+    and ``token_to_kv_pool_allocator`` must have ``alloc(n)``. A remote page is
+    ``P`` = the store's ``page_size`` tokens, so ``page_size`` must divide ``P``; its
+    payload is the ``(P, *token_shape)`` rows of its slots, its key the
+    :mod:`llmds.page_hash` digest over ``P``-token pages and the key's ``extra_key``,
+    exactly what a :class:`~llmds.kv_cache.KVCache` with ``page_size=P`` computes, so
+    replicas built on either cache share one store. ``match_prefix`` fetches the
+    whole remote pages stored past the local match, writes their rows into new slots
+    (evicting unlocked leaves if the pool is short) and inserts them; ``insert``
+    writes back the remote pages that hold newly inserted tokens (their KV must be in
+    ``kv_buffer`` by then). A store failure is a miss or a dropped write, never an
+    error (:mod:`llmds._remote_tier`). The sliding-window and Mamba variants take no
+    ``remote``: a remote page would also need their window KV or recurrent state.
+    A cache with a remote tier cannot be pickled.
+
     Thread safety: not thread-safe; guard it with a lock when shared.
 
     Extension points for the sliding-window (tombstone) and Mamba-state variants.
@@ -153,6 +172,9 @@ class RadixCache(BasePrefixCache):
         sliding_window_size: int | None = None,
         token_to_kv_pool_allocator: Any = None,
         on_node_evict: Callable[[int], None] | None = None,
+        *,
+        remote: Any = None,
+        kv_buffer: Any = None,
     ) -> None:
         page_size = check_int(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         if sliding_window_size is not None:
@@ -172,6 +194,14 @@ class RadixCache(BasePrefixCache):
         self.token_to_kv_pool_allocator = token_to_kv_pool_allocator
         self.on_node_evict = on_node_evict
         self._pb = 4 * self.page_size  # bytes per page
+        self._remote: Any = None  # llmds._remote_hooks.RadixRemote
+        if remote is not None:
+            from llmds._remote_hooks import RadixRemote
+            self._remote = RadixRemote(remote, kv_buffer, token_to_kv_pool_allocator,
+                                       self.page_size)
+        elif kv_buffer is not None:
+            raise ValueError("kv_buffer is only used with remote= (the tier reads and "
+                             "writes KV rows there)")
         self._roots: dict[Hashable, TreeNode] = {}
         self.reset()
 
@@ -188,6 +218,11 @@ class RadixCache(BasePrefixCache):
     def total_size(self) -> int:
         """All cached tokens. O(1)."""
         return self._evictable + self._protected
+
+    @property
+    def remote(self) -> Any:
+        """The :class:`llmds.dist.RemoteTier` behind ``remote=`` (``None`` without). O(1)."""
+        return None if self._remote is None else self._remote.tier
 
     @property
     def num_nodes(self) -> int:
@@ -221,7 +256,15 @@ class RadixCache(BasePrefixCache):
         Refreshes the LRU time of the matched path. When the match ends inside a
         node, that node is split so ``last_node`` ends exactly at the match (ready
         for ``inc_lock_ref``). ``key`` is a :class:`RadixKey` or a sequence of ints.
+        With ``remote=``, the whole remote pages the store holds past the local match
+        are fetched and inserted first (see the class docstring).
         """
+        if self._remote is not None:
+            return self._remote.match(self, key)
+        return self._match_local(key)
+
+    def _match_local(self, key: RadixKey | Any) -> MatchResult:
+        """:meth:`match_prefix` in this process's tree only. O(d + n)."""
         kb, extra = key_bytes(key)
         nb = len(kb)
         nb -= nb % self._pb
@@ -270,7 +313,10 @@ class RadixCache(BasePrefixCache):
                 return InsertResult(prefix_len=0, last_node=self.root_node)
             root = self._root(extra)
         node = self._descend(root, path, cut, m)
-        return self._finish_insert(node, path, pos, kb, nb, vals, state)
+        result = self._finish_insert(node, path, pos, kb, nb, vals, state)
+        if self._remote is not None:  # write back the remote pages with new tokens
+            self._remote.inserted(key, kb, pos, nb, vals)
+        return result
 
     def evict(self, num_tokens: int, swa_num_tokens: int = 0) -> EvictResult:
         """Evict least-recently-used unlocked leaves until ``num_tokens`` are freed.

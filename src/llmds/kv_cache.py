@@ -459,6 +459,17 @@ class KVCache:
         """The sequence's page ids in order, as an int32 array. O(P)."""
         return np.array(self._seq(seq_id).pages, dtype=np.int32)
 
+    def block_ids(self, seq_id: Hashable, start: int = 0) -> list[int]:
+        """The sequence's page ids from block ``start`` on, as a new list. O(P).
+
+        :meth:`block_table` as Python ints, for callers that want a list (vLLM's
+        scheduler reads block ids as lists): ~0.3 us where building the array and
+        converting it back costs ~3 us for a 60-page table.
+        """
+        if type(start) is not int or start < 0:
+            start = check_int(start, "start", minimum=0)
+        return self._seq(seq_id).pages[start:]
+
     def num_tokens(self, seq_id: Hashable) -> int:
         """Tokens stored for ``seq_id``. O(1)."""
         return self._seq(seq_id).num_tokens

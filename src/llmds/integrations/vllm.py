@@ -416,7 +416,7 @@ class KVCacheManager:
         before = -(-held // bs)
         if -(-total // bs) == before:
             return self.empty_kv_cache_blocks
-        return KVCacheBlocks(self._kv.block_table(rid).tolist()[before:], self)
+        return KVCacheBlocks(self._kv.block_ids(rid, before), self)
 
     def _allocate_new(self, request: Any, rid: Any, hit: int, total: int
                       ) -> KVCacheBlocks | None:
@@ -454,7 +454,7 @@ class KVCacheManager:
         self.num_hit_tokens += hit
         if -(-total // bs) == hit // bs:
             return self.empty_kv_cache_blocks
-        return KVCacheBlocks(kv.block_table(rid).tolist()[hit // bs :], self)
+        return KVCacheBlocks(kv.block_ids(rid, hit // bs), self)
 
     def free(self, request: Any) -> None:
         """Release the request's blocks, tail first (cached blocks stay reusable). O(P)."""
@@ -479,7 +479,7 @@ class KVCacheManager:
         """The request's block table, one list per KV-cache group. O(P)."""
         if request_id not in self._reqs:
             return ([],)
-        return (self._kv.block_table(request_id).tolist(),)
+        return (self._kv.block_ids(request_id),)
 
     def get_blocks(self, request_id: Any) -> KVCacheBlocks:
         return KVCacheBlocks(self.get_block_ids(request_id)[0], self)

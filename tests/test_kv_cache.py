@@ -27,7 +27,7 @@ def snapshot(cache: KVCache):
         list(cache._pages.evictable),
         list(cache._pages.alloc._free),
         cache.stats(),
-        cache.pool.copy(),
+        cache.pool.copy() if isinstance(cache.pool, np.ndarray) else cache.pool.clone(),
     )
 
 
@@ -469,6 +469,10 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
             return seq_id
         return -1
 
+    def _put(self, page, off, vals):
+        """Write token ids as values into the pool, as an engine writes its KV."""
+        self.cache.pool[page, off : off + len(vals)] = vals
+
     @staticmethod
     def _page_values(toks, i):
         return [float(t) for t in toks[i * PS : (i + 1) * PS]]
@@ -503,7 +507,7 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
                 assert table[: hit[0] // PS] == probed
             for i, page in enumerate(table):
                 chunk = toks[i * PS : (i + 1) * PS]
-                self.cache.pool[page, : len(chunk)] = chunk
+                self._put(page, 0, chunk)
             self.model.attach(seq_id, [float(t) for t in toks])
             self.model.tokens[seq_id] = list(toks)
             return seq_id
@@ -533,7 +537,7 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
             table = self.cache.block_table(seq).tolist()
             for j, t in enumerate(toks):
                 page, off = divmod(start + j, PS)
-                self.cache.pool[table[page], off] = t
+                self._put(table[page], off, [t])
             self.model.values[seq].extend(float(t) for t in toks)
             self.model.tokens[seq].extend(toks)
 

@@ -157,10 +157,11 @@ class PageCache:
             walk = self.last_walk
             if (walk is not None and walk[0] == self.generation and walk[1] == parent
                     and raw.startswith(walk[2])):
-                found = list(walk[3][:full])  # still cached: the table has not changed
-                if found:
-                    parent = digest_of[found[-1]]
-                begin = len(found) * step
+                known = walk[3][:full]  # still cached: the table has not changed
+                if known:
+                    parent = digest_of[known[-1]]
+                found = list(known)
+                begin = len(known) * step
             for pos in range(begin, full * step, step):
                 page = get(parent + raw[pos : pos + step])
                 if page is None:

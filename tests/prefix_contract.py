@@ -15,11 +15,20 @@ engine does and checks, after every step, what every radix cache promises
 
 RadixCache, SWARadixCache and MambaRadixCache subclass it (in their own test files)
 with their model and the rules only they have.
+
+**Tensor mode** (``tensor_dtype = "int32"`` or ``"int64"``, tests/test_prefix_tensors.py):
+the same machine passes token ids and KV indices as torch tensors of that dtype and
+checks the tensor rules on every call: match indices, ``all_values_flatten`` and
+every index the cache frees into the pool are tensors of the cache's index format
+(the dtype and device of the first KV-index tensor it was given since its last
+reset; int64 on the key's device before that) with the values the NumPy path
+gives (the model's); bad tensors fail and change nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 from typing import Any, NamedTuple
 
@@ -71,6 +80,33 @@ def tree_pages(cache: Any, info: Any) -> dict[Prefix, Any]:
     return out
 
 
+class FormatCheckingPool(TokenToKVPoolAllocator):
+    """A token pool that checks every index array it is handed back is a tensor of
+    dtype ``dtype`` (tensor mode), or a NumPy array (``dtype`` None)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, size: int, dtype: str | None) -> None:
+        super().__init__(size)
+        self.dtype = dtype
+
+    def _expect(self, indices: Any) -> None:
+        if self.dtype is None:
+            assert isinstance(indices, np.ndarray), type(indices)
+        else:
+            import torch
+
+            assert isinstance(indices, torch.Tensor), type(indices)
+            assert indices.dtype == getattr(torch, self.dtype), indices.dtype
+
+    def free(self, indices: Any) -> None:
+        self._expect(indices)
+        super().free(indices)
+
+    def free_swa(self, indices: Any) -> None:
+        self._expect(indices)
+
+
 class PrefixCacheMachine(SafetyRules, RuleBasedStateMachine):
     """A radix cache over a token pool against its naive model (see the module doc).
 
@@ -81,10 +117,12 @@ class PrefixCacheMachine(SafetyRules, RuleBasedStateMachine):
     """
 
     page_size = 1
+    tensor_dtype: str | None = None  # tensor mode (see the module docstring)
 
     def __init__(self) -> None:
         super().__init__()
-        self.pool = TokenToKVPoolAllocator(4096)
+        self.pool = FormatCheckingPool(4096, self.tensor_dtype)
+        self.fmt_set = False  # the cache has been given a KV-index tensor since its reset
         self.states: Any = None
         self.cache = self.make_cache()
         self.model = self.make_model()
@@ -133,35 +171,76 @@ class PrefixCacheMachine(SafetyRules, RuleBasedStateMachine):
     def _aligned(self, n: int) -> int:
         return n - n % self.page_size
 
+    def _as_value(self, value: Any) -> Any:
+        if self.tensor_dtype is None:
+            return value
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(value))  # float, bool, uint64 stay so
+        return t.to(getattr(torch, self.tensor_dtype)) if value.dtype.kind == "i" else t
+
+    def _as_key(self, toks: list[int]) -> Any:
+        if self.tensor_dtype is None:
+            return toks
+        import torch
+
+        return torch.tensor(toks, dtype=getattr(torch, self.tensor_dtype))
+
+    def _host(self, indices: Any) -> Any:
+        """Indices the cache returned, checked against the tensor rules, on the host."""
+        if self.tensor_dtype is None:
+            assert isinstance(indices, np.ndarray) and indices.dtype == np.int64
+            return indices
+        import torch
+
+        want = getattr(torch, self.tensor_dtype) if self.fmt_set else torch.int64
+        assert isinstance(indices, torch.Tensor), type(indices)
+        assert indices.dtype == want and indices.device.type == "cpu", indices
+        assert indices.ndim == 1
+        return indices.numpy()
+
+    def _insert(self, toks: list[int], extra: Any, vals: Any, kw: dict[str, Any]) -> Any:
+        res = self.cache.insert(RadixKey(self._as_key(toks), extra), vals, **kw)
+        self.fmt_set = self.fmt_set or self.tensor_dtype is not None
+        return res
+
+    def _match(self, toks: list[int], extra: Any) -> Any:
+        """``match_prefix``, its indices checked (:meth:`_host`) and given back on the
+        host, so the hooks see what the NumPy path gives."""
+        r = self.cache.match_prefix(RadixKey(self._as_key(toks), extra))
+        return dataclasses.replace(r, indices=self._host(r.indices))
+
     # ------------------------------------------------------------------ rules
     @rule(toks=TOKENS, extra=EXTRAS, state=st.booleans())
     def insert(self, toks: list[int], extra: Any, state: bool = False) -> None:
-        vals = self.pool.alloc(len(toks))
+        host = self.pool.alloc(len(toks))
+        vals = self._as_value(host)
         kw = self.insert_kwargs(toks, state)
-        res = self.cache.insert(RadixKey(toks, extra), vals, **kw)
+        res = self._insert(toks, extra, vals, kw)
         assert 0 <= res.prefix_len <= self._aligned(len(toks))
-        self.expect_insert(toks, extra, vals, kw, res)
+        self.expect_insert(toks, extra, host, kw, res)
         self.pool.free(vals[: res.prefix_len])  # duplicates of cached indices
         self.pool.free(vals[self._aligned(len(toks)) :])  # the unaligned tail is not cached
 
     @rule(toks=TOKENS, extra=EXTRAS, state=st.booleans())
     def insert_after_match(self, toks: list[int], extra: Any, state: bool) -> None:
         """The serving loop: reuse the matched indices, fresh ones for the rest."""
-        r = self.cache.match_prefix(RadixKey(toks, extra))
+        r = self._match(toks, extra)
         self.expect_match(toks, extra, r)
         m = r.prefix_len
-        idx = np.concatenate((r.indices, self.pool.alloc(len(toks) - m)))
+        host = np.concatenate((r.indices, self.pool.alloc(len(toks) - m)))
+        idx = self._as_value(host)
         kw = self.insert_kwargs(toks, state)
-        res = self.cache.insert(RadixKey(toks, extra), idx, **kw)
-        self.expect_insert(toks, extra, idx, kw, res)
+        res = self._insert(toks, extra, idx, kw)
+        self.expect_insert(toks, extra, host, kw, res)
         if res.prefix_len > m:
             self.pool.free(idx[m : res.prefix_len])
         self.pool.free(idx[max(m, self._aligned(len(toks))) :])
 
     @rule(toks=TOKENS, extra=EXTRAS, lock=st.booleans())
     def match(self, toks: list[int], extra: Any, lock: bool) -> None:
-        r = self.cache.match_prefix(RadixKey(toks, extra))
-        assert r.indices.dtype == np.int64 and r.prefix_len == len(r.indices)
+        r = self._match(toks, extra)
+        assert r.prefix_len == len(r.indices)
         assert r.prefix_len % self.page_size == 0 and r.prefix_len <= len(toks)
         self.expect_match(toks, extra, r)
         if lock:
@@ -197,9 +276,15 @@ class PrefixCacheMachine(SafetyRules, RuleBasedStateMachine):
     def reset(self) -> None:
         """``reset`` drops every node without freeing: the caller frees the indices."""
         held = self.cache.all_values_flatten()
+        if self.tensor_dtype is None or self.fmt_set:
+            self._host(held)
+        else:  # no KV-index tensor since the last reset: the cache is empty, NumPy
+            assert isinstance(held, np.ndarray) and not held.size
         self.release_states()
         self.cache.reset()
-        self.pool.free(held)
+        self.fmt_set = False
+        if len(held):
+            self.pool.free(held)
         self.locks = []
         self.model = self.make_model()
 

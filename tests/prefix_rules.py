@@ -105,6 +105,14 @@ class SafetyRules:
     def _cache(self) -> Any:
         return self.cache  # type: ignore[attr-defined]
 
+    def _as_value(self, value: Any) -> Any:
+        """``value`` as the machine passes KV indices (a tensor in tensor mode)."""
+        return value
+
+    def _as_key(self, toks: list[int]) -> Any:
+        """Token ids as the machine passes them (a tensor in tensor mode)."""
+        return toks
+
     @property
     def _tokens(self) -> Any:
         return self.pool  # type: ignore[attr-defined]
@@ -146,18 +154,21 @@ class SafetyRules:
             value = np.ones(n, dtype=bool)
         elif kind == "freed":
             stale = pool.alloc(1)
-            pool.free(stale)
+            pool.free(self._as_value(stale))
             value[-1] = stale[0]
         elif kind == "length":
             value = good[:-1]
         else:
             value = [good.tolist()]
+        if not isinstance(value, list):
+            value = self._as_value(value)  # a float, bool, uint64, short... tensor
+        key = RadixKey(self._as_key(toks))
         try:
             self._expect_no_change(
-                lambda: self._cache().insert(RadixKey(toks), value), (TypeError, ValueError)
+                lambda: self._cache().insert(key, value), (TypeError, ValueError)
             )
         finally:
-            pool.free(good)
+            pool.free(self._as_value(good))
 
     @rule(pick=st.integers(0, 1000), with_token=st.booleans())
     def bad_release(self, pick: int, with_token: bool) -> None:

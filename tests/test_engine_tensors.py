@@ -161,10 +161,13 @@ def test_pools_with_torch() -> None:
 
 
 def test_import_llmds_never_imports_torch() -> None:
-    code = ("import sys, llmds, llmds.mem_cache, llmds.kv_cache, llmds.integrations, "
-            "llmds.integrations.vllm; from llmds import RadixCache, KVCache; "
+    code = ("import sys, numpy as np, llmds, llmds.mem_cache, llmds.kv_cache, "
+            "llmds.integrations, llmds.integrations.vllm; "
+            "from llmds import RadixCache, KVCache; from llmds.mem_cache import MambaPool; "
             "RadixCache(); KVCache(page_size=4, max_pages=4); "
-            "print('torch' in sys.modules)")
+            "c = KVCache(page_size=2, max_pages=4, dtype=np.float16, token_shape=2); "
+            "c.attach(1, [[1, 2], [3, 4], [5, 6]], prefix_tokens=[1, 2]); c.get_array(1); "
+            "MambaPool(2, dtype='float32'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "False"

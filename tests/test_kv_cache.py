@@ -27,7 +27,7 @@ def snapshot(cache: KVCache):
         list(cache._pages.evictable),
         list(cache._pages.alloc._free),
         cache.stats(),
-        cache.pool.copy(),
+        cache.pool.copy() if isinstance(cache.pool, np.ndarray) else cache.pool.clone(),
     )
 
 
@@ -163,6 +163,47 @@ def test_allocate_reuses_cached_pages_after_free():
     assert cache.block_table("b").tolist()[:3] == pages
     assert cache.allocate("c", [0, 1, 2, 3, 9]) == 4  # shares only page 0
     assert cache.stats()["prefix_hit_rate"] == pytest.approx((0 + 12 + 4) / (10 + 13 + 5))
+    cache._check()
+
+
+def test_block_ids_are_the_block_table_as_a_new_list():
+    cache = KVCache(page_size=2, max_pages=8)
+    cache.allocate("a", [1, 2, 3, 4, 5])
+    ids = cache.block_ids("a")
+    assert ids == cache.block_table("a").tolist() and all(type(p) is int for p in ids)
+    assert cache.block_ids("a", 1) == ids[1:] and cache.block_ids("a", 9) == []
+    ids.append(99)  # a copy: the block table is untouched
+    assert cache.block_ids("a") == cache.block_table("a").tolist()
+    for bad, exc in ((-1, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="start"):
+            cache.block_ids("a", bad)
+    with pytest.raises(UnknownSequenceError):
+        cache.block_ids("zz")
+    cache._check()
+
+
+@pytest.mark.parametrize("algo", ["sha256", "chain64"])
+def test_probe_then_allocate_never_reuses_a_stale_walk(algo):
+    """``cached_pages`` remembers its walk for the next ``allocate`` (vLLM probes,
+    then allocates): any change of the table in between, another namespace or
+    other tokens must make ``allocate`` walk again."""
+    cache = KVCache(page_size=2, max_pages=6, hash_algorithm=algo)
+    cache.allocate("a", [1, 2, 3, 4, 5, 6])
+    cache.free("a")
+    assert len(cache.cached_pages([1, 2, 3, 4, 5, 6, 7])) == 3
+    assert cache.allocate("b", [1, 2, 3, 4, 5, 6, 7]) == 6  # resumes the probe's walk
+    cache.free("b")
+    assert len(cache.cached_pages([1, 2, 3, 4])) == 2
+    assert cache.allocate("c", [1, 2, 3, 4], extra_key="other") == 0  # another root
+    cache.free("c")
+    assert len(cache.cached_pages([1, 2, 3, 4, 5, 6])) == 3
+    assert cache.evict() == 5  # the table changes between probe and allocate
+    assert cache.allocate("d", [1, 2, 3, 4, 5, 6]) == 0
+    head = cache.block_ids("d")[0]
+    cache.free("d")
+    assert cache.cached_pages([1, 2, 9, 9]) == [head]
+    cache.allocate("e", [1, 2, 9, 9, 5, 6])  # registers [9, 9] after the probe
+    assert cache.allocate("f", [1, 2, 9, 9, 5, 6]) == 6
     cache._check()
 
 
@@ -428,17 +469,45 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
             return seq_id
         return -1
 
-    @rule(target=seqs, toks=tokens, ns=st.sampled_from([None, "t"]))
-    def allocate(self, toks, ns):
-        seq_id = self._new_id()
+    def _put(self, page, off, vals):
+        """Write token ids as values into the pool, as an engine writes its KV."""
+        self.cache.pool[page, off : off + len(vals)] = vals
 
-        # cached pages already hold exactly these values (same chain, same tokens)
-        ok = self._try(lambda: self.cache.allocate(seq_id, toks, extra_key=ns))
+    @staticmethod
+    def _page_values(toks, i):
+        return [float(t) for t in toks[i * PS : (i + 1) * PS]]
+
+    @rule(toks=tokens, ns=st.sampled_from([None, "t"]))
+    def probe(self, toks, ns):
+        """Read-only; it also leaves a walk that a later ``allocate`` may resume."""
+        before = snapshot(self.cache)
+        pages = self.cache.cached_pages(toks, extra_key=ns)
+        assert len(pages) <= len(toks) // PS
+        for i, page in enumerate(pages):  # a cached page holds its tokens
+            assert self.cache.pool[page].tolist() == self._page_values(toks, i)
+        after = snapshot(self.cache)
+        assert after[:6] == before[:6]
+
+    @rule(target=seqs, toks=tokens, ns=st.sampled_from([None, "t"]), probe_first=st.booleans())
+    def allocate(self, toks, ns, probe_first):
+        seq_id = self._new_id()
+        probed = self.cache.cached_pages(toks, extra_key=ns) if probe_first else None
+        hit = []
+
+        def go():
+            hit.append(self.cache.allocate(seq_id, toks, extra_key=ns))
+
+        ok = self._try(go)
         if ok:
             table = self.cache.block_table(seq_id).tolist()
+            # the reused pages already hold exactly these values (same chain, same tokens)
+            for i in range(hit[0] // PS):
+                assert self.cache.pool[table[i]].tolist() == self._page_values(toks, i)
+            if probed is not None:
+                assert table[: hit[0] // PS] == probed
             for i, page in enumerate(table):
                 chunk = toks[i * PS : (i + 1) * PS]
-                self.cache.pool[page, : len(chunk)] = chunk
+                self._put(page, 0, chunk)
             self.model.attach(seq_id, [float(t) for t in toks])
             self.model.tokens[seq_id] = list(toks)
             return seq_id
@@ -468,7 +537,7 @@ class KVCacheAgainstModel(RuleBasedStateMachine):
             table = self.cache.block_table(seq).tolist()
             for j, t in enumerate(toks):
                 page, off = divmod(start + j, PS)
-                self.cache.pool[table[page], off] = t
+                self._put(table[page], off, [t])
             self.model.values[seq].extend(float(t) for t in toks)
             self.model.tokens[seq].extend(toks)
 

@@ -132,6 +132,19 @@ def test_token_ids_are_validated_never_wrapped(tokens, exc):
         ph.token_bytes(tokens)
 
 
+@pytest.mark.parametrize("dtype", ["<i2", ">i2", "<i4", ">i4", "<i8", ">i8", "i1"])
+def test_signed_token_arrays_of_any_byte_order(dtype):
+    """The one-reduction fast path keeps the array's byte order: a big-endian -256
+    read little-endian would be a small valid id and wrap."""
+    info = np.iinfo(np.dtype(dtype))
+    for bad in (-1, info.min, max(info.min, -256), max(info.min, -(2**56))):
+        with pytest.raises(ValueError, match="token_ids must hold values >= 0"):
+            ph.token_array(np.array([3, bad], dtype=dtype))
+    good = np.array([0, 5, info.max if info.max < 2**32 else 2**32 - 1], dtype=dtype)
+    assert ph.token_array(good).tolist() == [int(v) for v in good]
+    assert ph.token_array(good).dtype == np.uint32
+
+
 def test_vocab_size_and_token_forms_agree():
     assert ph.token_bytes([1, 2]) == np.array([1, 2], dtype="<u4").tobytes()
     for arr in (np.array([1, 2], dtype=np.int8), np.array([1, 2], dtype=np.uint64), (1, 2),

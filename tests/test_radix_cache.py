@@ -61,6 +61,39 @@ def test_match_insert_split_and_duplicates() -> None:
     c._check()
 
 
+@pytest.mark.parametrize("toks", [
+    [1, 258, 2**32 - 1, 0], (5, 6), [np.int64(3), 4, np.int64(7)], [1, True], [],
+    [True, True], [-1, 2], [2, 2**32], [1, 2.0], [1.5], ["a"], [None], [[1, 2]],
+    [2**70], [np.float64(1.0)],
+])
+def test_list_keys_take_the_fast_path_with_the_same_answers(toks: Any) -> None:
+    """A list or tuple of ints is encoded by ``array('I')``; whatever it encodes or
+    refuses, the answer (bytes, or the error type and message) is the NumPy path's,
+    except that ints NumPy would promote to float (int64 with uint64) are read as the
+    ints they are."""
+    from llmds.mem_cache._keys import key_token_bytes
+
+    def answer(x: Any) -> Any:
+        try:
+            return key_token_bytes(x)
+        except (TypeError, ValueError) as e:
+            return type(e), str(e)
+
+    try:
+        arr = np.asarray(toks)
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    got = answer(toks)
+    if arr is not None:
+        assert got == answer(arr)
+    if isinstance(got, bytes):
+        assert got == np.asarray(toks, dtype=np.int64).astype("<u4").tobytes()
+    else:
+        assert "token_ids" in got[1]
+    mixed = [np.int64(3), np.uint64(7)]
+    assert answer(mixed) == answer([3, 7]) and isinstance(answer(mixed), bytes)
+
+
 def test_match_accepts_plain_sequences_and_arrays() -> None:
     c = RadixCache()
     c.insert([3, 4, 5], [7, 8, 9])

@@ -3,7 +3,9 @@
 Private to :mod:`llmds.kv_cache`. Values must be numbers: ``None``, strings and
 bools raise ``TypeError``; an integer pool takes integers in its range, a float pool
 finite values (NaN, inf and overflow raise ``ValueError``). Each check names the
-argument and returns the value in its canonical form.
+argument and returns the value in its canonical form: a NumPy array for a NumPy
+pool (:func:`coerce_values`), a tensor on the pool's device for a torch pool
+(:func:`coerce_tensor_values`, which also takes tensors on any device).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy.typing as npt
 
 from llmds._validate import check_int, is_int, show
 
-__all__ = ["check_dtype", "check_token_shape", "coerce_values"]
+__all__ = ["check_dtype", "check_token_shape", "coerce_tensor_values", "coerce_values",
+           "same_values"]
 
 MAX_DIM = 1 << 40
 
@@ -69,10 +72,7 @@ def coerce_values(
             arr = _big_ints(arr, name, dt)  # Python ints beyond int64
         else:
             raise TypeError(f"{name} must hold numbers (int or float), got dtype {arr.dtype}")
-    if many is None and arr.ndim == len(tshape):
-        arr = arr.reshape(1, *tshape)
-    if arr.ndim != len(tshape) + 1 or arr.shape[1:] != tshape:
-        raise ValueError(f"{name} must have shape (num_tokens, *{tshape}), got {arr.shape}")
+    arr = _shaped(arr, name, tshape, many)
     if arr.dtype == dt or arr.size == 0:
         out = arr.astype(dt, copy=False)
     elif dt.kind in "iu":
@@ -90,6 +90,85 @@ def coerce_values(
     if dt.kind == "f" and out.size and not np.isfinite(out).all():
         raise ValueError(f"{name} must be finite numbers (no NaN or inf) for a {dt} pool")
     return out
+
+
+def _shaped(arr: Any, name: str, tshape: tuple[int, ...], many: bool | None) -> Any:
+    """``arr`` (an array or a tensor) as ``(k, *tshape)``; ``many=None`` also accepts one
+    token. ValueError names ``name`` and the shape. O(1)."""
+    if many is None and arr.ndim == len(tshape):
+        arr = arr.reshape(1, *tshape)
+    if arr.ndim != len(tshape) + 1 or tuple(arr.shape[1:]) != tshape:
+        raise ValueError(f"{name} must have shape (num_tokens, *{tshape}), got "
+                         f"{tuple(arr.shape)}")
+    return arr
+
+
+def coerce_tensor_values(values: Any, name: str, pool: Any, tshape: tuple[int, ...],
+                         many: bool | None) -> Any:
+    """``values`` as a ``(k, *tshape)`` tensor of the torch ``pool``'s dtype and device.
+
+    A tensor (any device) must be an integer or float one: bool, complex, uint64
+    and, for an integer pool, float tensors raise TypeError. Anything else goes
+    through :func:`coerce_values` first. An integer pool takes values in its dtype's
+    range; a float pool finite values of magnitude at most its dtype's largest (so
+    a bfloat16 or float8 pool never rounds an overflow to inf or saturates it).
+    O(k), plus two reductions when the dtypes differ.
+    """
+    import torch  # present: the pool is a tensor
+
+    dt = pool.dtype
+    integer = not dt.is_floating_point
+    if isinstance(values, torch.Tensor):
+        src = values.detach()
+        if src.dtype == torch.uint64:
+            raise TypeError(f"{name} must not be a uint64 tensor (torch cannot check its "
+                            "range); convert it to int64")
+        if src.dtype == torch.bool or src.is_complex() or (integer and src.is_floating_point()):
+            want = "integers" if integer else "numbers (int or float)"
+            raise TypeError(f"{name} must hold {want} for a {dt} pool, got dtype {src.dtype}")
+        src = _shaped(src, name, tshape, many)
+        if src.dtype in (torch.uint16, torch.uint32):  # torch has no min/max for them
+            src = src.to(torch.int64)
+    else:
+        staging = np.dtype(str(dt).removeprefix("torch.")) if integer else np.dtype(np.float64)
+        src = torch.from_numpy(coerce_values(values, name, staging, tshape, many))
+    if src.numel():
+        _check_range(src, name, dt, integer)
+    return src.to(device=pool.device, dtype=dt)
+
+
+def _check_range(src: Any, name: str, dt: Any, integer: bool) -> None:
+    """Raise ValueError unless every value of tensor ``src`` is finite and fits torch
+    dtype ``dt`` (nothing to do for integers already of ``dt``). O(k)."""
+    import torch
+
+    # float8 has no isfinite/min/max: read it as float32 (exact)
+    s = src.float() if src.is_floating_point() and src.dtype.itemsize == 1 else src
+    if s.is_floating_point() and not bool(torch.isfinite(s).all()):
+        raise ValueError(f"{name} must be finite numbers (no NaN or inf) for a {dt} pool")
+    if src.dtype == dt:
+        return
+    lo, hi = s.min().item(), s.max().item()
+    if integer:
+        info = torch.iinfo(dt)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"{name} must hold values in [{info.min}, {info.max}] for a "
+                             f"{dt} pool, got {lo if lo < info.min else hi}")
+    elif max(-lo, hi) > torch.finfo(dt).max:
+        raise ValueError(f"{name} must hold values of magnitude <= {torch.finfo(dt).max} "
+                         f"for a {dt} pool, got {lo if -lo > hi else hi}")
+
+
+def same_values(page: Any, chunk: Any) -> bool:
+    """True if a pool page and a chunk of coerced values hold the same values. A torch
+    pool compares bits (torch has no equality for every pool dtype, float8 among them;
+    values are finite, so only 0.0 against -0.0 differs, which costs a private copy). O(page)."""
+    if isinstance(page, np.ndarray):
+        return bool(np.array_equal(page, chunk))
+    import torch
+
+    bits = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[page.dtype.itemsize]
+    return bool(torch.equal(page.view(bits), chunk.view(bits)))
 
 
 def _big_ints(arr: npt.NDArray[Any], name: str, dt: np.dtype[Any]) -> npt.NDArray[Any]:

@@ -66,11 +66,21 @@ class PageCache:
     free, else O(len(hits)). Memory: one int per page, and one key (32 + 4 *
     page_size bytes) and one digest per cached page.
 
+    **The last read-only walk is remembered** (sha256): :meth:`leading_hits` keeps the
+    pages it found with the token bytes they cover and the table's ``generation``
+    (bumped by every :meth:`register` and :meth:`evict`); a leading :meth:`lookup`
+    of tokens that start with those bytes, from the same root and while the
+    generation is unchanged, resumes the walk after them instead of walking them
+    again. That is vLLM's call pattern (``get_computed_blocks`` probes, then
+    ``allocate_slots`` allocates the same prompt): measured on the 2,000-request chat
+    trace through :class:`llmds.integrations.vllm.KVCacheManager`, the second walk
+    was 15-17 us of a ~100 us request.
+
     Thread safety: not thread-safe; its KVCache guards it.
     """
 
-    __slots__ = ("algorithm", "alloc", "evictable", "evictions", "holders", "page_digest",
-                 "page_key", "page_size", "seeds", "table")
+    __slots__ = ("algorithm", "alloc", "evictable", "evictions", "generation", "holders",
+                 "last_walk", "page_digest", "page_key", "page_size", "seeds", "table")
 
     def __init__(self, num_pages: int, page_size: int, algorithm: str) -> None:
         self.alloc = PagedAllocator(num_pages)
@@ -83,6 +93,9 @@ class PageCache:
         self.evictable: OrderedDict[int, None] = OrderedDict()  # cached, unheld; LRU first
         self.seeds: dict[Any, Any] = {}
         self.evictions = 0
+        self.generation = 0  # bumped whenever the table changes
+        # (generation, root, token bytes, pages found) of the last leading_hits walk
+        self.last_walk: tuple[int, Any, bytes, tuple[int, ...]] | None = None
 
     @property
     def num_available(self) -> int:
@@ -140,7 +153,16 @@ class PageCache:
         step = 4 * self.page_size
         digest_of = self.page_digest
         if leading:
-            for pos in range(0, full * step, step):
+            begin = 0
+            walk = self.last_walk
+            if (walk is not None and walk[0] == self.generation and walk[1] == parent
+                    and raw.startswith(walk[2])):
+                known = walk[3][:full]  # still cached: the table has not changed
+                if known:
+                    parent = digest_of[known[-1]]
+                found = list(known)
+                begin = len(known) * step
+            for pos in range(begin, full * step, step):
                 page = get(parent + raw[pos : pos + step])
                 if page is None:
                     break
@@ -176,12 +198,14 @@ class PageCache:
         raw = tokens.astype("<u4", copy=False).tobytes()
         step = 4 * self.page_size
         digest_of = self.page_digest
+        root = parent
         for pos in range(0, full * step, step):
             page = get(parent + raw[pos : pos + step])
             if page is None:
                 break
             parent = digest_of[page]
             found.append(page)
+        self.last_walk = (self.generation, root, raw[: len(found) * step], tuple(found))
         return found
 
     def digests(
@@ -263,6 +287,7 @@ class PageCache:
             del table[page_key[page]]
             page_key[page] = page_digest[page] = None
             victims.append(page)
+        self.generation += 1
         self.alloc.free(victims)
         self.evictions += k
 
@@ -291,6 +316,7 @@ class PageCache:
         """Cache ``pages[i]`` under ``keys[i]`` with chain value ``digests[i]`` unless that
         key is cached already. O(len(keys))."""
         table, page_key, page_digest = self.table, self.page_key, self.page_digest
+        self.generation += 1
         for page, key, digest in zip(pages, keys, digests, strict=False):
             if key not in table:
                 table[key] = page

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmds._validate import show
+
 __all__ = [
     "IndexFormat",
     "as_array",
@@ -30,7 +32,10 @@ __all__ = [
     "index_format",
     "is_tensor",
     "is_torch_dtype",
+    "pool_spec",
+    "pool_zeros",
     "require_torch",
+    "torch_device",
     "torch_or_none",
 ]
 
@@ -52,6 +57,71 @@ def require_torch(what: str) -> Any:
             f"{what} needs PyTorch; install it with `pip install 'llmds[torch]'`"
         ) from None
     return torch
+
+
+def torch_device(device: Any, what: str) -> Any:
+    """``device`` (a ``torch.device`` or its name, e.g. ``"cuda:0"``) as a
+    ``torch.device``, importing torch for ``what``; ValueError names ``device``. O(1)."""
+    torch = require_torch(what)
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"device must be a torch device, got {show(device)}") from None
+
+
+# torch dtypes a pool may hold (names; the float8 ones exist only in newer torch)
+# (not uint16/32/64: torch implements few operations for them, not even min and max)
+_POOL_DTYPES = ("float16", "bfloat16", "float32", "float64", "float8_e4m3fn",
+                "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int8", "int16",
+                "int32", "int64", "uint8")
+
+
+def pool_spec(dtype: Any, device: Any, what: str) -> tuple[Any, Any] | None:
+    """``(torch dtype, torch device)`` for a pool asked to be torch-backed, else ``None``.
+
+    A pool is torch-backed when ``dtype`` is a torch dtype (``torch.bfloat16``...)
+    or a ``device`` is given; then torch is imported for ``what`` and a NumPy
+    dtype is mapped to its torch twin by name. The dtype must be a float
+    (16/32/64-bit, bfloat16, float8) or integer one: bool, complex and quantized
+    dtypes raise TypeError, a bad device ValueError, both naming the argument.
+    Without either, returns ``None`` (a NumPy pool; the caller checks its dtype).
+    O(1).
+
+    >>> pool_spec("float32", None, "x") is None
+    True
+    """
+    if not is_torch_dtype(dtype) and device is None:
+        return None
+    torch = require_torch(what)
+    name = None
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).removeprefix("torch.")
+    elif not isinstance(dtype, bool | int | float | complex):
+        try:
+            name = np.dtype(dtype).name
+        except (TypeError, ValueError):
+            name = None
+    tdtype = getattr(torch, name, None) if name in _POOL_DTYPES else None
+    if tdtype is None:
+        raise TypeError(f"dtype must be a torch or NumPy float/int dtype, got {show(dtype)}")
+    return tdtype, torch_device("cpu" if device is None else device, what)
+
+
+def pool_zeros(shape: tuple[int, ...], spec: tuple[Any, Any]) -> Any:
+    """A zero tensor of ``shape`` with ``spec``'s (dtype, device). O(size).
+
+    On the CPU it is a view of ``np.zeros`` of a same-width signed int (zero bits
+    are zero in every pool dtype), so the OS maps its pages lazily as it does for a
+    NumPy pool; ``torch.zeros`` would write every byte. Elsewhere ``torch.zeros``.
+    Raises MemoryError when the memory cannot be reserved.
+    """
+    import torch  # present: pool_spec imported it
+
+    dtype, device = spec
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    raw = np.zeros(shape, dtype=f"i{dtype.itemsize}")
+    return torch.from_numpy(raw).view(dtype)
 
 
 def is_tensor(x: Any) -> bool:

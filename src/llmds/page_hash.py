@@ -89,7 +89,6 @@ _MAX_DEPTH = 32
 _U32_MAX = (1 << 32) - 1
 _sha256 = hashlib.sha256
 _max_reduce = np.maximum.reduce  # the ufuncs directly: ndarray.max() adds ~1 us of wrappers
-_min_reduce = np.minimum.reduce
 
 
 def _length(n: int, what: str) -> bytes:
@@ -178,16 +177,20 @@ def token_array(
         except (TypeError, ValueError, OverflowError):
             arr = token_ids  # ragged: check_int_array names the problem
     if isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind in "iu":
-        # Fast path, one reduction: an int64 viewed as uint64 maps negatives above 2**63,
-        # so ``max < limit`` checks both bounds (check_int_array costs ~10 us per call).
+        # Fast path, one reduction: a signed array viewed as unsigned of its width and
+        # byte order maps negatives to 2**(bits-1) and above, past every non-negative
+        # value, so ``max < min(limit, 2**(bits-1))`` checks both bounds (check_int_array
+        # costs ~10 us per call; a second reduction for the minimum ~1.4 us on a
+        # 1,000-token int32 prompt). The byte order must be kept: a big-endian ``-256``
+        # read little-endian is 16,777,215.
         dt = arr.dtype
         if not arr.size:
             return arr.astype(np.uint32)
-        if dt.kind == "u" or dt.itemsize == 8:
-            top = int(_max_reduce(arr.view(np.uint64) if dt.kind == "i" else arr))
-            ok = top < limit
+        if dt.kind == "u":
+            ok = int(_max_reduce(arr)) < limit
         else:
-            ok = int(_min_reduce(arr)) >= 0 and int(_max_reduce(arr)) < limit
+            top = int(_max_reduce(arr.view(dt.str.replace("i", "u"))))
+            ok = top < min(limit, 1 << (8 * dt.itemsize - 1))
         if ok:
             return arr.astype(np.uint32, copy=False)
     return check_int_array(arr, name, minimum=0, maximum=limit - 1, dtype=np.uint32)

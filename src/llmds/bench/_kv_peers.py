@@ -12,7 +12,7 @@ from typing import Any
 from llmds.bench import harness
 from llmds.bench.workloads import ChatRequest
 
-__all__ = ["TRACE_PAGE", "VLLMReplay", "VLLMStyleBaseline", "vllm_modules"]
+__all__ = ["TRACE_PAGE", "VLLMReplay", "VLLMStyleBaseline", "lifecycle", "vllm_modules"]
 
 TRACE_PAGE = 16
 
@@ -69,27 +69,58 @@ class VLLMReplay:
             enable_caching=True,
         )
 
-    def run(self, mgr: Any) -> float:
+    def requests(self) -> list[tuple[Any, list[int], list[int]]]:
+        """Fresh vLLM ``Request`` objects for the trace, without a block hasher: the
+        engine builds them whatever its KV-cache manager (~47 us each), so a timed
+        replay gets them from an untimed setup and attaches the hasher itself."""
         Request = self.m["vllm.v1.request"].Request
         SamplingParams = self.m["vllm.sampling_params"].SamplingParams
-        hasher = self.hasher
-        hit = total = 0
-        for rid, prompt, output in self.reqs:
-            req = Request(
-                rid, prompt, SamplingParams(max_tokens=len(output)), None, block_hasher=hasher
-            )
-            blocks, num_computed, _ = mgr.get_computed_blocks(req)
-            if mgr.allocate_slots(req, len(prompt) - num_computed, num_computed, blocks) is None:
-                raise RuntimeError("vLLM could not allocate the prompt")
-            req.num_computed_tokens = len(prompt)
-            req.append_output_token_ids(output)
-            if mgr.allocate_slots(req, len(output)) is None:
-                raise RuntimeError("vLLM could not allocate the output")
-            req.num_computed_tokens += len(output)
-            mgr.free(req)
-            hit += num_computed
-            total += len(prompt)
-        return hit / total if total else 0.0
+        return [(Request(rid, prompt, SamplingParams(max_tokens=len(output)), None),
+                 prompt, output) for rid, prompt, output in self.reqs]
+
+    def setup(self, num_blocks: int) -> tuple[Any, list[tuple[Any, list[int], list[int]]]]:
+        """A fresh manager and fresh requests (the untimed part of one replay)."""
+        return self.manager(num_blocks), self.requests()
+
+    def run(self, state: Any) -> float:
+        """Replay the trace as vLLM's scheduler drives its manager; returns the hit rate.
+
+        ``state`` is :meth:`setup`'s pair, or a bare manager (then the requests are
+        built inside, as before). Each request gets vLLM's SHA-256 block hasher here,
+        as ``Request.__init__`` attaches it (so hashing the prompt is timed), and the
+        returned blocks' ids are read as the scheduler reads them.
+        """
+        mgr, reqs = state if isinstance(state, tuple) else (state, self.requests())
+        return lifecycle(mgr, reqs, self.hasher)
+
+
+def lifecycle(mgr: Any, reqs: list[tuple[Any, list[int], list[int]]],
+              hasher: Any = None) -> float:
+    """Each request through ``mgr`` (vLLM's ``KVCacheManager`` interface): lookup,
+    allocate the prompt, decode the output in one step, allocate it, free; returns
+    the hit rate. With ``hasher``, vLLM's block hasher is attached to each request
+    first, as vLLM's ``Request.__init__`` does."""
+    hit = total = 0
+    for req, prompt, output in reqs:
+        if hasher is not None:
+            req._block_hasher = hasher  # what Request(..., block_hasher=hasher) sets
+            req.update_block_hashes()
+        blocks, num_computed, _ = mgr.get_computed_blocks(req)
+        new = mgr.allocate_slots(req, len(prompt) - num_computed, num_computed, blocks)
+        if new is None:
+            raise RuntimeError("the KV-cache manager could not allocate the prompt")
+        new.get_block_ids()
+        req.num_computed_tokens = len(prompt)
+        req.append_output_token_ids(output)
+        new = mgr.allocate_slots(req, len(output))
+        if new is None:
+            raise RuntimeError("the KV-cache manager could not allocate the output")
+        new.get_block_ids()
+        req.num_computed_tokens += len(output)
+        mgr.free(req)
+        hit += num_computed
+        total += len(prompt)
+    return hit / total if total else 0.0
 
 
 class _Block:

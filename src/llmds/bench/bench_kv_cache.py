@@ -336,9 +336,9 @@ class _Run:
             name = "vLLM v1 KVCacheManager"
             rate = self.peer_rows(
                 "vLLM v1 KVCacheManager (sha256)", name,
-                lambda pages: harness.measure(lambda mgr: vrep.run(mgr), ops=n, repeat=repeat,
-                                              setup=partial(vrep.manager, pages)),
-                lambda pages: vrep.run(vrep.manager(pages)),
+                lambda pages: harness.measure(vrep.run, ops=n, repeat=repeat,
+                                              setup=partial(vrep.setup, pages)),
+                lambda pages: vrep.run(vrep.setup(pages)),
                 {"version": harness.peer_version("vllm")})
             return name, rate
         why = "skipped in quick mode (importing vLLM takes seconds)" if self.ctx.quick else mods

@@ -1,16 +1,26 @@
-"""Minimal stand-ins for SGLang's request and KV-slot pools (internal; re-exported
-by :mod:`llmds.integrations.sglang`), for tests and examples without SGLang."""
+"""SGLang's pools as llmds sees them (internal to :mod:`llmds.integrations.sglang`).
+
+* Minimal stand-ins for SGLang's request and KV-slot pools (re-exported by
+  :mod:`llmds.integrations.sglang`), for tests and examples without SGLang:
+  :class:`ReqToTokenPool`, :class:`TokenToKVPoolAllocator`.
+* The adapters a facade puts between an SGLang pool and llmds's tree:
+  :class:`TreePool` / :class:`TreeSWAPool` (indices freed as tensors on the pool's
+  device) and :class:`TreeStatePool` (SGLang's Mamba pool as llmds's).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from llmds._torch import require_torch
-from llmds._validate import check_int
+import numpy as np
+
+from llmds._torch import as_index_format, require_torch
+from llmds._validate import check_int, is_int
 from llmds.errors import CapacityError
 from llmds.mem_cache.allocator import TokenToKVPoolAllocator as _Slots
 
-__all__ = ["ReqToTokenPool", "TokenToKVPoolAllocator"]
+__all__ = ["ReqToTokenPool", "TokenToKVPoolAllocator", "TreePool", "TreeSWAPool",
+           "TreeStatePool"]
 
 torch = require_torch("llmds.integrations.sglang")
 
@@ -95,3 +105,48 @@ class ReqToTokenPool:
 
     def write(self, indices: Any, values: Any) -> None:
         self.req_to_token[indices] = values
+
+
+class TreePool:
+    """The allocator as the llmds tree sees it: ``free`` in tensors on its device,
+    and a slot bound of ``size + page_size`` (SGLang's allocators hand out slots
+    ``1..size`` and, paged, up to ``size + page_size - 1``)."""
+
+    __slots__ = ("device", "inner", "size")
+
+    def __init__(self, inner: Any, page_size: int, device: Any) -> None:
+        self.inner = inner
+        self.device = device
+        size: Any = getattr(inner, "size", None)
+        self.size = int(size) + page_size if is_int(size) else None
+
+    def _t(self, indices: Any) -> Any:
+        if isinstance(indices, np.ndarray):
+            return as_index_format(np.ascontiguousarray(indices, dtype=np.int64),
+                                   (self.device, torch.int64))
+        return indices
+
+    def free(self, indices: Any) -> None:
+        self.inner.free(self._t(indices))
+
+
+class TreeSWAPool(TreePool):
+    """:class:`TreePool` with ``free_swa`` (SGLang's ``SWATokenToKVPoolAllocator``)."""
+
+    __slots__ = ()
+
+    def free_swa(self, indices: Any) -> None:
+        self.inner.free_swa(self._t(indices))
+
+
+class TreeStatePool:
+    """SGLang's Mamba pool (``free(indices)``) seen as llmds's (``free_track_slot``)."""
+
+    __slots__ = ("device", "inner")
+
+    def __init__(self, inner: Any, device: Any) -> None:
+        self.inner = inner
+        self.device = device
+
+    def free_track_slot(self, slot: int) -> None:
+        self.inner.free(torch.tensor([slot], dtype=torch.int64, device=self.device))

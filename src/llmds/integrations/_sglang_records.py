@@ -5,6 +5,10 @@ field names and defaults (``sglang.srt.mem_cache.base_prefix_cache``), not copie
 The records are mutable dataclasses, as SGLang's are; the lock receipts and the
 insert result are ints as well (see each class), so code written for SGLang's older
 integer returns and code written for the record forms both work.
+
+Also how a facade reads its callers' arguments in SGLang's several forms:
+:func:`key_of` (a params object, an llmds or SGLang ``RadixKey``, a token sequence)
+and :func:`init_args` (``CacheInitParams`` or the positional/keyword constructor).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ __all__ = [
     "MatchPrefixParams",
     "MatchResult",
     "RadixKey",
+    "init_args",
+    "key_of",
 ]
 
 
@@ -211,3 +217,51 @@ class MatchResult(NamedTuple):
     mamba_branching_seqlen: int | None = None
     cache_protected_len: int | None = None
     full_kv_hit_length: int = 0
+
+
+# ------------------------------------------------ reading the callers' arguments
+_MISSING = object()
+
+
+def key_of(arg: Any) -> Any:
+    """The llmds key inside ``arg``: a params object's ``key``, an llmds or SGLang
+    ``RadixKey`` (duck-typed), or a bare token sequence. O(1)."""
+    if isinstance(arg, _LLMDSKey):
+        return arg
+    k = getattr(arg, "key", _MISSING)
+    if k is not _MISSING:
+        arg = k
+        if isinstance(arg, _LLMDSKey):
+            return arg
+    toks = getattr(arg, "token_ids", None)
+    if toks is not None:  # SGLang's own RadixKey
+        if getattr(arg, "is_bigram", False):
+            raise NotImplementedError("bigram (EAGLE) radix keys are not supported by llmds")
+        return _LLMDSKey(toks, getattr(arg, "extra_key", None))
+    return arg
+
+
+def init_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SGLang's constructor arguments, in either form, as one dict. O(1)."""
+    if len(args) == 1 and not kwargs and hasattr(args[0], "token_to_kv_pool_allocator") \
+            and hasattr(args[0], "page_size"):
+        p = args[0]  # a CacheInitParams (SGLang's or ours)
+        return {f: getattr(p, f, d) for f, d in (
+            ("req_to_token_pool", None), ("token_to_kv_pool_allocator", None),
+            ("page_size", 1), ("disable", False), ("enable_kv_cache_events", False),
+            ("is_eagle", False), ("eviction_policy", "lru"), ("sliding_window_size", None),
+            ("disable_finished_insert", False))}
+    names = ("req_to_token_pool", "token_to_kv_pool_allocator", "page_size")
+    if len(args) > len(names):
+        raise TypeError(f"expected at most {len(names)} positional arguments "
+                        f"({', '.join(names)}), got {len(args)}")
+    out: dict[str, Any] = {"req_to_token_pool": None, "token_to_kv_pool_allocator": None,
+                           "page_size": 1, "disable": False, "enable_kv_cache_events": False,
+                           "is_eagle": False, "eviction_policy": "lru",
+                           "disable_finished_insert": False}
+    out.update(zip(names, args, strict=False))
+    for k, v in kwargs.items():
+        if k in out and k in names[: len(args)]:
+            raise TypeError(f"got multiple values for argument {k!r}")
+        out[k] = v
+    return out

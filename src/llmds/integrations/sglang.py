@@ -79,7 +79,13 @@ import numpy as np
 
 from llmds._torch import as_index_format, require_torch
 from llmds._validate import check_choice, check_int, is_int, show
-from llmds.integrations._sglang_pools import ReqToTokenPool, TokenToKVPoolAllocator
+from llmds.integrations._sglang_pools import (
+    ReqToTokenPool,
+    TokenToKVPoolAllocator,
+    TreePool,
+    TreeStatePool,
+    TreeSWAPool,
+)
 from llmds.integrations._sglang_records import (
     CacheInitParams,
     DecLockRefParams,
@@ -92,7 +98,10 @@ from llmds.integrations._sglang_records import (
     MatchPrefixParams,
     MatchResult,
     RadixKey,
+    init_args,
+    key_of,
 )
+from llmds.integrations._sglang_requests import Req, RequestLifecycle
 from llmds.mem_cache import chunk_cache as _chunk
 from llmds.mem_cache import mamba_radix_cache as _mamba
 from llmds.mem_cache import radix_cache as _radix
@@ -124,122 +133,9 @@ __all__ = [
 
 _Tensor = torch.Tensor
 _INT64 = torch.int64
-_MISSING = object()
 
 
-def _key_of(arg: Any) -> Any:
-    """The llmds key inside ``arg``: a params object's ``key``, an llmds or SGLang
-    ``RadixKey`` (duck-typed), or a bare token sequence. O(1)."""
-    if isinstance(arg, _Key):
-        return arg
-    k = getattr(arg, "key", _MISSING)
-    if k is not _MISSING:
-        arg = k
-        if isinstance(arg, _Key):
-            return arg
-    toks = getattr(arg, "token_ids", None)
-    if toks is not None:  # SGLang's own RadixKey
-        if getattr(arg, "is_bigram", False):
-            raise NotImplementedError("bigram (EAGLE) radix keys are not supported by llmds")
-        return _Key(toks, getattr(arg, "extra_key", None))
-    return arg
-
-
-class _Pool:
-    """The allocator as the llmds tree sees it: ``free`` in tensors on its device,
-    and a slot bound of ``size + page_size`` (SGLang's allocators hand out slots
-    ``1..size`` and, paged, up to ``size + page_size - 1``)."""
-
-    __slots__ = ("device", "inner", "size")
-
-    def __init__(self, inner: Any, page_size: int, device: Any) -> None:
-        self.inner = inner
-        self.device = device
-        size: Any = getattr(inner, "size", None)
-        self.size = int(size) + page_size if is_int(size) else None
-
-    def _t(self, indices: Any) -> Any:
-        if isinstance(indices, np.ndarray):
-            return as_index_format(np.ascontiguousarray(indices, dtype=np.int64),
-                                   (self.device, _INT64))
-        return indices
-
-    def free(self, indices: Any) -> None:
-        self.inner.free(self._t(indices))
-
-
-class _SWAPool(_Pool):
-    __slots__ = ()
-
-    def free_swa(self, indices: Any) -> None:
-        self.inner.free_swa(self._t(indices))
-
-
-class _StatePool:
-    """SGLang's Mamba pool (``free(indices)``) seen as llmds's (``free_track_slot``)."""
-
-    __slots__ = ("device", "inner")
-
-    def __init__(self, inner: Any, device: Any) -> None:
-        self.inner = inner
-        self.device = device
-
-    def free_track_slot(self, slot: int) -> None:
-        self.inner.free(torch.tensor([slot], dtype=_INT64, device=self.device))
-
-
-class Req:
-    """The request fields the caches read (a stand-in for SGLang's ``Req``).
-
-    ``origin_input_ids`` and ``output_ids`` are token lists, ``fill_ids`` the
-    tokens computed so far, ``req_pool_idx`` the request's row in the
-    :class:`ReqToTokenPool`, ``prefix_indices`` / ``last_node`` /
-    ``cache_protected_len`` what the last match or cache step left, ``extra_key``
-    the namespace. O(1).
-
-    Thread safety: not thread-safe.
-    """
-
-    def __init__(self, origin_input_ids: Any, req_pool_idx: int = 0,
-                 extra_key: Any = None) -> None:
-        self.origin_input_ids = list(origin_input_ids)
-        self.output_ids: list[int] = []
-        self.fill_ids = list(self.origin_input_ids)
-        self.req_pool_idx = req_pool_idx
-        self.extra_key = extra_key
-        self.prefix_indices: Any = torch.empty(0, dtype=_INT64)
-        self.last_node: Any = None
-        self.cache_protected_len = 0
-        self.swa_uuid_for_lock: Any = None
-
-
-def _init_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """SGLang's constructor arguments, in either form, as one dict. O(1)."""
-    if len(args) == 1 and not kwargs and hasattr(args[0], "token_to_kv_pool_allocator") \
-            and hasattr(args[0], "page_size"):
-        p = args[0]  # a CacheInitParams (SGLang's or ours)
-        return {f: getattr(p, f, d) for f, d in (
-            ("req_to_token_pool", None), ("token_to_kv_pool_allocator", None),
-            ("page_size", 1), ("disable", False), ("enable_kv_cache_events", False),
-            ("is_eagle", False), ("eviction_policy", "lru"), ("sliding_window_size", None),
-            ("disable_finished_insert", False))}
-    names = ("req_to_token_pool", "token_to_kv_pool_allocator", "page_size")
-    if len(args) > len(names):
-        raise TypeError(f"expected at most {len(names)} positional arguments "
-                        f"({', '.join(names)}), got {len(args)}")
-    out: dict[str, Any] = {"req_to_token_pool": None, "token_to_kv_pool_allocator": None,
-                           "page_size": 1, "disable": False, "enable_kv_cache_events": False,
-                           "is_eagle": False, "eviction_policy": "lru",
-                           "disable_finished_insert": False}
-    out.update(zip(names, args, strict=False))
-    for k, v in kwargs.items():
-        if k in out and k in names[: len(args)]:
-            raise TypeError(f"got multiple values for argument {k!r}")
-        out[k] = v
-    return out
-
-
-class RadixCache:
+class RadixCache(RequestLifecycle):
     """SGLang's ``RadixCache`` interface over :class:`llmds.mem_cache.RadixCache`.
 
     Construct as SGLang does (see the module docstring for both forms);
@@ -259,10 +155,10 @@ class RadixCache:
     """
 
     _tree_cls: Any = _radix.RadixCache
-    _pool_cls: Any = _Pool
+    _pool_cls: Any = TreePool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        a = _init_args(args, kwargs)
+        a = init_args(args, kwargs)
         extra = set(a) - {"req_to_token_pool", "token_to_kv_pool_allocator", "page_size",
                           "disable", "enable_kv_cache_events", "is_eagle", "eviction_policy",
                           "disable_finished_insert", "sliding_window_size", "mamba_pool",
@@ -367,7 +263,7 @@ class RadixCache:
         """Longest cached whole-page prefix of the key; ``device_indices`` on the pool's
         device. O(d + n). Takes :class:`MatchPrefixParams`, a ``RadixKey`` or
         ``key=``."""
-        key = _key_of(params if params is not None else kwargs.get("key"))
+        key = key_of(params if params is not None else kwargs.get("key"))
         if self.disable:
             return self._empty()
         r = self._tree.match_prefix(key)
@@ -381,11 +277,11 @@ class RadixCache:
         """Insert key -> KV indices; the result (also an int) is the cached prefix
         length, whose duplicate indices the caller frees. O(d + n)."""
         if isinstance(params, _Key) or params is None or not hasattr(params, "key"):
-            key = _key_of(params if params is not None else kwargs.pop("key", None))
+            key = key_of(params if params is not None else kwargs.pop("key", None))
             p = InsertParams(key=key, value=value, **kwargs)
         else:
             p = params
-            key = _key_of(p)
+            key = key_of(p)
         if getattr(p, "priority", 0):
             raise NotImplementedError("priority eviction is not supported by llmds (LRU only)")
         if self.disable:
@@ -454,75 +350,6 @@ class RadixCache:
         """Assert the tree's invariants (tests only). O(tree)."""
         self._tree._check()
 
-    # ----------------------------------------------------- request lifecycle
-    def _row(self, req: Any, n: int) -> Any:
-        row = self.req_to_token_pool.req_to_token[req.req_pool_idx, :n]
-        return row if isinstance(row, _Tensor) else torch.as_tensor(row)
-
-    @staticmethod
-    def _protected(req: Any) -> int:
-        n = getattr(req, "cache_protected_len", None)
-        return int(n) if n is not None else len(req.prefix_indices)
-
-    def _free(self, indices: Any) -> None:
-        if len(indices) and self.token_to_kv_pool_allocator is not None:
-            self.token_to_kv_pool_allocator.free(indices)
-
-    def cache_finished_req(self, req: Any, is_insert: bool = True, **kwargs: Any) -> None:
-        """A finished request: insert its committed tokens (prompt + output), free the
-        duplicates of cached KV and the unaligned tail, release its lock. O(d + n)."""
-        if hasattr(req, "pop_committed_kv_cache"):
-            committed = req.pop_committed_kv_cache()
-        else:  # the last token has no KV yet
-            committed = len(req.origin_input_ids) + len(req.output_ids) - 1
-        token_ids = (list(req.origin_input_ids) + list(req.output_ids))[:committed]
-        kv = self._row(req, len(token_ids))
-        if self.disable:
-            self._free(kv)
-            return
-        if self.disable_finished_insert:
-            is_insert = False
-        aligned = len(token_ids) - len(token_ids) % self.page_size
-        protected = self._protected(req)
-        if is_insert:
-            key = RadixKey(token_ids[:aligned], getattr(req, "extra_key", None))
-            done = self.insert(InsertParams(key=key, value=kv[:aligned].to(_INT64, copy=True)))
-            self._free(kv[protected : done.prefix_len])
-        else:
-            self._free(kv[protected:aligned])
-        self._free(kv[aligned:])
-        self._unlock(req, req.last_node)
-
-    def cache_unfinished_req(self, req: Any, chunked: bool = False, **kwargs: Any) -> None:
-        """A running request: insert what it computed so far, point its row at the
-        cached indices, move its lock to the new last node. O(d + n)."""
-        if self.disable:
-            return
-        token_ids = list(req.fill_ids)
-        kv = self._row(req, len(token_ids))
-        aligned = len(token_ids) - len(token_ids) % self.page_size
-        protected = self._protected(req)
-        key = RadixKey(token_ids[:aligned], getattr(req, "extra_key", None))
-        done = self.insert(InsertParams(key=key, value=kv[:aligned].to(_INT64, copy=True)))
-        self._free(kv[protected : done.prefix_len])
-        m = self.match_prefix(MatchPrefixParams(key=key))
-        new = m.device_indices
-        self.req_to_token_pool.write((req.req_pool_idx, slice(protected, len(new))),
-                                     new[protected:])
-        req.cache_protected_len = len(new)
-        self._unlock(req, req.last_node)
-        receipt = self.inc_lock_ref(m.last_device_node)
-        req.swa_uuid_for_lock = receipt.swa_uuid_for_lock
-        req.prefix_indices = torch.cat([new, kv[len(new):].to(new.device)]) \
-            if len(new) < len(kv) else new
-        req.last_node = m.last_device_node
-
-    def _unlock(self, req: Any, node: Any) -> None:
-        if node is not None and node.parent is not None:
-            self.dec_lock_ref(node, DecLockRefParams(
-                swa_uuid_for_lock=getattr(req, "swa_uuid_for_lock", None)))
-
-
 class SWARadixCache(RadixCache):
     """SGLang's ``SWARadixCache`` over :class:`llmds.mem_cache.SWARadixCache`.
 
@@ -536,7 +363,7 @@ class SWARadixCache(RadixCache):
     """
 
     _tree_cls = _swa.SWARadixCache
-    _pool_cls = _SWAPool
+    _pool_cls = TreeSWAPool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if len(args) >= 3 and not hasattr(args[0], "page_size"):
@@ -552,7 +379,7 @@ class SWARadixCache(RadixCache):
         if w is None:
             raise TypeError("SWARadixCache needs sliding_window_size")
         if pool is not None and not callable(getattr(pool.inner, "free_swa", None)):
-            pool = _Pool(pool.inner, self.page_size, self.device)
+            pool = TreePool(pool.inner, self.page_size, self.device)
         self.sliding_window_size = w
         return _swa.SWARadixCache(page_size=self.page_size, sliding_window_size=w,
                                   token_to_kv_pool_allocator=pool)
@@ -600,7 +427,7 @@ class MambaRadixCache(RadixCache):
             if not callable(getattr(states, "free", None)):
                 raise TypeError(f"mamba_pool must have free(indices) or free_track_slot(slot), "
                                 f"got {show(states)}")
-            states = _StatePool(states, self.device)
+            states = TreeStatePool(states, self.device)
         return _mamba.MambaRadixCache(page_size=self.page_size, token_to_kv_pool_allocator=pool,
                                       mamba_pool=states,
                                       mamba_cache_chunk_size=a.get("mamba_cache_chunk_size", 1))

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmds._kernels import kv as _kv
-from llmds._torch import as_array, require_torch, torch_or_none
-from llmds._validate import check_int, show
+from llmds._torch import as_array, torch_device, torch_or_none
+from llmds._validate import check_int
 from llmds.errors import CapacityError
 
 __all__ = ["TokenToKVPoolAllocator"]
@@ -62,11 +62,7 @@ class TokenToKVPoolAllocator:
         self._tensors = False  # alloc returns tensors on ``device``
         dev: Any = "cpu"
         if device is not None:
-            torch = require_torch("TokenToKVPoolAllocator(device=...)")
-            try:
-                dev = torch.device(device)
-            except (TypeError, RuntimeError, ValueError):
-                raise ValueError(f"device must be a torch device, got {show(device)}") from None
+            dev = torch_device(device, "TokenToKVPoolAllocator(device=...)")
             self._tensors = True
         # LIFO: the most recently freed slots are handed out first (cache-warm).
         self._free = np.arange(size - 1, -1, -1, dtype=np.int64)

@@ -1,4 +1,4 @@
-"""A NumPy-backed pool of Mamba / SSM state slots (the ``mamba_pool`` interface).
+"""A pool of Mamba / SSM state slots, NumPy- or torch-backed (the ``mamba_pool`` interface).
 
 :class:`~llmds.mem_cache.mamba_radix_cache.MambaRadixCache` takes any object with
 ``alloc_track_slot()``, ``free_track_slot(slot)`` and ``copy_states(src, dst)``;
@@ -12,30 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from llmds._torch import is_torch_dtype, require_torch
+from llmds._torch import pool_spec, pool_zeros
 from llmds._validate import check_int, show
 from llmds.errors import CapacityError
 
 __all__ = ["MambaPool"]
 
 _MAX_BYTES = 1 << 40  # the states array is made with np.zeros (mapped lazily)
-# NumPy dtype names with a torch twin, for a NumPy dtype given with a torch device
-_TORCH_DTYPES: dict[str, Any] = {}
-
-
-def _np_ok(dtype: Any) -> bool:
-    try:
-        np.dtype(dtype)
-    except (TypeError, ValueError):
-        return False
-    if not _TORCH_DTYPES:
-        import torch
-
-        _TORCH_DTYPES.update({"float16": torch.float16, "float32": torch.float32,
-                              "float64": torch.float64, "int32": torch.int32,
-                              "int64": torch.int64, "int16": torch.int16, "int8": torch.int8,
-                              "uint8": torch.uint8})
-    return True
 
 
 class MambaPool:
@@ -73,31 +56,21 @@ class MambaPool:
             raise TypeError(f"state_shape must be a tuple of ints, got {show(state_shape)}")
         state_shape = tuple(check_int(d, f"state_shape[{i}]", minimum=1, maximum=1 << 40)
                             for i, d in enumerate(state_shape))
-        torch = None
-        if is_torch_dtype(dtype) or device is not None:
-            torch = require_torch("MambaPool with a torch dtype or device")
-            if not isinstance(dtype, torch.dtype):
-                dtype = _TORCH_DTYPES.get(np.dtype(dtype).name) if _np_ok(dtype) else None
-                if dtype is None:
-                    raise TypeError(f"dtype must be a torch or NumPy float/int dtype, got "
-                                    f"{show(dtype)}")
-            itemsize = dtype.itemsize
-        else:
+        spec = pool_spec(dtype, device, "MambaPool with a torch dtype or device")
+        if spec is None:
             try:
                 dt = np.dtype(dtype)
             except (TypeError, ValueError):
                 raise TypeError(f"dtype must be a NumPy dtype, got {show(dtype)}") from None
             itemsize = dt.itemsize
+        else:
+            itemsize = spec[0].itemsize
         nbytes = size * math.prod(state_shape) * itemsize
         if nbytes > _MAX_BYTES:
             raise ValueError(f"the state pool would take {nbytes} bytes (size={size} * "
                              f"state_shape={state_shape} * {dtype}), more than {_MAX_BYTES}")
-        if torch is not None:
-            try:
-                dev = torch.device(device if device is not None else "cpu")
-            except (TypeError, RuntimeError, ValueError):
-                raise ValueError(f"device must be a torch device, got {show(device)}") from None
-            self.states: Any = torch.zeros((size, *state_shape), dtype=dtype, device=dev)
+        if spec is not None:
+            self.states: Any = pool_zeros((size, *state_shape), spec)
         else:
             self.states = np.zeros((size, *state_shape), dtype=dt)
         self._free = list(range(int(size) - 1, -1, -1))

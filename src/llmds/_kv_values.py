@@ -10,15 +10,17 @@ pool (:func:`coerce_values`), a tensor on the pool's device for a torch pool
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmds._torch import pool_zeros
 from llmds._validate import check_int, is_int, show
 
 __all__ = ["check_dtype", "check_token_shape", "coerce_tensor_values", "coerce_values",
-           "same_values"]
+           "make_pool", "same_values"]
 
 MAX_DIM = 1 << 40
 
@@ -50,6 +52,28 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
     if dt.kind not in "iuf":
         raise TypeError(f"dtype must be an integer or float dtype, got {dt}")
     return dt
+
+
+def make_pool(shape: tuple[int, ...], dt: Any, spec: Any, max_bytes: int) -> Any:
+    """The zeroed pool of ``shape`` (pages, page_size, *token_shape): a NumPy array of
+    ``dt`` when ``spec`` is None (``np.zeros``: the OS maps its pages lazily, zero
+    pages until written), else the torch tensor ``spec`` describes. ValueError above
+    ``max_bytes``, a MemoryError naming the sizes when the OS refuses."""
+    n, ps, *token_shape = shape
+    nbytes = math.prod(shape) * dt.itemsize
+    if nbytes > max_bytes:
+        raise ValueError(
+            f"the pool would take {nbytes} bytes (max_pages={n} * page_size={ps} * "
+            f"token_shape={tuple(token_shape)} * {dt.itemsize}-byte {dt}), more than "
+            f"MAX_POOL_BYTES={max_bytes}"
+        )
+    try:
+        return np.zeros(shape, dtype=dt) if spec is None else pool_zeros(shape, spec)
+    except MemoryError:
+        raise MemoryError(
+            f"could not reserve the {nbytes}-byte pool (max_pages={n}, page_size={ps}, "
+            f"token_shape={tuple(token_shape)}, dtype={dt}); lower one of them"
+        ) from None
 
 
 def coerce_values(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +14,11 @@ from llmds._kv_values import (
     check_token_shape,
     coerce_tensor_values,
     coerce_values,
+    make_pool,
     same_values,
 )
 from llmds._page_cache import HASH_ALGORITHMS, PageCache
-from llmds._torch import pool_spec, pool_zeros
+from llmds._torch import pool_spec
 from llmds._validate import check_bool, check_choice, check_int, check_size, show
 from llmds.errors import UnknownSequenceError
 from llmds.paged_allocator import MAX_NUM_PAGES
@@ -237,21 +237,7 @@ class KVCache:
         vocab = None
         if vocab_size is not None:
             vocab = check_int(vocab_size, "vocab_size", minimum=1, maximum=page_hash.TOKEN_LIMIT)
-        nbytes = n * ps * math.prod(shape) * dt.itemsize
-        if nbytes > MAX_POOL_BYTES:
-            raise ValueError(
-                f"the pool would take {nbytes} bytes (max_pages={n} * page_size={ps} * "
-                f"token_shape={shape} * {dt.itemsize}-byte {dt}), more than MAX_POOL_BYTES="
-                f"{MAX_POOL_BYTES}"
-            )
-        try:  # np.zeros: the OS maps these pages lazily (zero pages until written)
-            pool = np.zeros((n, ps, *shape), dtype=dt) if spec is None else pool_zeros(
-                (n, ps, *shape), spec)
-        except MemoryError:
-            raise MemoryError(
-                f"could not reserve the {nbytes}-byte pool (max_pages={n}, page_size={ps}, "
-                f"token_shape={shape}, dtype={dt}); lower one of them"
-            ) from None
+        pool = make_pool((n, ps, *shape), dt, spec, MAX_POOL_BYTES)
         self._page_size = ps
         self._token_shape = shape
         self._dtype = dt

@@ -233,7 +233,7 @@ def build(seed=7, n=40, dim=6):
                           brute_force_max=10)
     texts = [" ".join(rng.choice(WORDS, size=4)) for _ in range(n)]
     embs = [v if i % 5 else None for i, v in enumerate(unit(rng, n, dim))]
-    p.add_documents(range(n), texts, embs)
+    p.add_documents(range(n), texts, embs, num_threads=1)
     p.delete_document(3)
     return p, rng
 
@@ -252,12 +252,34 @@ def test_save_load_round_trip(tmp_path):
     # the same later adds give the same graph and results (HNSW rng state is saved)
     extra = unit(rng, 5, 6)
     for r in (p, q):
-        r.add_documents(range(100, 105), ["kiwi fig"] * 5, extra)
+        r.add_documents(range(100, 105), ["kiwi fig"] * 5, extra, num_threads=1)
     for text, v in queries:
         assert q.search(text, v, top_k=15) == p.search(text, v, top_k=15)
     p.save(tmp_path / "pipe")  # saving over an existing folder
     assert RetrievalPipeline.load(tmp_path / "pipe").search("kiwi", extra[0]) == p.search(
         "kiwi", extra[0])
+
+
+def test_one_thread_and_a_seed_build_bit_identical_pipelines(tmp_path):
+    """add_documents(num_threads=1) with a fixed seed: the same graph, byte for byte."""
+    rng = np.random.default_rng(11)
+    n, dim = 400, 8
+    vecs = unit(rng, n, dim)
+    texts = [" ".join(rng.choice(WORDS, size=3)) for _ in range(n)]
+    folders = []
+    for name in ("a", "b"):
+        p = RetrievalPipeline(embedding_dim=dim, seed=5, metric="ip", brute_force_max=0,
+                              M=4, ef_construction=20, ef_search=10)
+        p.add_documents(range(n // 2), texts[: n // 2], vecs[: n // 2], num_threads=1)
+        p.add_documents(range(n // 2, n), texts[n // 2:], vecs[n // 2:], num_threads=1)
+        p.save(tmp_path / name)
+        folders.append(tmp_path / name)
+    # part files are <part>-<random token>.llmds (the MANIFEST names them): compare by part
+    parts = [{f.name.split("-")[0]: f.read_bytes() for f in folder.iterdir()
+              if f.name != "MANIFEST"} for folder in folders]
+    assert parts[0].keys() == parts[1].keys() and "dense" in parts[0]
+    for name, data in parts[0].items():
+        assert data == parts[1][name], name
 
 
 def test_negative_ids_work_on_the_graph_path():

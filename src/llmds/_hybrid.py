@@ -7,27 +7,28 @@ that need a vector, BM25 run as one batch and the graph as one batch (on
 ``num_threads`` threads), then each query fused and converted. A single search is a
 batch of one.
 
-Lexical filtering (exact in both branches): a filter admitting fewer than a fifth
-of the documents passes their keys to BM25 (``allowed_ids``: only they are scored);
-a wider one over-fetches ``depth * n / admitted * 2 + 16`` unfiltered results and
-keeps the admitted ones, which are the filtered top ``depth`` when at least
-``depth`` pass or the list ended early; otherwise that query is redone with
-``allowed_ids``. (InvertedIndex takes ``allowed_ids`` as a list it walks in Python,
-O(admitted); a mask-taking entry would make the wide case one pass too.)
+Filters: a filter becomes one boolean mask over the document slots per batch
+(:mod:`llmds.filters`); BM25 gets it as ``allowed_mask`` over its own internal ids
+(one gather through the slots' stored internal ids), so any filter, narrow or wide,
+is one kernel pass over the query terms' postings that skips non-admitted
+documents; the graph search gets it as a mask over its rows.
+
+The seams a sharded coordinator overrides (:mod:`llmds.dist.sharded`): ``_scope``
+(what a batch searches: here the filter's mask), ``_has_vectors``, ``_candidates``
+(both sides' candidate lists: here the two local searches) and ``_outputs``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmds._docstore import DocStore, Document
+from llmds._docstore import DocId, DocStore, Document, check_metadata
 from llmds._progress import Progress
 from llmds._query_cache import QueryCache
 from llmds._threads import RWLock, num_threads_for
@@ -38,23 +39,23 @@ from llmds._validate import (
     check_finite_array,
     check_int,
     check_str,
+    check_text,
     show,
 )
 from llmds._vectors import VectorStore
 from llmds.filters import check_filter
 from llmds.fusion import FUSIONS, NO_IDS, NO_SCORES, check_weight, fuse_top_k
-from llmds.inverted_index import InvertedIndex
+from llmds.inverted_index import CollectionStats, InvertedIndex
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from llmds.embed import Embedder
 
-__all__ = ["HybridSearch", "VectorStore", "as_list"]
+__all__ = ["HybridSearch", "VectorStore", "as_list", "check_batch"]
 
 Candidates = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 Results = tuple[tuple[int, float], ...]
-_WIDE_FILTER = 5  # a filter admitting >= 1/5 of the documents over-fetches (see above)
 
 
 def as_list(values: object, name: str, what: str) -> list[Any]:
@@ -67,6 +68,25 @@ def as_list(values: object, name: str, what: str) -> list[Any]:
         return list(values)
     except TypeError:  # a 0-d array is Iterable but cannot be iterated
         raise TypeError(expected) from None
+
+
+def check_batch(docs: DocStore, doc_ids: Any, texts: Any, metadatas: Any,
+                ) -> tuple[list[DocId], list[str], list[str | None]]:
+    """New ids (checked against ``docs``), texts and canonical metadata JSON of an
+    ``add_documents`` batch; raises naming the first bad argument. O(total size)."""
+    ids = docs.check_new_ids(as_list(doc_ids, "doc_ids", "ids"), "doc_ids")
+    texts_ = [check_text(t, f"texts[{i}]", nonempty=True)
+              for i, t in enumerate(as_list(texts, "texts", "str"))]
+    n = len(ids)
+    if len(texts_) != n:
+        raise ValueError(f"doc_ids and texts differ in length: {n} and {len(texts_)}")
+    metas: list[str | None] = [None] * n
+    if metadatas is not None:
+        given = as_list(metadatas, "metadatas", "dicts or None")
+        if len(given) != n:
+            raise ValueError(f"metadatas has {len(given)} entries for {n} documents")
+        metas = [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(given)]
+    return ids, texts_, metas
 
 
 def _filter_key(filt: Mapping[str, Any]) -> str:
@@ -86,7 +106,6 @@ class HybridSearch:
         _embedder: Embedder | None
         _fusion: str
         _index: InvertedIndex
-        _lex_lock: threading.Lock
         _lexical_depth: int
         _lock: RWLock
         _metric: str
@@ -217,9 +236,8 @@ class HybridSearch:
 
         ``query_embeddings``: None, an ``(n, dim)`` array, or one vector or None per
         query; queries without one are embedded in a single embedder call (when
-        there is an embedder). The graph side runs on ``num_threads`` threads (-1:
-        all cores). O(sum of the per-query costs), the graph part divided among the
-        threads.
+        there is an embedder). Both searches run on ``num_threads`` threads (-1: all
+        cores). O(sum of the per-query costs), divided among the threads.
         """
         qs = [check_str(q, f"queries[{i}]") for i, q in
               enumerate(as_list(queries, "queries", "str"))]
@@ -252,11 +270,11 @@ class HybridSearch:
         docs_out = check_bool(return_documents, "return_documents")
         filt = check_filter(filt)
         with self._lock.reading():
-            mask = None if filt is None else self._docs.filters.mask(filt, len(self._docs))
+            scope = None if filt is None else self._scope(filt)
             fkey = () if filt is None else (_filter_key(filt),)
             norms, keys, results = self._cached(queries, vecs, k, w, mode, fkey, use)
             need = [i for i, r in enumerate(results) if r is None and vecs[i] is None]
-            if need and w > 0.0 and self._embedder is not None and self._vectors.n:
+            if need and w > 0.0 and self._embedder is not None and self._has_vectors():
                 found = self._embed([queries[i] for i in need],
                                     "query" if len(queries) == 1 else "queries", True)
                 for j, i in enumerate(need):
@@ -264,11 +282,30 @@ class HybridSearch:
             hot = [self._cache.count(norm, None if not use or norm is None else r is not None)
                    for norm, r in zip(norms, results, strict=True)]
             todo = [i for i, r in enumerate(results) if r is None]
-            self._fill(todo, queries, vecs, k, w, mode, mask, threads, results)
+            self._fill(todo, queries, vecs, k, w, mode, scope, threads, results)
             for i in todo:
                 if hot[i] and keys[i] is not None:
                     self._cache.store(keys[i], results[i])  # type: ignore[arg-type]
-            return [self._output(r, docs_out) for r in results]  # type: ignore[arg-type]
+            return self._outputs(results, docs_out)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ seams
+    def _scope(self, filt: Mapping[str, Any]) -> Any:
+        """What a filtered batch searches: the mask over slots (raises for a bad filter)."""
+        return self._docs.filters.mask(filt, len(self._docs))
+
+    def _has_vectors(self) -> bool:
+        return self._vectors.n > 0
+
+    def _candidates(self, queries: list[str], q: npt.NDArray[np.float32] | None, k: int,
+                    scope: Any, threads: int) -> tuple[list[Candidates], list[Candidates]]:
+        """BM25 candidates of ``queries`` and nearest vectors of the rows of ``q``."""
+        lex = self._lexical(queries, max(self._lexical_depth, k), scope, threads)
+        dense = ([] if q is None else
+                 self._dense(q, max(self._dense_depth, k), scope, threads))
+        return lex, dense
+
+    def _outputs(self, results: list[Results], documents: bool) -> list[list[Any]]:
+        return [self._output(r, documents) for r in results]
 
     def _cached(self, queries: list[str], vecs: list[Any], k: int, w: float, mode: str,
                 fkey: tuple[str, ...], use: bool,
@@ -294,56 +331,40 @@ class HybridSearch:
         return norms, keys, results
 
     def _fill(self, todo: list[int], queries: list[str], vecs: list[Any], k: int, w: float,
-              mode: str, mask: Any, threads: int, results: list[Results | None]) -> None:
+              mode: str, scope: Any, threads: int, results: list[Results | None]) -> None:
         """Search both sides for the queries ``todo`` and fuse each into ``results``."""
         weights = {i: 0.0 if vecs[i] is None else w for i in todo}
         lex_rows = [i for i in todo if weights[i] < 1.0]
         dense_rows = [i for i in todo if weights[i] > 0.0]
-        lex = dict(zip(lex_rows, self._lexical([queries[i] for i in lex_rows],
-                                               max(self._lexical_depth, k), mask),
-                       strict=True))
-        dense: dict[int, Candidates] = {}
-        if dense_rows:
-            q = np.stack([vecs[i] for i in dense_rows])
-            dense = dict(zip(dense_rows, self._dense(q, max(self._dense_depth, k), mask,
-                                                     threads), strict=True))
+        q = np.stack([vecs[i] for i in dense_rows]) if dense_rows else None
+        lex_found, dense_found = self._candidates([queries[i] for i in lex_rows], q, k, scope,
+                                                  threads)
+        lex = dict(zip(lex_rows, lex_found, strict=True))
+        dense = dict(zip(dense_rows, dense_found, strict=True))
         empty = (NO_IDS, NO_SCORES)
         for i in todo:
             lk, ls = lex.get(i, empty)
             dk, ds = dense.get(i, empty)
             results[i] = tuple(fuse_top_k(lk, ls, dk, ds, weights[i], mode, self._rrf_k, k))
 
-    def _lexical(self, queries: list[str], depth: int, mask: Any) -> list[Candidates]:
-        """BM25 top ``depth`` (keys, scores) per query among the documents ``mask`` admits."""
+    def _lexical(self, queries: list[str], depth: int, mask: Any, threads: int,
+                 stats: CollectionStats | None = None) -> list[Candidates]:
+        """BM25 top ``depth`` (keys, scores) per query among the documents ``mask`` admits
+        (scored with ``stats`` when given: a shard scoring with its collection's)."""
         n = len(self._docs)
         empty = [(NO_IDS, NO_SCORES)] * len(queries)
         if not queries or n == 0:
             return empty
-        depth = min(depth, n)
-        if mask is None:
-            return self._bm25(queries, depth, None)
-        admitted = int(np.count_nonzero(mask))
-        if admitted == 0:
-            return empty
-        if admitted == n:
-            return self._bm25(queries, depth, None)
-        keys = self._docs.keys()
-        if admitted * _WIDE_FILTER < n:
-            return self._bm25(queries, depth, keys[mask])
-        fetch = min(n, depth * n // admitted * 2 + 16)
-        out = []
-        for query, (ids, scores) in zip(queries, self._bm25(queries, fetch, None), strict=True):
-            ok = mask[self._docs.slots_of_keys(ids)]
-            if int(ok.sum()) >= depth or ids.shape[0] < fetch or fetch == n:
-                out.append((ids[ok][:depth], scores[ok][:depth]))
-            else:  # too few admitted among the over-fetched: score only the admitted
-                out.append(self._bm25([query], depth, keys[mask])[0])
-        return out
-
-    def _bm25(self, queries: list[str], depth: int, allowed: Any) -> list[Candidates]:
-        with self._lex_lock:
-            ids, scores, counts = self._index.search_batch(queries, depth, allowed_ids=allowed,
-                                                           as_arrays=True)
+        allowed = None
+        if mask is not None:
+            if not mask.any():
+                return empty
+            if not mask.all():
+                allowed = np.zeros(self._index.num_internal_ids, dtype=np.bool_)
+                allowed[self._docs.lex_ids()[mask]] = True
+        ids, scores, counts = self._index.search_batch(
+            queries, min(depth, n), allowed_mask=allowed, collection_stats=stats,
+            as_arrays=True, num_threads=threads)
         return [(ids[i, :c], scores[i, :c]) for i, c in enumerate(counts.tolist())]
 
     def _dense(self, q: npt.NDArray[np.float32], depth: int, mask: Any,

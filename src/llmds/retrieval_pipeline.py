@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,19 +97,18 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     smaller id for int ids and to the document added first for str ids. Without a
     query vector (none given, no embedder) the search is lexical-only;
     ``fusion_weight`` 0 or 1 searches one side only. ``search_batch`` answers many
-    queries at once (the embedder is called once per batch; the graph side runs on
+    queries at once (the embedder is called once per batch; both searches run on
     ``num_threads`` threads) with exactly the results of ``search``. The defaults
     (weighted, 0.5, depth 100 per side) were measured best on SciFact with MiniLM-L6
     vectors: nDCG@10 0.731 against 0.686 for BM25 alone, 0.645 dense alone, 0.717 RRF.
 
     Filters (``filter=``, syntax in :mod:`llmds.filters`) become one boolean mask
     over the documents per call, applied *inside* both searches: BM25 scores only
-    admitted documents (or, for a filter admitting at least a fifth of them,
-    over-fetches unfiltered and falls back when too few pass: exact either way) and
-    the graph search skips non-admitted nodes (exact when at most ``brute_force_max``
-    are admitted). So a selective filter still returns ``top_k`` results when that
-    many match, equal to a brute-force filtered search on the lexical side and at a
-    high ``ef`` on the dense side.
+    admitted documents (one pass over the query terms' postings, skipping the
+    others) and the graph search skips non-admitted nodes (exact when at most
+    ``brute_force_max`` are admitted). So a selective filter still returns
+    ``top_k`` results when that many match, equal to a brute-force filtered search
+    on the lexical side and at a high ``ef`` on the dense side.
 
     Hot-query cache: see :mod:`llmds._query_cache` (``cache_budget`` result entries,
     ``hot_threshold``, ``decay_every``; ``cache_budget=0`` disables it). Any write
@@ -158,7 +156,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     __slots__ = (
         "_brute_force_max", "_cache", "_cache_budget", "_decay_every", "_dense_depth", "_dim",
         "_docs", "_embedder", "_embedder_identity", "_fusion", "_hot_threshold", "_index",
-        "_lex_lock", "_lexical_depth", "_lock", "_metric", "_normalize", "_rrf_k", "_seed",
+        "_lexical_depth", "_lock", "_metric", "_normalize", "_rrf_k", "_seed",
         "_sketch_depth", "_sketch_width", "_vectors",
     )
 
@@ -226,7 +224,6 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         self._docs = DocStore(store_text)
         self._vectors = _hybrid.VectorStore(hnsw, self._metric)
         self._lock = RWLock()
-        self._lex_lock = threading.Lock()  # InvertedIndex searches share scratch arrays
 
     # ------------------------------------------------------------------ properties
     @property
@@ -353,10 +350,13 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         ``batch_size`` texts per call, with a progress bar on stderr when
         ``show_progress`` (tqdm's if installed, else a plain one). ``metadatas``: one
         JSON-serialisable dict (or None) per document. ``num_threads`` links the new
-        vectors into the graph (-1: all cores; 1: a deterministic graph). Everything is
-        validated and embedded before the pipeline changes. O(total text + n inserts).
+        vectors into the graph: -1 (the default) on all cores, which builds a graph of
+        the same quality but not the same one from run to run (threads race for
+        neighbours); pass 1 for a bit-identical graph (and so identical results) with
+        a fixed ``seed``. Everything is validated and embedded before the pipeline
+        changes. O(total text + n inserts).
         """
-        ids, docs, metas = self._check_batch(doc_ids, texts, metadatas)
+        ids, docs, metas = _hybrid.check_batch(self._docs, doc_ids, texts, metadatas)
         batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=2**31 - 1)
         show_progress = check_bool(show_progress, "show_progress")
         threads = num_threads_for(num_threads, max(len(ids), 1), 1)
@@ -372,29 +372,15 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             if any(d in self._docs for d in ids):  # another thread added one meanwhile
                 raise ValueError("a doc_id was added by another thread meanwhile")
             first = len(self._docs)
+            keys = self._docs.planned_keys(ids)
             # the index first: it checks (and may refuse) everything before it changes
-            self._index.add_documents(zip(self._docs.planned_keys(ids), docs, strict=True))
+            self._index.add_documents(zip(keys, docs, strict=True))
             self._docs.add(ids, docs, metas)
+            self._docs.set_lex_ids(first, self._index.internal_ids(keys))
             self._vectors.reserve_slots(first + len(ids))
             if rows:
                 self._vectors.add(np.asarray(rows, dtype=np.int64) + first, x, threads)
             self._cache.clear(invalidate=True)
-
-    def _check_batch(self, doc_ids: Any, texts: Any, metadatas: Any,
-                     ) -> tuple[list[DocId], list[str], list[str | None]]:
-        ids = self._docs.check_new_ids(_hybrid.as_list(doc_ids, "doc_ids", "ids"), "doc_ids")
-        docs = [check_text(t, f"texts[{i}]", nonempty=True)
-                for i, t in enumerate(_hybrid.as_list(texts, "texts", "str"))]
-        n = len(ids)
-        if len(docs) != n:
-            raise ValueError(f"doc_ids and texts differ in length: {n} and {len(docs)}")
-        metas: list[str | None] = [None] * n
-        if metadatas is not None:
-            given = _hybrid.as_list(metadatas, "metadatas", "dicts or None")
-            if len(given) != n:
-                raise ValueError(f"metadatas has {len(given)} entries for {n} documents")
-            metas = [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(given)]
-        return ids, docs, metas
 
     def _new_single(self, doc_id: Any, name: str) -> DocId:
         d = self._docs.check_id(doc_id, name)
@@ -446,12 +432,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
                 "store_text": self._docs.store_text, "metadata_fields": self._docs.filters.fields,
                 **self._cache.stats(),
                 "vector_bytes": int(self._vectors.vecs.nbytes + self._vectors.row_slot.nbytes),
-                "lexical": self._lexical_stats(), "dense": self._vectors.hnsw.stats(),
+                "lexical": self._index.stats(), "dense": self._vectors.hnsw.stats(),
             }
-
-    def _lexical_stats(self) -> dict[str, Any]:
-        with self._lex_lock:
-            return self._index.stats()
 
     # ------------------------------------------------------------------ persistence
     def _params(self) -> dict[str, Any]:
@@ -483,9 +465,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             n = self._vectors.n
             meta = {"params": self._params(), "num_documents": len(self._docs),
                     "num_vectors": n, "embedder": self._embedder_identity}
-            with self._lex_lock:
-                write_pipeline(path, meta, self._docs.state(), self._index,
-                               self._vectors.hnsw, self._vectors.row_slot[:n].copy())
+            write_pipeline(path, meta, self._docs.state(), self._index,
+                           self._vectors.hnsw, self._vectors.row_slot[:n].copy())
 
     @classmethod
     def load(
@@ -526,6 +507,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         self._vectors = _hybrid.VectorStore(saved.hnsw, self._metric)
         self._docs.restore(saved.id_kind, saved.ids, saved.keys, saved.texts, saved.metas,
                            saved.next_key)
+        self._docs.set_lex_ids(0, self._index.internal_ids(saved.keys.tolist()))
         store = self._vectors
         n = saved.vectors.shape[0]
         store.reserve_slots(len(saved.ids))
@@ -579,13 +561,15 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     # ------------------------------------------------------------------ invariants
     def _check(self) -> None:
         """Assert the invariants (O(index size)); for tests."""
-        with self._lock.reading(), self._lex_lock:
+        with self._lock.reading():
             self._index._check()
             self._vectors.hnsw._check()
             self._docs._check()
             n = len(self._docs)
             assert len(self._index) == n
             assert all(k in self._index for k in self._docs.keys().tolist())
+            assert np.array_equal(self._index.internal_ids(self._docs.keys().tolist()),
+                                  self._docs.lex_ids())
             self._vectors._check(n, self._metric)
             self._cache._check()
 

@@ -164,6 +164,37 @@ def test_hnsw_path_agrees_with_exact_search():
     assert np.mean(overlap) >= 0.95
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_dense_scores_do_not_depend_on_other_rows_the_batch_or_the_path(metric):
+    """A document's dense score has the same bits exact or by graph, in a batch of one or
+    many, among all vectors or a few (BLAS products promise none of that; a sharded
+    index relies on it)."""
+    rng = np.random.default_rng(8)
+    n, dim = 300, 40
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    qs = rng.standard_normal((7, dim)).astype(np.float32)
+    exact = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=n)
+    graph = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=0,
+                              ef_search=n)
+    part = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=n)
+    for p in (exact, graph):
+        p.add_documents(range(n), ["w"] * n, vecs, num_threads=1)
+    part.add_documents(range(0, n, 7), ["w"] * len(range(0, n, 7)), vecs[::7], num_threads=1)
+    q = exact._prepare(qs.astype(np.float64), "q")
+
+    def scores(p, rows, depth):
+        return [dict(zip(*(a.tolist() for a in c), strict=True))
+                for c in p._dense(rows, depth, None, 1)]
+
+    batch = scores(exact, q, n)
+    for i in range(len(q)):
+        assert scores(exact, q[i: i + 1], n)[0] == batch[i]
+        for key, value in scores(graph, q[i: i + 1], 30)[0].items():
+            assert batch[i][key] == value
+        for key, value in scores(part, q[i: i + 1], n)[0].items():
+            assert batch[i][key] == value
+
+
 # ------------------------------------------------------------------ cache
 def test_cache_invalidated_on_add_and_delete():
     p = RetrievalPipeline(embedding_dim=2, hot_threshold=1, metric="ip")

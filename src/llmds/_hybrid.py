@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from llmds._docstore import DocId, DocStore, Document, check_metadata
+from llmds._pipeline_args import as_list, check_batch, check_hooks
 from llmds._progress import Progress
 from llmds._query_cache import QueryCache
 from llmds._threads import RWLock, num_threads_for
@@ -43,6 +44,7 @@ from llmds._validate import (
     show,
 )
 from llmds._vectors import VectorStore
+from llmds.embed import embedder_identity
 from llmds.filters import check_filter
 from llmds.fusion import FUSIONS, NO_IDS, NO_SCORES, check_weight, fuse_top_k
 from llmds.inverted_index import CollectionStats, InvertedIndex
@@ -52,41 +54,10 @@ if TYPE_CHECKING:
 
     from llmds.embed import Embedder
 
-__all__ = ["HybridSearch", "VectorStore", "as_list", "check_batch"]
+__all__ = ["HybridSearch", "VectorStore"]
 
 Candidates = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 Results = tuple[tuple[int, float], ...]
-
-
-def as_list(values: object, name: str, what: str) -> list[Any]:
-    """``values`` (any iterable except a str/bytes/dict/set) as a list, or a TypeError."""
-    expected = f"{name} must be a sequence of {what}, got {show(values)}"
-    if isinstance(values, str | bytes | dict | set | frozenset) or not isinstance(
-            values, Iterable):
-        raise TypeError(expected)
-    try:
-        return list(values)
-    except TypeError:  # a 0-d array is Iterable but cannot be iterated
-        raise TypeError(expected) from None
-
-
-def check_batch(docs: DocStore, doc_ids: Any, texts: Any, metadatas: Any,
-                ) -> tuple[list[DocId], list[str], list[str | None]]:
-    """New ids (checked against ``docs``), texts and canonical metadata JSON of an
-    ``add_documents`` batch; raises naming the first bad argument. O(total size)."""
-    ids = docs.check_new_ids(as_list(doc_ids, "doc_ids", "ids"), "doc_ids")
-    texts_ = [check_text(t, f"texts[{i}]", nonempty=True)
-              for i, t in enumerate(as_list(texts, "texts", "str"))]
-    n = len(ids)
-    if len(texts_) != n:
-        raise ValueError(f"doc_ids and texts differ in length: {n} and {len(texts_)}")
-    metas: list[str | None] = [None] * n
-    if metadatas is not None:
-        given = as_list(metadatas, "metadatas", "dicts or None")
-        if len(given) != n:
-            raise ValueError(f"metadatas has {len(given)} entries for {n} documents")
-        metas = [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(given)]
-    return ids, texts_, metas
 
 
 def _filter_key(filt: Mapping[str, Any]) -> str:
@@ -94,34 +65,197 @@ def _filter_key(filt: Mapping[str, Any]) -> str:
 
 
 class HybridSearch:
-    """The search methods of RetrievalPipeline (a base class holding no state)."""
+    """What RetrievalPipeline and the sharded coordinator share (a base holding no
+    state): settings, argument checks, embedding, adds, the search engine and the
+    cache. A subclass stores documents (``_insert``) and provides the seams above."""
 
-    __slots__ = ()
+    # the settings the setters below change (the subclass holds the rest)
+    __slots__ = ("_dense_depth", "_embedder", "_embedder_identity", "_fusion", "_lexical_depth")
+    _dense_depth: int
+    _embedder: Embedder | None
+    _embedder_identity: dict[str, Any] | None
+    _fusion: str
+    _lexical_depth: int
+    # add_documents hands _insert prepared float32 vectors (True), or the checked
+    # vectors as given (False: a coordinator whose shards prepare them)
+    _PREPARE = True
     if TYPE_CHECKING:
         _brute_force_max: int
         _cache: QueryCache
-        _dense_depth: int
         _dim: int
         _docs: DocStore
-        _embedder: Embedder | None
-        _fusion: str
         _index: InvertedIndex
-        _lexical_depth: int
         _lock: RWLock
         _metric: str
         _normalize: Callable[[str], str]
         _rrf_k: int
         _vectors: VectorStore
 
+    # ------------------------------------------------------------------ properties
+    @property
+    def embedding_dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    @property
+    def fusion(self) -> str:
+        """Default fusion of ``search`` (``"weighted"`` or ``"rrf"``); settable."""
+        return self._fusion
+
+    @fusion.setter
+    def fusion(self, value: str) -> None:
+        value = check_choice(value, "fusion", FUSIONS)
+        with self._lock.writing():
+            self._fusion = value
+            self._cache.clear()
+
+    @property
+    def lexical_depth(self) -> int:
+        """BM25 candidates fused per search (at least ``top_k``); settable."""
+        return self._lexical_depth
+
+    @lexical_depth.setter
+    def lexical_depth(self, value: int) -> None:
+        value = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
+        with self._lock.writing():
+            self._lexical_depth = value
+            self._cache.clear()
+
+    @property
+    def dense_depth(self) -> int:
+        """Nearest vectors fused per search (at least ``top_k``); settable."""
+        return self._dense_depth
+
+    @dense_depth.setter
+    def dense_depth(self, value: int) -> None:
+        value = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
+        with self._lock.writing():
+            self._dense_depth = value
+            self._cache.clear()
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder of text-only documents and queries; settable (None: none).
+
+        Setting one records its identity for :meth:`save` and empties the result cache;
+        it must produce vectors comparable with the stored ones (nothing can check that).
+        """
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, value: Embedder | None) -> None:
+        check_hooks(value)
+        with self._lock.writing():
+            self._embedder = value
+            if value is not None:
+                self._embedder_identity = embedder_identity(value, self._dim)
+            self._cache.clear()
+
+    @property
+    def id_kind(self) -> str | None:
+        """``"int"`` or ``"str"``: the kind of every id here (None before the first add)."""
+        return self._docs.id_kind
+
+    def __len__(self) -> int:
+        """Number of documents. O(1)."""
+        return len(self._docs)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._docs
+
+    # ------------------------------------------------------------------ adding
+    def add_document(self, doc_id: DocId, text: str, embedding: npt.ArrayLike | None = None,
+                     metadata: Mapping[str, Any] | None = None) -> None:
+        """Store and index one document (see :meth:`add_documents`). O(|text|) + one insert.
+
+        Raises ValueError for a duplicate ``doc_id``, an empty text, a wrong-shaped,
+        NaN/inf or (cosine) zero embedding, TypeError for an id of the other kind or
+        metadata JSON cannot hold; nothing changes then. Empties the result cache.
+        """
+        d = self._new_single(doc_id, "doc_id")
+        text = check_text(text, "text", nonempty=True)
+        meta = check_metadata(metadata, "metadata")
+        x: Any = None
+        if embedding is not None:
+            check = self._vector if self._PREPARE else self._checked
+            x = check(embedding, "embedding")[None, :]
+        elif self._embedder is not None:
+            x = self._embed([text], "text", prepare=self._PREPARE)
+        self._insert([d], [text], [meta], [0] if x is not None else [], x, 1)
+
+    def add_documents(
+        self,
+        doc_ids: Sequence[DocId],
+        texts: Sequence[str],
+        embeddings: npt.ArrayLike | Sequence[npt.ArrayLike | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int = 256,
+        show_progress: bool = False,
+        num_threads: int = -1,
+    ) -> int:
+        """Add many documents at once, all or nothing; returns how many were added.
+
+        ``embeddings`` is ``None`` (the embedder embeds every text, or all are
+        lexical-only), an ``(n, dim)`` array, or a sequence of vectors and ``None``
+        (the embedder, if any, fills the ``None`` ones). The embedder gets
+        ``batch_size`` texts per call, with a progress bar on stderr when
+        ``show_progress`` (tqdm's if installed, else a plain one). ``metadatas``: one
+        JSON-serialisable dict (or None) per document. ``num_threads`` links the new
+        vectors into the graph: -1 (the default) on all cores, which builds a graph of
+        the same quality but not the same one from run to run (threads race for
+        neighbours); pass 1 for a bit-identical graph (and so identical results) with
+        a fixed ``seed``. Everything is validated and embedded before the pipeline
+        changes. O(total text + n inserts).
+        """
+        ids, docs, metas = check_batch(self._docs, doc_ids, texts, metadatas)
+        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=2**31 - 1)
+        show_progress = check_bool(show_progress, "show_progress")
+        threads = num_threads_for(num_threads, max(len(ids), 1), 1)
+        rows, x = self._batch_vectors(embeddings, docs, batch_size, show_progress,
+                                      self._PREPARE)
+        if ids:
+            self._insert(ids, docs, metas, rows, x, threads)
+        return len(ids)
+
+    def _new_single(self, doc_id: Any, name: str) -> DocId:
+        d = self._docs.check_id(doc_id, name)
+        if d in self._docs:
+            raise ValueError(f"{name} {d!r} is already in the pipeline; delete_document it first")
+        return d
+
+    # ------------------------------------------------------------------ cache
+    def clear_cache(self, invalidate: bool = False) -> None:
+        """Drop every cached result (query counts stay). O(cached queries)."""
+        self._cache.clear(check_bool(invalidate, "invalidate"))
+
+    def reset_cache(self) -> None:
+        """Empty the result cache, forget every query count and zero the hit/miss
+        counters (a cold start, e.g. between benchmark runs). O(cached + sketch size)."""
+        self._cache.reset()
+
+    def _insert(self, ids: list[DocId], docs: list[str], metas: list[str | None],
+                rows: list[int], x: Any, threads: int) -> None:
+        """Store checked documents (``x``: the vectors of the documents ``rows``)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ vectors
     def _vector(self, x: Any, name: str) -> npt.NDArray[np.float32]:
         """Validate one embedding: shape (dim,) or (1, dim), finite, non-zero for cosine."""
+        return self._prepare(self._checked(x, name)[None, :], name)[0]
+
+    def _checked(self, x: Any, name: str) -> npt.NDArray[np.float64]:
+        """One embedding as given (float64, shape (dim,)), after every check of _vector."""
         arr = check_finite_array(x, name, dtype=np.float64)
         if arr.ndim == 2 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.shape != (self._dim,):
             raise ValueError(f"{name} must have shape ({self._dim},), got {arr.shape}")
-        return self._prepare(arr[None, :], name)[0]
+        self._prepare(arr[None, :], name)
+        return arr
 
     def _prepare(self, arr: npt.NDArray[np.float64], name: str) -> npt.NDArray[np.float32]:
         """Finite float64 rows as float32 (unit length for cosine); nothing may overflow."""
@@ -136,10 +270,11 @@ class HybridSearch:
             raise ValueError(f"{name} must fit in float32 (|x| < 3.4e38)")
         return out
 
-    def _embed(self, texts: list[str], name: str, queries: bool = False,
-               ) -> npt.NDArray[np.float32]:
+    def _embed(self, texts: list[str], name: str, queries: bool = False, prepare: bool = True,
+               ) -> Any:
         """The embedder's checked vectors of ``texts`` (queries go to its optional
-        ``embed_queries`` when it has one: asymmetric models embed them differently)."""
+        ``embed_queries`` when it has one: asymmetric models embed them differently);
+        ``prepare=False``: as the embedder gave them (float64), see _batch_vectors."""
         assert self._embedder is not None
         embed = getattr(self._embedder, "embed_queries", None) if queries else None
         raw = (embed or self._embedder.embed)(texts)
@@ -150,17 +285,20 @@ class HybridSearch:
         if out.shape != (len(texts), self._dim):
             raise ValueError(f"embedder returned shape {out.shape} for {len(texts)} texts; "
                              f"expected ({len(texts)}, {self._dim})")
-        return self._prepare(check_finite_array(out, f"embedder output for {name}",
-                                                dtype=np.float64),
-                             f"embedder output for {name}")
+        checked = check_finite_array(out, f"embedder output for {name}", dtype=np.float64)
+        ready = self._prepare(checked, f"embedder output for {name}")
+        return ready if prepare else checked
 
     def _batch_vectors(self, embeddings: Any, docs: list[str], batch_size: int,
-                       show_progress: bool) -> tuple[list[int], Any]:
+                       show_progress: bool, prepare: bool = True) -> tuple[list[int], Any]:
         """``(rows, vectors)`` of an ``add_documents`` batch: given ones checked, missing
-        ones embedded ``batch_size`` texts per call. Changes nothing."""
+        ones embedded ``batch_size`` texts per call. Changes nothing. ``prepare=False``
+        returns the checked vectors as given (float64, not yet normalised): a sharded
+        coordinator ships those, so that each shard prepares them bit for bit as one
+        pipeline would (normalising twice changes the last bits)."""
         n = len(docs)
         rows: list[int] = []
-        mats: list[npt.NDArray[np.float32]] = []
+        mats: list[Any] = []
         missing: list[int] = []
         if embeddings is None:
             missing = list(range(n))
@@ -169,7 +307,8 @@ class HybridSearch:
             if arr.shape != (n, self._dim):
                 raise ValueError(f"embeddings must have shape ({n}, {self._dim}), "
                                  f"got {arr.shape}")
-            rows, mats = list(range(n)), [self._prepare(arr, "embeddings")]
+            ready = self._prepare(arr, "embeddings")
+            rows, mats = list(range(n)), [ready if prepare else arr]
         else:
             given = as_list(embeddings, "embeddings", "vectors or None")
             if len(given) != n:
@@ -177,14 +316,14 @@ class HybridSearch:
             present = [i for i, e in enumerate(given) if e is not None]
             missing = [i for i, e in enumerate(given) if e is None]
             if present:
-                mats.append(np.stack([self._vector(given[i], f"embeddings[{i}]")
-                                      for i in present]))
+                check = self._vector if prepare else self._checked
+                mats.append(np.stack([check(given[i], f"embeddings[{i}]") for i in present]))
                 rows.extend(present)
         if missing and self._embedder is not None:
             with Progress(len(missing), "embedding documents", show_progress) as bar:
                 for start in range(0, len(missing), batch_size):
                     part = missing[start: start + batch_size]
-                    mats.append(self._embed([docs[i] for i in part], "texts"))
+                    mats.append(self._embed([docs[i] for i in part], "texts", prepare=prepare))
                     rows.extend(part)
                     bar.update(len(part))
         if not rows:

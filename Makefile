@@ -17,9 +17,10 @@ bench: $(BIN)/python
 	$(BIN)/llmds bench
 	$(BIN)/llmds report
 
-# Installs with the test extras and runs lint, the type check and the whole suite.
+# Installs with the test extras (and Ray, for the sharded pipeline's tests) and runs lint,
+# the type check and the whole suite.
 test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray]"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

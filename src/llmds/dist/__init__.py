@@ -9,6 +9,10 @@
 Both need the ``redis`` extra (redis-py and hiredis): ``pip install 'llmds[redis]'``.
 Importing ``llmds`` or ``llmds.dist`` never imports redis-py; the first use of a
 class does, and without the extra raises ``ImportError`` naming it.
+
+* :class:`ShardedRetrievalPipeline` (``llmds.dist.sharded``): the RetrievalPipeline
+  API over shards in Ray actors (or in-process), with one pipeline's exact results;
+  ``backend="ray"`` needs the ``ray`` extra (``pip install 'llmds[ray]'``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from llmds.dist.redis_admission import RedisAdmissionController
     from llmds.dist.redis_store import RedisPageStore
+    from llmds.dist.sharded import ShardedRetrievalPipeline, ShardError
 
-__all__ = ["RedisAdmissionController", "RedisPageStore"]
+__all__ = ["RedisAdmissionController", "RedisPageStore", "ShardError",
+           "ShardedRetrievalPipeline"]
 
 _MODULES = {
     "RedisAdmissionController": "llmds.dist.redis_admission",
     "RedisPageStore": "llmds.dist.redis_store",
+    "ShardError": "llmds.dist.sharded",  # imports no Ray: backend="ray" does, when used
+    "ShardedRetrievalPipeline": "llmds.dist.sharded",
 }
 
 
@@ -35,7 +43,7 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        if "llmds[redis]" in str(exc):
+        if "llmds[redis]" in str(exc) or not module.startswith("llmds.dist.redis"):
             raise
         raise ImportError(f"llmds.dist.{name} needs redis-py: pip install 'llmds[redis]' "
                           f"({exc})") from exc

@@ -414,3 +414,78 @@ def test_no_such_folder(tmp_path):
     one.save(tmp_path / "single")
     with pytest.raises(CorruptFileError):
         ShardedRetrievalPipeline.load(tmp_path / "single", backend="local")
+
+
+# ------------------------------------------------------------------ batching
+def test_batcher_groups_concurrent_calls_and_shares_errors():
+    from llmds.dist._batcher import Batcher
+
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def work(key, items):
+        batches.append(list(items))
+        if len(batches) == 1:
+            release.wait(30)  # the first batch is in flight while the others queue
+        if -1 in items:
+            raise ValueError("bad item")
+        return [key * 100 + i for i in items]
+
+    b = Batcher(work)
+    out: dict[int, object] = {}
+
+    def call(i, key=1):
+        try:
+            out[i] = b.run(key, i)
+        except ValueError as exc:
+            out[i] = exc
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    while not batches:
+        threading.Event().wait(0.001)
+    others = [threading.Thread(target=call, args=(i,)) for i in (1, 2, 3)]
+    other_key = threading.Thread(target=call, args=(9, 2))
+    for t in [*others, other_key]:
+        t.start()
+    while len(batches) < 2 or len(b._queues.get(1, ())) < 3:  # key 2 runs meanwhile
+        threading.Event().wait(0.001)
+    release.set()
+    for t in [first, *others, other_key]:
+        t.join(30)
+    assert out == {0: 100, 1: 101, 2: 102, 3: 103, 9: 209}
+    assert sorted(map(sorted, batches)) == [[0], [1, 2, 3], [9]]
+    call(-1)
+    assert isinstance(out[-1], ValueError)
+    assert b.run(1, 5) == 105  # a failed batch leaves the batcher usable
+
+
+def test_batcher_with_two_batches_in_flight():
+    from llmds.dist._batcher import Batcher
+
+    running = [0, 0]  # now, most
+    lock = threading.Lock()
+
+    def work(key, items):
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        threading.Event().wait(0.002)
+        with lock:
+            running[0] -= 1
+        return [2 * i for i in items]
+
+    b = Batcher(work, max_in_flight=2)
+    wrong: list[int] = []
+
+    def client(k):
+        for i in range(k * 100, k * 100 + 25):
+            if b.run("k", i) != 2 * i:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not wrong and 1 <= running[1] <= 2 and not b._busy and not b._queues

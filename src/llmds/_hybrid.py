@@ -54,13 +54,14 @@ if TYPE_CHECKING:
 
     from llmds.embed import Embedder
 
-__all__ = ["HybridSearch", "VectorStore"]
+__all__ = ["HybridSearch", "VectorStore", "filter_key"]
 
 Candidates = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 Results = tuple[tuple[int, float], ...]
 
 
-def _filter_key(filt: Mapping[str, Any]) -> str:
+def filter_key(filt: Mapping[str, Any]) -> str:
+    """A filter's canonical JSON (equal filters, equal keys): the cache's key part."""
     return json.dumps(filt, sort_keys=True, default=lambda o: o.item())
 
 
@@ -410,7 +411,7 @@ class HybridSearch:
         filt = check_filter(filt)
         with self._lock.reading():
             scope = None if filt is None else self._scope(filt)
-            fkey = () if filt is None else (_filter_key(filt),)
+            fkey = () if filt is None else (filter_key(filt),)
             norms, keys, results = self._cached(queries, vecs, k, w, mode, fkey, use)
             need = [i for i, r in enumerate(results) if r is None and vecs[i] is None]
             if need and w > 0.0 and self._embedder is not None and self._has_vectors():

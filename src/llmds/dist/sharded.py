@@ -45,8 +45,12 @@ is raised.
 Thread safety: safe for concurrent readers; writers are serialised with readers by a
 readers-writer lock in the coordinator, so a search sees the whole collection before
 or after a write, never a write applied to some shards only. Many threads may search
-at once; with Ray, their calls run concurrently in the actors. One coordinator owns
-its actors: two processes must not share them.
+at once: searches that arrive while a shard call is in flight are sent together as
+one batch when it returns (:mod:`llmds.dist._batcher`; one client alone pays no
+wait), so N concurrent clients cost the shards ~N times fewer calls, and a query's
+answer does not depend on its batch. With Ray the calls run concurrently in the
+actors. One coordinator owns its actors: two processes must not share them; when the
+coordinator is garbage collected or its process exits, Ray ends the actors.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from llmds._docstore import DocId, DocStore, Document
 from llmds._index_search import analyze
 from llmds._threads import RWLock
 from llmds._validate import check_bool, check_choice, check_int, check_number, check_path, show
+from llmds.dist._batcher import Batcher
 from llmds.dist._shard import Delta, Packed
 from llmds.dist._sharded_file import MAX_SHARDS, read_sharded, write_sharded
 from llmds.dist._shards import LocalShards, RayShards, ShardFailures, shard_of
@@ -141,7 +146,8 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
     plus ``ray_init`` (None: use or join a running Ray; ``"local"``: start one; a dict
     of ``ray.init`` arguments), ``ray_options`` (Ray actor options, default
     ``{"num_cpus": 0, "scheduling_strategy": "SPREAD"}``), ``max_concurrency`` (calls
-    an actor runs at once) and ``timeout`` (seconds a call may take, None: no limit).
+    an actor runs at once) and ``timeout`` (seconds a Ray call may take, None: no
+    limit; the local backend runs calls in the caller's thread and has no timeout).
 
     Invariants (``_check``): the coordinator's ids and keys are exactly the union of
     the shards' documents, each on the shard its id hashes to; its statistics equal
@@ -156,7 +162,7 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
     distinct term and the cache; each shard holds its part as one pipeline would.
     """
 
-    __slots__ = ("_analyzer", "_cache", "_closed", "_dim", "_docs", "_lock", "_metric",
+    __slots__ = ("_analyzer", "_batcher", "_cache", "_closed", "_dim", "_docs", "_lock", "_metric",
                  "_normalize", "_num_shards", "_params", "_rrf_k", "_shards", "_timeout",
                  "_totals")
     _PREPARE = False  # shards prepare vectors themselves, exactly as one pipeline does
@@ -209,6 +215,7 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
         self._docs = DocStore(store_text=False)
         self._lock = RWLock()
         self._totals = _Totals()
+        self._batcher = Batcher(self._scatter)
         self._timeout = timeout
         self._num_shards = num_shards
         self._closed = False
@@ -335,8 +342,22 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
 
     def _candidates(self, queries: list[str], q: npt.NDArray[np.float32] | None, k: int,
                     scope: Any, threads: int) -> tuple[list[Candidates], list[Candidates]]:
-        lex_depth = max(self._lexical_depth, k)
-        dense_depth = max(self._dense_depth, k)
+        """Both sides' merged candidates, through the batcher: concurrent searches of
+        the same depths and filter share one call to every shard."""
+        key = (max(self._lexical_depth, k), max(self._dense_depth, k),
+               None if scope is None else _hybrid.filter_key(scope))
+        result: tuple[list[Candidates], list[Candidates]] = self._batcher.run(
+            key, (queries, q, scope, threads))
+        return result
+
+    def _scatter(self, key: Any, items: list[Any]) -> list[Any]:
+        """One call to every shard for the searches ``items`` (see :meth:`_candidates`),
+        the shards' lists merged per query, split back per search."""
+        lex_depth, dense_depth, _ = key
+        queries = [text for it in items for text in it[0]]
+        rows = [it[1] for it in items if it[1] is not None]
+        q = np.concatenate(rows) if rows else None
+        scope, threads = items[0][2], max(it[3] for it in items)
         stats = None
         if queries:
             terms: set[str] = set()
@@ -350,7 +371,13 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
         ordered = [answers[i] for i in range(self._num_shards)]
         lex = _merge([a[0] for a in ordered], len(queries), lex_depth)
         dense = _merge([a[1] for a in ordered], 0 if q is None else q.shape[0], dense_depth)
-        return lex, dense
+        out = []
+        li = di = 0
+        for texts, vectors, _, _ in items:
+            nl, nd = len(texts), 0 if vectors is None else vectors.shape[0]
+            out.append((lex[li: li + nl], dense[di: di + nd]))
+            li, di = li + nl, di + nd
+        return out
 
     def _outputs(self, results: list[Any], documents: bool) -> list[list[Any]]:
         docs = self._docs

@@ -4,6 +4,7 @@ a sharded one built alike, and the identity check between their answers."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,29 @@ def check_queries(one: RetrievalPipeline, sharded: ShardedRetrievalPipeline,
              lambda kw=kw: sharded.search(queries[0], top_k=5, **kw))
         same(lambda kw=kw: one.search_batch(queries, vecs, top_k=6, num_threads=1, **kw),
              lambda kw=kw: sharded.search_batch(queries, vecs, top_k=6, num_threads=1, **kw))
+
+
+def check_concurrent(one: RetrievalPipeline, sharded: ShardedRetrievalPipeline,
+                     rng: np.random.Generator, clients: int, num: int) -> None:
+    """``clients`` threads search ``sharded`` at once (``num`` queries in all, each
+    uncached, so concurrent ones are batched together); every answer is one node's."""
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(num)]
+    qv = rng.standard_normal((num, DIM))
+    expected = [one.search(q, v, top_k=6, use_cache=False)
+                for q, v in zip(queries, qv, strict=True)]
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            for j in range(k, num, clients):
+                assert_same(expected[j], sharded.search(queries[j], qv[j], top_k=6,
+                                                        use_cache=False))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors

@@ -23,7 +23,15 @@ from llmds.dist import ShardedRetrievalPipeline, ShardError
 from llmds.dist._sharded_file import KIND
 from llmds.dist._shards import shard_of
 from llmds.errors import CorruptFileError
-from tests.sharded_util import DIM, WORDS, assert_same, check_queries, corpus, pair
+from tests.sharded_util import (
+    DIM,
+    WORDS,
+    assert_same,
+    check_concurrent,
+    check_queries,
+    corpus,
+    pair,
+)
 
 
 # ------------------------------------------------------------------ identity, random data
@@ -189,26 +197,7 @@ def test_concurrent_searches_match_one():
     ids, texts, vecs, metas = corpus(rng, 60)
     for p in (one, sharded):
         p.add_documents(ids, texts, vecs, metas, num_threads=1)
-    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(16)]
-    qv = rng.standard_normal((16, DIM))
-    expected = [one.search(q, v, top_k=5, use_cache=False) for q, v in zip(queries, qv,
-                                                                             strict=True)]
-    errors: list[BaseException] = []
-
-    def client(k: int) -> None:
-        try:
-            for j in range(k, 16, 4):
-                assert_same(expected[j], sharded.search(queries[j], qv[j], top_k=5,
-                                                        use_cache=False))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    check_concurrent(one, sharded, rng, clients=4, num=16)
 
 
 # ------------------------------------------------------------------ failures

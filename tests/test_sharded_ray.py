@@ -4,14 +4,12 @@ save/load across backends. Skipped with the reason when Ray is not installed."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from llmds.dist import ShardedRetrievalPipeline, ShardError
 from llmds.dist._shards import RayShards, shard_of
-from tests.sharded_util import DIM, WORDS, assert_same, check_queries, corpus, pair
+from tests.sharded_util import check_concurrent, check_queries, corpus, pair
 
 pytestmark = pytest.mark.slow
 
@@ -43,27 +41,7 @@ def test_identity_with_one_pipeline(built):
 
 def test_concurrent_clients(built):
     one, sharded = built
-    rng = np.random.default_rng(13)
-    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(32)]
-    qv = rng.standard_normal((32, DIM))
-    expected = [one.search(q, v, top_k=8, use_cache=False)
-                for q, v in zip(queries, qv, strict=True)]
-    errors: list[BaseException] = []
-
-    def client(k: int) -> None:
-        try:
-            for j in range(k, 32, 8):
-                assert_same(expected[j], sharded.search(queries[j], qv[j], top_k=8,
-                                                        use_cache=False))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    check_concurrent(one, sharded, np.random.default_rng(13), clients=8, num=32)
 
 
 def test_search_time_is_measured_inside_the_actors(built):

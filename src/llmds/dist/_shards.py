@@ -89,10 +89,14 @@ class LocalShards:
         pass
 
 
-# Ray's own switches for a local node on loopback that reports nothing anywhere: node
-# address 127.0.0.1 (Ray otherwise advertises the machine's address; its documented
-# knob for a single-machine node) and no usage statistics. Ray reads them when it is
-# imported, and its processes inherit them, so they are set before the first import.
+# Ray's own switches for a local node on loopback that reports nothing anywhere:
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 turns off Ray's multi-node mode, in which it
+# advertises the machine's network address (ray._private.services.get_node_ip_address
+# then returns 127.0.0.1, as on a laptop; ray.init(_node_ip_address="127.0.0.1") does
+# not: Ray maps a loopback address back to the network one), and no usage statistics.
+# Ray reads them when it is imported (ray_constants), and its processes inherit them,
+# so they are set before the first import. Checked with Ray 2.60: every address
+# ray.init reports is 127.0.0.1.
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 

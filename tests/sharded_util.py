@@ -74,6 +74,7 @@ def check_queries(one: RetrievalPipeline, sharded: ShardedRetrievalPipeline,
     queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(num)]
     vecs = rng.standard_normal((num, DIM))
     for kw in ({}, {"fusion": "rrf"}, {"filter": {"g": {"$in": [0, 2]}}},
+               {"filter": {"$or": [{"g": {"$ne": 1}}, {"$not": {"w": {"$lt": 30}}}]}},
                {"fusion_weight": 0.0}, {"fusion_weight": 1.0, "return_documents": True}):
         for q, v in zip(queries, vecs, strict=True):
             same(lambda q=q, v=v, kw=kw: one.search(q, v, top_k=7, **kw),

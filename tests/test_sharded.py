@@ -40,11 +40,14 @@ class ShardedMatchesOne(RuleBasedStateMachine):
     pipeline: every search answers the same; the coordinator's invariants hold."""
 
     @initialize(num_shards=st.integers(1, 4), str_ids=st.booleans(),
-                seed=st.integers(0, 2**16))
-    def start(self, num_shards: int, str_ids: bool, seed: int) -> None:
+                seed=st.integers(0, 2**16), metric=st.sampled_from(["cosine", "ip", "l2"]),
+                lexical_depth=st.integers(1, 12), dense_depth=st.integers(1, 12))
+    def start(self, num_shards: int, str_ids: bool, seed: int, metric: str,
+              lexical_depth: int, dense_depth: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.str_ids = str_ids
-        self.one, self.sharded = pair(num_shards)
+        self.one, self.sharded = pair(num_shards, metric=metric, lexical_depth=lexical_depth,
+                                      dense_depth=dense_depth)
         self.next_id = 0
         self.ids: list = []
 

@@ -61,7 +61,12 @@ NOTES = [
     "shard_search_ms: mean time one shard spent in one search call (a batch under "
     "concurrent clients, one query in the latency run), measured inside the shard (its "
     "actor with Ray); the rest of a query's latency is the coordinator (query analysis, "
-    "merge, fusion) and the fan-out.",
+    "merge, fusion) and the fan-out. cpu_ms_per_query_here: CPU of the benchmark's own "
+    "process per query in the 8-client run (one node: all the work; Ray: the "
+    "coordinator's part, which bounds one coordinator's queries/s per core).",
+    "Ray fan-out (no work): one call to N actors that answer at once with what a shard "
+    "answers one query (100 keys and scores per side); the floor of the Ray backend's "
+    "latency.",
     "identical: every query's ids equal one node's and scores within 1e-6 relative; "
     "SciFact checks the hybrid answers (dense exact by brute force), the synthetic "
     "corpus the lexical side (its HNSW graphs differ by shard).",
@@ -124,8 +129,9 @@ def _search(p: Any, w: Workload, i: int, weight: float = 0.5) -> list[Any]:
                     use_cache=False)
 
 
-def _throughput(p: Any, w: Workload, total: int) -> float:
-    """Queries/s of ``CLIENTS`` threads sharing ``total`` searches."""
+def _throughput(p: Any, w: Workload, total: int) -> tuple[float, float]:
+    """Queries/s of ``CLIENTS`` threads sharing ``total`` searches, and this process's
+    CPU milliseconds per query meanwhile (with Ray: the coordinator's share)."""
     lock = threading.Lock()
     next_i = [0]
     errors: list[BaseException] = []
@@ -144,14 +150,15 @@ def _throughput(p: Any, w: Workload, total: int) -> float:
                 return
 
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return total / (time.perf_counter() - t0)
+    return (total / (time.perf_counter() - t0),
+            (time.process_time() - c0) / total * 1e3)
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -180,7 +187,8 @@ def measure(p: Any, w: Workload, expected: list[list[Any]] | None, build_s: floa
                for (n0, s0), (n1, s1) in zip(before, after, strict=True)]
         row["shard_search_ms"] = float(np.mean(per))
         row["shard_search_ms_max"] = float(np.max(per))
-    row["qps_8_clients"] = _throughput(p, w, max(len(w.queries), CLIENTS * 10))
+    row["qps_8_clients"], row["cpu_ms_per_query_here"] = _throughput(
+        p, w, max(len(w.queries), CLIENTS * 10))
     if expected is not None:
         row["identical"] = all(_same(e, _search(p, w, i, w.check_weight))
                                for i, e in enumerate(expected))
@@ -205,6 +213,39 @@ def start_ray() -> tuple[Any, bool] | str:
     except Exception as exc:  # a Ray that cannot start here: a skip with the reason
         return f"ray.init failed: {type(exc).__name__}: {str(exc)[:200]}"
     return ray, True
+
+
+class _Echo:
+    """A Ray actor answering what a shard answers a one-query search (100 keys and
+    scores per side), with no work: the cost of the fan-out itself."""
+
+    def __init__(self) -> None:
+        self.answer = ((np.arange(100, dtype=np.int64)[None], np.ones((1, 100)),
+                        np.array([100])),) * 2
+
+    def call(self, query: str) -> Any:
+        return self.answer
+
+
+def fan_out(ray: Any, repeat: int) -> list[dict[str, Any]]:
+    """p50/p95 of one call to 1, 2 and 4 actors at once (answers gathered), as the
+    sharded pipeline makes it; the anchor of the Ray overhead."""
+    rows = []
+    actor = ray.remote(_Echo).options(num_cpus=0)
+    for n in SHARDS:
+        actors = [actor.remote() for _ in range(n)]
+        try:
+            ray.get([a.call.remote("warm") for a in actors])
+            def once(i: int, actors: list[Any] = actors) -> None:
+                ray.get([a.call.remote(str(i)) for a in actors])
+
+            lat = harness.latency_percentiles_ms(once, range(100 * max(1, repeat // 5)))
+        finally:
+            for a in actors:
+                ray.kill(a)
+        rows.append({"impl": "Ray fan-out (no work)", "corpus": "-", "backend": "ray",
+                     "shards": n, "p50_ms": lat["p50"], "p95_ms": lat["p95"]})
+    return rows
 
 
 def _build(w: Workload, backend: str | None, shards: int, seed: int,
@@ -296,6 +337,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     workloads.append(synthetic(ctx))
     rows: list[dict[str, Any]] = []
     try:
+        if not isinstance(ray_state, str):
+            rows += fan_out(ray_state[0], ctx.repeat)
         for w in workloads:
             rows += run_workload(ctx, w, ray_why)
     finally:

@@ -47,8 +47,8 @@ readers-writer lock in the coordinator, so a search sees the whole collection be
 or after a write, never a write applied to some shards only. Many threads may search
 at once: searches that arrive while a shard call is in flight are sent together as
 one batch when it returns (:mod:`llmds.dist._batcher`; one client alone pays no
-wait), so N concurrent clients cost the shards ~N times fewer calls, and a query's
-answer does not depend on its batch. With Ray the calls run concurrently in the
+wait), so concurrent clients cost the shards several times fewer calls, and a
+query's answer does not depend on its batch. With Ray the calls run concurrently in the
 actors. One coordinator owns its actors: two processes must not share them; when the
 coordinator is garbage collected or its process exits, Ray ends the actors.
 """

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import pickle
 import threading
 import time
 from typing import Any
@@ -217,13 +218,14 @@ def start_ray() -> tuple[Any, bool] | str:
 
 class _Echo:
     """A Ray actor answering what a shard answers a one-query search (100 keys and
-    scores per side), with no work: the cost of the fan-out itself."""
+    scores per side, pickled, as ``RayShards.broadcast`` carries it), with no work:
+    the cost of the fan-out itself."""
 
     def __init__(self) -> None:
-        self.answer = ((np.arange(100, dtype=np.int64)[None], np.ones((1, 100)),
-                        np.array([100])),) * 2
+        side = (np.arange(100, dtype=np.int64)[None], np.ones((1, 100)), np.array([100]))
+        self.answer = pickle.dumps((side, side, 0.0), protocol=5)
 
-    def call(self, query: str) -> Any:
+    def call(self, blob: bytes) -> bytes:
         return self.answer
 
 
@@ -235,9 +237,10 @@ def fan_out(ray: Any, repeat: int) -> list[dict[str, Any]]:
     for n in SHARDS:
         actors = [actor.remote() for _ in range(n)]
         try:
-            ray.get([a.call.remote("warm") for a in actors])
+            ray.get([a.call.remote(b"warm") for a in actors])
             def once(i: int, actors: list[Any] = actors) -> None:
-                ray.get([a.call.remote(str(i)) for a in actors])
+                blob = pickle.dumps(("candidates", (f"query {i}",)), protocol=5)
+                ray.get([a.call.remote(blob) for a in actors])
 
             lat = harness.latency_percentiles_ms(once, range(100 * max(1, repeat // 5)))
         finally:

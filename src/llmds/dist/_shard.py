@@ -21,6 +21,7 @@ counters sit behind a mutex; the coordinator never sends a write while a search 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -178,6 +179,12 @@ class Shard:
             self.num_searches += 1
             self.search_seconds += elapsed
         return pack(lex), pack(dense), elapsed
+
+    def call_pickled(self, blob: bytes) -> bytes:
+        """``pickle(self.method(*args))`` for ``blob = pickle((method, args))``: the Ray
+        backend's cheap path for searches (see ``RayShards.broadcast``)."""
+        method, args = pickle.loads(blob)
+        return pickle.dumps(getattr(self, method)(*args), protocol=5)
 
     def documents(self, keys: list[int]) -> list[tuple[str | None, str | None]]:
         """``(text, metadata JSON)`` of each key."""

@@ -366,8 +366,10 @@ class ShardedRetrievalPipeline(_hybrid.HybridSearch):
             stats = self._totals.stats(terms)
         fields = None if scope is None else list(self._totals.fields)
         args = (queries, q, lex_depth, dense_depth, scope, fields, stats, threads)
-        answers = self._map("candidates", dict.fromkeys(range(self._num_shards), args),
-                            "search")
+        try:
+            answers = self._shards.broadcast("candidates", args, self._timeout)
+        except ShardFailures as f:
+            raise self._error(f, "search") from None
         ordered = [answers[i] for i in range(self._num_shards)]
         lex = _merge([a[0] for a in ordered], len(queries), lex_depth)
         dense = _merge([a[1] for a in ordered], 0 if q is None else q.shape[0], dense_depth)

@@ -481,3 +481,37 @@ def test_batcher_with_two_batches_in_flight():
     for t in threads:
         t.join(60)
     assert not wrong and 1 <= running[1] <= 2 and not b._busy and not b._queues
+
+
+def test_connect_uses_joins_or_starts_ray_only_when_asked():
+    from llmds.dist._shards import connect
+
+    class FakeRay:
+        def __init__(self, running: bool, cluster: bool) -> None:
+            self.running, self.cluster, self.calls = running, cluster, []
+
+        def is_initialized(self) -> bool:
+            return self.running
+
+        def init(self, **kwargs) -> None:
+            self.calls.append(kwargs)
+            if kwargs.get("address") == "auto" and not self.cluster:
+                raise ConnectionError("Could not find any running Ray instance")
+            self.running = True
+
+    ray = FakeRay(running=True, cluster=False)
+    connect(ray, None)
+    assert ray.calls == []  # this process's Ray is used as it is
+    ray = FakeRay(running=False, cluster=True)
+    connect(ray, None)
+    assert ray.calls == [{"address": "auto"}]  # joins the running cluster
+    ray = FakeRay(running=False, cluster=False)
+    with pytest.raises(RuntimeError, match=r"no Ray is running: call ray.init.*ray_init='local'"):
+        connect(ray, None)  # never starts one unasked
+    connect(ray, "local")
+    assert ray.calls[-1] == {"include_dashboard": False}
+    ray = FakeRay(running=False, cluster=False)
+    connect(ray, {"num_cpus": 2})
+    assert ray.calls == [{"num_cpus": 2}]
+    with pytest.raises(ValueError, match="ray_init must be None, 'local' or a dict"):
+        connect(FakeRay(running=True, cluster=True), "remote")

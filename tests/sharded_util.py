@@ -4,7 +4,6 @@ a sharded one built alike, and the identity check between their answers."""
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from llmds import RetrievalPipeline
 from llmds.dist import ShardedRetrievalPipeline
+from tests.test_inverted_index_threads import run_threads
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
          "kappa", "lambda", "mu", "apple", "orange", "river", "stone"]
@@ -93,19 +93,10 @@ def check_concurrent(one: RetrievalPipeline, sharded: ShardedRetrievalPipeline,
     qv = rng.standard_normal((num, DIM))
     expected = [one.search(q, v, top_k=6, use_cache=False)
                 for q, v in zip(queries, qv, strict=True)]
-    errors: list[BaseException] = []
 
     def client(k: int) -> None:
-        try:
-            for j in range(k, num, clients):
-                assert_same(expected[j], sharded.search(queries[j], qv[j], top_k=6,
-                                                        use_cache=False))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for j in range(k, num, clients):
+            assert_same(expected[j], sharded.search(queries[j], qv[j], top_k=6,
+                                                    use_cache=False))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    run_threads(client, clients)  # all start together; the first error is raised

@@ -17,9 +17,10 @@ bench: $(BIN)/python
 	$(BIN)/llmds bench
 	$(BIN)/llmds report
 
-# Installs with the test extras and runs lint, the type check and the whole suite.
+# Installs with the test extras (and Ray, for the sharded pipeline's tests) and runs lint,
+# the type check and the whole suite.
 test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray]"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -27,7 +28,10 @@ test: $(BIN)/python
 # Installs the docs extra (pdoc) and writes the API reference from the docstrings to
 # docs/api/ (open docs/api/index.html). Generated, not committed: it is rebuilt from the
 # code in seconds, so it can never disagree with the docstrings.
-API_MODULES := llmds llmds.sim llmds.sim.config llmds.page_hash llmds.dist
+# llmds.integrations.* are left out: each imports its framework (or torch) and raises
+# ImportError without it, and pdoc 16 stops at the first module that fails to import
+# (it has no skip-on-error mode), so `make docs` would need ~320 MB of frameworks.
+API_MODULES := llmds llmds.filters llmds.sim llmds.sim.config llmds.page_hash llmds.dist
 docs: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	rm -rf docs/api

@@ -4,6 +4,7 @@ Tests never assert timings; they check that each benchmark runs end to end, writ
 well-formed record, times or explicitly skips each peer, and that the report builds.
 """
 
+import importlib.util
 import json
 
 import pytest
@@ -21,7 +22,9 @@ def results_dir(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", available())
-def test_quick_benchmark_runs(name, results_dir):
+def test_quick_benchmark_runs(name, results_dir, request):
+    if name == "sharded" and importlib.util.find_spec("ray") is not None:
+        request.getfixturevalue("ray_cluster")  # the session's Ray: started once per session
     assert main(["bench", name, "--quick", "--repeat", "2", "--out", str(results_dir)]) == 0
     record = json.loads((results_dir / f"{name}.json").read_text())
     assert record["benchmark"] == name and record["size"] == "quick"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from llmds.analysis import Analyzer
 from llmds.errors import CorruptFileError
-from llmds.inverted_index import InvertedIndex
+from llmds.inverted_index import CollectionStats, InvertedIndex
 from tests.reference.bm25 import NaiveBM25, assert_same_top_k
 
 WORDS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
@@ -99,6 +99,86 @@ def test_allowed_ids_filter_and_batch():
     assert index.search_batch(qs, 3, allowed_ids=range(10)) == [
         index.search(q, 3, allowed_ids=range(10)) for q in qs]
     assert index.search_batch([], 3) == []
+
+
+def test_allowed_mask_equals_allowed_ids_through_writes(tmp_path):
+    rng = np.random.default_rng(4)
+    index = plain_index(seal_postings=16)
+    index.add_documents((i, " ".join(rng.choice(WORDS, 4))) for i in range(60))
+    for d in (3, 17, 41):
+        index.delete_document(d)
+    index.update_document(5, "ant ant hen")
+    qs = ["ant", "hen cat", "bee dog eel", "zzz"]
+    for step in range(3):
+        live = [d for d in range(60) if d in index]
+        allowed = [d for d in live if rng.random() < 0.4]
+        mask = np.zeros(index.num_internal_ids, dtype=bool)
+        mask[index.internal_ids(allowed)] = True
+        expected = [index.search(q, 7, allowed_ids=allowed) for q in qs]
+        assert [index.search(q, 7, allowed_mask=mask) for q in qs] == expected
+        assert index.search_batch(qs, 7, allowed_mask=mask.view(np.uint8)) == expected
+        assert all(d in allowed for r in expected for d, _ in r)
+        # internal ids survive seal, merge and a save/load round trip
+        before = index.internal_ids(live)
+        [index.seal, index.merge, lambda: None][step]()
+        index.save(tmp_path / "ix")
+        index = InvertedIndex.load(tmp_path / "ix", analyzer=PLAIN)
+        assert np.array_equal(index.internal_ids(live), before)
+    index._check()
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6), min_size=1,
+                     max_size=40),
+       parts=st.lists(st.integers(0, 2), min_size=40, max_size=40),
+       deletes=st.sets(st.integers(0, 39), max_size=10),
+       queries=st.lists(st.lists(st.sampled_from([*WORDS, "zzz"]), min_size=1, max_size=4),
+                        min_size=1, max_size=4))
+def test_shards_scored_with_collection_stats_equal_one_index(docs, parts, deletes, queries):
+    """Documents split over three indexes, each scored with the sum of their statistics:
+    the merged top k is exactly (ids, scores, ties) the one index's."""
+    whole = plain_index(seal_postings=8)
+    shards = [plain_index(seal_postings=5) for _ in range(3)]
+    for i, words in enumerate(docs):
+        whole.add_document(i, " ".join(words))
+        shards[parts[i]].add_document(i, " ".join(words))
+    for d in deletes:
+        if d < len(docs):
+            whole.delete_document(d)
+            shards[parts[d]].delete_document(d)
+    own = [s.collection_stats() for s in shards]
+    df: dict[str, int] = {}
+    for st_ in own:
+        for term, c in st_.df.items():
+            df[term] = df.get(term, 0) + c
+    stats = CollectionStats(sum(s.num_docs for s in own), sum(s.total_length for s in own), df)
+    mine = whole.collection_stats()
+    assert (mine.num_docs, mine.total_length, mine.df) == (stats.num_docs, stats.total_length,
+                                                           stats.df)
+    assert whole.collection_stats(["ant", "zzz"]).df == {"ant": df.get("ant", 0), "zzz": 0}
+    texts = [" ".join(q) for q in queries]
+    for k in (1, 5, 50):
+        expected = whole.search_batch(texts, k)
+        assert whole.search_batch(texts, k, collection_stats=mine) == expected
+        per_shard = [s.search_batch(texts, k, collection_stats=stats, num_threads=1)
+                     for s in shards]
+        for i in range(len(texts)):
+            merged = sorted((h for rows in per_shard for h in rows[i]),
+                            key=lambda h: (-h[1], h[0]))[:k]
+            assert merged == expected[i]
+            assert shards[0].search(texts[i], k, collection_stats=stats) == per_shard[0][i]
+
+
+def test_document_terms():
+    index = plain_index(seal_postings=4)
+    index.add_documents([(1, "ant bee ant"), (2, "cat"), (3, "dog dog dog dog dog eel")])
+    index.seal()
+    index.add_document(4, "hen hen fox")
+    assert index.document_terms(1) == {"ant": 2, "bee": 1}
+    assert index.document_terms(3) == {"dog": 5, "eel": 1}
+    assert index.document_terms(4) == {"hen": 2, "fox": 1}
+    with pytest.raises(KeyError, match="99"):
+        index.document_terms(99)
 
 
 def test_delete_update_and_statistics():

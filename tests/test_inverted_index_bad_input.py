@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from llmds.analysis import Analyzer
-from llmds.inverted_index import InvertedIndex
+from llmds.inverted_index import CollectionStats, InvertedIndex
 from llmds.postings import decode_varints, encode_varints, zigzag_decode, zigzag_encode
 
 NAN = float("nan")
@@ -173,6 +173,50 @@ def _cases() -> list[Case]:
     for v in [1, -1, 3, np.int64(2), HUGE]:  # more threads than queries: capped, not an error
         add(f"search_batch(num_threads={v!r:.20})", "",
             lambda ix, p, v=v: ix.search_batch(["cat", "dog"] * 20, num_threads=v), "ok")
+
+    # --- allowed_mask, collection_stats, internal ids (make_index has internal ids 0..2)
+    for v in [5, "abc", [1, 0, 1], np.ones(3, dtype=np.int64), np.ones(3, dtype=np.float32),
+              np.ones(2, dtype=bool), np.ones(4, dtype=np.uint8), np.ones((3, 1), dtype=bool),
+              OBJ]:
+        add(f"search(allowed_mask={v!r:.20})", "allowed_mask",
+            lambda ix, p, v=v: ix.search("cat", 5, allowed_mask=v))
+        add(f"search_batch(allowed_mask={v!r:.20})", "allowed_mask",
+            lambda ix, p, v=v: ix.search_batch(["cat"], 5, allowed_mask=v))
+    add("search(allowed_ids and allowed_mask)", "allowed_mask",
+        lambda ix, p: ix.search("cat", allowed_ids=[1], allowed_mask=np.ones(3, dtype=bool)))
+    for v in [np.ones(3, dtype=bool), np.zeros(3, dtype=np.uint8), np.ones(6, dtype=bool)[::2]]:
+        add(f"search(allowed_mask={v!r:.20})", "",
+            lambda ix, p, v=v: ix.search("cat", 5, allowed_mask=v), "ok")
+    own = {"cat": 1, "dog": 2, "eel": 2, "fox": 1}
+    for v in [5, {"num_docs": 3}, (3, 9, own), OBJ]:
+        add(f"search(collection_stats={v!r:.20})", "collection_stats",
+            lambda ix, p, v=v: ix.search("cat", collection_stats=v))
+    for label, make in [
+            ("num_docs=-1", lambda: CollectionStats(-1, 6, own)),
+            ("num_docs=1.5", lambda: CollectionStats(1.5, 6, own)),
+            ("total_length=None", lambda: CollectionStats(3, None, own)),
+            ("df=[1]", lambda: CollectionStats(3, 6, [1])),
+            ("num_docs below the index's", lambda: CollectionStats(2, 6, own)),
+            ("total_length below the index's", lambda: CollectionStats(3, 5, own)),
+            ("no df for a query term", lambda: CollectionStats(9, 60, {"cat": 1})),
+            ("df below the index's", lambda: CollectionStats(9, 60, {**own, "dog": 1})),
+            ("df above num_docs", lambda: CollectionStats(9, 60, {**own, "dog": 10})),
+            ("df not an int", lambda: CollectionStats(9, 60, {**own, "dog": 2.0}))]:
+        add(f"search_batch(collection_stats: {label})", "collection_stats",
+            lambda ix, p, make=make: ix.search_batch(["cat dog"], collection_stats=make()))
+    add("search(collection_stats: bigger collection)", "",
+        lambda ix, p: ix.search("dog zebra", collection_stats=CollectionStats(9, 60, own)), "ok")
+    for v in [None, 5, "ab", [None], ["1"], [1.5], [True], OBJ]:
+        add(f"internal_ids({v!r:.20})", "doc_ids", lambda ix, p, v=v: ix.internal_ids(v))
+    add("internal_ids([99])", "doc_id", lambda ix, p: ix.internal_ids([1, 99]))
+    add("internal_ids(range)", "", lambda ix, p: ix.internal_ids(range(1, 4)), "ok")
+    for v in ["cat", 5, [None], [1], OBJ]:
+        add(f"collection_stats({v!r:.20})", "terms", lambda ix, p, v=v: ix.collection_stats(v))
+    add("collection_stats(['cat', 'zebra'])", "",
+        lambda ix, p: ix.collection_stats(["cat", "zebra"]), "ok")
+    for v in BAD_INT:
+        add(f"document_terms({v!r:.20})", "doc_id", lambda ix, p, v=v: ix.document_terms(v))
+    add("document_terms(unknown)", "doc_id", lambda ix, p: ix.document_terms(99))
 
     # --- statistics
     for v in BAD_STR:

@@ -164,6 +164,37 @@ def test_hnsw_path_agrees_with_exact_search():
     assert np.mean(overlap) >= 0.95
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_dense_scores_do_not_depend_on_other_rows_the_batch_or_the_path(metric):
+    """A document's dense score has the same bits exact or by graph, in a batch of one or
+    many, among all vectors or a few (BLAS products promise none of that; a sharded
+    index relies on it)."""
+    rng = np.random.default_rng(8)
+    n, dim = 300, 40
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    qs = rng.standard_normal((7, dim)).astype(np.float32)
+    exact = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=n)
+    graph = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=0,
+                              ef_search=n)
+    part = RetrievalPipeline(embedding_dim=dim, seed=0, metric=metric, brute_force_max=n)
+    for p in (exact, graph):
+        p.add_documents(range(n), ["w"] * n, vecs, num_threads=1)
+    part.add_documents(range(0, n, 7), ["w"] * len(range(0, n, 7)), vecs[::7], num_threads=1)
+    q = exact._prepare(qs.astype(np.float64), "q")
+
+    def scores(p, rows, depth):
+        return [dict(zip(*(a.tolist() for a in c), strict=True))
+                for c in p._dense(rows, depth, None, 1)]
+
+    batch = scores(exact, q, n)
+    for i in range(len(q)):
+        assert scores(exact, q[i: i + 1], n)[0] == batch[i]
+        for key, value in scores(graph, q[i: i + 1], 30)[0].items():
+            assert batch[i][key] == value
+        for key, value in scores(part, q[i: i + 1], n)[0].items():
+            assert batch[i][key] == value
+
+
 # ------------------------------------------------------------------ cache
 def test_cache_invalidated_on_add_and_delete():
     p = RetrievalPipeline(embedding_dim=2, hot_threshold=1, metric="ip")
@@ -233,7 +264,7 @@ def build(seed=7, n=40, dim=6):
                           brute_force_max=10)
     texts = [" ".join(rng.choice(WORDS, size=4)) for _ in range(n)]
     embs = [v if i % 5 else None for i, v in enumerate(unit(rng, n, dim))]
-    p.add_documents(range(n), texts, embs)
+    p.add_documents(range(n), texts, embs, num_threads=1)
     p.delete_document(3)
     return p, rng
 
@@ -252,12 +283,34 @@ def test_save_load_round_trip(tmp_path):
     # the same later adds give the same graph and results (HNSW rng state is saved)
     extra = unit(rng, 5, 6)
     for r in (p, q):
-        r.add_documents(range(100, 105), ["kiwi fig"] * 5, extra)
+        r.add_documents(range(100, 105), ["kiwi fig"] * 5, extra, num_threads=1)
     for text, v in queries:
         assert q.search(text, v, top_k=15) == p.search(text, v, top_k=15)
     p.save(tmp_path / "pipe")  # saving over an existing folder
     assert RetrievalPipeline.load(tmp_path / "pipe").search("kiwi", extra[0]) == p.search(
         "kiwi", extra[0])
+
+
+def test_one_thread_and_a_seed_build_bit_identical_pipelines(tmp_path):
+    """add_documents(num_threads=1) with a fixed seed: the same graph, byte for byte."""
+    rng = np.random.default_rng(11)
+    n, dim = 400, 8
+    vecs = unit(rng, n, dim)
+    texts = [" ".join(rng.choice(WORDS, size=3)) for _ in range(n)]
+    folders = []
+    for name in ("a", "b"):
+        p = RetrievalPipeline(embedding_dim=dim, seed=5, metric="ip", brute_force_max=0,
+                              M=4, ef_construction=20, ef_search=10)
+        p.add_documents(range(n // 2), texts[: n // 2], vecs[: n // 2], num_threads=1)
+        p.add_documents(range(n // 2, n), texts[n // 2:], vecs[n // 2:], num_threads=1)
+        p.save(tmp_path / name)
+        folders.append(tmp_path / name)
+    # part files are <part>-<random token>.llmds (the MANIFEST names them): compare by part
+    parts = [{f.name.split("-")[0]: f.read_bytes() for f in folder.iterdir()
+              if f.name != "MANIFEST"} for folder in folders]
+    assert parts[0].keys() == parts[1].keys() and "dense" in parts[0]
+    for name, data in parts[0].items():
+        assert data == parts[1][name], name
 
 
 def test_negative_ids_work_on_the_graph_path():

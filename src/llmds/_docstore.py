@@ -10,6 +10,8 @@ has
   for int ids (so ties go to the smaller id, as the design this library started
   from promised), a counter for str ids (never reused, so ties go to the document
   added first);
+* its internal id in the BM25 index (``lex_ids``), so a filter's mask over slots
+  becomes the index's ``allowed_mask`` by one gather;
 * its text (unless ``store_text=False``) and its metadata, kept as canonical JSON
   (``json.dumps(..., sort_keys=True)``) and parsed afresh for every caller, so no
   caller can change a stored document through a returned dict;
@@ -87,7 +89,7 @@ class DocStore:
     Python objects per document, 12 bytes per (field, document) of filter columns.
     """
 
-    __slots__ = ("_ids", "_keys", "_metas", "_next_key", "_slot_of_id", "_slot_of_key",
+    __slots__ = ("_ids", "_keys", "_lex", "_metas", "_next_key", "_slot_of_id", "_slot_of_key",
                  "_texts", "filters", "id_kind", "store_text")
 
     def __init__(self, store_text: bool = True) -> None:
@@ -95,6 +97,7 @@ class DocStore:
         self.id_kind: str | None = None
         self._ids: list[DocId] = []
         self._keys = np.zeros(16, dtype=np.int64)
+        self._lex = np.zeros(16, dtype=np.int64)
         self._texts: list[str | None] = []
         self._metas: list[str | None] = []
         self._slot_of_id: dict[DocId, int] = {}
@@ -170,6 +173,14 @@ class DocStore:
         """Keys of slots ``0..n-1`` (a view). O(1)."""
         return self._keys[: len(self._ids)]
 
+    def lex_ids(self) -> npt.NDArray[np.int64]:
+        """BM25 internal ids of slots ``0..n-1`` (a view). O(1)."""
+        return self._lex[: len(self._ids)]
+
+    def set_lex_ids(self, first: int, internal: npt.NDArray[np.int64]) -> None:
+        """Record the BM25 internal ids of slots ``first, first + 1, ...``. O(len)."""
+        self._lex[first: first + internal.shape[0]] = internal
+
     @property
     def next_key(self) -> int:
         return self._next_key
@@ -199,9 +210,10 @@ class DocStore:
         n = len(self._ids)
         need = n + len(ids)
         if need > self._keys.shape[0]:
-            grown = np.zeros(max(need, 2 * self._keys.shape[0]), dtype=np.int64)
-            grown[:n] = self._keys[:n]
-            self._keys = grown
+            cap = max(need, 2 * self._keys.shape[0])
+            grown, lex = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+            grown[:n], lex[:n] = self._keys[:n], self._lex[:n]
+            self._keys, self._lex = grown, lex
         self.filters.reserve(need)
         keys: list[int] = []
         for j, (d, text, meta) in enumerate(zip(ids, texts, metas, strict=True)):
@@ -235,6 +247,7 @@ class DocStore:
             moved = self._ids[last]
             self._ids[slot] = moved
             self._keys[slot] = self._keys[last]
+            self._lex[slot] = self._lex[last]
             self._texts[slot] = self._texts[last]
             self._metas[slot] = self._metas[last]
             self._slot_of_id[moved] = slot
@@ -259,6 +272,7 @@ class DocStore:
         self._ids = list(ids)
         self._keys = np.zeros(max(len(ids), 16), dtype=np.int64)
         self._keys[: len(ids)] = keys
+        self._lex = np.zeros_like(self._keys)  # the owner sets them (set_lex_ids)
         self._texts = list(texts) if self.store_text else [None] * len(ids)
         self._metas = list(metas)
         self._slot_of_id = {d: i for i, d in enumerate(ids)}

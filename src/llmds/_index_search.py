@@ -12,6 +12,11 @@
 * :func:`search_rows`: a batch of queries in chunks on ``threads`` threads (the
   calling thread and pool workers running the ``nogil`` kernel), each with its own
   scratch, analysing its own chunk so that analysis overlaps other threads' scoring.
+* Filters: :func:`mask_of_ids` (caller doc ids, a Python loop) and
+  :func:`check_allowed_mask` (a mask over internal ids, checked and used as is).
+* :class:`CollectionStats` and :func:`stats_arrays`: score with statistics supplied
+  by the caller (a sharded index's whole-collection N, length sum and df) instead
+  of this index's own; the kernels take them as their ``df`` and ``params`` arrays.
 
 Thread safety: everything here is safe for concurrent readers; the owner calls
 :meth:`ScratchPool.resize` only under its write lock.
@@ -20,19 +25,24 @@ Thread safety: everything here is safe for concurrent readers; the owner calls
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmds._index_docs import DocTable
 from llmds._kernels import bm25 as _k
 from llmds._threads import run_parallel
-from llmds._validate import check_sequence, check_text, is_int, show
+from llmds._validate import check_int, check_sequence, check_text, is_int, show
 from llmds.analysis import Analyzer
 
-__all__ = ["MIN_QUERIES_PER_THREAD", "QueryTerms", "Scratch", "ScratchPool", "allowed_mask",
-           "analyze", "search_rows"]
+__all__ = ["MIN_QUERIES_PER_THREAD", "CollectionStats", "QueryTerms", "Scratch", "ScratchPool",
+           "analyze", "check_allowed_mask", "internal_ids_of", "mask_of_ids", "search_rows",
+           "stats_arrays", "stats_of"]
+
+_DF_MAX = 2**31 - 1  # df is int32 in the kernels
 
 MIN_QUERIES_PER_THREAD = 16  # fewer than this per thread: the hand-off costs more than it saves
 _search_batch: Any = _k.search_batch  # typed Any: mypy misreads numba's dispatcher signature
@@ -56,8 +66,8 @@ def analyze(analyzer: Callable[[str], Sequence[str]], text: str) -> list[str]:
     return terms
 
 
-def allowed_mask(allowed_ids: Iterable[int], ext2int: dict[int, int],
-                 num_ids: int) -> npt.NDArray[np.uint8]:
+def mask_of_ids(allowed_ids: Iterable[int], ext2int: dict[int, int],
+                num_ids: int) -> npt.NDArray[np.uint8]:
     """uint8 per internal id: 1 for the live documents of ``allowed_ids`` (unknown ids are
     ignored). Raises ``TypeError`` naming ``allowed_ids`` for anything but ints. O(len)."""
     check_sequence(allowed_ids, "allowed_ids", "ints (or None)", ordered=False)
@@ -70,6 +80,100 @@ def allowed_mask(allowed_ids: Iterable[int], ext2int: dict[int, int],
         if internal is not None:
             mask[internal] = 1
     return mask
+
+
+def check_allowed_mask(mask: object, num_ids: int) -> npt.NDArray[np.uint8]:
+    """``mask`` (bool or uint8, one entry per internal id) as the kernels' uint8 view. O(1)
+    for a contiguous bool/uint8 array (no copy); nonzero admits the document."""
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.bool_, np.uint8):
+        raise TypeError(f"allowed_mask must be a bool or uint8 NumPy array, got {show(mask)}")
+    if mask.shape != (num_ids,):
+        raise ValueError(f"allowed_mask must have shape ({num_ids},) (one entry per internal "
+                         f"id, see internal_ids()), got {mask.shape}")
+    if num_ids == 0:
+        return np.zeros(1, dtype=np.uint8)
+    return np.ascontiguousarray(mask).view(np.uint8)
+
+
+def internal_ids_of(doc_ids: Iterable[int], ext2int: dict[int, int]) -> npt.NDArray[np.int64]:
+    """Internal ids of indexed ``doc_ids``; KeyError naming one that is not. O(len)."""
+    check_sequence(doc_ids, "doc_ids", "ints", ordered=False)
+    get = ext2int.get
+    out = []
+    for i, d in enumerate(doc_ids):
+        internal = get(d) if is_int(d) else None
+        if internal is None:
+            if not is_int(d):
+                raise TypeError(f"doc_ids[{i}] must be an int, got {show(d)}")
+            raise KeyError(f"doc_id {d} is not indexed")
+        out.append(internal)
+    return np.array(out, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    """BM25's collection statistics, to score with figures other than the index's own.
+
+    ``num_docs`` (N) live documents, ``total_length`` the sum of their lengths in
+    terms (``avgdl = total_length / num_docs``) and ``df``: analysed term -> number of
+    live documents containing it, for at least every query term the index knows. A
+    sharded index passes the whole collection's, so that every shard scores exactly
+    as one index holding every document would (per-shard IDF is the classic sharding
+    error). :meth:`InvertedIndex.collection_stats` gives an index's own.
+    """
+
+    num_docs: int
+    total_length: int
+    df: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        check_int(self.num_docs, "collection_stats.num_docs", minimum=0, maximum=_DF_MAX)
+        check_int(self.total_length, "collection_stats.total_length", minimum=0,
+                  maximum=2**63 - 1)
+        if not isinstance(self.df, Mapping):
+            raise TypeError(f"collection_stats.df must be a dict of term -> count, "
+                            f"got {show(self.df)}")
+
+    @property
+    def avgdl(self) -> float:
+        """Mean document length, exactly as the index computes its own (1.0 when empty)."""
+        n, total = self.num_docs, self.total_length
+        return total / n if n and total else 1.0
+
+
+def stats_arrays(stats: object, terms: QueryTerms, queries: Sequence[str], docs: DocTable,
+                 k1: float, b: float) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """The kernels' ``df`` and ``params`` for scoring ``queries`` with ``stats``.
+
+    ``df`` holds the supplied frequency of every query term this index knows (other
+    entries are never read); ``params = [k1, b, avgdl, N]``. The supplied figures
+    must be at least this index's own (the collection contains it): otherwise, or
+    when a query term has no ``df`` entry, ``ValueError`` names the term.
+    O(query terms) + an O(1) zeroed allocation.
+    """
+    if not isinstance(stats, CollectionStats):
+        raise TypeError(f"collection_stats must be a CollectionStats or None, got {show(stats)}")
+    if stats.num_docs < docs.num_live or stats.total_length < docs.total_len:
+        raise ValueError(f"collection_stats (num_docs {stats.num_docs}, total_length "
+                         f"{stats.total_length}) must cover this index's {docs.num_live} "
+                         f"documents of total length {docs.total_len}")
+    df = np.zeros(max(docs.df.shape[0], 1), dtype=np.int32)  # calloc: pages are lazy
+    own, names, given = docs.df, docs.terms, stats.df
+    for query in queries:
+        for tid in terms.counts(query):
+            term = names[tid]
+            value = given.get(term)
+            if value is None:
+                if own[tid] == 0:  # no live document here has it: never scored
+                    continue
+                raise ValueError(f"collection_stats.df has no entry for the query term "
+                                 f"{term!r}")
+            if not is_int(value) or not own[tid] <= value <= stats.num_docs:
+                raise ValueError(f"collection_stats.df[{term!r}] must be an int in "
+                                 f"[{int(own[tid])}, {stats.num_docs}] (this index's df, N), "
+                                 f"got {show(value)}")
+            df[tid] = value
+    return df, np.array([k1, b, stats.avgdl, float(stats.num_docs)], dtype=np.float64)
 
 
 class QueryTerms:
@@ -244,3 +348,20 @@ def search_rows(terms: QueryTerms, queries: list[str], index_args: tuple[Any, ..
 
     run_parallel(task, threads)
     return rows if lists else (out_ids, out_scores, out_n)
+
+
+def stats_of(docs: DocTable, terms: Iterable[str] | None) -> CollectionStats:
+    """An index's own :class:`CollectionStats`: df of ``terms`` (analysed; unknown ones
+    0), or of every term with df > 0 when None. O(len(terms)) or O(vocabulary)."""
+    if terms is None:
+        df = docs.df[: len(docs.terms)].tolist()
+        return CollectionStats(docs.num_live, docs.total_len,
+                               {t: c for t, c in zip(docs.terms, df, strict=True) if c})
+    check_sequence(terms, "terms", "str", ordered=False)
+    counts = {}
+    for i, t in enumerate(terms):
+        if not isinstance(t, str):
+            raise TypeError(f"terms[{i}] must be a str, got {show(t)}")
+        tid = docs.vocab.get(t)
+        counts[t] = 0 if tid is None else int(docs.df[tid])
+    return CollectionStats(docs.num_live, docs.total_len, counts)

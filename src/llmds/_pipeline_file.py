@@ -50,7 +50,8 @@ from llmds.errors import CorruptFileError
 from llmds.hnsw import HNSW
 from llmds.inverted_index import InvertedIndex
 
-__all__ = ["KIND", "PARAMS", "Saved", "read_pipeline", "write_pipeline"]
+__all__ = ["KIND", "PARAMS", "Saved", "check_identity", "id_arrays", "read_ids",
+           "read_pipeline", "write_pipeline"]
 
 KIND = "llmds.RetrievalPipeline"
 VERSION = 2
@@ -92,14 +93,21 @@ def _pack(items: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
 
 
-def write_pipeline(path: str | os.PathLike[str], meta: dict[str, Any], doc_state: dict[str, Any],
-                   index: InvertedIndex, hnsw: HNSW, vector_slots: np.ndarray) -> None:
-    """Write the bundle (see the module docstring). O(size of the parts)."""
-    arrays: dict[str, np.ndarray] = {"keys": doc_state["keys"], "vector_slots": vector_slots}
+def id_arrays(doc_state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``keys`` and the caller ids (``ids``, or ``id_bytes``/``id_offsets`` for str ids) of
+    a :meth:`DocStore.state`; :func:`read_ids` reads them back. O(n)."""
+    arrays: dict[str, np.ndarray] = {"keys": doc_state["keys"]}
     if doc_state["id_kind"] == "str":
         arrays["id_bytes"], arrays["id_offsets"] = _pack(doc_state["ids"])
     else:
         arrays["ids"] = np.asarray(doc_state["ids"], dtype=np.int64)
+    return arrays
+
+
+def write_pipeline(path: str | os.PathLike[str], meta: dict[str, Any], doc_state: dict[str, Any],
+                   index: InvertedIndex, hnsw: HNSW, vector_slots: np.ndarray) -> None:
+    """Write the bundle (see the module docstring). O(size of the parts)."""
+    arrays = {**id_arrays(doc_state), "vector_slots": vector_slots}
     arrays["text_bytes"], arrays["text_offsets"] = _pack(doc_state["texts"])
     arrays["meta_bytes"], arrays["meta_offsets"] = _pack(doc_state["metas"])
     docs_meta = {"id_kind": doc_state["id_kind"], "next_key": doc_state["next_key"]}
@@ -141,7 +149,8 @@ def _metas(c: Container, n: int) -> list[str | None]:
     return out
 
 
-def _identity(manifest: Container, value: Any, dim: int) -> dict[str, Any] | None:
+def check_identity(manifest: Container, value: Any, dim: int) -> dict[str, Any] | None:
+    """A saved embedder identity (None, or the fields of :func:`embedder_identity`)."""
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) - set(_IDENTITY) or any(
@@ -153,8 +162,10 @@ def _identity(manifest: Container, value: Any, dim: int) -> dict[str, Any] | Non
     return value
 
 
-def _docs(c: Container, manifest: Container, n: int) -> tuple[str | None, list[DocId],
-                                                                np.ndarray, int]:
+def read_ids(c: Container, manifest: Container, n: int) -> tuple[str | None, list[DocId],
+                                                                   np.ndarray, int]:
+    """``(id_kind, ids, keys, next_key)`` of the container ``c`` (meta ``id_kind`` and
+    ``next_key``, the arrays of :func:`id_arrays`) for ``n`` documents, all checked."""
     kind, raw_next = c.meta.get("id_kind"), c.meta.get("next_key")
     if (kind is not None and kind not in ID_KINDS) or (kind is None and n):
         raise c.fail(f"id_kind must be one of {ID_KINDS} (null only when empty), got {kind!r}")
@@ -214,7 +225,7 @@ def read_pipeline(path: str | os.PathLike[str], mmap: bool, analyzer: Any,
         graph: HNSW = check_params(p)
     except (TypeError, ValueError) as exc:
         raise manifest.fail(f"bad parameter: {exc}") from None
-    identity = _identity(manifest, manifest.meta["embedder"], graph.dim)
+    identity = check_identity(manifest, manifest.meta["embedder"], graph.dim)
     index = InvertedIndex.load(parts["lexical"], mmap=mmap, analyzer=analyzer)
     hnsw = HNSW.load(parts["dense"], mmap=mmap)
     docs = read_container(parts["docs"], DOCS_KIND, (1,), mmap=mmap)
@@ -228,7 +239,7 @@ def read_pipeline(path: str | os.PathLike[str], mmap: bool, analyzer: Any,
     if (index.k1, index.b) != (p["k1"], p["b"]) or len(index) != num_docs:
         raise manifest.fail("the lexical part disagrees with the manifest (k1, b or "
                             "number of documents)")
-    kind, ids, keys, next_key = _docs(docs, manifest, num_docs)
+    kind, ids, keys, next_key = read_ids(docs, manifest, num_docs)
     if not all(k in index for k in keys.tolist()):
         raise manifest.fail("every key of the docs part must be a document of the lexical part")
     texts: list[str | None] = list(_unpack(docs, "text", num_docs))

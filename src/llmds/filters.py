@@ -34,7 +34,7 @@ Memory: 12 bytes per (field, document) plus the distinct values.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,10 @@ class FilterIndex:
         """Fields at least one document has, sorted. O(fields)."""
         return sorted(f for f, c in self._columns.items() if c.count)
 
+    def field_counts(self) -> dict[str, int]:
+        """Documents per field, for the fields at least one document has. O(fields)."""
+        return {f: c.count for f, c in sorted(self._columns.items()) if c.count}
+
     def reserve(self, capacity: int) -> None:
         """Make room for slots ``0 .. capacity - 1``. O(fields * capacity) when it grows."""
         if capacity > self._capacity:
@@ -167,16 +171,22 @@ class FilterIndex:
             col.nums[src] = np.nan
 
     # ------------------------------------------------------------------ evaluation
-    def mask(self, filt: Mapping[str, Any], n: int) -> Mask:
+    def mask(self, filt: Mapping[str, Any], n: int, fields: Collection[str] | None = None,
+             ) -> Mask:
         """Boolean mask over slots ``0 .. n-1`` of the documents ``filt`` admits. O(conditions * n).
 
-        Raises ``ValueError``/``TypeError`` naming the bad part of ``filt``.
+        ``fields``: the fields some document of the whole collection has, when this
+        index holds part of it (a shard): a field in ``fields`` that no document here
+        has matches nothing here instead of being an error. With ``n = 0`` this only
+        checks ``filt``. Raises ``ValueError``/``TypeError`` naming the bad part of
+        ``filt``.
         """
         if not isinstance(filt, Mapping):
             raise TypeError(f"filter must be a dict, got {show(filt)}")
-        return self._eval(filt, n, "filter", 0)
+        return self._eval(filt, n, "filter", 0, fields)
 
-    def _eval(self, filt: Any, n: int, where: str, depth: int) -> Mask:
+    def _eval(self, filt: Any, n: int, where: str, depth: int,
+              fields: Collection[str] | None) -> Mask:
         if depth > MAX_DEPTH:
             raise ValueError(f"{where}: filters nest at most {MAX_DEPTH} deep")
         if not isinstance(filt, Mapping):
@@ -189,23 +199,25 @@ class FilterIndex:
             if not isinstance(key, str):
                 raise TypeError(f"{where}: keys must be field names or operators, "
                                 f"got {show(key)}")
-            part = (self._logical(key, value, n, f"{where}[{key!r}]", depth)
+            part = (self._logical(key, value, n, f"{where}[{key!r}]", depth, fields)
                     if key.startswith("$") else
-                    self._field(key, value, n, f"{where}[{key!r}]"))
+                    self._field(key, value, n, f"{where}[{key!r}]", fields))
             out = part if out is None else out & part
         assert out is not None
         return out
 
-    def _logical(self, op: str, value: Any, n: int, where: str, depth: int) -> Mask:
+    def _logical(self, op: str, value: Any, n: int, where: str, depth: int,
+                 fields: Collection[str] | None) -> Mask:
         if op == "$not":
-            return ~self._eval(value, n, where, depth + 1)
+            return ~self._eval(value, n, where, depth + 1, fields)
         if op not in ("$and", "$or"):
             known = ", ".join(LOGICAL)
             raise ValueError(f"{where}: unknown operator {op!r} at the top of a filter "
                              f"(logical operators: {known}; comparisons go under a field)")
         if not isinstance(value, list | tuple) or not value:
             raise ValueError(f"{where} must be a non-empty list of filters, got {show(value)}")
-        parts = [self._eval(f, n, f"{where}[{i}]", depth + 1) for i, f in enumerate(value)]
+        parts = [self._eval(f, n, f"{where}[{i}]", depth + 1, fields)
+                 for i, f in enumerate(value)]
         out = parts[0].copy()
         for p in parts[1:]:
             if op == "$and":
@@ -214,12 +226,15 @@ class FilterIndex:
                 out |= p
         return out
 
-    def _field(self, field: str, cond: Any, n: int, where: str) -> Mask:
+    def _field(self, field: str, cond: Any, n: int, where: str,
+               fields: Collection[str] | None) -> Mask:
         col = self._columns.get(field)
         if col is None or col.count == 0:
-            known = ", ".join(map(repr, self.fields)) or "none"
-            raise ValueError(f"{where}: no document has the field {field!r} "
-                             f"(fields: {known})")
+            if fields is None or field not in fields:
+                known = ", ".join(map(repr, sorted(self.fields if fields is None else fields)))
+                raise ValueError(f"{where}: no document has the field {field!r} "
+                                 f"(fields: {known or 'none'})")
+            col = _Column(n)  # present elsewhere in the collection, absent from every slot here
         if not isinstance(cond, Mapping):
             return self._compare(col, "$eq", cond, n, where)
         if not cond:

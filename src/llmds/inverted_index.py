@@ -22,11 +22,16 @@ from llmds._index_file import (
 )
 from llmds._index_search import (
     MIN_QUERIES_PER_THREAD,
+    CollectionStats,
     QueryTerms,
     ScratchPool,
-    allowed_mask,
     analyze,
+    check_allowed_mask,
+    internal_ids_of,
+    mask_of_ids,
     search_rows,
+    stats_arrays,
+    stats_of,
 )
 from llmds._index_segments import SegmentStore, WriteBuffer
 from llmds._kernels import bm25 as _k
@@ -46,7 +51,7 @@ from llmds._validate import (
 from llmds.analysis import Analyzer
 from llmds.errors import CorruptFileError
 
-__all__ = ["InvertedIndex"]
+__all__ = ["CollectionStats", "InvertedIndex"]
 
 _search_one: Any = _k.search_one  # typed Any: mypy misreads numba's dispatcher signature
 
@@ -361,23 +366,43 @@ class InvertedIndex:
             self._publish()
 
     # ------------------------------------------------------------------ searching
-    def _mask(self, allowed_ids: Iterable[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _mask(self, allowed_ids: Iterable[int] | None,
+              allowed_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The kernels' ``allowed`` mask and ``ints`` (flag 2 set when filtering)."""
-        if allowed_ids is None:
+        if allowed_ids is None and allowed_mask is None:
             return self._dummy_mask, self._ints
-        mask = allowed_mask(allowed_ids, self._docs.ext2int, self._docs.num_ids)
+        if allowed_mask is not None:
+            if allowed_ids is not None:
+                raise ValueError("pass allowed_ids or allowed_mask, not both")
+            mask = check_allowed_mask(allowed_mask, self._docs.num_ids)
+        else:
+            mask = mask_of_ids(allowed_ids, self._docs.ext2int,  # type: ignore[arg-type]
+                               self._docs.num_ids)
         ints = self._ints.copy()
         ints[2] = 1
         return mask, ints
 
+    def _scoring_view(self, stats: CollectionStats | None, queries: Sequence[str],
+                      ) -> tuple[Any, ...]:
+        """``_view`` with the df and params of ``stats`` when given (under the read lock)."""
+        if stats is None:
+            return self._view
+        df, params = stats_arrays(stats, self._query, queries, self._docs, self._k1, self._b)
+        return (*self._view[:9], df, params)
+
     def search(
-        self, query: str, top_k: int = 10, *, allowed_ids: Iterable[int] | None = None
+        self, query: str, top_k: int = 10, *, allowed_ids: Iterable[int] | None = None,
+        allowed_mask: np.ndarray | None = None, collection_stats: CollectionStats | None = None,
     ) -> list[tuple[int, float]]:
         """The ``top_k`` best ``(doc_id, score)`` for ``query``, best first, ties by doc id.
 
         Only documents containing a query term are returned (so possibly fewer than
         ``top_k``). ``allowed_ids`` restricts results to those doc ids (unknown ids are
-        ignored). O(postings of the query terms + buffer + hits * log top_k).
+        ignored; a Python loop, O(len)); ``allowed_mask`` does the same with a bool or
+        uint8 array over internal ids (see :meth:`internal_ids`; no loop, for wide
+        filters). ``collection_stats`` scores with those N, avgdl and df instead of
+        this index's own (a shard of a bigger collection; see :class:`CollectionStats`).
+        O(postings of the query terms + buffer + hits * log top_k).
         """
         if type(query) is not str or not query.isascii():
             check_text(query, "query")
@@ -385,13 +410,14 @@ class InvertedIndex:
         lock = self._lock
         lock.acquire_read()
         try:
-            mask, ints = self._mask(allowed_ids)
+            mask, ints = self._mask(allowed_ids, allowed_mask)
+            view = self._scoring_view(collection_stats, [query])
             q_terms, q_counts = self._query.arrays(query)
             if q_terms.shape[0] == 0 or self._docs.num_live == 0:
                 return []
             s = self._scratch.take()
             out_ids, out_scores = s.out(min(k, self._docs.num_ids))
-            n = _search_one(q_terms, q_counts, ints, mask, *self._view, s.scores, s.touched,
+            n = _search_one(q_terms, q_counts, ints, mask, *view, s.scores, s.touched,
                             s.qmark, out_ids.shape[0], out_ids, out_scores)
             hits = list(zip(out_ids[:n].tolist(), out_scores[:n].tolist(), strict=True))
             self._scratch.give(s)
@@ -401,7 +427,8 @@ class InvertedIndex:
 
     def search_batch(
         self, queries: Sequence[str], top_k: int = 10, *,
-        allowed_ids: Iterable[int] | None = None, as_arrays: bool = False,
+        allowed_ids: Iterable[int] | None = None, allowed_mask: np.ndarray | None = None,
+        collection_stats: CollectionStats | None = None, as_arrays: bool = False,
         num_threads: int = -1,
     ) -> Any:
         """:meth:`search` for many queries, spread over ``num_threads`` threads.
@@ -415,7 +442,9 @@ class InvertedIndex:
         Building Python tuples costs about as much as scoring on SciFact, so bulk
         callers should prefer arrays. ``num_threads`` follows hnswlib: -1 (the
         default) uses every core, 1 runs in the calling thread; results are the
-        same either way. O(sum of the per-query costs / threads).
+        same either way. ``allowed_ids``/``allowed_mask``/``collection_stats`` as in
+        :meth:`search` (one mask and one set of statistics for the whole batch).
+        O(sum of the per-query costs / threads).
         """
         check_sequence(queries, "queries", "str")
         k = check_top_k(top_k)
@@ -426,10 +455,28 @@ class InvertedIndex:
             if type(q) is not str or not q.isascii():
                 check_text(q, f"queries[{i}]")
         with self._lock.reading():
-            mask, ints = self._mask(allowed_ids)
-            return search_rows(self._query, queries, (ints, mask, *self._view),
+            mask, ints = self._mask(allowed_ids, allowed_mask)
+            view = self._scoring_view(collection_stats, queries)
+            return search_rows(self._query, queries, (ints, mask, *view),
                                self._scratch, min(k, max(self._docs.num_live, 1)), threads,
                                lists=not as_arrays)
+
+    # ------------------------------------------------------------------ internal ids
+    @property
+    def num_internal_ids(self) -> int:
+        """Internal ids handed out so far (live and tombstoned): ``allowed_mask``'s length."""
+        return self._docs.num_ids
+
+    def internal_ids(self, doc_ids: Iterable[int]) -> np.ndarray:
+        """The internal id of each indexed doc id (int64 array). O(len(doc_ids)).
+
+        Internal ids are dense, in insertion order, and stay the same while the
+        document is indexed (seal, merge, save/load and pickling keep them; replacing
+        a document gives it a new one), so a caller can build ``allowed_mask`` arrays
+        from them. Raises KeyError naming a doc id that is not indexed.
+        """
+        with self._lock.reading():
+            return internal_ids_of(doc_ids, self._docs.ext2int)
 
     # ------------------------------------------------------------------ statistics
     def _single_term(self, term: str) -> int | None:
@@ -464,6 +511,32 @@ class InvertedIndex:
         with self._lock.reading():
             tid = self._single_term(term)
             return 0 if tid is None else int(self._docs.df[tid])
+
+    def collection_stats(self, terms: Iterable[str] | None = None) -> CollectionStats:
+        """This index's BM25 statistics: N, total length and the df of ``terms``.
+
+        ``terms`` are analysed terms (as :meth:`document_terms` gives them; unknown
+        ones get 0); None gives every term with df > 0. Sum these over the shards of
+        a collection for the statistics :meth:`search` takes. O(vocabulary) or
+        O(len(terms)).
+        """
+        with self._lock.reading():
+            return stats_of(self._docs, terms)
+
+    def document_terms(self, doc_id: int) -> dict[str, int]:
+        """The analysed terms of ``doc_id`` and their frequencies (its length is the sum).
+
+        O(|doc|) in the buffer, O(postings of its segment) once sealed. Raises
+        KeyError if ``doc_id`` is not indexed.
+        """
+        doc_id = _doc_id(doc_id)
+        with self._lock.reading():
+            internal = self._docs.ext2int.get(doc_id)
+            if internal is None:
+                raise KeyError(f"doc_id {doc_id} is not indexed")
+            tids, tfs = self._doc_postings(internal)
+            names = self._docs.terms
+            return {names[t]: f for t, f in zip(tids.tolist(), tfs.tolist(), strict=True)}
 
     def stats(self) -> dict[str, Any]:
         """Sizes and compression. O(number of segments + vocabulary).

@@ -16,30 +16,26 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from llmds import _hybrid
-from llmds._docstore import DocId, DocStore, Document, check_metadata
+from llmds import _hybrid, _pipeline_args
+from llmds._docstore import DocId, DocStore, Document
 from llmds._pipeline_file import read_pipeline, write_pipeline
 from llmds._query_cache import QueryCache
-from llmds._threads import RWLock, num_threads_for
+from llmds._threads import RWLock
 from llmds._validate import (
     INT64_MAX,
     check_bool,
     check_choice,
     check_int,
     check_path,
-    check_text,
-    show,
 )
 from llmds.analysis import Analyzer
-from llmds.embed import Embedder, embedder_from_identity, embedder_identity
+from llmds.embed import Embedder, embedder_identity
 from llmds.fusion import FUSIONS, MAX_RRF_K, RRF_K, fuse_rrf, fuse_weighted, minmax_normalize
 from llmds.hnsw import HNSW, MAX_DIM
 from llmds.inverted_index import InvertedIndex
@@ -48,7 +44,7 @@ __all__ = ["FUSIONS", "RRF_K", "Document", "RetrievalPipeline", "fuse_rrf", "fus
            "minmax_normalize", "normalize_query"]
 
 METRICS = ("cosine", "ip", "l2")
-_AUTO: Any = object()  # load(): recreate the saved embedder
+_AUTO: Any = _pipeline_args.AUTO  # load(): recreate the saved embedder
 
 
 def normalize_query(query: str) -> str:
@@ -61,15 +57,6 @@ def normalize_query(query: str) -> str:
     'what causes cancer?'
     """
     return " ".join(query.lower().split())
-
-
-def _check_hooks(embedder: object, analyzer: object, query_normalizer: object) -> None:
-    if embedder is not None and not callable(getattr(embedder, "embed", None)):
-        raise TypeError(f"embedder must have an embed(texts) method, got {show(embedder)}")
-    if analyzer is not None and not callable(analyzer):
-        raise TypeError(f"analyzer must be callable, got {show(analyzer)}")
-    if not callable(query_normalizer):
-        raise TypeError(f"query_normalizer must be callable, got {show(query_normalizer)}")
 
 
 class RetrievalPipeline(_hybrid.HybridSearch):
@@ -98,19 +85,18 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     smaller id for int ids and to the document added first for str ids. Without a
     query vector (none given, no embedder) the search is lexical-only;
     ``fusion_weight`` 0 or 1 searches one side only. ``search_batch`` answers many
-    queries at once (the embedder is called once per batch; the graph side runs on
+    queries at once (the embedder is called once per batch; both searches run on
     ``num_threads`` threads) with exactly the results of ``search``. The defaults
     (weighted, 0.5, depth 100 per side) were measured best on SciFact with MiniLM-L6
     vectors: nDCG@10 0.731 against 0.686 for BM25 alone, 0.645 dense alone, 0.717 RRF.
 
     Filters (``filter=``, syntax in :mod:`llmds.filters`) become one boolean mask
     over the documents per call, applied *inside* both searches: BM25 scores only
-    admitted documents (or, for a filter admitting at least a fifth of them,
-    over-fetches unfiltered and falls back when too few pass: exact either way) and
-    the graph search skips non-admitted nodes (exact when at most ``brute_force_max``
-    are admitted). So a selective filter still returns ``top_k`` results when that
-    many match, equal to a brute-force filtered search on the lexical side and at a
-    high ``ef`` on the dense side.
+    admitted documents (one pass over the query terms' postings, skipping the
+    others) and the graph search skips non-admitted nodes (exact when at most
+    ``brute_force_max`` are admitted). So a selective filter still returns
+    ``top_k`` results when that many match, equal to a brute-force filtered search
+    on the lexical side and at a high ``ef`` on the dense side.
 
     Hot-query cache: see :mod:`llmds._query_cache` (``cache_budget`` result entries,
     ``hot_threshold``, ``decay_every``; ``cache_budget=0`` disables it). Any write
@@ -156,9 +142,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
     """
 
     __slots__ = (
-        "_brute_force_max", "_cache", "_cache_budget", "_decay_every", "_dense_depth", "_dim",
-        "_docs", "_embedder", "_embedder_identity", "_fusion", "_hot_threshold", "_index",
-        "_lex_lock", "_lexical_depth", "_lock", "_metric", "_normalize", "_rrf_k", "_seed",
+        "_brute_force_max", "_cache", "_cache_budget", "_decay_every", "_dim", "_docs",
+        "_hot_threshold", "_index", "_lock", "_metric", "_normalize", "_rrf_k", "_seed",
         "_sketch_depth", "_sketch_width", "_vectors",
     )
 
@@ -194,7 +179,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
                                                          maximum=2**64 - 1)
         self._fusion = check_choice(fusion, "fusion", FUSIONS)
         self._metric = check_choice(metric, "metric", METRICS)
-        _check_hooks(embedder, analyzer, query_normalizer)
+        _pipeline_args.check_hooks(embedder, analyzer, query_normalizer)
         self._lexical_depth = check_int(lexical_depth, "lexical_depth", minimum=1,
                                         maximum=INT64_MAX)
         self._dense_depth = check_int(dense_depth, "dense_depth", minimum=1, maximum=INT64_MAX)
@@ -226,82 +211,6 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         self._docs = DocStore(store_text)
         self._vectors = _hybrid.VectorStore(hnsw, self._metric)
         self._lock = RWLock()
-        self._lex_lock = threading.Lock()  # InvertedIndex searches share scratch arrays
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def embedding_dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> str:
-        return self._metric
-
-    @property
-    def fusion(self) -> str:
-        """Default fusion of ``search`` (``"weighted"`` or ``"rrf"``); settable."""
-        return self._fusion
-
-    @fusion.setter
-    def fusion(self, value: str) -> None:
-        value = check_choice(value, "fusion", FUSIONS)
-        with self._lock.writing():
-            self._fusion = value
-            self._cache.clear()
-
-    @property
-    def lexical_depth(self) -> int:
-        """BM25 candidates fused per search (at least ``top_k``); settable."""
-        return self._lexical_depth
-
-    @lexical_depth.setter
-    def lexical_depth(self, value: int) -> None:
-        value = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
-        with self._lock.writing():
-            self._lexical_depth = value
-            self._cache.clear()
-
-    @property
-    def dense_depth(self) -> int:
-        """Nearest vectors fused per search (at least ``top_k``); settable."""
-        return self._dense_depth
-
-    @dense_depth.setter
-    def dense_depth(self, value: int) -> None:
-        value = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
-        with self._lock.writing():
-            self._dense_depth = value
-            self._cache.clear()
-
-    @property
-    def embedder(self) -> Embedder | None:
-        """The embedder of text-only documents and queries; settable (None: none).
-
-        Setting one records its identity for :meth:`save` and empties the result cache;
-        it must produce vectors comparable with the stored ones (nothing can check that).
-        """
-        return self._embedder
-
-    @embedder.setter
-    def embedder(self, value: Embedder | None) -> None:
-        _check_hooks(value, None, normalize_query)
-        with self._lock.writing():
-            self._embedder = value
-            if value is not None:
-                self._embedder_identity = embedder_identity(value, self._dim)
-            self._cache.clear()
-
-    @property
-    def id_kind(self) -> str | None:
-        """``"int"`` or ``"str"``: the kind of every id here (None before the first add)."""
-        return self._docs.id_kind
-
-    def __len__(self) -> int:
-        """Number of documents. O(1)."""
-        return len(self._docs)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._docs
 
     def has_embedding(self, doc_id: DocId) -> bool:
         """True if ``doc_id`` has a vector. O(1). Raises KeyError for an unknown id."""
@@ -315,56 +224,7 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             return Document(self._docs.doc_id(slot), None, self._docs.text(slot),
                             self._docs.metadata(slot))
 
-    # ------------------------------------------------------------------ adding
-    def add_document(self, doc_id: DocId, text: str, embedding: npt.ArrayLike | None = None,
-                     metadata: Mapping[str, Any] | None = None) -> None:
-        """Store and index one document (see :meth:`add_documents`). O(|text|) + one insert.
-
-        Raises ValueError for a duplicate ``doc_id``, an empty text, a wrong-shaped,
-        NaN/inf or (cosine) zero embedding, TypeError for an id of the other kind or
-        metadata JSON cannot hold; nothing changes then. Empties the result cache.
-        """
-        d = self._new_single(doc_id, "doc_id")
-        text = check_text(text, "text", nonempty=True)
-        meta = check_metadata(metadata, "metadata")
-        x: Any = None
-        if embedding is not None:
-            x = self._vector(embedding, "embedding")[None, :]
-        elif self._embedder is not None:
-            x = self._embed([text], "text")
-        self._insert([d], [text], [meta], [0] if x is not None else [], x, 1)
-
-    def add_documents(
-        self,
-        doc_ids: Sequence[DocId],
-        texts: Sequence[str],
-        embeddings: npt.ArrayLike | Sequence[npt.ArrayLike | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        *,
-        batch_size: int = 256,
-        show_progress: bool = False,
-        num_threads: int = -1,
-    ) -> int:
-        """Add many documents at once, all or nothing; returns how many were added.
-
-        ``embeddings`` is ``None`` (the embedder embeds every text, or all are
-        lexical-only), an ``(n, dim)`` array, or a sequence of vectors and ``None``
-        (the embedder, if any, fills the ``None`` ones). The embedder gets
-        ``batch_size`` texts per call, with a progress bar on stderr when
-        ``show_progress`` (tqdm's if installed, else a plain one). ``metadatas``: one
-        JSON-serialisable dict (or None) per document. ``num_threads`` links the new
-        vectors into the graph (-1: all cores; 1: a deterministic graph). Everything is
-        validated and embedded before the pipeline changes. O(total text + n inserts).
-        """
-        ids, docs, metas = self._check_batch(doc_ids, texts, metadatas)
-        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=2**31 - 1)
-        show_progress = check_bool(show_progress, "show_progress")
-        threads = num_threads_for(num_threads, max(len(ids), 1), 1)
-        rows, x = self._batch_vectors(embeddings, docs, batch_size, show_progress)
-        if ids:
-            self._insert(ids, docs, metas, rows, x, threads)
-        return len(ids)
-
+    # ------------------------------------------------------------------ storing
     def _insert(self, ids: list[DocId], docs: list[str], metas: list[str | None],
                 rows: list[int], x: Any, threads: int) -> None:
         """Store checked documents (``x``: the vectors of the documents ``rows``)."""
@@ -372,35 +232,15 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             if any(d in self._docs for d in ids):  # another thread added one meanwhile
                 raise ValueError("a doc_id was added by another thread meanwhile")
             first = len(self._docs)
+            keys = self._docs.planned_keys(ids)
             # the index first: it checks (and may refuse) everything before it changes
-            self._index.add_documents(zip(self._docs.planned_keys(ids), docs, strict=True))
+            self._index.add_documents(zip(keys, docs, strict=True))
             self._docs.add(ids, docs, metas)
+            self._docs.set_lex_ids(first, self._index.internal_ids(keys))
             self._vectors.reserve_slots(first + len(ids))
             if rows:
                 self._vectors.add(np.asarray(rows, dtype=np.int64) + first, x, threads)
             self._cache.clear(invalidate=True)
-
-    def _check_batch(self, doc_ids: Any, texts: Any, metadatas: Any,
-                     ) -> tuple[list[DocId], list[str], list[str | None]]:
-        ids = self._docs.check_new_ids(_hybrid.as_list(doc_ids, "doc_ids", "ids"), "doc_ids")
-        docs = [check_text(t, f"texts[{i}]", nonempty=True)
-                for i, t in enumerate(_hybrid.as_list(texts, "texts", "str"))]
-        n = len(ids)
-        if len(docs) != n:
-            raise ValueError(f"doc_ids and texts differ in length: {n} and {len(docs)}")
-        metas: list[str | None] = [None] * n
-        if metadatas is not None:
-            given = _hybrid.as_list(metadatas, "metadatas", "dicts or None")
-            if len(given) != n:
-                raise ValueError(f"metadatas has {len(given)} entries for {n} documents")
-            metas = [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(given)]
-        return ids, docs, metas
-
-    def _new_single(self, doc_id: Any, name: str) -> DocId:
-        d = self._docs.check_id(doc_id, name)
-        if d in self._docs:
-            raise ValueError(f"{name} {d!r} is already in the pipeline; delete_document it first")
-        return d
 
     def delete_document(self, doc_id: DocId) -> None:
         """Remove ``doc_id`` everywhere. O(|doc| + fields + dim). Empties the result cache.
@@ -415,16 +255,6 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             if last != slot:
                 self._vectors.move_slot(last, slot)
             self._cache.clear(invalidate=True)
-
-    # ------------------------------------------------------------------ cache
-    def clear_cache(self, invalidate: bool = False) -> None:
-        """Drop every cached result (query counts stay). O(cached queries)."""
-        self._cache.clear(check_bool(invalidate, "invalidate"))
-
-    def reset_cache(self) -> None:
-        """Empty the result cache, forget every query count and zero the hit/miss
-        counters (a cold start, e.g. between benchmark runs). O(cached + sketch size)."""
-        self._cache.reset()
 
     def stats(self) -> dict[str, Any]:
         """Counts, configuration and cache figures. O(segments + vocabulary + n).
@@ -446,12 +276,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
                 "store_text": self._docs.store_text, "metadata_fields": self._docs.filters.fields,
                 **self._cache.stats(),
                 "vector_bytes": int(self._vectors.vecs.nbytes + self._vectors.row_slot.nbytes),
-                "lexical": self._lexical_stats(), "dense": self._vectors.hnsw.stats(),
+                "lexical": self._index.stats(), "dense": self._vectors.hnsw.stats(),
             }
-
-    def _lexical_stats(self) -> dict[str, Any]:
-        with self._lex_lock:
-            return self._index.stats()
 
     # ------------------------------------------------------------------ persistence
     def _params(self) -> dict[str, Any]:
@@ -483,9 +309,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             n = self._vectors.n
             meta = {"params": self._params(), "num_documents": len(self._docs),
                     "num_vectors": n, "embedder": self._embedder_identity}
-            with self._lex_lock:
-                write_pipeline(path, meta, self._docs.state(), self._index,
-                               self._vectors.hnsw, self._vectors.row_slot[:n].copy())
+            write_pipeline(path, meta, self._docs.state(), self._index,
+                           self._vectors.hnsw, self._vectors.row_slot[:n].copy())
 
     @classmethod
     def load(
@@ -511,7 +336,8 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         """
         path = check_path(path)
         mmap = check_bool(mmap, "mmap")
-        _check_hooks(None if embedder is _AUTO else embedder, analyzer, query_normalizer)
+        _pipeline_args.check_hooks(None if embedder is _AUTO else embedder, analyzer,
+                                   query_normalizer)
         made: list[RetrievalPipeline] = []
 
         def make(params: dict[str, Any]) -> HNSW:
@@ -521,11 +347,12 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         saved = read_pipeline(path, mmap, analyzer, make)
         self = made[0]
         self._embedder_identity = saved.identity
-        self._embedder = self._loaded_embedder(embedder, saved.identity, path)
+        self._embedder = _pipeline_args.resolve_embedder(embedder, saved.identity, path, self._dim)
         self._index = saved.lexical
         self._vectors = _hybrid.VectorStore(saved.hnsw, self._metric)
         self._docs.restore(saved.id_kind, saved.ids, saved.keys, saved.texts, saved.metas,
                            saved.next_key)
+        self._docs.set_lex_ids(0, self._index.internal_ids(saved.keys.tolist()))
         store = self._vectors
         n = saved.vectors.shape[0]
         store.reserve_slots(len(saved.ids))
@@ -536,25 +363,6 @@ class RetrievalPipeline(_hybrid.HybridSearch):
         store.slot_row[saved.vector_slots] = np.arange(n)
         store.n = n
         return self
-
-    def _loaded_embedder(self, embedder: Any, identity: dict[str, Any] | None,
-                         path: Any) -> Embedder | None:
-        if embedder is not _AUTO:
-            dim = getattr(embedder, "dim", self._dim)
-            if embedder is not None and dim != self._dim:
-                raise ValueError(f"embedder has dim {dim!r}; the pipeline at "
-                                 f"{os.fspath(path)!r} has embedding_dim {self._dim}")
-            return embedder
-        if identity is None:
-            return None
-        try:
-            return embedder_from_identity(identity)
-        except (LookupError, ImportError, OSError, ValueError) as exc:
-            raise ValueError(
-                f"the pipeline at {os.fspath(path)!r} was built with the embedder "
-                f"{identity.get('name') or identity['kind']} ({identity['dim']} dims), which "
-                f"cannot be made here ({exc}); pass embedder=... to load(), or embedder=None "
-                "to accept lexical-only text queries") from None
 
     def __getstate__(self) -> dict[str, Any]:
         """What pickle and deepcopy carry: the saved bundle's files and the hooks."""
@@ -573,19 +381,21 @@ class RetrievalPipeline(_hybrid.HybridSearch):
             other = RetrievalPipeline.load(tmp, embedder=state["embedder"],
                                            analyzer=state["analyzer"],
                                            query_normalizer=state["normalizer"])
-        for name in RetrievalPipeline.__slots__:
+        for name in (*_hybrid.HybridSearch.__slots__, *RetrievalPipeline.__slots__):
             object.__setattr__(self, name, getattr(other, name))
 
     # ------------------------------------------------------------------ invariants
     def _check(self) -> None:
         """Assert the invariants (O(index size)); for tests."""
-        with self._lock.reading(), self._lex_lock:
+        with self._lock.reading():
             self._index._check()
             self._vectors.hnsw._check()
             self._docs._check()
             n = len(self._docs)
             assert len(self._index) == n
             assert all(k in self._index for k in self._docs.keys().tolist())
+            assert np.array_equal(self._index.internal_ids(self._docs.keys().tolist()),
+                                  self._docs.lex_ids())
             self._vectors._check(n, self._metric)
             self._cache._check()
 

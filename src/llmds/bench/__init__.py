@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "bm25": "bench_bm25",
     "hnsw": "bench_hnsw",
     "retrieval": "bench_retrieval",
+    "sharded": "bench_sharded",
     "sim": "bench_sim",
     "redis": "bench_redis",
     "remote_tier": "bench_remote_tier",

@@ -51,7 +51,8 @@ _STRUCTURES = [
     ("2.3 Hybrid Retrieval System",
      "BM25 over an inverted index with delta + varint compressed postings, an HNSW graph for "
      "dense vectors, and a pipeline that fuses both (weighted min-max or reciprocal-rank "
-     "fusion) with a hot-query result cache.", ["bm25", "hnsw", "retrieval"]),
+     "fusion) with a hot-query result cache, and the same pipeline sharded over Ray "
+     "actors.", ["bm25", "hnsw", "retrieval", "sharded"]),
     ("2.4 Count-Min Sketch",
      "A count-min sketch with conservative update for frequency estimates in bounded "
      "memory; it decides which queries are hot enough to cache.", ["cmsketch"]),

@@ -1,4 +1,4 @@
-"""Scale-out on Redis: a KV page tier shared by engine processes, and cluster-wide admission.
+"""Scale-out: a KV page tier and admission shared through Redis, retrieval sharded on Ray.
 
 * :class:`RedisPageStore` (``llmds.dist.redis_store``): KV pages in Redis, one key per
   page, identity-checked, batched; a Redis failure is a miss, never an error.
@@ -9,6 +9,9 @@
   used as the second tier of a :class:`llmds.KVCache` or a
   :class:`llmds.mem_cache.RadixCache` (``remote=``), with synchronous or background
   write-back; :class:`PageStore` is the protocol a store implements.
+* :class:`ShardedRetrievalPipeline` (``llmds.dist.sharded``): the RetrievalPipeline
+  API over shards in Ray actors (or in-process), with one pipeline's exact results;
+  ``backend="ray"`` needs the ``ray`` extra (``pip install 'llmds[ray]'``).
 
 The Redis classes need the ``redis`` extra (redis-py and hiredis): ``pip install
 'llmds[redis]'``. Importing ``llmds`` or ``llmds.dist`` never imports redis-py; the
@@ -34,12 +37,16 @@ from llmds._remote_tier import PageStore, RemoteTier
 if TYPE_CHECKING:
     from llmds.dist.redis_admission import RedisAdmissionController
     from llmds.dist.redis_store import RedisPageStore
+    from llmds.dist.sharded import ShardedRetrievalPipeline, ShardError
 
-__all__ = ["PageStore", "RedisAdmissionController", "RedisPageStore", "RemoteTier"]
+__all__ = ["PageStore", "RedisAdmissionController", "RedisPageStore", "RemoteTier",
+           "ShardError", "ShardedRetrievalPipeline"]
 
 _MODULES = {
     "RedisAdmissionController": "llmds.dist.redis_admission",
     "RedisPageStore": "llmds.dist.redis_store",
+    "ShardError": "llmds.dist.sharded",  # imports no Ray: backend="ray" does, when used
+    "ShardedRetrievalPipeline": "llmds.dist.sharded",
 }
 
 
@@ -50,7 +57,7 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        if "llmds[redis]" in str(exc):
+        if "llmds[redis]" in str(exc) or not module.startswith("llmds.dist.redis"):
             raise
         raise ImportError(f"llmds.dist.{name} needs redis-py: pip install 'llmds[redis]' "
                           f"({exc})") from exc

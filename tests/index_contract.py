@@ -23,6 +23,7 @@ The test file ``tests/test_index_contract.py`` binds the machine to each index.
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import tempfile
@@ -176,7 +177,7 @@ def assert_top_k(got: list[tuple[int, float]], scores: dict[int, float], k: int,
     assert len(set(ids)) == len(ids), got
     assert all(d in scores for d in ids), (got, scores)
     ranked = [scores[d] for d in ids]
-    assert all(a >= b - tol * max(1.0, abs(a)) for a, b in zip(ranked, ranked[1:])), got
+    assert all(a >= b - tol * max(1.0, abs(a)) for a, b in itertools.pairwise(ranked)), got
     left = [s for d, s in scores.items() if d not in set(ids)]
     if ranked and left:
         assert ranked[-1] >= max(left) - tol * max(1.0, abs(ranked[-1])), (got, scores)

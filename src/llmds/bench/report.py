@@ -358,7 +358,8 @@ def _summary_blocks(records: list[dict[str, Any]]) -> list[Block]:
     failed = [rec["benchmark"] for rec in records if "error" in rec]
     if failed:
         out.append(("p", "Failed benchmarks: " + ", ".join(failed) + "."))
-    skipped = [f"{s} ({rec['benchmark']})" for rec in ran for s in _tables(rec)[1]]
+    skipped = list(dict.fromkeys(f"{s} ({rec['benchmark']})" for rec in ran
+                                 for s in _tables(rec)[1]))  # one line per distinct skip
     if skipped:
         out.append(("p", "Peers reported as skipped: " + "; ".join(skipped) + "."))
     return out

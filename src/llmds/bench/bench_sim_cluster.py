@@ -40,7 +40,8 @@ from llmds.sim.cluster import NETWORKS, ROUTERS, Cluster, SharedTier
 from llmds.sim.workloads import multi_turn_chat_trace
 
 NAME = "sim_cluster"
-TITLE = "Replica clusters (simulated): 4 replicas behind routers, shared prefix tier, simulator speed"
+TITLE = ("Replica clusters (simulated): 4 replicas behind routers, shared prefix tier, "
+         "simulator speed")
 REPLICAS = 4
 _SLO = (SLOClass("chat", 1.0, ttft_ms=200.0),)
 _TRACES: dict[str, dict[str, Any]] = {

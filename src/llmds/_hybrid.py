@@ -101,6 +101,12 @@ class HybridSearch:
     def metric(self) -> str:
         return self._metric
 
+    def _set(self, attr: str, value: object) -> None:
+        """Change a search setting (already checked): results cached under the old one go."""
+        with self._lock.writing():
+            setattr(self, attr, value)
+            self._cache.clear()
+
     @property
     def fusion(self) -> str:
         """Default fusion of ``search`` (``"weighted"`` or ``"rrf"``); settable."""
@@ -108,10 +114,7 @@ class HybridSearch:
 
     @fusion.setter
     def fusion(self, value: str) -> None:
-        value = check_choice(value, "fusion", FUSIONS)
-        with self._lock.writing():
-            self._fusion = value
-            self._cache.clear()
+        self._set("_fusion", check_choice(value, "fusion", FUSIONS))
 
     @property
     def lexical_depth(self) -> int:
@@ -120,10 +123,8 @@ class HybridSearch:
 
     @lexical_depth.setter
     def lexical_depth(self, value: int) -> None:
-        value = check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX)
-        with self._lock.writing():
-            self._lexical_depth = value
-            self._cache.clear()
+        self._set("_lexical_depth",
+                  check_int(value, "lexical_depth", minimum=1, maximum=INT64_MAX))
 
     @property
     def dense_depth(self) -> int:
@@ -132,10 +133,7 @@ class HybridSearch:
 
     @dense_depth.setter
     def dense_depth(self, value: int) -> None:
-        value = check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX)
-        with self._lock.writing():
-            self._dense_depth = value
-            self._cache.clear()
+        self._set("_dense_depth", check_int(value, "dense_depth", minimum=1, maximum=INT64_MAX))
 
     @property
     def embedder(self) -> Embedder | None:

@@ -142,7 +142,7 @@ class Breaker:
     ``available()`` reads one float.
     """
 
-    __slots__ = ("_down", "_lock", "_until", "backoff_s", "errors", "last_error", "label",
+    __slots__ = ("_down", "_lock", "_until", "backoff_s", "errors", "label", "last_error",
                  "skipped")
 
     def __init__(self, backoff_s: float, label: str) -> None:

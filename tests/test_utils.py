@@ -1,4 +1,5 @@
 import math
+import mmap
 import os
 import re
 import subprocess
@@ -90,14 +91,24 @@ def test_statistics_empty_raises():
 
 
 def test_memory_profiler_sees_peak_between_samples():
-    # Allocate and release 200 MiB between two explicit samples: only the
-    # background sampler can see it.
+    # Map, touch and unmap 200 MiB between two explicit samples: only the
+    # background sampler can see it. An anonymous mmap, not a NumPy array: an
+    # allocator that keeps freed memory resident (jemalloc, loaded by some
+    # extension modules earlier in the session) can serve a 200 MiB array from
+    # pages RSS already counts, and then nothing rises.
     profiler = MemoryProfiler(interval_s=0.001)
     profiler.start()
     before = profiler.sample()
-    block = np.ones(200 * 1024 * 1024 // 8)  # touched pages, really resident
-    time.sleep(0.05)
-    del block
+    size = 200 * 1024 * 1024
+    block = mmap.mmap(-1, size)
+    pages = np.frombuffer(block, dtype=np.uint8)
+    pages[:: mmap.PAGESIZE] = 1  # touched pages, really resident
+    deadline = time.monotonic() + 10.0  # the sampler's thread may wait for the GIL
+    while (profiler.get_peak_rss_bytes() < before + 150 * 1024 * 1024
+           and time.monotonic() < deadline):
+        time.sleep(0.005)
+    del pages
+    block.close()
     after = profiler.sample()
     profiler.stop()
     assert profiler.get_peak_rss_bytes() >= before + 150 * 1024 * 1024

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -123,6 +123,10 @@ class InvertedIndex(IndexFiles):
     __slots__ = ("_analyzer", "_b", "_buffer", "_docs", "_dummy_mask", "_ints", "_k1", "_lock",
                  "_merge_factor", "_params", "_query", "_scratch", "_seal_postings", "_store",
                  "_view")
+    if not TYPE_CHECKING:  # written in the IndexFiles mixin; named here so the class (and
+        # its API reference) lists them as its own; mypy reads the mixin's typed ones
+        save = IndexFiles.save
+        load = IndexFiles.__dict__["load"]
 
     def __init__(
         self,

@@ -28,7 +28,12 @@ _Index = TypeVar("_Index", bound="IndexFiles")
 
 
 class IndexFiles:
-    """save / load / pickle / copy for InvertedIndex (holds no state of its own)."""
+    """save / load / pickle / copy for InvertedIndex (holds no state of its own).
+
+    Thread safety: as InvertedIndex: ``save`` holds the write lock while it seals the
+    buffer and copies the arrays (not while it writes the file); pickling and copies
+    hold the read lock; so all of them may run beside searches.
+    """
 
     __slots__ = ()
     if TYPE_CHECKING:

@@ -40,7 +40,11 @@ class _Slot:
 class Batcher:
     """Runs ``work(key, items) -> results`` (one result per item, in order) over the items
     that concurrent :meth:`run` calls of the same ``key`` submitted, with at most
-    ``max_in_flight`` batches of one key running at once. O(1) bookkeeping per item."""
+    ``max_in_flight`` batches of one key running at once. O(1) bookkeeping per item.
+
+    Thread safety: safe; :meth:`run` is meant to be called from many threads (see the
+    module docstring).
+    """
 
     __slots__ = ("_busy", "_cv", "_max_in_flight", "_queues", "_work")
 

@@ -62,7 +62,11 @@ class ShardFailures(Exception):
 
 
 class LocalShards:
-    """The shards in this process. ``map`` calls them one after the other."""
+    """The shards in this process. ``map`` calls them one after the other.
+
+    Thread safety: safe for concurrent calls (each :class:`Shard` is); the coordinator
+    never sends a write while a search runs.
+    """
 
     kind = "local"
 
@@ -161,6 +165,9 @@ class RayShards:
     cores can run, as on a test machine) and ``scheduling_strategy="SPREAD"`` (Ray
     spreads the actors over the cluster's nodes); ``ray_options`` overrides them,
     e.g. ``{"num_cpus": 4}`` to give each shard four cores of its own.
+
+    Thread safety: safe for concurrent calls: Ray handles are thread-safe and each
+    actor runs up to ``max_concurrency`` calls at once on a thread-safe :class:`Shard`.
     """
 
     kind = "ray"

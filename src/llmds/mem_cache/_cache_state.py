@@ -21,7 +21,11 @@ __all__ = ["CacheState"]
 
 
 class CacheState:
-    """Copies (``__getstate__``/``__setstate__``) and ``_check`` of a radix cache."""
+    """Copies (``__getstate__``/``__setstate__``) and ``_check`` of a radix cache.
+
+    Thread safety: as the radix caches, not thread-safe: copy or check a cache only
+    while no other thread uses it.
+    """
 
     if TYPE_CHECKING:
         _NODE_ATTRS: tuple[str, ...]

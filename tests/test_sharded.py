@@ -9,6 +9,7 @@ import pickle
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -434,13 +435,16 @@ def test_batcher_groups_concurrent_calls_and_shares_errors():
 
     first = threading.Thread(target=call, args=(0,))
     first.start()
+    deadline = time.monotonic() + 30  # a broken batcher fails here rather than hangs
     while not batches:
+        assert time.monotonic() < deadline, "the first batch never started"
         threading.Event().wait(0.001)
     others = [threading.Thread(target=call, args=(i,)) for i in (1, 2, 3)]
     other_key = threading.Thread(target=call, args=(9, 2))
     for t in [*others, other_key]:
         t.start()
     while len(batches) < 2 or len(b._queues.get(1, ())) < 3:  # key 2 runs meanwhile
+        assert time.monotonic() < deadline, (batches, b._queues)
         threading.Event().wait(0.001)
     release.set()
     for t in [first, *others, other_key]:
